@@ -1,0 +1,65 @@
+# The authorizer: `make run` to try it, `make test` to check it.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+REDIS_PORT ?= 6379
+DATA       := $(CURDIR)/.data
+RELEASE    := $(CURDIR)/.build/release/authorizer
+DEBUG      := $(CURDIR)/.build/debug/authorizer
+REDIS_URL  := redis://127.0.0.1:$(REDIS_PORT)/0
+SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+
+.PHONY: deps build release run redis-up stop test bench clean
+
+## deps: install redis-server and libhiredis-dev when missing (Debian/Ubuntu).
+deps:
+	@missing=""; \
+	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
+	[ -f /usr/include/hiredis/hiredis.h ] || missing="$$missing libhiredis-dev"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release
+
+## run: start the project's Redis (if not up), load rules and the demo account, serve on 127.0.0.1:7070.
+run: release redis-up
+	$(RELEASE) rules init --redis $(REDIS_URL)
+	$(RELEASE) account set --if-missing --redis $(REDIS_URL) 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
+	exec $(RELEASE) serve --redis $(REDIS_URL)
+
+redis-up: deps
+	@mkdir -p $(DATA)
+	@if redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
+		echo "redis already running on port $(REDIS_PORT)"; \
+	else \
+		redis-server $(CURDIR)/redis.conf --port $(REDIS_PORT) --dir $(DATA) --daemonize yes \
+			--pidfile $(DATA)/redis.pid --logfile $(DATA)/redis.log && \
+		for i in $$(seq 1 100); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.05; done; \
+		redis-cli -p $(REDIS_PORT) ping >/dev/null || { echo "redis did not start; see $(DATA)/redis.log"; exit 1; }; \
+		echo "redis started on port $(REDIS_PORT) (data in $(DATA))"; \
+	fi
+
+## stop: stop the Redis that `make run` started.
+stop:
+	@if [ -f $(DATA)/redis.pid ] && kill -0 $$(cat $(DATA)/redis.pid) 2>/dev/null; then \
+		redis-cli -p $(REDIS_PORT) shutdown >/dev/null 2>&1 || kill $$(cat $(DATA)/redis.pid); \
+		echo "redis stopped"; \
+	else \
+		echo "no redis started by make run is running"; \
+	fi
+
+## test: unit and integration tests (integration tests start their own Redis servers).
+test: deps
+	swift build --build-tests
+	AUTHORIZER_BIN=$(DEBUG) AUTHORIZER_REDIS_CONF=$(CURDIR)/redis.conf swift test --skip-build
+
+clean:
+	rm -rf .build

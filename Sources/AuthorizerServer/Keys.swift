@@ -1,0 +1,24 @@
+/// The Redis key layout. A contract: operators and tools rely on it (README).
+/// Every key of one account carries the account id as a hash tag so that, in
+/// a cluster, an account's keys live on one slot.
+public enum Keys {
+    public static func account(_ id: String) -> String { "account:{\(id)}" }
+    public static func lock(_ id: String) -> String { "lock:{\(id)}" }
+    public static func transaction(account: String, id: String) -> String { "txn:{\(account)}:\(id)" }
+    public static let statements = "statements"
+    public static let rulesMCC = "rules:mcc"
+    public static let rulesMerchant = "rules:merchant"
+    public static let rulesConfig = "rules:config"
+    /// Published after the CLI changes the rules, so servers reload at once.
+    public static let rulesChangedChannel = "authorizer:rules-changed"
+
+    /// The account id inside `lock:{ID}`, or nil for any other key.
+    public static func accountOfLock(_ key: String) -> String? {
+        guard key.hasPrefix("lock:{"), key.hasSuffix("}") else { return nil }
+        return String(key.dropFirst(6).dropLast())
+    }
+
+    public static func keyEventChannels(database: Int) -> [String] {
+        ["__keyevent@\(database)__:del", "__keyevent@\(database)__:expired"]
+    }
+}

@@ -1,0 +1,169 @@
+import AuthorizerCore
+import Logging
+import NIOCore
+
+/// Serves one terminal connection: parses each line, hands it to the
+/// authorizer, and writes the answers back in request order.
+///
+/// Many requests may be in flight on one connection (pipelining); past
+/// `maxInFlight` the handler stops reading until answers drain.
+final class TerminalHandler: ChannelDuplexHandler {
+    typealias InboundIn = TerminalFrame
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let authorizer: Authorizer
+    private let maxInFlight: Int
+    private let logger: Logger
+
+    /// Answers not yet written, oldest first; nil while the decision is pending.
+    private var answers = CircularBuffer<ByteBuffer?>(initialCapacity: 16)
+    /// Sequence number of `answers.first`.
+    private var firstSequence: UInt64 = 0
+    private var readHeld = false
+    private var closeWhenDrained = false
+    private var flushScheduled = false
+    private var active = true
+
+    init(authorizer: Authorizer, maxInFlight: Int, logger: Logger) {
+        precondition(maxInFlight > 0)
+        self.authorizer = authorizer
+        self.maxInFlight = maxInFlight
+        self.logger = logger
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !closeWhenDrained else { return }
+        switch unwrapInboundIn(data) {
+        case .tooLong:
+            append(id: TransactionID.make(), decision: .rejected(RejectReason.lineTooLong), context: context)
+            closeWhenDrained = true
+            writeReady(context: context)
+        case .line(let line):
+            handle(line: line, context: context)
+        }
+    }
+
+    private func handle(line: ByteBuffer, context: ChannelHandlerContext) {
+        let receivedAt = NIODeadline.now()
+        let parsed = line.withUnsafeReadableBytes { bytes -> Result<TransactionRequest, RequestRejection>? in
+            if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return nil }
+            return TransactionRequestParser.parse(line: bytes, makeID: TransactionID.make)
+        }
+        switch parsed {
+        case nil:
+            return  // blank line
+        case .failure(let rejection)?:
+            logger.warning("request refused", metadata: ["id": "\(rejection.id ?? "-")", "reason": "\(rejection.reason)"])
+            append(id: rejection.id ?? TransactionID.make(), decision: .rejected(rejection.reason), context: context)
+            writeReady(context: context)
+        case .success(let request)?:
+            let sequence = firstSequence + UInt64(answers.count)
+            answers.append(nil)
+            let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+            authorizer.authorize(request, receivedAt: receivedAt)
+                .hop(to: context.eventLoop)
+                .whenComplete { result in
+                    let decision: Decision
+                    switch result {
+                    case .success(let value): decision = value
+                    case .failure(let error): decision = .rejected("internal error: \(error)")
+                    }
+                    loopBound.value.handler.fill(sequence: sequence, id: request.id, decision: decision, context: loopBound.value.context)
+                }
+        }
+    }
+
+    private func append(id: String, decision: Decision, context: ChannelHandlerContext) {
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        ResponseEncoder.encode(id: id, decision: decision, into: &buffer)
+        answers.append(buffer)
+    }
+
+    private func fill(sequence: UInt64, id: String, decision: Decision, context: ChannelHandlerContext) {
+        guard active else { return }
+        let index = Int(sequence - firstSequence)
+        assert(index >= 0 && index < answers.count && answers[answers.index(answers.startIndex, offsetBy: index)] == nil)
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        ResponseEncoder.encode(id: id, decision: decision, into: &buffer)
+        answers[answers.index(answers.startIndex, offsetBy: index)] = buffer
+        writeReady(context: context)
+    }
+
+    /// Writes every answer whose predecessors are written; flushes once per tick.
+    private func writeReady(context: ChannelHandlerContext) {
+        var wrote = false
+        while let first = answers.first, let buffer = first {
+            answers.removeFirst()
+            firstSequence += 1
+            context.write(wrapOutboundOut(buffer), promise: nil)
+            wrote = true
+        }
+        if wrote { scheduleFlush(context: context) }
+        if closeWhenDrained && answers.isEmpty {
+            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+            active = false
+            return
+        }
+        if readHeld && answers.count < maxInFlight / 2 {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    private func scheduleFlush(context: ChannelHandlerContext) {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        context.eventLoop.assumeIsolated().execute {
+            loopBound.value.handler.flushScheduled = false
+            loopBound.value.context.flush()
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if answers.count >= maxInFlight {
+            readHeld = true
+            return
+        }
+        context.read()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
+            // Graceful shutdown, or the terminal finished sending (half-close):
+            // answer what was accepted, then close.
+            closeWhenDrained = true
+            readHeld = true
+            writeReady(context: context)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        active = false
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        logger.debug("terminal connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+}
+
+/// Ids for requests that carry none: 32 hex digits of randomness.
+enum TransactionID {
+    static func make() -> String {
+        let high = UInt64.random(in: .min ... .max)
+        let low = UInt64.random(in: .min ... .max)
+        return hex(high) + hex(low)
+    }
+
+    private static func hex(_ value: UInt64) -> String {
+        let digits = String(value, radix: 16)
+        return String(repeating: "0", count: 16 - digits.count) + digits
+    }
+}

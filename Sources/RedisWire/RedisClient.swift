@@ -1,0 +1,187 @@
+import Logging
+import NIOCore
+
+/// A self-healing pipelined Redis client bound to one event loop.
+///
+/// It connects lazily, loads its Lua scripts on every new connection, calls
+/// them with EVALSHA (reloading and retrying once on NOSCRIPT), and when Redis
+/// is unreachable refuses at once for a short back-off instead of piling up
+/// connection attempts.
+public final class RedisClient: Sendable {
+    public let eventLoop: EventLoop
+    public let endpoint: RedisEndpoint
+    private let scripts: [LuaScript]
+    private let options: RedisConnection.Options
+    private let logger: Logger
+    private let state: NIOLoopBoundBox<State>
+    private let onReconnect: (@Sendable () -> Void)?
+
+    private struct State {
+        enum Link {
+            case idle
+            case connecting(EventLoopFuture<RedisConnection>)
+            case connected(RedisConnection)
+            case backingOff(until: NIODeadline, reason: String)
+        }
+        var link: Link = .idle
+        var loaded = LoadedScripts()
+        var reloading: EventLoopFuture<Void>?
+        var backoff: TimeAmount = .milliseconds(0)
+        var connectedOnce = false
+        var closed = false
+    }
+
+    public static let minBackoff = TimeAmount.milliseconds(50)
+    public static let maxBackoff = TimeAmount.seconds(1)
+
+    public init(
+        endpoint: RedisEndpoint,
+        eventLoop: EventLoop,
+        scripts: [LuaScript] = [],
+        options: RedisConnection.Options = .init(),
+        logger: Logger = Logger(label: "redis"),
+        onReconnect: (@Sendable () -> Void)? = nil
+    ) {
+        self.endpoint = endpoint
+        self.eventLoop = eventLoop
+        self.scripts = scripts
+        self.options = options
+        self.logger = logger
+        self.onReconnect = onReconnect
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
+    }
+
+    /// Connects now (and loads scripts), failing if Redis is not reachable.
+    public func connect() -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit { self.connection().map { _ in } }
+    }
+
+    public func send(_ command: RedisCommand) -> EventLoopFuture<RESPValue> {
+        if eventLoop.inEventLoop {
+            return connection().flatMap { $0.send(command) }
+        }
+        return eventLoop.flatSubmit { self.connection().flatMap { $0.send(command) } }
+    }
+
+    /// Sends without awaiting the reply (the reply is still read in order).
+    /// Does nothing when no connection is up: callers use it only for
+    /// best-effort commands such as an unlock, which the lock TTL backs up.
+    public func sendWithoutReply(_ command: RedisCommand) {
+        eventLoop.assertInEventLoop()
+        if case .connected(let connection) = state.value.link, connection.isActive {
+            connection.sendWithoutReply(command)
+        }
+    }
+
+    /// EVALSHA of a script loaded at connect time; NOSCRIPT reloads and retries once.
+    public func evalScript(_ script: LuaScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
+        eventLoop.assertInEventLoop()
+        return connection().flatMap { connection in
+            self.evalsha(script, keys: keys, arguments: arguments, on: connection).flatMapError { error in
+                guard let redisError = error as? RedisError, redisError.isNoScript else {
+                    return self.eventLoop.makeFailedFuture(error)
+                }
+                self.logger.warning("script cache empty on redis; reloading scripts", metadata: ["script": "\(script.name)"])
+                return self.reloadScripts(on: connection).flatMap {
+                    self.evalsha(script, keys: keys, arguments: arguments, on: connection)
+                }
+            }
+        }
+    }
+
+    /// Fire-and-forget EVALSHA (used for unlock). A NOSCRIPT reply is lost,
+    /// which the lock TTL covers.
+    public func evalScriptWithoutReply(_ script: LuaScript, keys: [String], arguments: [String]) {
+        eventLoop.assertInEventLoop()
+        guard case .connected(let connection) = state.value.link, connection.isActive,
+              let sha = state.value.loaded.sha(of: script) else { return }
+        connection.sendWithoutReply(RedisCommand(["EVALSHA", sha, String(keys.count)] + keys + arguments))
+    }
+
+    private func evalsha(_ script: LuaScript, keys: [String], arguments: [String], on connection: RedisConnection) -> EventLoopFuture<RESPValue> {
+        guard let sha = state.value.loaded.sha(of: script) else {
+            return eventLoop.makeFailedFuture(RedisError.unexpectedReply("script \(script.name) is not registered"))
+        }
+        return connection.send(RedisCommand(["EVALSHA", sha, String(keys.count)] + keys + arguments))
+    }
+
+    public func close() {
+        eventLoop.execute {
+            self.state.value.closed = true
+            if case .connected(let connection) = self.state.value.link { connection.close() }
+            self.state.value.link = .idle
+        }
+    }
+
+    // MARK: - Link management (on the event loop)
+
+    private func connection() -> EventLoopFuture<RedisConnection> {
+        eventLoop.assertInEventLoop()
+        switch state.value.link {
+        case .connected(let connection) where connection.isActive:
+            return eventLoop.makeSucceededFuture(connection)
+        case .connecting(let future):
+            return future
+        case .backingOff(let until, let reason) where NIODeadline.now() < until:
+            return eventLoop.makeFailedFuture(RedisError.unavailable(reason))
+        case .connected, .idle, .backingOff:
+            guard !state.value.closed else { return eventLoop.makeFailedFuture(RedisError.connectionClosed) }
+            return startConnecting()
+        }
+    }
+
+    private func startConnecting() -> EventLoopFuture<RedisConnection> {
+        let future = RedisConnection.connect(to: endpoint, on: eventLoop, options: options).flatMap { connection in
+            self.reloadScripts(on: connection).map { connection }.flatMapErrorThrowing { error in
+                connection.close()
+                throw error
+            }
+        }
+        state.value.link = .connecting(future)
+        future.whenComplete { result in
+            switch result {
+            case .success(let connection):
+                let reconnected = self.state.value.connectedOnce
+                self.state.value.link = .connected(connection)
+                self.state.value.backoff = .milliseconds(0)
+                self.state.value.connectedOnce = true
+                connection.closeFuture.whenComplete { _ in
+                    if case .connected(let current) = self.state.value.link, current === connection {
+                        self.state.value.link = .idle
+                        self.logger.warning("redis connection lost", metadata: ["redis": "\(self.endpoint)"])
+                    }
+                }
+                if reconnected {
+                    self.logger.info("redis reconnected", metadata: ["redis": "\(self.endpoint)"])
+                    self.onReconnect?()
+                }
+            case .failure(let error):
+                let next = self.state.value.backoff == .milliseconds(0)
+                    ? RedisClient.minBackoff
+                    : min(self.state.value.backoff * 2, RedisClient.maxBackoff)
+                self.state.value.backoff = next
+                self.state.value.link = .backingOff(until: .now() + next, reason: "\(error)")
+                self.logger.warning("redis connect failed", metadata: ["redis": "\(self.endpoint)", "error": "\(error)", "retry_in_ms": "\(next.nanoseconds / 1_000_000)"])
+            }
+        }
+        return future
+    }
+
+    private func reloadScripts(on connection: RedisConnection) -> EventLoopFuture<Void> {
+        if let reloading = state.value.reloading { return reloading }
+        let loads = scripts.map { script in
+            connection.send(RedisCommand("SCRIPT", "LOAD", script.source)).flatMapThrowing { reply -> (String, String) in
+                guard let sha = reply.string, sha.utf8.count == 40 else {
+                    throw RedisError.unexpectedReply("SCRIPT LOAD of \(script.name) returned \(reply)")
+                }
+                return (script.name, sha)
+            }
+        }
+        let future = EventLoopFuture.whenAllSucceed(loads, on: eventLoop).map { pairs in
+            for (name, sha) in pairs { self.state.value.loaded.shas[name] = sha }
+        }
+        state.value.reloading = future
+        future.whenComplete { _ in self.state.value.reloading = nil }
+        return future
+    }
+}

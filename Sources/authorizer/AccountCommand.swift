@@ -1,0 +1,123 @@
+import ArgumentParser
+import AuthorizerCore
+import AuthorizerServer
+import Foundation
+import RedisWire
+
+struct AccountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "account",
+        abstract: "Show or change an account's balances (each change is a statement).",
+        subcommands: [Set.self, Credit.self, Show.self]
+    )
+
+    /// `FOOD=1205.11` pairs, validated.
+    static func parseChanges(_ pairs: [String], allowZero: Bool) throws -> [(String, Cents)] {
+        var seen: Swift.Set<String> = []
+        return try pairs.map { pair in
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("expected CATEGORY=AMOUNT, got \(pair)") }
+            let category = parts[0].uppercased()
+            guard CategoryName.isValid(category) else { throw ValidationError("\(parts[0]) is not a category name (A-Z, 0-9, _)") }
+            guard seen.insert(category).inserted else { throw ValidationError("\(category) given twice") }
+            switch Cents.parse(parts[1], allowZero: allowZero, limit: .maxBalance) {
+            case .success(let cents): return (category, cents)
+            case .failure(let error): throw ValidationError("\(pair): \(error)")
+            }
+        }
+    }
+
+    static func adjust(kind: String, account: String, changes: [(String, Cents)], redisOptions: RedisOptions) throws {
+        guard Identifier.isValid(account) else { throw ValidationError("account must be 1-64 characters of A-Z a-z 0-9 . _ : -") }
+        let scripts = try ScriptLibrary.load()
+        let redis = CLIRedis(endpoint: try redisOptions.endpoint(), scripts: scripts.all)
+        defer { redis.shutdown() }
+        let operation = "\(kind)-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt32.random(in: .min ... .max))"
+        let reply = try redis.eval(
+            scripts.adjust,
+            keys: [Keys.account(account), Keys.statements],
+            arguments: [kind, operation, account] + changes.flatMap { [$0.0, String($0.1.value)] }
+        )
+        guard let items = reply.array, items.count == 2, let balances = items[1].string else {
+            throw RedisError.unexpectedReply("\(reply)")
+        }
+        print("account \(account): \(formatBalances(balances))")
+    }
+
+    static func formatBalances(_ text: String) -> String {
+        text.split(separator: ",").map { pair in
+            let parts = pair.split(separator: ":")
+            guard parts.count == 2, let cents = Int64(parts[1]) else { return String(pair) }
+            return "\(parts[0])=\(Cents(cents))"
+        }.joined(separator: " ")
+    }
+
+    struct Set: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Set balances, e.g. `account set 123 FOOD=1000.00 MEAL=500`.")
+        @OptionGroup var redisOptions: RedisOptions
+        @Flag(help: "Do nothing when the account already exists.") var ifMissing = false
+        @Argument(help: "Account id.") var account: String
+        @Argument(help: "CATEGORY=AMOUNT pairs.") var balances: [String]
+
+        func run() throws {
+            let changes = try AccountCommand.parseChanges(balances, allowZero: true)
+            guard !changes.isEmpty else { throw ValidationError("give at least one CATEGORY=AMOUNT") }
+            if ifMissing {
+                let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+                let exists = try redis.send(RedisCommand("EXISTS", Keys.account(account))).int == 1
+                redis.shutdown()
+                if exists {
+                    print("account \(account) exists; left unchanged")
+                    return
+                }
+            }
+            try AccountCommand.adjust(kind: "set", account: account, changes: changes, redisOptions: redisOptions)
+        }
+    }
+
+    struct Credit: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Add to balances, e.g. `account credit 123 MEAL=50.00`.")
+        @OptionGroup var redisOptions: RedisOptions
+        @Argument(help: "Account id.") var account: String
+        @Argument(help: "CATEGORY=AMOUNT pairs.") var amounts: [String]
+
+        func run() throws {
+            let changes = try AccountCommand.parseChanges(amounts, allowZero: false)
+            guard !changes.isEmpty else { throw ValidationError("give at least one CATEGORY=AMOUNT") }
+            try AccountCommand.adjust(kind: "credit", account: account, changes: changes, redisOptions: redisOptions)
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print an account's balances and its lock, if held.")
+        @OptionGroup var redisOptions: RedisOptions
+        @Argument(help: "Account id.") var account: String
+
+        func run() throws {
+            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+            defer { redis.shutdown() }
+            let reply = try redis.send(RedisCommand("HGETALL", Keys.account(account)))
+            guard let items = reply.array, !items.isEmpty else {
+                throw fail("account \(account) does not exist")
+            }
+            print("account \(account)")
+            var index = 0
+            var rows: [(String, String)] = []
+            while index + 1 < items.count {
+                let category = items[index].string ?? "?"
+                let raw = items[index + 1].string ?? ""
+                rows.append((category, Int64(raw).map { Cents($0).description } ?? "invalid: \(raw)"))
+                index += 2
+            }
+            let width = rows.map(\.1.count).max() ?? 0
+            for (category, balance) in rows.sorted(by: { $0.0 < $1.0 }) {
+                print("  \(category.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(repeating: " ", count: width - balance.count))\(balance)")
+            }
+            let holder = try redis.send(RedisCommand("GET", Keys.lock(account)))
+            if let token = holder.string {
+                let pttl = try redis.send(RedisCommand("PTTL", Keys.lock(account))).int ?? -2
+                print("  locked by \(token) for \(pttl) ms more")
+            }
+        }
+    }
+}

@@ -1,0 +1,10 @@
+import ArgumentParser
+
+@main
+struct AuthorizerCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "authorizer",
+        abstract: "A Redis-native benefits card authorizer.",
+        subcommands: [Serve.self, RulesCommand.self, AccountCommand.self]
+    )
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import AuthorizerCore
+import AuthorizerServer
+import Foundation
+
+struct RulesCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "rules",
+        abstract: "Show or change the category rules in Redis.",
+        subcommands: [Load.self, Show.self, Init.self]
+    )
+
+    struct Load: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Replace the rules with those of a JSON or YAML file.")
+        @OptionGroup var redisOptions: RedisOptions
+        @Argument(help: "Rules file (.json, .yaml or .yml).") var file: String
+
+        func run() throws {
+            let text: String
+            do {
+                text = try String(contentsOfFile: file, encoding: .utf8)
+            } catch {
+                throw fail("cannot read \(file): \(error.localizedDescription)")
+            }
+            let rules: Rules
+            do {
+                rules = try RulesFile.parse(text, fileName: file)
+            } catch {
+                throw fail("\(file): \(error)")
+            }
+            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+            defer { redis.shutdown() }
+            try RulesStore(redis: redis.client).save(rules).wait()
+            print("loaded \(rules.mccCategories.count) mcc rules and \(rules.merchantMCCs.count) merchant rules; fallback \(rules.fallbackCategory) (\(rules.fallbackMode.rawValue))")
+        }
+    }
+
+    struct Init: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Install the default rules when Redis holds none.")
+        @OptionGroup var redisOptions: RedisOptions
+
+        func run() throws {
+            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+            defer { redis.shutdown() }
+            let installed = try RulesStore(redis: redis.client).installDefaultsIfMissing().wait()
+            print(installed ? "installed the default rules" : "rules already present; left unchanged")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the rules in Redis (as a YAML rules file).")
+        @OptionGroup var redisOptions: RedisOptions
+
+        func run() throws {
+            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+            defer { redis.shutdown() }
+            let rules = try RulesStore(redis: redis.client).load().wait()
+            print("mcc:")
+            for (mcc, category) in rules.mccCategories.sorted(by: { $0.key < $1.key }) {
+                print("  \"\(mcc)\": \(category)")
+            }
+            print("merchants:")
+            for (merchant, mcc) in rules.merchantMCCs.sorted(by: { $0.key < $1.key }) {
+                print("  \"\(merchant)\": \"\(mcc)\"")
+            }
+            print("fallback: \(rules.fallbackCategory)")
+            print("fallback_mode: \(rules.fallbackMode.rawValue)")
+        }
+    }
+}

@@ -104,8 +104,11 @@ public enum TransactionRequestParser {
         guard length >= 1, length <= MerchantDescriptor.maxLength else {
             return reject("merchant must be 1-200 characters")
         }
-        guard !merchant.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) else {
+        guard !merchant.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             return reject("merchant must not contain control characters")
+        }
+        guard merchant.contains(where: { !$0.isWhitespace }) else {
+            return reject("merchant must not be blank")
         }
 
         return .success(TransactionRequest(id: id ?? makeID(), account: account, amount: amount, mcc: mcc, merchant: merchant))

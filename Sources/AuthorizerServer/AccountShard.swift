@@ -260,7 +260,13 @@ final class AccountShard: Sendable {
         cancelTimers(job)
         job.promise.succeed(decision)
         if unlock {
-            redis.evalScriptWithoutReply(scripts.unlock, keys: [Keys.lock(job.request.account)], arguments: [job.token])
+            // Not awaited: the next request's authorize follows on the same
+            // connection, so Redis runs it after this unlock. The reply is
+            // still read so a NOSCRIPT (script cache flushed) reloads and resends.
+            let account = job.request.account
+            redis.evalScript(scripts.unlock, keys: [Keys.lock(account)], arguments: [job.token]).whenFailure { error in
+                self.logger.debug("unlock failed; the lock TTL will release it", metadata: ["account": "\(account)", "error": "\(error)"])
+            }
         }
         if decision.code == .rejected {
             logger.warning("declined", metadata: ["account": "\(job.request.account)", "id": "\(job.request.id)", "reason": "\(decision.reason ?? "")"])

@@ -89,15 +89,6 @@ public final class RedisClient: Sendable {
         }
     }
 
-    /// Fire-and-forget EVALSHA (used for unlock). A NOSCRIPT reply is lost,
-    /// which the lock TTL covers.
-    public func evalScriptWithoutReply(_ script: LuaScript, keys: [String], arguments: [String]) {
-        eventLoop.assertInEventLoop()
-        guard case .connected(let connection) = state.value.link, connection.isActive,
-              let sha = state.value.loaded.sha(of: script) else { return }
-        connection.sendWithoutReply(RedisCommand(["EVALSHA", sha, String(keys.count)] + keys + arguments))
-    }
-
     private func evalsha(_ script: LuaScript, keys: [String], arguments: [String], on connection: RedisConnection) -> EventLoopFuture<RESPValue> {
         guard let sha = state.value.loaded.sha(of: script) else {
             return eventLoop.makeFailedFuture(RedisError.unexpectedReply("script \(script.name) is not registered"))

@@ -1,0 +1,240 @@
+import XCTest
+
+/// L1–L3, unknown accounts, idempotency, pipelining and the ledger, over
+/// real TCP to a real `serve` on a real Redis.
+final class AuthorizationTests: IntegrationTestCase {
+    func testL1DebitsTheCategoryOfTheMCC() throws {
+        try account("1", ["FOOD": 10_000, "MEAL": 10_000, "CASH": 10_000])
+        let client = try serve.connect()
+        let food = try client.request(["id": "t1", "account": "1", "totalAmount": 12.34, "mcc": "5411", "merchant": "MERCADO"])
+        XCTAssertEqual(food.code, "00")
+        XCTAssertEqual(food.id, "t1")
+        let meal = try client.request(["id": "t2", "account": "1", "totalAmount": "1.01", "mcc": "5812", "merchant": "RESTAURANTE"])
+        XCTAssertEqual(meal.code, "00")
+        let other = try client.request(["id": "t3", "account": "1", "totalAmount": 2, "mcc": "7995", "merchant": "LOJA"])
+        XCTAssertEqual(other.code, "00")
+        XCTAssertEqual(try redis.balances("1"), ["FOOD": 8_766, "MEAL": 9_899, "CASH": 9_800])
+    }
+
+    func testL2WholeFallsBackToCashOrDeclines() throws {
+        try account("2", ["FOOD": 500, "CASH": 1_000])
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["account": "2", "totalAmount": "8.00", "mcc": "5411", "merchant": "M"]).code, "00")
+        XCTAssertEqual(try redis.balances("2"), ["FOOD": 500, "CASH": 200], "the whole amount came from CASH")
+        XCTAssertEqual(try client.request(["account": "2", "totalAmount": "6.00", "mcc": "5411", "merchant": "M"]).code, "51")
+        XCTAssertEqual(try redis.balances("2"), ["FOOD": 500, "CASH": 200], "a 51 debits nothing")
+        // A category the account does not have also falls back.
+        XCTAssertEqual(try client.request(["account": "2", "totalAmount": "1.00", "mcc": "5811", "merchant": "M"]).code, "00")
+        XCTAssertEqual(try redis.balances("2"), ["FOOD": 500, "CASH": 100])
+    }
+
+    func testL2SplitTakesWhatTheCategoryHasAndTheRestFromCash() throws {
+        let file = redis.directory.appendingPathComponent("split.yaml")
+        try """
+        mcc: {"5411": FOOD, "5412": FOOD, "5811": MEAL, "5812": MEAL}
+        merchants: {"UBER EATS": "5812"}
+        fallback: CASH
+        fallback_mode: split
+        """.write(to: file, atomically: true, encoding: .utf8)
+        try runAuthorizer(["rules", "load", file.path, "--redis", redis.url])
+        try account("3", ["MEAL": 700, "CASH": 500])
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["id": "s1", "account": "3", "totalAmount": 10, "mcc": "5811", "merchant": "M"]).code, "00")
+        XCTAssertEqual(try redis.balances("3"), ["MEAL": 0, "CASH": 200])
+        let entry = try XCTUnwrap(redis.statements().last)
+        XCTAssertEqual(entry["debits"], "MEAL:700,CASH:300")
+        XCTAssertEqual(try client.request(["account": "3", "totalAmount": "2.01", "mcc": "5811", "merchant": "M"]).code, "51")
+        XCTAssertEqual(try redis.balances("3"), ["MEAL": 0, "CASH": 200])
+    }
+
+    func testL3MerchantOverridesTheMCC() throws {
+        try account("4", ["FOOD": 10_000, "MEAL": 10_000, "CASH": 10_000])
+        let client = try serve.connect()
+        let cases: [(merchant: String, mccUsed: String, category: String)] = [
+            (networkDescriptor(name: "UBER EATS", city: "SAO PAULO", country: "BR"), "5812", "MEAL"),
+            ("uber   trip", "4121", "CASH"),
+            ("PAG*JoseDaSilva          RIO DE JANEIRBR", "5812", "MEAL"),
+            ("PICPAY*BILHETEUNICO", "4111", "CASH"),
+        ]
+        for (index, example) in cases.enumerated() {
+            let answer = try client.request(["id": "m\(index)", "account": "4", "totalAmount": 1, "mcc": "5411", "merchant": example.merchant])
+            XCTAssertEqual(answer.code, "00", example.merchant)
+            let entry = try XCTUnwrap(redis.statements().last)
+            XCTAssertEqual(entry["mcc"], "5411")
+            XCTAssertEqual(entry["mcc_used"], example.mccUsed, example.merchant)
+            XCTAssertEqual(entry["debits"], "\(example.category):100", example.merchant)
+        }
+        XCTAssertEqual(try redis.balances("4"), ["FOOD": 10_000, "MEAL": 9_800, "CASH": 9_800])
+    }
+
+    /// The card-network layout: name 1–25, city 26–38, country 39–40.
+    private func networkDescriptor(name: String, city: String, country: String) -> String {
+        let descriptor = name.padding(toLength: 25, withPad: " ", startingAt: 0)
+            + city.padding(toLength: 13, withPad: " ", startingAt: 0) + country
+        precondition(descriptor.count == 40)
+        return descriptor
+    }
+
+    func testUnknownAccountIsRejectedWithoutLedgerEntry() throws {
+        let client = try serve.connect()
+        let answer = try client.request(["id": "u1", "account": "nobody", "totalAmount": 1, "mcc": "5411", "merchant": "M"])
+        XCTAssertEqual(answer.code, "07")
+        XCTAssertEqual(answer.reason, "unknown account")
+        XCTAssertEqual(try redis.statements().count, 0)
+        XCTAssertEqual(try redis.command("EXISTS", "account:{nobody}", "lock:{nobody}", "txn:{nobody}:u1").int, 0)
+    }
+
+    func testRepeatedIdReturnsTheFirstDecisionAndDebitsOnce() throws {
+        try account("5", ["FOOD": 1_000])
+        let client = try serve.connect()
+        let request: [String: Any] = ["id": "dup-1", "account": "5", "totalAmount": "6.00", "mcc": "5411", "merchant": "M"]
+        XCTAssertEqual(try client.request(request).code, "00")
+        XCTAssertEqual(try client.request(request).code, "00")
+        XCTAssertEqual(try redis.balances("5"), ["FOOD": 400])
+        XCTAssertEqual(try client.request(request).code, "00")
+        // A different id with the same content is a new transaction: now 51.
+        var second = request
+        second["id"] = "dup-2"
+        XCTAssertEqual(try client.request(second).code, "51")
+        XCTAssertEqual(try client.request(second).code, "51", "a retry sees the first decision")
+        try redis.setBalances("5", ["FOOD": 1_000])
+        XCTAssertEqual(try client.request(second).code, "51", "even once the balance would cover it")
+        XCTAssertEqual(try redis.statements().count, 2)
+        let ttl = try XCTUnwrap(redis.command("TTL", "txn:{5}:dup-1").int)
+        XCTAssertGreaterThan(ttl, 86_000)
+        XCTAssertLessThanOrEqual(ttl, 86_400)
+    }
+
+    func testThousandPipelinedRequestsAreAnsweredInOrder() throws {
+        // Spread over 100 accounts: requests for one account are serialized by
+        // its lock, so pipelining shows across accounts.
+        for index in 0..<100 { try account("p\(index)", ["FOOD": 100_000]) }
+        let client = try serve.connect()
+        var batch = ""
+        for index in 0..<1_000 {
+            let account = index % 10 == 9 ? "missing" : "p\(index % 100)"
+            batch += Request.line(id: "p\(index)", account: account, amount: "1.00", mcc: "5411") + "\n"
+        }
+        try client.send(batch)
+        var approved = 0
+        for index in 0..<1_000 {
+            let answer = try client.readResponse()
+            XCTAssertEqual(answer.id, "p\(index)")
+            XCTAssertEqual(answer.code, index % 10 == 9 ? "07" : "00", answer.reason ?? "")
+            if answer.code == "00" { approved += 1 }
+        }
+        XCTAssertEqual(approved, 900)
+        for index in 0..<100 where index % 10 != 9 {
+            XCTAssertEqual(try redis.balances("p\(index)")["FOOD"], 100_000 - 10 * 100)
+        }
+    }
+
+    func testMixedRunBalancesAndOneStatementPerDecision() throws {
+        let start: [String: [String: Int64]] = [
+            "a": ["FOOD": 5_000, "MEAL": 3_000, "CASH": 2_000],
+            "b": ["FOOD": 100, "CASH": 10_000],
+            "c": ["MEAL": 99_999],
+        ]
+        for (id, balances) in start { try account(id, balances) }
+        let clients = try (0..<4).map { _ in try serve.connect() }
+        var sent = 0
+        for round in 0..<60 {
+            for (index, client) in clients.enumerated() {
+                let account = ["a", "b", "c", "ghost"][(round + index) % 4]
+                let mcc = ["5411", "5811", "7995", "5812"][(round * 7 + index) % 4]
+                let amount = "\(1 + (round * 13 + index * 5) % 40).\(String(format: "%02d", (round * 31) % 100))"
+                try client.sendLine(Request.line(id: "mix-\(round)-\(index)", account: account, amount: amount, mcc: mcc))
+                sent += 1
+            }
+        }
+        var answers: [String: String] = [:]
+        for client in clients {
+            for _ in 0..<60 {
+                let answer = try client.readResponse()
+                answers[answer.id!] = answer.code
+            }
+        }
+        XCTAssertEqual(answers.count, sent)
+        let statements = try redis.statements().filter { $0["type"] == "authorization" }
+        let known = answers.filter { !$0.key.hasSuffix("ghost") }
+        // Unknown accounts leave no entry; every other decision exactly one.
+        XCTAssertEqual(Set(statements.map { $0["id"]! }).count, statements.count)
+        for entry in statements {
+            XCTAssertEqual(answers[entry["id"]!], entry["code"], entry["id"]!)
+        }
+        var expected = start
+        for entry in statements where entry["code"] == "00" {
+            for debit in entry["debits"]!.split(separator: ",") {
+                let parts = debit.split(separator: ":")
+                expected[entry["account"]!]![String(parts[0])]! -= Int64(parts[1])!
+            }
+        }
+        for (id, balances) in expected {
+            XCTAssertEqual(try redis.balances(id), balances, "account \(id)")
+            XCTAssertTrue(balances.values.allSatisfy { $0 >= 0 })
+        }
+        XCTAssertEqual(statements.count, answers.count - answers.keys.filter { id in
+            let parts = id.split(separator: "-")
+            let round = Int(parts[1])!, index = Int(parts[2])!
+            return (round + index) % 4 == 3
+        }.count)
+        XCTAssertFalse(known.isEmpty)
+    }
+
+    func testNoScriptAfterScriptFlushIsRecoveredInvisibly() throws {
+        try account("8", ["FOOD": 1_000])
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["account": "8", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        try redis.command("SCRIPT", "FLUSH")
+        XCTAssertEqual(try redis.command("SCRIPT", "EXISTS", "0000000000000000000000000000000000000000").array?.count, 1)
+        for _ in 0..<3 {
+            XCTAssertEqual(try client.request(["account": "8", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        }
+        XCTAssertEqual(try redis.balances("8"), ["FOOD": 600])
+        XCTAssertEqual(try redis.statements().count, 4)
+    }
+
+    func testRuleChangedWithTheCLIIsUsedByTheNextRequest() throws {
+        try account("9", ["FOOD": 1_000, "MEAL": 1_000, "CASH": 1_000])
+        let file = redis.directory.appendingPathComponent("rules.json")
+        try #"{"mcc": {"5411": "MEAL"}, "merchants": {}, "fallback": "CASH", "fallback_mode": "whole"}"#
+            .write(to: file, atomically: true, encoding: .utf8)
+        try runAuthorizer(["rules", "load", file.path, "--redis", redis.url])
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["account": "9", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        XCTAssertEqual(try redis.balances("9"), ["FOOD": 1_000, "MEAL": 900, "CASH": 1_000])
+        let shown = try runAuthorizer(["rules", "show", "--redis", redis.url]).output
+        XCTAssertTrue(shown.contains("\"5411\": MEAL"), shown)
+    }
+
+    func testRuleChangedWithRedisCLIIsUsedWithinTwoSeconds() throws {
+        try account("10", ["FOOD": 100_000, "CASH": 100_000])
+        try redis.command("HSET", "rules:mcc", "7995", "FOOD")
+        let client = try serve.connect()
+        let deadline = Date().addingTimeInterval(2.5)
+        var usedFood = false
+        var attempt = 0
+        while Date() < deadline && !usedFood {
+            attempt += 1
+            XCTAssertEqual(try client.request(["id": "r\(attempt)", "account": "10", "totalAmount": 1, "mcc": "7995", "merchant": "M"]).code, "00")
+            usedFood = try redis.statements().last?["category"] == "FOOD"
+            if !usedFood { Thread.sleep(forTimeInterval: 0.05) }  // polling: a plain HSET publishes nothing
+        }
+        XCTAssertTrue(usedFood, "the new mcc rule was not used within 2.5 s")
+    }
+
+    func testAccountCommandsWriteStatements() throws {
+        try runAuthorizer(["account", "set", "--redis", redis.url, "acme", "FOOD=1205.11", "cash=3"])
+        XCTAssertEqual(try redis.balances("acme"), ["FOOD": 120_511, "CASH": 300])
+        try runAuthorizer(["account", "credit", "--redis", redis.url, "acme", "FOOD=0.89"])
+        XCTAssertEqual(try redis.balances("acme")["FOOD"], 120_600)
+        let shown = try runAuthorizer(["account", "show", "--redis", redis.url, "acme"]).output
+        XCTAssertTrue(shown.contains("1206.00"), shown)
+        let bad = try runAuthorizer(["account", "set", "--redis", redis.url, "acme", "FOOD=1.001"], expectSuccess: false)
+        XCTAssertNotEqual(bad.status, 0)
+        XCTAssertEqual(try redis.balances("acme")["FOOD"], 120_600)
+        let kinds = try redis.statements().map { $0["type"]! }
+        XCTAssertEqual(kinds, ["set", "credit"])
+        XCTAssertEqual(try redis.statements().last?["balances"], "FOOD:120600")
+    }
+}

@@ -51,12 +51,35 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // Statements stream -> SQLite (exactly once), notifications, audit.
+        .target(
+            name: "Replayer",
+            dependencies: [
+                "AuthorizerCore",
+                "RedisWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ]
+        ),
+        // Open- and closed-loop load generator over the terminal protocol.
+        .target(
+            name: "LoadGenerator",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
         .executableTarget(
             name: "authorizer",
             dependencies: [
                 "AuthorizerCore",
                 "RedisWire",
                 "AuthorizerServer",
+                "Replayer",
+                "LoadGenerator",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -5,6 +5,10 @@ struct AuthorizerCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authorizer",
         abstract: "A Redis-native benefits card authorizer.",
-        subcommands: [Serve.self, RulesCommand.self, AccountCommand.self]
+        subcommands: [
+            Serve.self, RulesCommand.self, AccountCommand.self,
+            Replay.self, StatementCommand.self, Audit.self,
+            Bench.self,
+        ]
     )
 }

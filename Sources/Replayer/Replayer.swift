@@ -1,0 +1,1 @@
+// Statements replay lives here.

@@ -60,7 +60,10 @@ public final class Authorizer: Sendable {
         return shards[Int(hash % UInt64(shards.count))]
     }
 
-    public func close() {
-        for shard in shards { shard.redis.close() }
+    /// After the terminals are gone: lets Redis answer every command sent
+    /// (the last unlocks among them), then closes the connections.
+    public func shutdown() -> EventLoopFuture<Void> {
+        let loop = shards[0].eventLoop
+        return EventLoopFuture.andAllComplete(shards.map { $0.redis.shutdown() }, on: loop)
     }
 }

@@ -33,7 +33,6 @@ final class TerminalHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closeWhenDrained else { return }
         switch unwrapInboundIn(data) {
         case .tooLong:
             append(id: TransactionID.make(), decision: .rejected(RejectReason.lineTooLong), context: context)
@@ -107,7 +106,7 @@ final class TerminalHandler: ChannelDuplexHandler {
             active = false
             return
         }
-        if readHeld && answers.count < maxInFlight / 2 {
+        if readHeld && !closeWhenDrained && answers.count < maxInFlight / 2 {
             readHeld = false
             context.read()
         }
@@ -124,7 +123,7 @@ final class TerminalHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if answers.count >= maxInFlight {
+        if closeWhenDrained || answers.count >= maxInFlight {
             readHeld = true
             return
         }
@@ -132,6 +131,14 @@ final class TerminalHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
+            // Idle terminal: nothing sent for the idle timeout and nothing owed to it.
+            if answers.isEmpty {
+                logger.debug("closing an idle terminal connection")
+                context.close(promise: nil)
+            }
+            return
+        }
         if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
             // Graceful shutdown, or the terminal finished sending (half-close):
             // answer what was accepted, then close.
@@ -141,6 +148,17 @@ final class TerminalHandler: ChannelDuplexHandler {
             return
         }
         context.fireUserInboundEventTriggered(event)
+    }
+
+    /// The terminal does not read its answers fast enough: the outbound
+    /// buffer passed its high-water mark. Close rather than buffer without bound.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if !context.channel.isWritable {
+            logger.warning("closing a terminal that does not read its answers", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
+            active = false
+            context.close(promise: nil)
+        }
+        context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {

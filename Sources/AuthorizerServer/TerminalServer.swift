@@ -12,6 +12,10 @@ public final class TerminalServer: Sendable {
         public var maxConnections = 20_000
         public var maxInFlightPerConnection = 1_024
         public var maxLineLength = 16 * 1024
+        /// Answers buffered for a terminal that does not read them; past this the connection is closed.
+        public var maxWriteBufferBytes = 1 << 20
+        /// A connection that sends nothing for this long is closed (nil: never).
+        public var idleTimeout: TimeAmount? = .seconds(300)
         public init() {}
     }
 
@@ -39,6 +43,10 @@ public final class TerminalServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(
+                .writeBufferWaterMark,
+                value: .init(low: options.maxWriteBufferBytes / 2, high: options.maxWriteBufferBytes)
+            )
             .childChannelInitializer { channel in
                 let admitted = open.withLockedValue { count -> Bool in
                     guard count < options.maxConnections else { return false }
@@ -51,6 +59,9 @@ public final class TerminalServer: Sendable {
                 }
                 channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let idleTimeout = options.idleTimeout {
+                        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFramer(maxLength: options.maxLineLength)))
                     try channel.pipeline.syncOperations.addHandler(
                         TerminalHandler(authorizer: authorizer, maxInFlight: options.maxInFlightPerConnection, logger: logger)

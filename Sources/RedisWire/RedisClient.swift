@@ -96,6 +96,20 @@ public final class RedisClient: Sendable {
         return connection.send(RedisCommand(["EVALSHA", sha, String(keys.count)] + keys + arguments))
     }
 
+    /// Waits until Redis has answered everything sent so far (QUIT is
+    /// answered after every earlier command), then closes.
+    public func shutdown() -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit {
+            self.state.value.closed = true
+            guard case .connected(let connection) = self.state.value.link, connection.isActive else {
+                self.state.value.link = .idle
+                return self.eventLoop.makeSucceededVoidFuture()
+            }
+            self.state.value.link = .idle
+            return connection.send(RedisCommand("QUIT")).map { _ in }.recover { _ in }.always { _ in connection.close() }
+        }
+    }
+
     public func close() {
         eventLoop.execute {
             self.state.value.closed = true

@@ -31,6 +31,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Most terminal connections at once; more are refused.")
     var maxConnections = 20_000
 
+    @Option(help: "Close a terminal connection that does not read its answers once this many bytes are buffered for it.")
+    var maxWriteBufferBytes = 1 << 20
+
+    @Option(help: "Close a terminal connection that sends nothing for this many seconds (0: never).")
+    var idleTimeoutS = 300
+
     @Option(help: "A Redis reply slower than this fails the connection's requests with 07 (milliseconds).")
     var redisTimeoutMs = 1_000
 
@@ -40,6 +46,8 @@ struct Serve: ParsableCommand {
     func validate() throws {
         guard (10...10_000).contains(slaMs) else { throw ValidationError("--sla-ms must be 10-10000") }
         guard (10...60_000).contains(lockTtlMs) else { throw ValidationError("--lock-ttl-ms must be 10-60000") }
+        guard maxWriteBufferBytes >= 4096 else { throw ValidationError("--max-write-buffer-bytes must be at least 4096") }
+        guard idleTimeoutS >= 0 else { throw ValidationError("--idle-timeout-s must be 0 or more") }
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
         guard redisTimeoutMs >= 10 else { throw ValidationError("--redis-timeout-ms must be at least 10") }
     }
@@ -89,6 +97,8 @@ struct Serve: ParsableCommand {
         options.host = host
         options.port = listenPort
         options.maxConnections = maxConnections
+        options.maxWriteBufferBytes = maxWriteBufferBytes
+        options.idleTimeout = idleTimeoutS > 0 ? .seconds(Int64(idleTimeoutS)) : nil
         let server = try TerminalServer.start(group: group, authorizer: authorizer, options: options, logger: logger).wait()
         let boundPort = server.localPort ?? listenPort
         logger.info("authorizer listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "redis": "\(endpoint)"])
@@ -109,7 +119,7 @@ struct Serve: ParsableCommand {
         try? server.shutdown().wait()
         rules.stop()
         watcher.close()
-        authorizer.close()
+        try? authorizer.shutdown().wait()
         admin.close()
         signals.forEach { $0.cancel() }
         logger.info("stopped")

@@ -1,0 +1,210 @@
+import Foundation
+import XCTest
+
+/// Faults: slow and idle terminals, connection limits, shutdown under load,
+/// Redis killed and restarted, a server killed while holding locks.
+final class TerminalLimitsTests: IntegrationTestCase {
+    override var serveArguments: [String] { ["--max-write-buffer-bytes", "65536", "--max-connections", "3", "--idle-timeout-s", "2"] }
+
+    func testTerminalThatNeverReadsIsClosedAndOthersAreUnaffected() throws {
+        try account("s", ["FOOD": 100_000])
+        let stuck = try serve.connect()
+        // Tiny lines with long answers: the answers pile up on a reader that never reads.
+        let chunk = String(repeating: "x\n", count: 10_000)
+        var sentLines = 0
+        var sendFailed = false
+        for _ in 0..<40 {
+            do {
+                try stuck.send(chunk)
+                sentLines += 10_000
+            } catch {
+                sendFailed = true
+                break
+            }
+        }
+        XCTAssertTrue(serve.child.waitForLine(containing: "does not read its answers"), serve.child.output)
+        let other = try serve.connect()
+        XCTAssertEqual(try other.request(["account": "s", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        // Draining what reached the stuck terminal ends before all answers: it was cut off.
+        var received = 0
+        while received < 1_000_000, (try? stuck.readLine()) != nil {
+            received += 1
+        }
+        XCTAssertTrue(sendFailed || received < sentLines, "received \(received) of \(sentLines)")
+    }
+
+    func testConnectionsBeyondTheLimitAreRefused() throws {
+        try account("c", ["FOOD": 100_000])
+        let first = try serve.connect(), second = try serve.connect(), third = try serve.connect()
+        for client in [first, second, third] {
+            XCTAssertEqual(try client.request(["account": "c", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        }
+        let refused = try serve.connect()
+        try? refused.sendLine(Request.line(account: "c", amount: "1", mcc: "5411"))
+        XCTAssertNil(try? refused.readLine(), "the fourth connection is closed without an answer")
+        XCTAssertEqual(try redis.balances("c"), ["FOOD": 99_700])
+        XCTAssertTrue(serve.child.output.contains("too many terminal connections"))
+    }
+
+    func testIdleConnectionIsClosed() throws {
+        try account("i", ["FOOD": 100_000])
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["account": "i", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        let started = Date()
+        XCTAssertNil(try client.readLine(), "closed by the server after the idle timeout")
+        XCTAssertGreaterThan(Date().timeIntervalSince(started), 1.0)
+    }
+}
+
+final class ShutdownTests: IntegrationTestCase {
+    func testSigtermUnderLoadAnswersEverythingReadReleasesLocksAndExitsZero() throws {
+        let accounts = (0..<20).map { "g\($0)" }
+        for id in accounts { try account(id, ["FOOD": 1_000_000]) }
+        let clients = try (0..<10).map { _ in try serve.connect() }
+        for (index, client) in clients.enumerated() {
+            var batch = ""
+            for request in 0..<500 {
+                batch += Request.line(id: "sd-\(index)-\(request)", account: accounts[(index + request) % accounts.count], amount: "1.00", mcc: "5411") + "\n"
+            }
+            try client.send(batch)
+        }
+        _ = try clients[0].readResponse()
+        serve.child.terminate(signal: SIGTERM)
+        var answered: [String: String] = [:]
+        for client in clients {
+            while let line = try client.readLine() {
+                let answer = try Response(line: line)
+                answered[answer.id!] = answer.code
+            }
+        }
+        XCTAssertEqual(serve.child.waitForExit(), 0)
+        let entries = try redis.statements().filter { $0["type"] == "authorization" }
+        // Everything decided was answered, and everything answered was decided.
+        XCTAssertEqual(entries.count, answered.count + 1)
+        for entry in entries where answered[entry["id"]!] != nil {
+            XCTAssertEqual(answered[entry["id"]!], entry["code"])
+        }
+        XCTAssertEqual(try redis.command("KEYS", "lock:*").array?.count, 0, "no lock left behind")
+        var debited: Int64 = 0
+        for id in accounts { debited += 1_000_000 - (try redis.balances(id)["FOOD"] ?? 0) }
+        XCTAssertEqual(debited, Int64(entries.filter { $0["code"] == "00" }.count) * 100)
+    }
+}
+
+final class RedisFaultTests: IntegrationTestCase {
+    override var serveArguments: [String] { ["--redis-timeout-ms", "500"] }
+
+    func testRedisKilledUnderLoadGives07ThenServiceRecoversByItself() throws {
+        let accounts = (0..<10).map { "r\($0)" }
+        for id in accounts { try account(id, ["FOOD": 10_000_000]) }
+        let client = try serve.connect()
+        var answers: [String: Response] = [:]
+        var sequence = 0
+        func send(_ count: Int) throws {
+            var batch = ""
+            for _ in 0..<count {
+                batch += Request.line(id: "rk-\(sequence)", account: accounts[sequence % accounts.count], amount: "1.00", mcc: "5411") + "\n"
+                sequence += 1
+            }
+            try client.send(batch)
+        }
+        func read(_ count: Int) throws -> [Response] {
+            try (0..<count).map { _ in
+                let answer = try client.readResponse()
+                answers[answer.id!] = answer
+                return answer
+            }
+        }
+        try send(400)
+        _ = try read(50)
+        redis.kill()
+        // Everything in flight is answered: 00 if decided before the kill, 07 otherwise.
+        let inFlight = try read(350)
+        XCTAssertTrue(inFlight.allSatisfy { $0.code == "00" || $0.reason == "authorizer storage unavailable" })
+        // While Redis is down, requests are refused fast with a reason.
+        let downStarted = Date()
+        try send(100)
+        let whileDown = try read(100)
+        let downElapsed = Date().timeIntervalSince(downStarted)
+        XCTAssertTrue(whileDown.allSatisfy { $0.code == "07" && $0.reason == "authorizer storage unavailable" })
+        print("redis down: 100 requests refused in \(Int(downElapsed * 1000)) ms")
+
+        try redis.restart()
+        let restartedAt = Date()
+        var recovered = false
+        while !recovered && Date().timeIntervalSince(restartedAt) < 10 {
+            try send(1)
+            recovered = try read(1)[0].code == "00"
+        }
+        XCTAssertTrue(recovered, "the service did not recover after Redis came back")
+        print("recovered \(Int(Date().timeIntervalSince(restartedAt) * 1000)) ms after redis restarted")
+        try send(100)
+        XCTAssertTrue(try read(100).allSatisfy { $0.code == "00" })
+
+        // The books: every approved answer has its statement; no debit without one; none twice.
+        let entries = try redis.statements()
+        XCTAssertEqual(Set(entries.map { $0["id"]! }).count, entries.count, "no transaction recorded twice")
+        let approvedEntries = Set(entries.filter { $0["code"] == "00" }.map { $0["id"]! })
+        for (id, answer) in answers where answer.code == "00" {
+            XCTAssertTrue(approvedEntries.contains(id), "approved \(id) has no statement")
+        }
+        var debited: Int64 = 0
+        for id in accounts { debited += 10_000_000 - (try redis.balances(id)["FOOD"] ?? 0) }
+        XCTAssertEqual(debited, Int64(approvedEntries.count) * 100)
+    }
+
+    func testApprovedTransactionsSurviveACleanRedisRestart() throws {
+        try account("aof", ["FOOD": 100_000])
+        let client = try serve.connect()
+        for index in 0..<50 {
+            XCTAssertEqual(try client.request(["id": "a\(index)", "account": "aof", "totalAmount": "1.00", "mcc": "5411", "merchant": "M"]).code, "00")
+        }
+        try redis.restart(kill: SIGTERM)
+        XCTAssertEqual(try redis.balances("aof"), ["FOOD": 95_000])
+        XCTAssertEqual(try redis.statements().count, 50)
+        XCTAssertEqual(try redis.command("GET", "txn:{aof}:a49").string, "00|FOOD:100")
+    }
+}
+
+final class ServeCrashTests: IntegrationTestCase {
+    override var serveArguments: [String] { ["--lock-ttl-ms", "300"] }
+
+    func testServeKilledWhileHoldingLocksLosesNoDebitAndFreesAccountsAfterTheTTL() throws {
+        let backup = try ServeProcess(redis: redis, arguments: ["--lock-ttl-ms", "300", "--sla-ms", "2000"])
+        let accounts = ["k1", "k2", "k3"]
+        for id in accounts { try account(id, ["FOOD": 1_000_000]) }
+        let clients = try (0..<5).map { _ in try serve.connect() }
+        for (index, client) in clients.enumerated() {
+            var batch = ""
+            for request in 0..<200 {
+                batch += Request.line(id: "kc-\(index)-\(request)", account: accounts[request % 3], amount: "1.00", mcc: "5411") + "\n"
+            }
+            try client.send(batch)
+        }
+        var answeredBeforeKill: [String: String] = [:]
+        for _ in 0..<5 {
+            let answer = try clients[0].readResponse()
+            answeredBeforeKill[answer.id!] = answer.code
+        }
+        serve.child.terminate(signal: SIGKILL)
+        _ = serve.child.waitForExit()
+        for client in clients {
+            while let line = try? client.readLine(), let answer = try? Response(line: line) {
+                answeredBeforeKill[answer.id!] = answer.code
+            }
+        }
+        // The backup serves the same accounts, waiting out any abandoned lock.
+        let survivor = try backup.connect()
+        for (offset, id) in accounts.enumerated() {
+            XCTAssertEqual(try survivor.request(["id": "after-\(offset)", "account": id, "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        }
+        let entries = try redis.statements()
+        XCTAssertEqual(Set(entries.map { $0["id"]! }).count, entries.count)
+        for (id, code) in answeredBeforeKill where code == "00" {
+            XCTAssertTrue(entries.contains { $0["id"] == id && $0["code"] == "00" }, id)
+        }
+        var debited: Int64 = 0
+        for id in accounts { debited += 1_000_000 - (try redis.balances(id)["FOOD"] ?? 0) }
+        XCTAssertEqual(debited, Int64(entries.filter { $0["code"] == "00" }.count) * 100)
+    }
+}

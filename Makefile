@@ -6,7 +6,7 @@ REDIS_PORT ?= 6379
 DATA       := $(CURDIR)/.data
 RELEASE    := $(CURDIR)/.build/release/authorizer
 DEBUG      := $(CURDIR)/.build/debug/authorizer
-REDIS_URL  := redis://127.0.0.1:$(REDIS_PORT)/0
+USERS      := $(DATA)/urls.env
 SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
 .PHONY: deps build release run redis-up stop test bench clean
@@ -31,26 +31,28 @@ release: deps
 
 ## run: start the project's Redis (if not up), load rules and the demo account, serve on 127.0.0.1:7070.
 run: release redis-up
-	$(RELEASE) rules init --redis $(REDIS_URL)
-	$(RELEASE) account set --if-missing --redis $(REDIS_URL) 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
-	exec $(RELEASE) serve --redis $(REDIS_URL)
+	source $(USERS) && $(RELEASE) rules init
+	source $(USERS) && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
+	source $(USERS) && exec $(RELEASE) serve
 
+## redis-up: generate the ACL users once (.data/credentials.env), start Redis unless it is up.
 redis-up: deps
-	@mkdir -p $(DATA)
-	@if redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1; then \
+	@bash scripts/redis-users.sh $(DATA) $(REDIS_PORT)
+	@source $(USERS); \
+	if redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then \
 		echo "redis already running on port $(REDIS_PORT)"; \
 	else \
 		redis-server $(CURDIR)/redis.conf --port $(REDIS_PORT) --dir $(DATA) --daemonize yes \
-			--pidfile $(DATA)/redis.pid --logfile $(DATA)/redis.log && \
-		for i in $$(seq 1 100); do redis-cli -p $(REDIS_PORT) ping >/dev/null 2>&1 && break; sleep 0.05; done; \
-		redis-cli -p $(REDIS_PORT) ping >/dev/null || { echo "redis did not start; see $(DATA)/redis.log"; exit 1; }; \
-		echo "redis started on port $(REDIS_PORT) (data in $(DATA))"; \
+			--aclfile $(DATA)/users.acl --pidfile $(DATA)/redis.pid --logfile $(DATA)/redis.log && \
+		for i in $$(seq 1 100); do redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done; \
+		redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG || { echo "redis did not start; see $(DATA)/redis.log"; exit 1; }; \
+		echo "redis started on port $(REDIS_PORT) (data in $(DATA); credentials in $(DATA)/credentials.env)"; \
 	fi
 
 ## stop: stop the Redis that `make run` started.
 stop:
 	@if [ -f $(DATA)/redis.pid ] && kill -0 $$(cat $(DATA)/redis.pid) 2>/dev/null; then \
-		redis-cli -p $(REDIS_PORT) shutdown >/dev/null 2>&1 || kill $$(cat $(DATA)/redis.pid); \
+		{ source $(USERS) && redis-cli -p $(REDIS_PORT) shutdown >/dev/null 2>&1; } || kill $$(cat $(DATA)/redis.pid); \
 		echo "redis stopped"; \
 	else \
 		echo "no redis started by make run is running"; \

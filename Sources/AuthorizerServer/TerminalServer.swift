@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOPosix
+import NIOSSL
 
 /// The TCP listener for terminals.
 public final class TerminalServer: Sendable {
@@ -16,6 +17,8 @@ public final class TerminalServer: Sendable {
         public var maxWriteBufferBytes = 1 << 20
         /// A connection that sends nothing for this long is closed (nil: never).
         public var idleTimeout: TimeAmount? = .seconds(300)
+        /// Terminals speak TLS when set (optionally with client certificates).
+        public var tls: NIOSSLContext?
         public init() {}
     }
 
@@ -54,11 +57,19 @@ public final class TerminalServer: Sendable {
                     return true
                 }
                 guard admitted else {
+                    authorizer.metrics.connectionRefused()
                     logger.warning("connection refused: too many terminal connections", metadata: ["max": "\(options.maxConnections)"])
                     return channel.close()
                 }
-                channel.closeFuture.whenComplete { _ in open.withLockedValue { $0 -= 1 } }
+                authorizer.metrics.connectionOpened()
+                channel.closeFuture.whenComplete { _ in
+                    open.withLockedValue { $0 -= 1 }
+                    authorizer.metrics.connectionClosed()
+                }
                 return channel.eventLoop.makeCompletedFuture {
+                    if let tls = options.tls {
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
+                    }
                     if let idleTimeout = options.idleTimeout {
                         try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
                     }

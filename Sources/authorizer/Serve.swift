@@ -5,6 +5,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RedisWire
 
 struct Serve: ParsableCommand {
@@ -40,16 +41,34 @@ struct Serve: ParsableCommand {
     @Option(help: "A Redis reply slower than this fails the connection's requests with 07 (milliseconds).")
     var redisTimeoutMs = 1_000
 
+    @Option(help: "Serve terminals over TLS with this certificate chain (PEM).")
+    var tlsCert: String?
+
+    @Option(help: "Private key (PEM) for --tls-cert.")
+    var tlsKey: String?
+
+    @Option(help: "Require terminals to present a client certificate signed by this CA (PEM).")
+    var tlsClientCa: String?
+
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).")
     var portFile: String?
+
+    @Option(help: "Serve Prometheus metrics at http://<metrics-host>:<port>/metrics (e.g. 9464; 0 picks a free port). Off when absent.")
+    var metricsPort: Int?
+
+    @Option(help: "Address the metrics endpoint listens on.")
+    var metricsHost = "127.0.0.1"
 
     func validate() throws {
         guard (10...10_000).contains(slaMs) else { throw ValidationError("--sla-ms must be 10-10000") }
         guard (10...60_000).contains(lockTtlMs) else { throw ValidationError("--lock-ttl-ms must be 10-60000") }
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        guard tlsClientCa == nil || tlsCert != nil else { throw ValidationError("--tls-client-ca needs --tls-cert and --tls-key") }
         guard maxWriteBufferBytes >= 4096 else { throw ValidationError("--max-write-buffer-bytes must be at least 4096") }
         guard idleTimeoutS >= 0 else { throw ValidationError("--idle-timeout-s must be 0 or more") }
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
         guard redisTimeoutMs >= 10 else { throw ValidationError("--redis-timeout-ms must be at least 10") }
+        guard metricsPort.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--metrics-port must be 0-65535") }
     }
 
     func run() throws {
@@ -72,16 +91,19 @@ struct Serve: ParsableCommand {
 
         let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
         do {
-            try checkNotifications(admin, logger: logger)
+            try NotificationProbe.run(endpoint: endpoint, redis: admin).wait()
         } catch let error as RedisError {
-            throw ValidationError("cannot reach \(endpoint): \(error)")
+            throw ValidationError("cannot use \(endpoint): \(error)")
+        } catch let error as NotificationProbe.Missing {
+            throw ValidationError("\(error)")
         }
         let store = RulesStore(redis: admin)
         if try store.installDefaultsIfMissing().wait() {
             logger.info("no rules in redis: installed the default rules")
         }
         let rules = RulesCache(initial: try store.load().wait(), store: store, logger: logger)
-        let watcher = LockWatcher(endpoint: endpoint, eventLoop: admin.eventLoop, logger: logger) {
+        let metrics = metricsPort == nil ? ServerMetrics.disabled : ServerMetrics()
+        let watcher = LockWatcher(endpoint: endpoint, eventLoop: admin.eventLoop, logger: logger, metrics: metrics) {
             rules.refresh()
         }
         try watcher.start().wait()
@@ -89,15 +111,17 @@ struct Serve: ParsableCommand {
 
         let authorizer = Authorizer(
             group: group, endpoint: endpoint, scripts: scripts, rules: rules, watcher: watcher,
-            config: config, redisOptions: redisConnectionOptions, logger: logger
+            config: config, redisOptions: redisConnectionOptions, logger: logger, metrics: metrics
         )
         try authorizer.connect().wait()
+        let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, logger: logger)
 
         var options = TerminalServer.Options()
         options.host = host
         options.port = listenPort
         options.maxConnections = maxConnections
         options.maxWriteBufferBytes = maxWriteBufferBytes
+        options.tls = try makeTLSContext()
         options.idleTimeout = idleTimeoutS > 0 ? .seconds(Int64(idleTimeoutS)) : nil
         let server = try TerminalServer.start(group: group, authorizer: authorizer, options: options, logger: logger).wait()
         let boundPort = server.localPort ?? listenPort
@@ -117,6 +141,8 @@ struct Serve: ParsableCommand {
         stopped.wait()
         logger.info("shutting down: no new connections, answering requests in flight")
         try? server.shutdown().wait()
+        metricsEndpoint?.sampler.stop()
+        try? metricsEndpoint?.server.close().wait()
         rules.stop()
         watcher.close()
         try? authorizer.shutdown().wait()
@@ -125,17 +151,31 @@ struct Serve: ParsableCommand {
         logger.info("stopped")
     }
 
-    /// The lock waits need `notify-keyspace-events` with E (keyevent), g (del) and x (expired).
-    private func checkNotifications(_ admin: RedisClient, logger: Logger) throws {
-        let reply = try admin.send(RedisCommand("CONFIG", "GET", "notify-keyspace-events")).wait()
-        guard let items = reply.array, items.count == 2, let flags = items[1].string else {
-            throw ValidationError("unexpected reply to CONFIG GET notify-keyspace-events: \(reply)")
+    /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.
+    private func startMetrics(
+        _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient, logger: Logger
+    ) throws -> (server: MetricsServer, sampler: MetricsSampler)? {
+        guard let metricsPort else { return nil }
+        var options = MetricsServer.Options()
+        options.host = metricsHost
+        options.port = metricsPort
+        let server = try MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).wait()
+        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, logger: logger)
+        logger.info("metrics listening", metadata: ["host": "\(metricsHost)", "port": "\(server.localPort ?? metricsPort)", "path": "/metrics"])
+        return (server, sampler)
+    }
+
+    private func makeTLSContext() throws -> NIOSSLContext? {
+        guard let tlsCert, let tlsKey else { return nil }
+        var configuration = TLSConfiguration.makeServerConfiguration(
+            certificateChain: try NIOSSLCertificate.fromPEMFile(tlsCert).map { .certificate($0) },
+            privateKey: .privateKey(try NIOSSLPrivateKey(file: tlsKey, format: .pem))
+        )
+        configuration.minimumTLSVersion = .tlsv12
+        if let tlsClientCa {
+            configuration.certificateVerification = .noHostnameVerification
+            configuration.trustRoots = .file(tlsClientCa)
         }
-        let hasAll = flags.contains("A")
-        guard flags.contains("E"), hasAll || flags.contains("g"), hasAll || flags.contains("x") else {
-            throw ValidationError(
-                "redis has notify-keyspace-events \"\(flags)\"; the account lock waits need keyevent notifications for del and expired. Set `notify-keyspace-events Egx` in redis.conf (or CONFIG SET notify-keyspace-events Egx)."
-            )
-        }
+        return try NIOSSLContext(configuration: configuration)
     }
 }

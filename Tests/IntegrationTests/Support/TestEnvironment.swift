@@ -59,6 +59,7 @@ final class ChildProcess: @unchecked Sendable {
     private var lines: [String] = []
     private var waiters: [(predicate: (String) -> Bool, semaphore: DispatchSemaphore)] = []
     private var partial = Data()
+    private let input = Pipe()
     let name: String
 
     init(name: String, executable: String, arguments: [String], environment: [String: String]? = nil) {
@@ -68,6 +69,7 @@ final class ChildProcess: @unchecked Sendable {
         if let environment {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }
+        process.standardInput = input
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
@@ -83,6 +85,11 @@ final class ChildProcess: @unchecked Sendable {
 
     func start() throws {
         try process.run()
+    }
+
+    /// Writes to the process's standard input.
+    func write(_ text: String) {
+        input.fileHandleForWriting.write(Data(text.utf8))
     }
 
     private func consume(_ data: Data) {

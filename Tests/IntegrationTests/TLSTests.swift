@@ -1,0 +1,81 @@
+import Foundation
+import XCTest
+
+/// Terminals over TLS with client certificates, from a CA made at test time.
+final class TLSTests: XCTestCase {
+    var redis: RedisServer!
+    var certificates: URL!
+
+    override func setUpWithError() throws {
+        redis = try RedisServer(name: "tls")
+        certificates = redis.directory.appendingPathComponent("pki")
+        try FileManager.default.createDirectory(at: certificates, withIntermediateDirectories: true)
+        let script = """
+        set -e
+        cd "\(certificates.path)"
+        key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:prime256v1 -out "$1" 2>/dev/null; }
+        key ca.key
+        openssl req -x509 -new -key ca.key -out ca.pem -days 2 -subj /CN=test-terminal-ca
+        for name in server terminal; do
+          key $name.key
+          openssl req -new -key $name.key -out $name.csr -subj /CN=$name
+          printf 'subjectAltName=IP:127.0.0.1\\n' > $name.ext
+          openssl x509 -req -in $name.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out $name.pem -days 2 -extfile $name.ext 2>/dev/null
+        done
+        key stranger-ca.key
+        openssl req -x509 -new -key stranger-ca.key -out stranger-ca.pem -days 2 -subj /CN=stranger-ca
+        key stranger.key
+        openssl req -new -key stranger.key -out stranger.csr -subj /CN=stranger
+        openssl x509 -req -in stranger.csr -CA stranger-ca.pem -CAkey stranger-ca.key -CAcreateserial -out stranger.pem -days 2 2>/dev/null
+        """
+        let child = ChildProcess(name: "pki", executable: "/bin/bash", arguments: ["-c", script])
+        try child.start()
+        XCTAssertEqual(child.waitForExit(), 0, child.output)
+        try runAuthorizer(["rules", "init", "--redis", redis.url])
+        try redis.setBalances("tls", ["FOOD": 1_000])
+    }
+
+    override func tearDown() {
+        redis = nil
+    }
+
+    private func path(_ name: String) -> String { certificates.appendingPathComponent(name).path }
+
+    private func startServe() throws -> ServeProcess {
+        try ServeProcess(redis: redis, arguments: [
+            "--tls-cert", path("server.pem"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.pem"),
+        ])
+    }
+
+    private func terminal(port: Int, certificate: String?) throws -> ChildProcess {
+        var arguments = ["s_client", "-connect", "127.0.0.1:\(port)", "-CAfile", path("ca.pem"), "-verify_return_error", "-quiet"]
+        if let certificate { arguments += ["-cert", path("\(certificate).pem"), "-key", path("\(certificate).key")] }
+        let client = ChildProcess(name: "s_client", executable: "/usr/bin/openssl", arguments: arguments)
+        try client.start()
+        return client
+    }
+
+    func testTerminalWithACertificateFromTheCAIsServed() throws {
+        let serve = try startServe()
+        let client = try terminal(port: serve.port, certificate: "terminal")
+        defer { client.terminate(signal: SIGKILL) }
+        client.write(Request.line(id: "tls-1", account: "tls", amount: "2.50", mcc: "5411") + "\n")
+        XCTAssertTrue(client.waitForLine(containing: #"{"id":"tls-1","code":"00"}"#), client.output)
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750])
+    }
+
+    func testTerminalsWithoutAnAcceptedCertificateAreRefused() throws {
+        let serve = try startServe()
+        for certificate in [nil, "stranger"] {
+            let client = try terminal(port: serve.port, certificate: certificate)
+            client.write(Request.line(id: "nope", account: "tls", amount: "1.00", mcc: "5411") + "\n")
+            XCTAssertNotNil(client.waitForExit(), "the server ends the handshake")
+            XCTAssertFalse(client.output.contains("\"code\""), client.output)
+        }
+        // Plain TCP gets no answer either.
+        let plain = try TerminalClient(port: serve.port, receiveTimeout: 5)
+        try plain.sendLine(Request.line(id: "plain", account: "tls", amount: "1.00", mcc: "5411"))
+        XCTAssertFalse((try? plain.readLine())??.contains("\"code\"") ?? false)
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 1_000])
+    }
+}

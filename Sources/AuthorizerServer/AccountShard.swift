@@ -16,6 +16,7 @@ final class AccountShard: Sendable {
     private let watcher: LockWatcher
     private let config: AuthorizerConfig
     private let logger: Logger
+    private let metrics: ServerMetrics
     private let tokenPrefix: String
     private let state: NIOLoopBoundBox<State>
 
@@ -26,8 +27,9 @@ final class AccountShard: Sendable {
         var tokenCounter: UInt64 = 0
     }
 
-    init(eventLoop: EventLoop, redis: RedisClient, scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig, tokenPrefix: String, logger: Logger) {
+    init(eventLoop: EventLoop, redis: RedisClient, scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig, tokenPrefix: String, logger: Logger, metrics: ServerMetrics = .disabled) {
         self.eventLoop = eventLoop
+        self.metrics = metrics
         self.redis = redis
         self.scripts = scripts
         self.watcher = watcher
@@ -75,6 +77,8 @@ final class AccountShard: Sendable {
             return
         }
         state.value.queues[account]!.append(job)
+        job.waitStartedAt = .now()
+        metrics.lockWaitStarted(.queued)
         armDeadline(job)
     }
 
@@ -109,6 +113,7 @@ final class AccountShard: Sendable {
                 String(config.idempotencyTTLSeconds),
             ]
         ).assumeIsolated().whenComplete { result in
+            self.metrics.redisRoundTrip(.authorize, since: started)
             self.attemptFinished(job, result, started: started)
         }
     }
@@ -143,6 +148,10 @@ final class AccountShard: Sendable {
             finish(job, decision, unlock: true)
         case .locked(let pttl):
             job.waited = true
+            if job.waitStartedAt == nil {
+                job.waitStartedAt = .now()
+                metrics.lockWaitStarted(.locked)
+            }
             lockedByAnother(job, pttl: pttl)
         }
     }
@@ -239,12 +248,15 @@ final class AccountShard: Sendable {
         let wasHead = state.value.queues[job.request.account]?.first === job
         job.phase = .done
         cancelTimers(job)
+        if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: true) }
         let request = job.request
+        let sent = NIODeadline.now()
         redis.evalScript(
             scripts.decline,
             keys: [Keys.account(request.account), Keys.statements],
             arguments: [request.id, request.account, String(request.amount.value), request.mcc, job.resolution.mccUsed, request.merchant, job.resolution.category, reason]
         ).assumeIsolated().whenComplete { result in
+            self.metrics.redisRoundTrip(.decline, since: sent)
             if case .failure(let error) = result {
                 self.logger.warning("could not record declined transaction", metadata: ["id": "\(request.id)", "error": "\(error)"])
             }
@@ -258,6 +270,7 @@ final class AccountShard: Sendable {
         assert(job.phase != .done)
         job.phase = .done
         cancelTimers(job)
+        if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: false) }
         job.promise.succeed(decision)
         if unlock {
             // Not awaited: the next request's authorize follows on the same
@@ -301,6 +314,26 @@ final class AccountShard: Sendable {
     func activeAccounts() -> EventLoopFuture<Int> {
         eventLoop.submit { self.state.value.queues.count }
     }
+
+    /// Accounts with at least one request waiting (queued behind another, or
+    /// for a lock held elsewhere), and those requests. For the metrics sampler.
+    func contention() -> EventLoopFuture<(accounts: Int, waiters: Int)> {
+        eventLoop.submit {
+            var accounts = 0
+            var waiters = 0
+            for queue in self.state.value.queues.values {
+                var waiting = 0
+                for (index, job) in queue.enumerated() where job.phase != .done {
+                    if index > 0 || job.waited { waiting += 1 }
+                }
+                if waiting > 0 {
+                    accounts += 1
+                    waiters += waiting
+                }
+            }
+            return (accounts, waiters)
+        }
+    }
 }
 
 /// One request inside a shard. Confined to the shard's event loop.
@@ -314,6 +347,8 @@ private final class Job {
     let token: String
     var phase: Phase = .queued
     var waited = false
+    /// When the request started waiting for its account (queued or LOCKED), if it did.
+    var waitStartedAt: NIODeadline?
     var wokenDuringAttempt = false
     var ticket: WaiterRegistry.Ticket?
     var deadlineTask: Scheduled<Void>?

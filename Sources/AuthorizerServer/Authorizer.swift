@@ -10,6 +10,7 @@ public final class Authorizer: Sendable {
     public let watcher: LockWatcher
     private let shards: [AccountShard]
     public let config: AuthorizerConfig
+    public let metrics: ServerMetrics
 
     /// One shard (and one pipelined Redis connection) per event loop.
     public init(
@@ -20,15 +21,20 @@ public final class Authorizer: Sendable {
         watcher: LockWatcher,
         config: AuthorizerConfig,
         redisOptions: RedisConnection.Options,
-        logger: Logger
+        logger: Logger,
+        metrics: ServerMetrics = .disabled
     ) {
         let nonce = String(UInt64.random(in: .min ... .max), radix: 36)
         var shards: [AccountShard] = []
         for (index, loop) in group.makeIterator().enumerated() {
-            let redis = RedisClient(endpoint: endpoint, eventLoop: loop, scripts: scripts.all, options: redisOptions, logger: logger)
+            let redis = RedisClient(
+                endpoint: endpoint, eventLoop: loop, scripts: scripts.all, options: redisOptions, logger: logger,
+                onReconnect: { metrics.redisReconnected(.command) },
+                onScriptsReloaded: { metrics.scriptsReloaded() }
+            )
             shards.append(AccountShard(
                 eventLoop: loop, redis: redis, scripts: scripts, watcher: watcher, config: config,
-                tokenPrefix: "\(nonce):\(index)", logger: logger
+                tokenPrefix: "\(nonce):\(index)", logger: logger, metrics: metrics
             ))
         }
         precondition(!shards.isEmpty)
@@ -36,6 +42,7 @@ public final class Authorizer: Sendable {
         self.rules = rules
         self.watcher = watcher
         self.config = config
+        self.metrics = metrics
     }
 
     /// Opens every shard's Redis connection and loads the scripts there.
@@ -58,6 +65,14 @@ public final class Authorizer: Sendable {
             hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
         }
         return shards[Int(hash % UInt64(shards.count))]
+    }
+
+    /// Accounts with requests waiting for them, and those requests, over all shards.
+    public func contention() -> EventLoopFuture<(accounts: Int, waiters: Int)> {
+        let loop = shards[0].eventLoop
+        return EventLoopFuture.whenAllSucceed(shards.map { $0.contention() }, on: loop).map { counts in
+            counts.reduce((accounts: 0, waiters: 0)) { ($0.accounts + $1.accounts, $0.waiters + $1.waiters) }
+        }
     }
 
     /// After the terminals are gone: lets Redis answer every command sent

@@ -13,7 +13,7 @@ public final class LockWatcher: Sendable {
     private let registry: WaiterRegistry
     private let subscriber: RedisSubscriber
 
-    public init(endpoint: RedisEndpoint, eventLoop: EventLoop, logger: Logger, onRulesChanged: @escaping @Sendable () -> Void) {
+    public init(endpoint: RedisEndpoint, eventLoop: EventLoop, logger: Logger, metrics: ServerMetrics = .disabled, onRulesChanged: @escaping @Sendable () -> Void) {
         let channels = Keys.keyEventChannels(database: endpoint.database)
         let registry = WaiterRegistry(eventLoop: eventLoop, channels: channels)
         let subscriber = RedisSubscriber(
@@ -28,6 +28,7 @@ public final class LockWatcher: Sendable {
                 }
             },
             onResubscribed: {
+                metrics.redisReconnected(.subscriber)
                 // Events published while the link was down are lost: let
                 // every waiter look at its lock again.
                 registry.wakeAll()

@@ -18,6 +18,8 @@ final class TerminalHandler: ChannelDuplexHandler {
 
     /// Answers not yet written, oldest first; nil while the decision is pending.
     private var answers = CircularBuffer<ByteBuffer?>(initialCapacity: 16)
+    /// When the line of each entry of `answers` was read (for the latency histogram).
+    private var answerTimes = CircularBuffer<NIODeadline>(initialCapacity: 16)
     /// Sequence number of `answers.first`.
     private var firstSequence: UInt64 = 0
     private var readHeld = false
@@ -35,7 +37,10 @@ final class TerminalHandler: ChannelDuplexHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
         case .tooLong:
-            append(id: TransactionID.make(), decision: .rejected(RejectReason.lineTooLong), context: context)
+            let id = TransactionID.make()
+            logger.warning("declined", metadata: ["id": "\(id)", "reason": "\(RejectReason.lineTooLong)"])
+            authorizer.metrics.requestDecided(.rejected, .lineTooLong)
+            append(id: id, decision: .rejected(RejectReason.lineTooLong), context: context)
             closeWhenDrained = true
             writeReady(context: context)
         case .line(let line):
@@ -53,12 +58,15 @@ final class TerminalHandler: ChannelDuplexHandler {
         case nil:
             return  // blank line
         case .failure(let rejection)?:
-            logger.warning("request refused", metadata: ["id": "\(rejection.id ?? "-")", "reason": "\(rejection.reason)"])
-            append(id: rejection.id ?? TransactionID.make(), decision: .rejected(rejection.reason), context: context)
+            let id = rejection.id ?? TransactionID.make()
+            logger.warning("request refused", metadata: ["id": "\(id)", "reason": "\(rejection.reason)"])
+            authorizer.metrics.requestDecided(.rejected, .invalidRequest)
+            append(id: id, decision: .rejected(rejection.reason), receivedAt: receivedAt, context: context)
             writeReady(context: context)
         case .success(let request)?:
             let sequence = firstSequence + UInt64(answers.count)
             answers.append(nil)
+            answerTimes.append(receivedAt)
             let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
             authorizer.authorize(request, receivedAt: receivedAt)
                 .hop(to: context.eventLoop)
@@ -66,17 +74,22 @@ final class TerminalHandler: ChannelDuplexHandler {
                     let decision: Decision
                     switch result {
                     case .success(let value): decision = value
-                    case .failure(let error): decision = .rejected("internal error: \(error)")
+                    case .failure(let error):
+                        decision = .rejected("internal error: \(error)")
+                        loopBound.value.handler.logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
                     }
+                    loopBound.value.handler.authorizer.metrics.requestDecided(decision)
+                    loopBound.value.handler.logger.debug("decided", metadata: ["account": "\(request.account)", "id": "\(request.id)", "code": "\(decision.code.rawValue)"])
                     loopBound.value.handler.fill(sequence: sequence, id: request.id, decision: decision, context: loopBound.value.context)
                 }
         }
     }
 
-    private func append(id: String, decision: Decision, context: ChannelHandlerContext) {
+    private func append(id: String, decision: Decision, receivedAt: NIODeadline = .now(), context: ChannelHandlerContext) {
         var buffer = context.channel.allocator.buffer(capacity: 64)
         ResponseEncoder.encode(id: id, decision: decision, into: &buffer)
         answers.append(buffer)
+        answerTimes.append(receivedAt)
     }
 
     private func fill(sequence: UInt64, id: String, decision: Decision, context: ChannelHandlerContext) {
@@ -94,6 +107,7 @@ final class TerminalHandler: ChannelDuplexHandler {
         var wrote = false
         while let first = answers.first, let buffer = first {
             answers.removeFirst()
+            authorizer.metrics.requestAnswered(receivedAt: answerTimes.removeFirst())
             firstSequence += 1
             context.write(wrapOutboundOut(buffer), promise: nil)
             wrote = true

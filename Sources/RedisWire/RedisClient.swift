@@ -15,6 +15,7 @@ public final class RedisClient: Sendable {
     private let logger: Logger
     private let state: NIOLoopBoundBox<State>
     private let onReconnect: (@Sendable () -> Void)?
+    private let onScriptsReloaded: (@Sendable () -> Void)?
 
     private struct State {
         enum Link {
@@ -40,7 +41,8 @@ public final class RedisClient: Sendable {
         scripts: [LuaScript] = [],
         options: RedisConnection.Options = .init(),
         logger: Logger = Logger(label: "redis"),
-        onReconnect: (@Sendable () -> Void)? = nil
+        onReconnect: (@Sendable () -> Void)? = nil,
+        onScriptsReloaded: (@Sendable () -> Void)? = nil
     ) {
         self.endpoint = endpoint
         self.eventLoop = eventLoop
@@ -48,6 +50,7 @@ public final class RedisClient: Sendable {
         self.options = options
         self.logger = logger
         self.onReconnect = onReconnect
+        self.onScriptsReloaded = onScriptsReloaded
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
 
@@ -82,6 +85,8 @@ public final class RedisClient: Sendable {
                     return self.eventLoop.makeFailedFuture(error)
                 }
                 self.logger.warning("script cache empty on redis; reloading scripts", metadata: ["script": "\(script.name)"])
+                // One count per reload: later NOSCRIPTs join the reload in flight.
+                if self.state.value.reloading == nil { self.onScriptsReloaded?() }
                 return self.reloadScripts(on: connection).flatMap {
                     self.evalsha(script, keys: keys, arguments: arguments, on: connection)
                 }

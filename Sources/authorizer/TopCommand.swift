@@ -1,0 +1,463 @@
+import ArgumentParser
+import AuthorizerServer
+import Foundation
+import NIOCore
+import NIOPosix
+import RedisWire
+
+/// `authorizer top`: a live view of one server (its /metrics) and of Redis.
+struct Top: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Live view: throughput by code, latency, contention, locks held, statements stream and replayer lag."
+    )
+
+    @OptionGroup var redisOptions: RedisOptions
+
+    @Option(help: "The metrics endpoint of a server started with --metrics-port.")
+    var metrics = "http://127.0.0.1:9464"
+
+    @Option(help: "Seconds between refreshes.")
+    var interval = 1.0
+
+    @Flag(help: "Print one view (averages since the server started) and exit; non-zero when a source is unreachable.")
+    var once = false
+
+    func validate() throws {
+        guard (0.1...60).contains(interval) else { throw ValidationError("--interval must be 0.1-60 seconds") }
+        _ = try MetricsURL(metrics)
+    }
+
+    func run() throws {
+        let url = try MetricsURL(metrics)
+        let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+        defer { redis.shutdown() }
+        let source = TopSource(redis: redis, metrics: url)
+        if once {
+            let snapshot = source.sample()
+            print(TopView(redisLabel: "\(redis.client.endpoint)", metricsLabel: url.description).render(snapshot, previous: nil), terminator: "")
+            if snapshot.failed { throw ExitCode.failure }
+            return
+        }
+        let view = TopView(redisLabel: "\(redis.client.endpoint)", metricsLabel: url.description)
+        let onTerminal = isatty(STDOUT_FILENO) == 1
+        var previous: TopSnapshot?
+        while true {
+            let started = Date()
+            let snapshot = source.sample()
+            let frame = view.render(snapshot, previous: previous)
+            // Home and clear, then the frame: one write per refresh.
+            FileHandle.standardOutput.write(Data((onTerminal ? "\u{1B}[H\u{1B}[2J" + frame : frame + "\n").utf8))
+            if snapshot.metrics != nil { previous = snapshot }
+            let pause = interval - Date().timeIntervalSince(started)
+            if pause > 0 { Thread.sleep(forTimeInterval: pause) }
+        }
+    }
+}
+
+/// `http://host[:port][/path]`; the path defaults to /metrics.
+struct MetricsURL: CustomStringConvertible {
+    let host: String
+    let port: Int
+    let path: String
+
+    init(_ text: String) throws {
+        guard let components = URLComponents(string: text), components.scheme == "http", let host = components.host, !host.isEmpty else {
+            throw ValidationError("--metrics must look like http://127.0.0.1:9464")
+        }
+        self.host = host
+        self.port = components.port ?? 80
+        self.path = components.path.isEmpty || components.path == "/" ? "/metrics" : components.path
+    }
+
+    var description: String { "http://\(host):\(port)\(path)" }
+}
+
+// MARK: - Sampling
+
+/// One look at the server and at Redis.
+struct TopSnapshot {
+    var time: Date
+    var metrics: PrometheusSample?
+    var metricsError: String?
+    var stream: StatementsStreamStatus?
+    var locks: LockScan?
+    var redisError: String?
+
+    var failed: Bool { metricsError != nil || redisError != nil }
+}
+
+/// Locks held now, from `SCAN 0 MATCH lock:*`, bounded per refresh.
+struct LockScan {
+    static let maxCalls = 100
+    static let countPerCall = 1_000
+    static let shown = 5
+
+    var count = 0
+    /// False when the scan stopped at `maxCalls` (the count is then a lower bound).
+    var complete = true
+    var sample: [(key: String, pttl: Int64)] = []
+}
+
+struct TopSource {
+    let redis: CLIRedis
+    let metrics: MetricsURL
+
+    func sample() -> TopSnapshot {
+        var snapshot = TopSnapshot(time: Date())
+        let loop = redis.group.next()
+        let scrape = MetricsScraper.get(metrics, on: loop)
+        do {
+            snapshot.stream = try StatementsStreamStatus.read(from: redis.client).wait()
+            snapshot.locks = try scanLocks()
+        } catch {
+            snapshot.redisError = "\(error)"
+        }
+        do {
+            snapshot.metrics = PrometheusSample(text: try scrape.wait())
+        } catch {
+            snapshot.metricsError = "\(error)"
+        }
+        snapshot.time = Date()
+        return snapshot
+    }
+
+    private func scanLocks() throws -> LockScan {
+        var scan = LockScan()
+        var cursor = "0"
+        var calls = 0
+        var keys: [String] = []
+        repeat {
+            let reply = try redis.send(RedisCommand("SCAN", cursor, "MATCH", "lock:*", "COUNT", String(LockScan.countPerCall)))
+            guard let items = reply.array, items.count == 2, let next = items[0].string else {
+                throw RedisError.unexpectedReply("\(reply)")
+            }
+            let batch = items[1].array ?? []
+            scan.count += batch.count
+            for key in batch where keys.count < LockScan.shown {
+                if let key = key.string { keys.append(key) }
+            }
+            cursor = next
+            calls += 1
+        } while cursor != "0" && calls < LockScan.maxCalls
+        scan.complete = cursor == "0"
+        let ttls = keys.map { redis.client.send(RedisCommand("PTTL", $0)) }
+        for (key, ttl) in zip(keys, ttls) {
+            let pttl = try ttl.wait().int ?? -2
+            if pttl != -2 { scan.sample.append((key, pttl)) }
+        }
+        return scan
+    }
+}
+
+/// A plain HTTP/1.1 GET over NIO, bounded in size and time.
+enum MetricsScraper {
+    static let maxBytes = 8 << 20
+
+    struct Failure: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    static func get(_ url: MetricsURL, on loop: EventLoop, timeout: TimeAmount = .seconds(2)) -> EventLoopFuture<String> {
+        let promise = loop.makePromise(of: ByteBuffer.self)
+        let connected = ClientBootstrap(group: loop)
+            .connectTimeout(timeout)
+            .channelOption(.allowRemoteHalfClosure, value: false)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ResponseCollector(promise: promise, limit: maxBytes))
+                }
+            }
+            .connect(host: url.host, port: url.port)
+        connected.whenSuccess { channel in
+            let request = "GET \(url.path) HTTP/1.1\r\nHost: \(url.host):\(url.port)\r\nAccept: text/plain\r\nConnection: close\r\n\r\n"
+            channel.writeAndFlush(channel.allocator.buffer(string: request), promise: nil)
+            let deadline = loop.scheduleTask(in: timeout) {
+                promise.fail(Failure(description: "no answer from \(url) within \(timeout.nanoseconds / 1_000_000) ms"))
+                channel.close(promise: nil)
+            }
+            promise.futureResult.whenComplete { _ in deadline.cancel() }
+        }
+        connected.whenFailure { promise.fail($0) }
+        return promise.futureResult.flatMapThrowing { buffer in
+            let text = String(buffer: buffer)
+            guard let split = text.range(of: "\r\n\r\n") else { throw Failure(description: "not an HTTP response from \(url)") }
+            let statusLine = text[..<split.lowerBound].prefix { $0 != "\r" }
+            guard statusLine.split(separator: " ").dropFirst().first == "200" else {
+                throw Failure(description: "\(url) answered \(statusLine)")
+            }
+            return String(text[split.upperBound...])
+        }
+    }
+
+    /// Collects the whole response; the server closes after it (Connection: close).
+    private final class ResponseCollector: ChannelInboundHandler {
+        typealias InboundIn = ByteBuffer
+
+        private let promise: EventLoopPromise<ByteBuffer>
+        private let limit: Int
+        private var received = ByteBuffer()
+        private var done = false
+
+        init(promise: EventLoopPromise<ByteBuffer>, limit: Int) {
+            self.promise = promise
+            self.limit = limit
+        }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            var chunk = unwrapInboundIn(data)
+            received.writeBuffer(&chunk)
+            if received.readableBytes > limit {
+                finish(.failure(Failure(description: "metrics response larger than \(limit) bytes")))
+                context.close(promise: nil)
+            }
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            finish(.success(received))
+        }
+
+        func errorCaught(context: ChannelHandlerContext, error: Error) {
+            finish(.failure(error))
+            context.close(promise: nil)
+        }
+
+        private func finish(_ result: Result<ByteBuffer, Error>) {
+            guard !done else { return }
+            done = true
+            promise.completeWith(result)
+        }
+    }
+}
+
+/// The Prometheus text format, as far as `top` needs it: samples by name,
+/// each with its labels.
+struct PrometheusSample {
+    struct Series {
+        let labels: [String: String]
+        let value: Double
+    }
+
+    private(set) var series: [String: [Series]] = [:]
+
+    init(text: String) {
+        for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+            if let (name, entry) = Self.parse(line) { series[name, default: []].append(entry) }
+        }
+    }
+
+    /// The sum over every series of `name` whose labels include `matching`.
+    func sum(_ name: String, _ matching: [String: String] = [:]) -> Double {
+        (series[name] ?? []).filter { entry in matching.allSatisfy { entry.labels[$0.key] == $0.value } }.reduce(0) { $0 + $1.value }
+    }
+
+    func values(_ name: String) -> [Series] { series[name] ?? [] }
+
+    /// Cumulative buckets of a histogram as (upper bound, count), summed over `matching` series.
+    func buckets(_ histogram: String, _ matching: [String: String] = [:]) -> [(Double, Double)] {
+        var byBound: [Double: Double] = [:]
+        for entry in values(histogram + "_bucket") where matching.allSatisfy({ entry.labels[$0.key] == $0.value }) {
+            guard let bound = entry.labels["le"].flatMap(Self.number) else { continue }
+            byBound[bound, default: 0] += entry.value
+        }
+        return byBound.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    private static func parse(_ line: Substring) -> (String, Series)? {
+        let nameEnd = line.firstIndex { $0 == "{" || $0 == " " } ?? line.endIndex
+        let name = String(line[..<nameEnd])
+        guard !name.isEmpty, nameEnd < line.endIndex else { return nil }
+        var labels: [String: String] = [:]
+        var rest = line[nameEnd...]
+        if rest.first == "{" {
+            rest = rest.dropFirst()
+            while let equals = rest.firstIndex(of: "=") {
+                let key = rest[..<equals].trimmingCharacters(in: CharacterSet(charactersIn: ", "))
+                rest = rest[rest.index(after: equals)...]
+                guard rest.first == "\"" else { return nil }
+                rest = rest.dropFirst()
+                var value = ""
+                var escaped = false
+                while let character = rest.first {
+                    rest = rest.dropFirst()
+                    if escaped {
+                        value.append(character == "n" ? "\n" : character)
+                        escaped = false
+                    } else if character == "\\" {
+                        escaped = true
+                    } else if character == "\"" {
+                        break
+                    } else {
+                        value.append(character)
+                    }
+                }
+                labels[key] = value
+                rest = rest.drop { $0 == "," || $0 == " " }
+                if rest.first == "}" { break }
+            }
+            guard let close = rest.firstIndex(of: "}") else { return nil }
+            rest = rest[rest.index(after: close)...]
+        }
+        guard let valueText = rest.split(separator: " ").first, let value = number(String(valueText)) else { return nil }
+        return (name, Series(labels: labels, value: value))
+    }
+
+    static func number(_ text: String) -> Double? {
+        switch text {
+        case "+Inf": return .infinity
+        case "-Inf": return -.infinity
+        default: return Double(text)
+        }
+    }
+}
+
+// MARK: - Rendering
+
+struct TopView {
+    let redisLabel: String
+    let metricsLabel: String
+
+    typealias Name = ServerMetrics.Name
+
+    func render(_ now: TopSnapshot, previous: TopSnapshot?) -> String {
+        var out = "authorizer top   \(Self.clock(now.time))   redis \(redisLabel)   metrics \(metricsLabel)\n\n"
+        if let current = now.metrics {
+            out += renderServer(current, now: now.time, previous: previous?.metrics, previousTime: previous?.time)
+        } else {
+            out += "SERVER\n  metrics unreachable: \(now.metricsError ?? "unknown error")\n\n"
+        }
+        out += renderRedis(now)
+        return out
+    }
+
+    private func renderServer(_ current: PrometheusSample, now: Date, previous: PrometheusSample?, previousTime: Date?) -> String {
+        // The window: since the last refresh, or since the server started.
+        let window: Double
+        let base: PrometheusSample?
+        let windowLabel: String
+        if let previous, let previousTime {
+            window = max(now.timeIntervalSince(previousTime), 0.001)
+            base = previous
+            windowLabel = String(format: "last %.1f s", window)
+        } else {
+            let started = current.sum(Name.startTime)
+            window = started > 0 ? max(now.timeIntervalSince1970 - started, 0.001) : 1
+            base = nil
+            windowLabel = "since the server started " + Self.duration(window) + " ago"
+        }
+        func delta(_ name: String, _ labels: [String: String] = [:]) -> Double {
+            current.sum(name, labels) - (base?.sum(name, labels) ?? 0)
+        }
+
+        var out = "REQUESTS (\(windowLabel))\n"
+        out += Self.row("  code", "reason", "per second", "total") + "\n"
+        var rows: [(code: String, reason: String)] = []
+        for entry in current.values(Name.requests) {
+            guard let code = entry.labels["code"], let reason = entry.labels["reason"] else { continue }
+            if code != "07" || entry.value > 0 { rows.append((code, reason)) }
+        }
+        rows.sort { ($0.code, $0.reason) < ($1.code, $1.reason) }
+        for row in rows {
+            let labels = ["code": row.code, "reason": row.reason]
+            out += Self.row("  " + row.code, row.reason, String(format: "%.1f", delta(Name.requests, labels) / window), Self.integer(current.sum(Name.requests, labels))) + "\n"
+        }
+        out += Self.row("  all", "", String(format: "%.1f", delta(Name.requests) / window), Self.integer(current.sum(Name.requests))) + "\n\n"
+
+        let latency = Self.deltaBuckets(current.buckets(Name.requestDuration), base?.buckets(Name.requestDuration))
+        out += "LATENCY (terminal line in -> answer out, \(windowLabel))\n"
+        out += "  p50 \(Self.quantile(0.5, latency))   p99 \(Self.quantile(0.99, latency))   over 100 ms \(Self.share(over: 0.1, latency))\n"
+        let redisTrip = Self.deltaBuckets(current.buckets(Name.redisRoundTrip, ["script": "authorize"]), base?.buckets(Name.redisRoundTrip, ["script": "authorize"]))
+        out += "  redis round trip (authorize): p50 \(Self.quantile(0.5, redisTrip))   p99 \(Self.quantile(0.99, redisTrip))\n\n"
+
+        out += "CONTENTION\n"
+        out += "  contended accounts \(Self.integer(current.sum(Name.contendedAccounts)))   waiting requests \(Self.integer(current.sum(Name.lockWaiters)))"
+        out += String(format: "   lock waits %.1f/s   timeouts %.1f/s", delta(Name.lockWaits) / window, delta(Name.lockWaitTimeouts) / window) + "\n"
+        let waits = Self.deltaBuckets(current.buckets(Name.lockWaitDuration), base?.buckets(Name.lockWaitDuration))
+        out += "  lock wait p50 \(Self.quantile(0.5, waits))   p99 \(Self.quantile(0.99, waits))   timeouts total \(Self.integer(current.sum(Name.lockWaitTimeouts)))\n\n"
+
+        out += "CONNECTIONS\n"
+        out += "  terminals open \(Self.integer(current.sum(Name.connections)))   refused total \(Self.integer(current.sum(Name.connectionsRefused)))"
+        out += "   redis reconnects \(Self.integer(current.sum(Name.redisReconnects)))   NOSCRIPT reloads \(Self.integer(current.sum(Name.scriptReloads)))\n\n"
+        return out
+    }
+
+    private func renderRedis(_ now: TopSnapshot) -> String {
+        var out = "LOCKS HELD NOW\n"
+        if let locks = now.locks {
+            out += "  \(locks.complete ? "" : "at least ")\(locks.count) \(locks.count == 1 ? "lock" : "locks")"
+            out += locks.complete ? "\n" : " (scan stopped after \(LockScan.maxCalls * LockScan.countPerCall) keys)\n"
+            for (key, pttl) in locks.sample {
+                out += "    \(key)  \(pttl >= 0 ? "expires in \(pttl) ms" : "no expiry")\n"
+            }
+        } else {
+            out += "  redis unreachable: \(now.redisError ?? "unknown error")\n"
+        }
+        out += "\nSTATEMENTS\n"
+        if let stream = now.stream {
+            out += "  stream length \(stream.length)\n"
+            let entries = stream.lagEntries.map { "\(stream.lagIsLowerBound ? "at least " : "")\($0)" } ?? "unknown"
+            let age = stream.lagSeconds.map { String(format: "oldest %.1f s", $0) } ?? "age unknown"
+            if stream.groupExists {
+                out += "  replayer lag \(entries) entries (\(age))   pending \(stream.pendingEntries)   consumers \(stream.consumers)\n"
+            } else {
+                out += "  replayer lag \(entries) entries (\(age); no `\(StatementsStreamStatus.replayerGroup)` consumer group yet)\n"
+            }
+        } else {
+            out += "  redis unreachable: \(now.redisError ?? "unknown error")\n"
+        }
+        return out
+    }
+
+    // MARK: Formatting
+
+    static func row(_ a: String, _ b: String, _ c: String, _ d: String) -> String {
+        a.padding(toLength: 8, withPad: " ", startingAt: 0) + b.padding(toLength: 22, withPad: " ", startingAt: 0)
+            + String(repeating: " ", count: max(0, 12 - c.count)) + c + String(repeating: " ", count: max(0, 14 - d.count)) + d
+    }
+
+    static func integer(_ value: Double) -> String {
+        value.isFinite ? String(Int64(value.rounded())) : "-"
+    }
+
+    static func clock(_ date: Date) -> String {
+        let formatter = DateFormatter()
+        formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
+        return formatter.string(from: date)
+    }
+
+    static func duration(_ seconds: Double) -> String {
+        if seconds < 0.001 { return String(format: "%.0f µs", seconds * 1_000_000) }
+        if seconds < 1 { return String(format: "%.1f ms", seconds * 1_000) }
+        if seconds < 120 { return String(format: "%.1f s", seconds) }
+        return String(format: "%.0f min", seconds / 60)
+    }
+
+    /// Cumulative buckets minus an earlier reading of the same histogram.
+    static func deltaBuckets(_ current: [(Double, Double)], _ earlier: [(Double, Double)]?) -> [(Double, Double)] {
+        guard let earlier else { return current }
+        let before = Dictionary(earlier, uniquingKeysWith: +)
+        return current.map { ($0.0, $0.1 - (before[$0.0] ?? 0)) }
+    }
+
+    /// The q-quantile, interpolated inside its bucket as Prometheus' histogram_quantile does.
+    static func quantile(_ q: Double, _ buckets: [(Double, Double)]) -> String {
+        guard let total = buckets.last?.1, total > 0 else { return "-" }
+        let rank = q * total
+        var lower = 0.0
+        var below = 0.0
+        for (bound, count) in buckets {
+            if count >= rank {
+                if bound.isInfinite { return "> " + duration(lower) }
+                let fraction = count > below ? (rank - below) / (count - below) : 1
+                return duration(lower + (bound - lower) * fraction)
+            }
+            lower = bound
+            below = count
+        }
+        return "-"
+    }
+
+    static func share(over limit: Double, _ buckets: [(Double, Double)]) -> String {
+        guard let total = buckets.last?.1, total > 0, let within = buckets.first(where: { $0.0 >= limit })?.1 else { return "-" }
+        return String(format: "%.2f%%", (total - within) / total * 100)
+    }
+}

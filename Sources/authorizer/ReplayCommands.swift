@@ -1,16 +1,209 @@
 import ArgumentParser
+import Dispatch
+import Foundation
+import Logging
+import NIOCore
+import Replayer
+import RedisWire
+
+/// `--redis`, else the role's URL from the environment (`source .data/urls.env`
+/// exports one per Redis user), else the usual AUTHORIZER_REDIS_URL default.
+private func endpoint(_ options: RedisOptions, roleVariable: String) throws -> RedisEndpoint {
+    if options.redis == nil, let url = ProcessInfo.processInfo.environment[roleVariable] {
+        do {
+            return try RedisEndpoint(url: url)
+        } catch {
+            throw ValidationError("\(roleVariable): \(error)")
+        }
+    }
+    return try options.endpoint()
+}
 
 struct Replay: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Drain the statements stream into SQLite (exactly once).")
-    func run() throws { throw fail("not built yet") }
+    static let configuration = CommandConfiguration(
+        abstract: "Drain the statements stream into SQLite (exactly once).",
+        discussion: """
+            Reads the `statements` stream with a consumer group, writes each batch to SQLite in one \
+            transaction (rows keyed by entry id, plus the consumer's progress), then XACKs it. \
+            Runs until SIGINT/SIGTERM (finishes the batch, commits, acks, exits 0), or with --drain \
+            until nothing is new or unacknowledged. --notify also runs the notifier group, which \
+            writes one message per decision to notifications:{ID}.
+            """
+    )
+
+    /// Default: AUTHORIZER_REPLAYER_REDIS_URL, then AUTHORIZER_REDIS_URL.
+    @OptionGroup var redisOptions: RedisOptions
+    @OptionGroup var logOptions: LogOptions
+
+    @Option(help: "SQLite database file (created when missing).")
+    var db = "statements.sqlite"
+
+    @Option(help: "Consumer group of the replayers.")
+    var group = LedgerKeys.replayGroup
+
+    @Option(help: "This consumer's name in the group. Default: <host>-<pid>.")
+    var consumer: String?
+
+    @Flag(help: "Exit once the group has nothing new and nothing unacknowledged.")
+    var drain = false
+
+    @Flag(help: "Also deliver one notification per decision to notifications:{ID} (consumer group `notifier`).")
+    var notify = false
+
+    @Option(help: "Entries per read and per database transaction (1-10000).")
+    var batch = 500
+
+    @Option(help: "How long one read waits for new entries, in ms (10-30000).")
+    var blockMs = 1_000
+
+    @Option(help: "Claim entries another consumer has left unacknowledged this long, in ms.")
+    var claimIdleMs = 30_000
+
+    @Option(help: "Keep at least this many acknowledged entries in the stream; older ones acknowledged by every group are trimmed (0: trim all acknowledged).")
+    var trimMaxlen = 1_000_000
+
+    @Flag(help: "Never trim the statements stream.")
+    var noTrim = false
+
+    @Option(help: "Approximate length cap of each notifications:{ID} stream.")
+    var notifyMaxlen = 100
+
+    @Option(help: .hidden)
+    var killAfterCommits: Int?
+
+    func validate() throws {
+        guard ConsumerOptions.batchSizeRange.contains(batch) else { throw ValidationError("--batch must be 1-10000") }
+        guard ConsumerOptions.blockRange.contains(blockMs) else { throw ValidationError("--block-ms must be 10-30000") }
+        guard claimIdleMs >= 100 else { throw ValidationError("--claim-idle-ms must be at least 100") }
+        guard trimMaxlen >= 0 else { throw ValidationError("--trim-maxlen must not be negative") }
+        guard (1...100_000).contains(notifyMaxlen) else { throw ValidationError("--notify-maxlen must be 1-100000") }
+        if let consumer, consumer.isEmpty || consumer.count > 200 { throw ValidationError("--consumer must be 1-200 characters") }
+    }
+
+    func run() throws {
+        logOptions.bootstrap()
+        let logger = Logger(label: "authorizer.replay")
+        var configuration = ReplayRunner.Configuration(
+            endpoint: try endpoint(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL"),
+            databasePath: db,
+            consumer: consumer ?? ReplayRunner.defaultConsumerName()
+        )
+        configuration.group = group
+        configuration.consumerOptions.batchSize = batch
+        configuration.consumerOptions.blockMilliseconds = blockMs
+        configuration.consumerOptions.claimIdleMilliseconds = claimIdleMs
+        configuration.consumerOptions.drain = drain
+        configuration.consumerOptions.killAfterCommits = killAfterCommits
+        configuration.notify = notify
+        configuration.notificationMaxLength = notifyMaxlen
+        configuration.trimMaxLength = noTrim ? nil : trimMaxlen
+        configuration.progressToTerminal = isatty(STDERR_FILENO) == 1
+
+        let stop = StopSignal()
+        let signals = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                logger.info("stopping: finishing the batch in hand")
+                stop.stop()
+            }
+            source.resume()
+            return source
+        }
+        defer { signals.forEach { $0.cancel() } }
+
+        logger.info("replaying statements", metadata: [
+            "redis": "\(configuration.endpoint)", "db": "\(db)", "group": "\(group)", "consumer": "\(configuration.consumer)",
+            "drain": "\(drain)", "notify": "\(notify)",
+        ])
+        let summary = try ReplayRunner(configuration: configuration, logger: logger).run(stop: stop)
+        let replayed = summary.replayed.outcome
+        var metadata: Logger.Metadata = [
+            "applied": "\(replayed.applied)", "duplicates": "\(replayed.duplicates)", "rejected": "\(replayed.skipped)",
+            "claimed": "\(summary.replayed.claimed)", "entries_per_second": "\(Int(summary.entriesPerSecond))",
+            "trimmed": "\(summary.trimmed)",
+        ]
+        if let notified = summary.notified {
+            metadata["notified"] = "\(notified.outcome.applied)"
+        }
+        logger.info("replay stopped", metadata: metadata)
+    }
 }
 
 struct StatementCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "statement", abstract: "Print an account's statement from SQLite.")
-    func run() throws { throw fail("not built yet") }
+
+    @Option(help: "SQLite database written by `authorizer replay`.")
+    var db = "statements.sqlite"
+
+    @Option(help: "How many statements to show (1-10000).")
+    var limit = 20
+
+    @Argument(help: "Account id.")
+    var account: String
+
+    func validate() throws {
+        guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be 1-10000") }
+    }
+
+    func run() throws {
+        let store: StatementStore
+        do {
+            store = try StatementStore(path: db, create: false)
+        } catch let error as StatementStore.OpenError {
+            throw fail("\(error)")
+        }
+        let statements = try store.statements(account: account, limit: limit)
+        print(StatementTable.render(account: account, statements: statements, total: try store.statementCount(account: account)))
+    }
 }
 
 struct Audit: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Recompute balances from the replayed statements and compare with Redis.")
-    func run() throws { throw fail("not built yet") }
+    static let configuration = CommandConfiguration(
+        abstract: "Recompute balances from the replayed statements and compare with Redis.",
+        discussion: """
+            Exits 1 when any balance differs, the ledger has a break, or an entry was rejected. \
+            Needs only read access (the `operator` Redis user; default AUTHORIZER_OPERATOR_REDIS_URL).
+            """
+    )
+
+    /// Default: AUTHORIZER_OPERATOR_REDIS_URL, then AUTHORIZER_REDIS_URL.
+    @OptionGroup var redisOptions: RedisOptions
+
+    @Option(help: "SQLite database written by `authorizer replay`.")
+    var db = "statements.sqlite"
+
+    @Option(help: "Consumer group of the replayers (its unacknowledged entries are read from the stream).")
+    var group = LedgerKeys.replayGroup
+
+    @Option(help: "Most mismatches printed.")
+    var show = 50
+
+    func run() throws {
+        let store: StatementStore
+        do {
+            store = try StatementStore(path: db, create: false)
+        } catch let error as StatementStore.OpenError {
+            throw fail("\(error)")
+        }
+        let redis = BlockingRedis(
+            endpoint: try endpoint(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL"),
+            logger: Logger(label: "authorizer.audit", factory: { _ in SwiftLogNoOpLogHandler() })
+        )
+        defer { redis.close() }
+        let report = try Auditor(store: store, redis: redis, group: group).run()
+        print("audit: \(report.accounts) accounts, \(report.fromDatabase) statements from \(db), \(report.fromStream) not yet replayed read from the stream")
+        let problems: [String] = report.mismatches.map { "mismatch: \($0)" }
+            + report.breaks.map { "break in the books: \($0)" }
+            + report.rejected.map { "rejected entry \($0.entryID): \($0.error)" }
+            + report.unreadableStreamEntries.map { "unreadable stream entry \($0)" }
+        for line in problems.prefix(max(show, 0)) { print(line) }
+        if problems.count > show { print("... and \(problems.count - show) more") }
+        if report.passed {
+            print("audit passed: every balance matches the ledger")
+        } else {
+            print("audit FAILED: \(report.mismatches.count) mismatched balances, \(report.breaks.count) breaks, \(report.rejected.count) rejected entries")
+            throw ExitCode.failure
+        }
+    }
 }

@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import RedisWire
+import Replayer
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve terminals over line-delimited JSON on TCP.")
@@ -49,6 +50,9 @@ struct Serve: ParsableCommand {
 
     @Option(help: "Require terminals to present a client certificate signed by this CA (PEM).")
     var tlsClientCa: String?
+
+    @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
+    var replayerLagWarnEntries = 100_000
 
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).")
     var portFile: String?
@@ -115,6 +119,11 @@ struct Serve: ParsableCommand {
         )
         try authorizer.connect().wait()
         let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, logger: logger)
+        // Off the hot path: warns (and the metrics sampler exports the lag) while the replayer falls behind.
+        let lagWatch = ReplayerLagMonitor(
+            redis: admin, group: "replayer",
+            threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger
+        ).start(every: .seconds(10))
 
         var options = TerminalServer.Options()
         options.host = host
@@ -141,6 +150,7 @@ struct Serve: ParsableCommand {
         stopped.wait()
         logger.info("shutting down: no new connections, answering requests in flight")
         try? server.shutdown().wait()
+        lagWatch.cancel()
         metricsEndpoint?.sampler.stop()
         try? metricsEndpoint?.server.close().wait()
         rules.stop()

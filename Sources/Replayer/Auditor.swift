@@ -1,0 +1,241 @@
+import AuthorizerCore
+import Logging
+import RedisWire
+
+/// Balances recomputed from statements, in stream order: a `set` sets, a
+/// `credit` adds, an approved authorization subtracts its debits. Each
+/// statement also records the balance after it; a recorded balance that
+/// disagrees with the recomputed one is a break in the books (a missing
+/// entry, or a balance changed outside the scripts).
+public struct LedgerBalances: Sendable {
+    public private(set) var balances: [String: [String: Int64]] = [:]
+    public private(set) var breaks: [Discontinuity] = []
+    private var brokenCategories: Set<String> = []
+    public private(set) var applied = 0
+
+    public struct Discontinuity: Sendable, Equatable, CustomStringConvertible {
+        public let entryID: StreamID
+        public let account: String
+        public let category: String
+        public let recorded: Int64
+        public let recomputed: Int64
+
+        public var description: String {
+            "entry \(entryID) account \(account) \(category): recorded balance \(Cents(recorded)), recomputed \(Cents(recomputed))"
+        }
+    }
+
+    public init() {}
+
+    public mutating func apply(_ statement: Statement) {
+        applied += 1
+        var account = balances[statement.account, default: [:]]
+        switch statement.kind {
+        case .set:
+            for posting in statement.credits { account[posting.category] = posting.cents }
+        case .credit:
+            for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
+        case .authorization:
+            if statement.code == "00" {
+                for posting in statement.debits { account[posting.category, default: 0] -= posting.cents }
+            }
+        }
+        for recorded in statement.balances {
+            let recomputed = account[recorded.category, default: 0]
+            // Report where each category first breaks; later entries of it would repeat the news.
+            let key = "\(statement.account)\u{0}\(recorded.category)"
+            if recomputed != recorded.cents && !brokenCategories.contains(key) {
+                brokenCategories.insert(key)
+                breaks.append(Discontinuity(
+                    entryID: statement.entryID, account: statement.account, category: recorded.category,
+                    recorded: recorded.cents, recomputed: recomputed
+                ))
+            }
+        }
+        balances[statement.account] = account
+    }
+}
+
+/// Recomputes every account's balances from the replayed statements and
+/// compares them with the live balances in Redis.
+///
+/// Consistent under live traffic: each account's balances are read with a
+/// stream position they match (see `snapshot`), and only statements up to
+/// that position count for that account. Statements the replayer has not applied
+/// yet (at or after its group's oldest unacknowledged entry) are read from
+/// the stream itself, so the audit does not need the replayer to be idle.
+public final class Auditor {
+    private let store: StatementStore
+    private let redis: BlockingRedis
+    private let group: String
+    private let stream: String
+
+    public init(store: StatementStore, redis: BlockingRedis, group: String = LedgerKeys.replayGroup, stream: String = LedgerKeys.statements) {
+        self.store = store
+        self.redis = redis
+        self.group = group
+        self.stream = stream
+    }
+
+    public struct Mismatch: Sendable, Equatable, CustomStringConvertible {
+        public let account: String
+        public let category: String
+        /// nil: the category is not in the ledger / not in Redis.
+        public let ledger: Int64?
+        public let redis: String?
+
+        public var description: String {
+            let ledgerText = ledger.map { Cents($0).description } ?? "absent"
+            let redisText = redis.map { raw in Int64(raw).map { Cents($0).description } ?? "\"\(raw)\" (not cents)" } ?? "absent"
+            return "account \(account) \(category): ledger \(ledgerText), redis \(redisText)"
+        }
+    }
+
+    public struct Report: Sendable {
+        public var accounts = 0
+        public var fromDatabase = 0
+        public var fromStream = 0
+        public var mismatches: [Mismatch] = []
+        public var breaks: [LedgerBalances.Discontinuity] = []
+        public var rejected: [(entryID: String, error: String)] = []
+        public var unreadableStreamEntries: [String] = []
+
+        public var passed: Bool { mismatches.isEmpty && breaks.isEmpty && rejected.isEmpty && unreadableStreamEntries.isEmpty }
+    }
+
+    static let snapshotChunk = 256
+    static let streamPage = 1_000
+
+    public func run() throws -> Report {
+        var report = Report()
+        // Below this id every entry is acknowledged by the replayer, hence in the database.
+        let replayed = try redis.oldestNeeded(stream: stream, group: group) ?? .zero
+        let accounts = Set(try scanAccounts()).union(try store.accounts())
+        let snapshots = try snapshot(accounts.sorted())
+        report.accounts = snapshots.count
+
+        var ledger = LedgerBalances()
+        try store.forEachInStreamOrder(below: replayed) { statement in
+            report.fromDatabase += 1
+            if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
+                ledger.apply(statement)
+            }
+        }
+        let latestCutoff = snapshots.values.map(\.cutoff).max() ?? .zero
+        var start = replayed.description
+        pages: while true {
+            let entries = try StreamReply.entries(redis.send(["XRANGE", stream, start, "+", "COUNT", String(Self.streamPage)]))
+            for entry in entries {
+                if entry.id > latestCutoff { break pages }
+                guard let statement = try? Statement(entry: entry) else {
+                    report.unreadableStreamEntries.append(entry.id.description)
+                    continue
+                }
+                report.fromStream += 1
+                if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
+                    ledger.apply(statement)
+                }
+            }
+            guard let last = entries.last, entries.count == Self.streamPage else { break }
+            start = "(\(last.id)"
+        }
+
+        for (account, snapshot) in snapshots.sorted(by: { $0.key < $1.key }) {
+            let expected = ledger.balances[account] ?? [:]
+            for category in Set(expected.keys).union(snapshot.balances.keys).sorted() {
+                let live = snapshot.balances[category]
+                let computed = expected[category]
+                // A category missing on one side equals a zero on the other;
+                // a live value that is not whole cents never matches.
+                let liveCents: Int64? = live.map { Int64($0) } ?? 0
+                if liveCents != (computed ?? 0) {
+                    report.mismatches.append(Mismatch(account: account, category: category, ledger: computed, redis: live))
+                }
+            }
+        }
+        report.breaks = ledger.breaks
+        report.rejected = try store.rejectedEntries()
+        return report
+    }
+
+    private func scanAccounts() throws -> [String] {
+        var cursor = "0"
+        var accounts: [String] = []
+        repeat {
+            let reply = try redis.send(["SCAN", cursor, "MATCH", "account:{*}", "COUNT", "1000", "TYPE", "hash"])
+            guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
+                throw RedisError.unexpectedReply("SCAN: \(reply)")
+            }
+            accounts += (parts[1].array ?? []).compactMap { $0.string.flatMap(LedgerKeys.accountOfBalanceKey) }
+            cursor = next
+        } while cursor != "0"
+        return accounts
+    }
+
+    struct Snapshot {
+        let balances: [String: String]
+        /// Every statement of the account up to this id is reflected in `balances`, and none after it.
+        let cutoff: StreamID
+    }
+
+    static let maxSnapshotAttempts = 10
+
+    /// Each account's balances together with a stream position they match,
+    /// using reads only (the audit runs as the read-only operator user):
+    /// read the stream's last id, the balances, the last id again; if no
+    /// statement of the account was written in between, the balances match
+    /// the first id. Accounts written in between are read again.
+    private func snapshot(_ accounts: [String]) throws -> [String: Snapshot] {
+        var result: [String: Snapshot] = [:]
+        var remaining = accounts
+        var attempt = 0
+        while !remaining.isEmpty {
+            attempt += 1
+            guard attempt <= Self.maxSnapshotAttempts else {
+                throw AuditError.unstable(remaining.count)
+            }
+            var busy: [String] = []
+            var index = 0
+            while index < remaining.count {
+                let chunk = Array(remaining[index..<min(index + Self.snapshotChunk, remaining.count)])
+                let lastID = ["XREVRANGE", stream, "+", "-", "COUNT", "1"]
+                let replies = try redis.pipeline([lastID] + chunk.map { ["HGETALL", LedgerKeys.balances($0)] } + [lastID])
+                let before = try StreamReply.entries(replies[0]).first?.id ?? .zero
+                let after = try StreamReply.entries(replies[replies.count - 1]).first?.id ?? .zero
+                let written = try accountsWritten(after: before, upTo: after)
+                for (offset, account) in chunk.enumerated() {
+                    if written.contains(account) {
+                        busy.append(account)
+                    } else {
+                        result[account] = Snapshot(balances: StreamReply.pairs(replies[offset + 1]).compactMapValues(\.string), cutoff: before)
+                    }
+                }
+                index += Self.snapshotChunk
+            }
+            remaining = busy
+        }
+        return result
+    }
+
+    /// Accounts with a statement in (`start`, `end`].
+    private func accountsWritten(after start: StreamID, upTo end: StreamID) throws -> Set<String> {
+        var accounts: Set<String> = []
+        var from = start
+        while from < end {
+            let entries = try StreamReply.entries(redis.send(["XRANGE", stream, "(\(from)", end.description, "COUNT", String(Self.streamPage)]))
+            guard let last = entries.last else { break }
+            for entry in entries { if let account = entry.fields?["account"] { accounts.insert(account) } }
+            from = last.id
+        }
+        return accounts
+    }
+}
+
+public enum AuditError: Error, CustomStringConvertible {
+    case unstable(Int)
+    public var description: String {
+        switch self {
+        case .unstable(let count): return "\(count) accounts changed during every attempt to read them; audit again when traffic is lower"
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import Foundation
+import Logging
+import RedisWire
+
+/// Where a consumer puts the entries it reads. `apply` must be durable when
+/// it returns: the loop acknowledges the entries right after.
+public protocol EntrySink: AnyObject {
+    func apply(_ entries: [StreamEntry]) throws -> BatchOutcome
+}
+
+/// What a sink did with each entry of a batch; the three add up to the batch.
+public struct BatchOutcome: Sendable, Equatable {
+    /// Newly applied.
+    public var applied = 0
+    /// Already applied before (re-delivered) and ignored.
+    public var duplicates = 0
+    /// Not applicable to this sink, or set aside as malformed.
+    public var skipped = 0
+
+    public init(applied: Int = 0, duplicates: Int = 0, skipped: Int = 0) {
+        self.applied = applied
+        self.duplicates = duplicates
+        self.skipped = skipped
+    }
+
+    public var total: Int { applied + duplicates + skipped }
+
+    static func += (lhs: inout BatchOutcome, rhs: BatchOutcome) {
+        lhs.applied += rhs.applied
+        lhs.duplicates += rhs.duplicates
+        lhs.skipped += rhs.skipped
+    }
+}
+
+/// A stop request shared by the loops of one process (signals, a failed sibling).
+public final class StopSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var stopped = false
+
+    public init() {}
+
+    public func stop() {
+        lock.lock()
+        stopped = true
+        lock.unlock()
+    }
+
+    public var isStopped: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopped
+    }
+}
+
+public struct ConsumerOptions: Sendable {
+    /// Entries per XREADGROUP / XAUTOCLAIM (and per database transaction).
+    public var batchSize = 500
+    /// How long one XREADGROUP waits for new entries; also bounds how long a
+    /// stop request waits.
+    public var blockMilliseconds = 1_000
+    /// Pending entries of another consumer idle this long are claimed.
+    public var claimIdleMilliseconds = 30_000
+    /// Stop once the group has nothing new and nothing pending.
+    public var drain = false
+    /// Consecutive Redis failures tolerated (with back-off) before giving up
+    /// in drain mode; a long-running consumer retries for ever.
+    public var maxDrainFailures = 20
+    /// Testing only: SIGKILL this process after this many commits, before
+    /// their XACK, to prove a restart re-applies nothing twice.
+    public var killAfterCommits: Int?
+
+    public static let batchSizeRange = 1...10_000
+    public static let blockRange = 10...30_000
+
+    public init() {}
+
+    /// The longest a single reply may take on this consumer's connection.
+    public var commandTimeoutMilliseconds: Int { blockMilliseconds + 5_000 }
+}
+
+public struct ConsumerStats: Sendable, Equatable {
+    public var batches = 0
+    public var outcome = BatchOutcome()
+    public var claimed = 0
+}
+
+/// Reads a consumer group and hands batches to a sink: apply (durably), then
+/// XACK. On start it first re-reads what this consumer was delivered and never
+/// acknowledged; every `claimIdleMilliseconds / 2` (and whenever a drain finds
+/// nothing new) it claims entries other consumers left pending too long.
+public final class ConsumerLoop {
+    private let group: ConsumerGroup
+    private let sink: EntrySink
+    private let options: ConsumerOptions
+    private let stop: StopSignal
+    private let logger: Logger
+    private let afterBatch: (ConsumerStats) -> Void
+    private let whenIdle: (ConsumerStats) -> Void
+    private(set) public var stats = ConsumerStats()
+    private var lastClaim = Date.distantPast
+    private var consecutiveFailures = 0
+    /// Set after a Redis failure: a batch may have been applied but not
+    /// acknowledged, so this consumer's pending entries are re-read first.
+    private var mustRecoverOwnPending = true
+
+    /// `afterBatch` runs after every acknowledged batch, `whenIdle` after a
+    /// read that found nothing (housekeeping: progress, trimming).
+    init(
+        group: ConsumerGroup, sink: EntrySink, options: ConsumerOptions, stop: StopSignal, logger: Logger,
+        afterBatch: @escaping (ConsumerStats) -> Void = { _ in }, whenIdle: @escaping (ConsumerStats) -> Void = { _ in }
+    ) {
+        precondition(ConsumerOptions.batchSizeRange.contains(options.batchSize))
+        precondition(ConsumerOptions.blockRange.contains(options.blockMilliseconds))
+        self.group = group
+        self.sink = sink
+        self.options = options
+        self.stop = stop
+        self.logger = logger
+        self.afterBatch = afterBatch
+        self.whenIdle = whenIdle
+    }
+
+    /// Runs until stopped or, with `drain`, until caught up. Redis failures
+    /// are retried with back-off; sink failures (the database) end the loop.
+    public func run() throws {
+        try retryingRedis { try self.group.createIfMissing() }
+        try retryingRedis { try self.recoverOwnPending() }
+        logger.info("consumer ready", metadata: ["group": "\(group.group)", "consumer": "\(group.consumer)"])
+        while !stop.isStopped {
+            var caughtUp = false
+            try retryingRedis {
+                if self.mustRecoverOwnPending { try self.recoverOwnPending() }
+                if Date().timeIntervalSince(self.lastClaim) * 1000 >= Double(self.options.claimIdleMilliseconds / 2) {
+                    try self.claimFromIdleConsumers()
+                }
+                let block = self.options.drain ? min(self.options.blockMilliseconds, 100) : self.options.blockMilliseconds
+                let entries = try self.group.readNew(count: self.options.batchSize, blockMilliseconds: block)
+                if !entries.isEmpty {
+                    try self.handle(entries)
+                    return
+                }
+                self.whenIdle(self.stats)
+                if self.options.drain {
+                    // Nothing new: done once nobody holds unacknowledged entries;
+                    // otherwise wait for them to be acked or to become claimable.
+                    if try self.group.pendingCount() == 0 {
+                        caughtUp = true
+                    } else {
+                        try self.claimFromIdleConsumers()
+                    }
+                }
+            }
+            if caughtUp { break }
+        }
+    }
+
+    private func recoverOwnPending() throws {
+        var cursor = StreamID.zero
+        while !stop.isStopped {
+            let entries = try group.ownPending(after: cursor, count: options.batchSize)
+            guard let last = entries.last else {
+                mustRecoverOwnPending = false
+                return
+            }
+            logger.info("re-applying entries delivered before a restart", metadata: ["count": "\(entries.count)"])
+            try handle(entries)
+            cursor = last.id
+        }
+    }
+
+    private func claimFromIdleConsumers() throws {
+        lastClaim = Date()
+        var cursor = StreamID.zero
+        repeat {
+            let (next, entries) = try group.claimIdle(
+                minIdleMilliseconds: options.claimIdleMilliseconds, after: cursor, count: options.batchSize
+            )
+            if !entries.isEmpty {
+                logger.info("claimed entries from an idle consumer", metadata: ["count": "\(entries.count)"])
+                stats.claimed += entries.count
+                try handle(entries)
+            }
+            cursor = next
+        } while cursor != .zero && !stop.isStopped
+    }
+
+    /// Apply (commit), then acknowledge. A crash between the two re-delivers
+    /// the batch, which the sink ignores by key.
+    private func handle(_ entries: [StreamEntry]) throws {
+        let outcome: BatchOutcome
+        do {
+            outcome = try sink.apply(entries)
+        } catch {
+            throw SinkFailure(underlying: error)
+        }
+        precondition(outcome.total == entries.count, "the sink accounts for every entry of the batch")
+        stats.batches += 1
+        stats.outcome += outcome
+        if let limit = options.killAfterCommits, stats.batches >= limit {
+            logger.critical("killing myself after commit, before XACK (--kill-after-commits)")
+            kill(getpid(), SIGKILL)
+        }
+        try group.acknowledge(entries.map(\.id))
+        logger.debug("batch committed and acknowledged", metadata: [
+            "group": "\(group.group)", "entries": "\(entries.count)", "applied": "\(outcome.applied)",
+            "duplicates": "\(outcome.duplicates)", "total_applied": "\(stats.outcome.applied)",
+        ])
+        afterBatch(stats)
+    }
+
+    /// Runs `body`, retrying Redis failures with back-off (50 ms doubling to
+    /// 2 s) until it succeeds or a stop is requested. Sink failures pass through.
+    private func retryingRedis(_ body: () throws -> Void) throws {
+        var delay = 0.05
+        while true {
+            do {
+                try body()
+                consecutiveFailures = 0
+                return
+            } catch let error where !(error is SinkFailure) {
+                // Anything but the sink is the Redis link (replies, connects, timeouts).
+                consecutiveFailures += 1
+                mustRecoverOwnPending = true
+                if options.drain && consecutiveFailures >= options.maxDrainFailures { throw error }
+                if stop.isStopped {
+                    // Whatever was in hand stays pending in Redis and is applied (once) after a restart.
+                    logger.warning("stopping while redis fails", metadata: ["group": "\(group.group)", "error": "\(error)"])
+                    return
+                }
+                logger.warning("redis failed; retrying", metadata: ["group": "\(group.group)", "error": "\(error)", "retry_in_ms": "\(Int(delay * 1000))"])
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 2)
+            }
+        }
+    }
+}
+
+/// The sink failed (database error): the batch stays pending in Redis.
+public struct SinkFailure: Error, CustomStringConvertible {
+    public let underlying: Error
+    public var description: String { "could not apply a batch: \(underlying)" }
+}

@@ -1,1 +1,0 @@
-// Statements replay lives here.

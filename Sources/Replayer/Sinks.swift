@@ -1,0 +1,105 @@
+import AuthorizerCore
+import RedisWire
+
+/// Statements into SQLite, exactly once by entry id.
+final class StatementStoreSink: EntrySink {
+    private let store: StatementStore
+    private let group: String
+    private let consumer: String
+
+    init(store: StatementStore, group: String, consumer: String) {
+        self.store = store
+        self.group = group
+        self.consumer = consumer
+    }
+
+    func apply(_ entries: [StreamEntry]) throws -> BatchOutcome {
+        try store.apply(entries, group: group, consumer: consumer)
+    }
+}
+
+/// One notification per decision, appended to the account's capped
+/// `notifications:{ID}` stream. At least once: a batch re-delivered after a
+/// crash notifies again, with the same `statement` field for the client to
+/// dedupe on.
+final class NotificationSink: EntrySink {
+    private let redis: BlockingRedis
+    private let maxLength: Int
+
+    init(redis: BlockingRedis, maxLength: Int) {
+        precondition(maxLength > 0)
+        self.redis = redis
+        self.maxLength = maxLength
+    }
+
+    func apply(_ entries: [StreamEntry]) throws -> BatchOutcome {
+        var commands: [[String]] = []
+        commands.reserveCapacity(entries.count)
+        for entry in entries {
+            guard let statement = try? Statement(entry: entry), statement.kind == .authorization else { continue }
+            let notification = Notification(statement)
+            commands.append(
+                ["XADD", LedgerKeys.notifications(statement.account), "MAXLEN", "~", String(maxLength), "*"]
+                    + notification.fields.flatMap { [$0.0, $0.1] }
+            )
+        }
+        // The XADDs fail as a whole (the batch is not acknowledged and comes
+        // back) or succeed; Redis errors surface to the loop's retry.
+        _ = try redis.pipeline(commands)
+        return BatchOutcome(applied: commands.count, skipped: entries.count - commands.count)
+    }
+}
+
+/// The message an account holder sees for one decision, in Brazilian Portuguese.
+public struct Notification: Sendable, Equatable {
+    public let statementID: StreamID
+    public let transactionID: String
+    public let code: String
+    public let amount: Cents
+    public let text: String
+
+    public init(_ statement: Statement) {
+        precondition(statement.kind == .authorization)
+        statementID = statement.entryID
+        transactionID = statement.transactionID
+        code = statement.code
+        amount = statement.amount
+        let merchant = MerchantDescriptor(statement.merchant).name
+        let value = BrazilianReal.format(statement.amount)
+        switch statement.code {
+        case "00":
+            let categories = statement.debits.count == 1
+                ? statement.debits[0].category
+                : statement.debits.map { "\($0.category) \(BrazilianReal.format(Cents($0.cents)))" }.joined(separator: " + ")
+            text = "Compra aprovada de \(value) em \(merchant) (\(categories))"
+        case "51":
+            text = "Compra recusada de \(value) em \(merchant): saldo insuficiente"
+        default:
+            let reason = statement.reason.isEmpty ? "" : " (\(statement.reason))"
+            text = "Compra recusada de \(value) em \(merchant): transação não autorizada\(reason)"
+        }
+    }
+
+    /// The fields of the notification stream entry.
+    public var fields: [(String, String)] {
+        [
+            ("statement", statementID.description), ("id", transactionID), ("code", code),
+            ("amount", String(amount.value)), ("text", text),
+        ]
+    }
+}
+
+/// `R$ 1.234,56`.
+public enum BrazilianReal {
+    public static func format(_ amount: Cents) -> String {
+        let magnitude = amount.value.magnitude
+        var units = String(magnitude / 100)
+        var grouped = ""
+        while units.count > 3 {
+            grouped = "." + units.suffix(3) + grouped
+            units.removeLast(3)
+        }
+        let cents = magnitude % 100
+        return "\(amount.value < 0 ? "-" : "")R$ \(units)\(grouped),\(cents < 10 ? "0" : "")\(cents)"
+    }
+}

@@ -1,0 +1,130 @@
+import AuthorizerCore
+
+/// What a statement records (the stream's `type` field).
+public enum StatementKind: String, Sendable, CaseIterable {
+    /// A terminal's transaction: 00 (debited), 51 or 07 (nothing debited).
+    case authorization
+    /// An operator added amounts to balances.
+    case credit
+    /// An operator set balances to given values.
+    case set
+}
+
+/// `MEAL:700` — an amount of cents against one category.
+public struct Posting: Sendable, Equatable {
+    public let category: String
+    public let cents: Int64
+
+    public init(category: String, cents: Int64) {
+        self.category = category
+        self.cents = cents
+    }
+
+    /// Parses `MEAL:700,CASH:300`; the empty text is the empty list.
+    public static func list(_ text: String) throws -> [Posting] {
+        if text.isEmpty { return [] }
+        return try text.split(separator: ",", omittingEmptySubsequences: false).map { item in
+            let parts = item.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].isEmpty, let cents = Int64(parts[1]) else {
+                throw StatementError.malformed("posting \"\(item)\" is not CATEGORY:CENTS")
+            }
+            return Posting(category: String(parts[0]), cents: cents)
+        }
+    }
+}
+
+public enum StatementError: Error, Equatable, CustomStringConvertible {
+    case malformed(String)
+    public var description: String {
+        switch self {
+        case .malformed(let why): return "malformed statement: \(why)"
+        }
+    }
+}
+
+/// One entry of the `statements` stream, typed and checked. The texts of the
+/// posting lists are kept as written by the Lua scripts (they are what the
+/// database stores); the parsed lists are derived from them.
+public struct Statement: Sendable, Equatable {
+    public let entryID: StreamID
+    public let kind: StatementKind
+    /// The terminal's transaction id, or the operator's operation id.
+    public let transactionID: String
+    public let account: String
+    public let code: String
+    /// The transaction amount (0 for operator changes).
+    public let amount: Cents
+    public let mcc: String
+    public let mccUsed: String
+    public let merchant: String
+    public let category: String
+    public let debitsText: String
+    public let creditsText: String
+    public let balancesText: String
+    public let reason: String
+
+    public let debits: [Posting]
+    public let credits: [Posting]
+    /// The balance of every touched category right after this change.
+    public let balances: [Posting]
+
+    /// Milliseconds since the epoch at which Redis wrote the entry.
+    public var timestampMilliseconds: UInt64 { entryID.milliseconds }
+
+    public init(entry: StreamEntry) throws {
+        guard let fields = entry.fields else { throw StatementError.malformed("entry \(entry.id) has been deleted from the stream") }
+        func required(_ name: String) throws -> String {
+            guard let value = fields[name] else { throw StatementError.malformed("entry \(entry.id) has no \(name)") }
+            return value
+        }
+        guard let kind = StatementKind(rawValue: try required("type")) else {
+            throw StatementError.malformed("entry \(entry.id) has unknown type \(fields["type"] ?? "")")
+        }
+        let account = try required("account")
+        guard Identifier.isValid(account) else { throw StatementError.malformed("entry \(entry.id) has invalid account \(account)") }
+        let code = try required("code")
+        guard ["00", "51", "07"].contains(code) else { throw StatementError.malformed("entry \(entry.id) has unknown code \(code)") }
+        guard let amount = Int64(try required("amount")), amount >= 0 else {
+            throw StatementError.malformed("entry \(entry.id) has an amount that is not whole cents")
+        }
+        self.entryID = entry.id
+        self.kind = kind
+        self.transactionID = try required("id")
+        self.account = account
+        self.code = code
+        self.amount = Cents(amount)
+        self.mcc = fields["mcc"] ?? ""
+        self.mccUsed = fields["mcc_used"] ?? ""
+        self.merchant = fields["merchant"] ?? ""
+        self.category = fields["category"] ?? ""
+        self.debitsText = fields["debits"] ?? ""
+        self.creditsText = fields["credits"] ?? ""
+        self.balancesText = fields["balances"] ?? ""
+        self.reason = fields["reason"] ?? ""
+        self.debits = try Posting.list(debitsText)
+        self.credits = try Posting.list(creditsText)
+        self.balances = try Posting.list(balancesText)
+        try checkConsistency()
+    }
+
+    /// The invariants the Lua scripts guarantee; an entry breaking them is
+    /// not applied but kept aside for an operator.
+    private func checkConsistency() throws {
+        switch kind {
+        case .authorization:
+            guard credits.isEmpty else { throw StatementError.malformed("authorization \(entryID) carries credits") }
+            if code == "00" {
+                guard !debits.isEmpty, debits.reduce(0, { $0 + $1.cents }) == amount.value, debits.allSatisfy({ $0.cents > 0 }) else {
+                    throw StatementError.malformed("approved \(entryID): debits \(debitsText) do not add up to \(amount.value)")
+                }
+            } else {
+                guard debits.isEmpty else { throw StatementError.malformed("declined \(entryID) carries debits") }
+            }
+        case .credit, .set:
+            guard debits.isEmpty, !credits.isEmpty else { throw StatementError.malformed("\(kind.rawValue) \(entryID) has no credits") }
+            if kind == .credit, credits.contains(where: { $0.cents <= 0 }) {
+                throw StatementError.malformed("credit \(entryID) has a non-positive amount")
+            }
+        }
+    }
+}

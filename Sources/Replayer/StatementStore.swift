@@ -1,0 +1,249 @@
+import AuthorizerCore
+import Foundation
+import GRDB
+
+/// The statements database: one row per stream entry, keyed by the entry id,
+/// so applying an entry twice is a no-op (exactly-once effect).
+///
+/// SQLite in WAL mode with `synchronous = FULL`: a commit is on disk before
+/// the replayer acknowledges the entries to Redis, so a power cut cannot lose
+/// an entry Redis considers delivered.
+public final class StatementStore: Sendable {
+    public let path: String
+    private let pool: DatabasePool
+
+    public enum OpenError: Error, CustomStringConvertible {
+        case missing(String)
+        public var description: String {
+            switch self {
+            case .missing(let path): return "no statements database at \(path); run `authorizer replay --db \(path)` first"
+            }
+        }
+    }
+
+    /// Opens (and, when `create`, creates) the database and brings its schema up to date.
+    public init(path: String, create: Bool = true) throws {
+        if !create && !FileManager.default.fileExists(atPath: path) { throw OpenError.missing(path) }
+        var configuration = Configuration()
+        // Two replayer processes may share the file; a writer waits for the other's commit.
+        configuration.busyMode = .timeout(10)
+        configuration.prepareDatabase { db in
+            try db.execute(sql: "PRAGMA synchronous = FULL")
+        }
+        self.path = path
+        self.pool = try DatabasePool(path: path, configuration: configuration)
+        try Self.migrator.migrate(pool)
+    }
+
+    static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1: statements, rejected entries, replay progress") { db in
+            try db.execute(sql: """
+                CREATE TABLE statements (
+                    entry_id       TEXT PRIMARY KEY NOT NULL,  -- the stream entry id, "<ms>-<seq>"
+                    entry_ms       INTEGER NOT NULL,           -- when Redis wrote it (ms since the epoch)
+                    entry_seq      INTEGER NOT NULL,
+                    type           TEXT NOT NULL,              -- authorization | credit | set
+                    txn_id         TEXT NOT NULL,
+                    account        TEXT NOT NULL,
+                    code           TEXT NOT NULL,              -- 00 | 51 | 07
+                    amount_cents   INTEGER NOT NULL,
+                    mcc            TEXT NOT NULL,
+                    mcc_used       TEXT NOT NULL,
+                    merchant       TEXT NOT NULL,
+                    category       TEXT NOT NULL,
+                    debits         TEXT NOT NULL,              -- MEAL:700,CASH:300
+                    credits        TEXT NOT NULL,
+                    balances       TEXT NOT NULL,              -- balance after, per touched category
+                    reason         TEXT NOT NULL,
+                    consumer       TEXT NOT NULL,              -- the replayer that applied it
+                    replayed_at_ms INTEGER NOT NULL
+                );
+                CREATE INDEX statements_by_account ON statements(account, entry_ms, entry_seq);
+                CREATE INDEX statements_by_time ON statements(entry_ms, entry_seq);
+
+                -- Entries that could not be read as statements: kept, never applied, reported by audit.
+                CREATE TABLE rejected_entries (
+                    entry_id    TEXT PRIMARY KEY NOT NULL,
+                    fields_json TEXT NOT NULL,
+                    error       TEXT NOT NULL,
+                    rejected_at_ms INTEGER NOT NULL
+                );
+
+                -- Written in the same transaction as the rows it counts.
+                CREATE TABLE replay_progress (
+                    group_name    TEXT NOT NULL,
+                    consumer      TEXT NOT NULL,
+                    last_entry_id TEXT NOT NULL,               -- the greatest entry id this consumer applied
+                    last_ms       INTEGER NOT NULL,
+                    last_seq      INTEGER NOT NULL,
+                    applied       INTEGER NOT NULL,
+                    duplicates    INTEGER NOT NULL,            -- re-delivered entries ignored by key
+                    rejected      INTEGER NOT NULL,
+                    updated_at_ms INTEGER NOT NULL,
+                    PRIMARY KEY (group_name, consumer)
+                );
+                """)
+        }
+        return migrator
+    }
+
+    // MARK: - Applying
+
+    /// Writes a batch and the consumer's progress in one transaction. Entries
+    /// that are not valid statements go to `rejected_entries` (counted as
+    /// skipped) so nothing read is ever lost. An entry
+    /// already present (re-delivered after a crash between commit and XACK,
+    /// or claimed from a consumer that had applied it) is ignored by its key.
+    public func apply(_ entries: [StreamEntry], group: String, consumer: String) throws -> BatchOutcome {
+        guard let greatest = entries.map(\.id).max() else { return BatchOutcome() }
+        let now = Self.nowMilliseconds()
+        return try pool.write { db in
+            var outcome = BatchOutcome()
+            let insert = try db.cachedStatement(sql: """
+                INSERT OR IGNORE INTO statements
+                (entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
+                 merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """)
+            for entry in entries {
+                let statement: Statement
+                do {
+                    statement = try Statement(entry: entry)
+                } catch let error as StatementError {
+                    try reject(entry, error: error, at: now, in: db)
+                    outcome.skipped += 1
+                    continue
+                }
+                try insert.execute(arguments: [
+                    statement.entryID.description, Int64(statement.entryID.milliseconds), Int64(statement.entryID.sequence),
+                    statement.kind.rawValue, statement.transactionID, statement.account, statement.code,
+                    statement.amount.value, statement.mcc, statement.mccUsed, statement.merchant, statement.category,
+                    statement.debitsText, statement.creditsText, statement.balancesText, statement.reason,
+                    consumer, now,
+                ])
+                if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }
+            }
+            try db.execute(sql: """
+                INSERT INTO replay_progress
+                (group_name, consumer, last_entry_id, last_ms, last_seq, applied, duplicates, rejected, updated_at_ms)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (group_name, consumer) DO UPDATE SET
+                    last_entry_id = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
+                                         THEN excluded.last_entry_id ELSE last_entry_id END,
+                    last_seq = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
+                                    THEN excluded.last_seq ELSE last_seq END,
+                    last_ms = MAX(last_ms, excluded.last_ms),
+                    applied = applied + excluded.applied,
+                    duplicates = duplicates + excluded.duplicates,
+                    rejected = rejected + excluded.rejected,
+                    updated_at_ms = excluded.updated_at_ms
+                """, arguments: [
+                    group, consumer, greatest.description, Int64(greatest.milliseconds), Int64(greatest.sequence),
+                    outcome.applied, outcome.duplicates, outcome.skipped, now,
+                ])
+            return outcome
+        }
+    }
+
+    private func reject(_ entry: StreamEntry, error: StatementError, at now: Int64, in db: Database) throws {
+        let fields = entry.fields ?? [:]
+        let json = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+        try db.execute(
+            sql: "INSERT OR IGNORE INTO rejected_entries (entry_id, fields_json, error, rejected_at_ms) VALUES (?, ?, ?, ?)",
+            arguments: [entry.id.description, json, error.description, now]
+        )
+    }
+
+    // MARK: - Reading
+
+    public func count() throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM statements") ?? 0 }
+    }
+
+    public func rejectedEntries() throws -> [(entryID: String, error: String)] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT entry_id, error FROM rejected_entries ORDER BY entry_id").map { ($0["entry_id"], $0["error"]) }
+        }
+    }
+
+    public struct Progress: Sendable, Equatable {
+        public let group: String
+        public let consumer: String
+        public let lastEntryID: String
+        public let applied: Int
+        public let duplicates: Int
+        public let rejected: Int
+    }
+
+    public func progress() throws -> [Progress] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM replay_progress ORDER BY group_name, consumer").map { row in
+                Progress(
+                    group: row["group_name"], consumer: row["consumer"], lastEntryID: row["last_entry_id"],
+                    applied: row["applied"], duplicates: row["duplicates"], rejected: row["rejected"]
+                )
+            }
+        }
+    }
+
+    /// An account's statements, newest first.
+    public func statements(account: String, limit: Int) throws -> [Statement] {
+        precondition(limit > 0)
+        return try pool.read { db in
+            try Row.fetchAll(
+                db,
+                sql: "SELECT * FROM statements WHERE account = ? ORDER BY entry_ms DESC, entry_seq DESC LIMIT ?",
+                arguments: [account, limit]
+            ).map(Self.statement)
+        }
+    }
+
+    public func statementCount(account: String) throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM statements WHERE account = ?", arguments: [account]) ?? 0 }
+    }
+
+    /// Every statement with an entry id below `bound` (all when nil), in
+    /// stream order, streamed from one read snapshot.
+    public func forEachInStreamOrder(below bound: StreamID?, _ body: (Statement) throws -> Void) throws {
+        try pool.read { db in
+            let cursor: RowCursor
+            if let bound {
+                cursor = try Row.fetchCursor(
+                    db,
+                    sql: "SELECT * FROM statements WHERE (entry_ms, entry_seq) < (?, ?) ORDER BY entry_ms, entry_seq",
+                    arguments: [Int64(bound.milliseconds), Int64(bound.sequence)]
+                )
+            } else {
+                cursor = try Row.fetchCursor(db, sql: "SELECT * FROM statements ORDER BY entry_ms, entry_seq")
+            }
+            while let row = try cursor.next() {
+                try body(try Self.statement(row))
+            }
+        }
+    }
+
+    public func accounts() throws -> [String] {
+        try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT account FROM statements") }
+    }
+
+    /// A row, read back through the same checks as a stream entry.
+    private static func statement(_ row: Row) throws -> Statement {
+        let columns: [(field: String, column: String)] = [
+            ("type", "type"), ("id", "txn_id"), ("account", "account"), ("code", "code"), ("mcc", "mcc"),
+            ("mcc_used", "mcc_used"), ("merchant", "merchant"), ("category", "category"), ("debits", "debits"),
+            ("credits", "credits"), ("balances", "balances"), ("reason", "reason"),
+        ]
+        var fields: [String: String] = [:]
+        for (field, column) in columns { fields[field] = row[column] }
+        let amount: Int64 = row["amount_cents"]
+        fields["amount"] = String(amount)
+        let text: String = row["entry_id"]
+        guard let id = StreamID(text) else { throw StatementError.malformed("row with entry id \(text)") }
+        return try Statement(entry: StreamEntry(id: id, fields: fields))
+    }
+
+    static func nowMilliseconds() -> Int64 {
+        Int64(Date().timeIntervalSince1970 * 1000)
+    }
+}

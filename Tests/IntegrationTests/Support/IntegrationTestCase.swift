@@ -9,7 +9,8 @@ class IntegrationTestCase: XCTestCase {
     var serveArguments: [String] { [] }
 
     override func setUpWithError() throws {
-        redis = try RedisServer(name: String(describing: type(of: self)))
+        // With the project's ACL users: `serve` and the CLI run as `authorizer`.
+        redis = try RedisServer(name: String(describing: type(of: self)), acl: true)
         try runAuthorizer(["rules", "init", "--redis", redis.url])
         serve = try ServeProcess(redis: redis, arguments: serveArguments)
     }

@@ -57,6 +57,9 @@ public final class ReplayerLagMonitor: Sendable {
     private let threshold: Threshold
     private let logger: Logger
     private let wasLagging: NIOLoopBoundBox<Bool>
+    /// Checks in a row that found the replayer lagging; the warning repeats every `repeatEvery` of them.
+    private let laggingChecks: NIOLoopBoundBox<Int>
+    private static let repeatEvery = 6
 
     public init(
         redis: RedisClient, group: String = LedgerKeys.replayGroup, stream: String = LedgerKeys.statements,
@@ -68,6 +71,7 @@ public final class ReplayerLagMonitor: Sendable {
         self.threshold = threshold
         self.logger = logger
         self.wasLagging = NIOLoopBoundBox.makeBoxSendingValue(false, eventLoop: redis.eventLoop)
+        self.laggingChecks = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: redis.eventLoop)
     }
 
     /// One look at the group. Fails only when Redis does.
@@ -142,7 +146,8 @@ public final class ReplayerLagMonitor: Sendable {
             "oldest_unapplied_ms": "\(report.oldestUnappliedAge.map { String($0.nanoseconds / 1_000_000) } ?? "unknown")",
             "stream_length": "\(report.streamLength)",
         ]
-        if report.isLagging {
+        laggingChecks.value = report.isLagging ? laggingChecks.value + 1 : 0
+        if report.isLagging && (laggingChecks.value - 1) % Self.repeatEvery == 0 {
             logger.warning("replayer is lagging: the statements stream cannot be trimmed past it", metadata: metadata)
         } else if wasLagging.value {
             logger.info("replayer caught up", metadata: metadata)

@@ -1,0 +1,193 @@
+#!/usr/bin/env bash
+# `make bench`: a fresh Redis (the project's redis.conf) and a release
+# `authorizer serve` on free ports in a temp dir, then in one run:
+#   1. redis-benchmark calling authorize.lua with EVALSHA, pipelined: the Redis ceiling
+#   2. authorizer bench, closed loop: the most authorizations per second
+#   3. authorizer bench, open loop at 10,000/s: latency
+#   4. the unlock probe: a request waiting on a lock held elsewhere, timed from the release
+#   5. serve's RSS holding 10,000 idle terminal connections
+# and a table. Everything started here is stopped on exit, failure included.
+#
+# Knobs (environment): BENCH_DURATION (10s), BENCH_RATE (10000),
+# BENCH_CONNECTIONS (64), BENCH_PIPELINE (closed loop, 8), BENCH_IDLE (10000),
+# BENCH_PROBES (200), CEILING_REQUESTS (300000), AUTHORIZER_BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${AUTHORIZER_BIN:-$PWD/.build/release/authorizer}
+DURATION=${BENCH_DURATION:-10s}
+RATE=${BENCH_RATE:-10000}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+PIPELINE=${BENCH_PIPELINE:-8}
+IDLE=${BENCH_IDLE:-10000}
+PROBES=${BENCH_PROBES:-200}
+CEILING_REQUESTS=${CEILING_REQUESTS:-300000}
+ACCOUNTS=10000
+
+[ -x "$BIN" ] || { echo "no $BIN; run: swift build -c release" >&2; exit 1; }
+for tool in redis-server redis-cli redis-benchmark; do
+    command -v "$tool" >/dev/null || { echo "$tool is missing (make deps)" >&2; exit 1; }
+done
+# Room for the idle connections (each side holds one descriptor per connection).
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE + 1000)) ]; then
+    IDLE=$(( $(ulimit -n) - 1000 ))
+    echo "ulimit -n is $(ulimit -n): measuring $IDLE idle connections instead" >&2
+fi
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/authorizer-bench.XXXXXX")
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits until FILE has a line containing TEXT (a started process says it is ready).
+wait_for_line() {
+    local file=$1 text=$2 pid=$3
+    for _ in $(seq 1 300); do
+        grep -q -- "$text" "$file" 2>/dev/null && return 0
+        kill -0 "$pid" 2>/dev/null || { echo "process $pid exited; its log:" >&2; cat "$file" >&2; exit 1; }
+        sleep 0.1
+    done
+    echo "timed out waiting for \"$text\" in $file" >&2
+    exit 1
+}
+
+free_port() {
+    local port
+    while :; do
+        port=$((20000 + RANDOM % 40000))
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+    done
+}
+
+# A number field of the one-line JSON that `authorizer bench --json` prints.
+field() { grep -o "\"$1\":[0-9.eE+-]*" <<<"$2" | head -1 | cut -d: -f2; }
+code_count() {
+    local count
+    count=$(grep -o "\"$1\":[0-9]*" <<<"$(grep -o '"codes":{[^}]*}' <<<"$2")" | cut -d: -f2 || true)
+    echo "${count:-0}"
+}
+check_errors() {
+    local errors
+    errors=$(field errors "$2")
+    if [ "${errors:-1}" != 0 ]; then echo "warning: $1 had $errors errors: $2" >&2; fi
+}
+
+# Redis as `make run` has it: the project's redis.conf and ACL users, so
+# serve and redis-benchmark run as the `authorizer` user (ACL checks included).
+REDIS_PORT=$(free_port)
+bash scripts/redis-users.sh "$WORK" "$REDIS_PORT"
+# shellcheck disable=SC1091
+source "$WORK/credentials.env"
+redis-server "$PWD/redis.conf" --port "$REDIS_PORT" --dir "$WORK" --aclfile "$WORK/users.acl" \
+    --daemonize no --logfile "$WORK/redis.log" >/dev/null &
+PIDS+=($!)
+wait_for_line "$WORK/redis.log" "Ready to accept connections" $!
+REDIS_URL="redis://authorizer:$AUTHORIZER_PASSWORD@127.0.0.1:$REDIS_PORT/0"
+rcli() { REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD redis-cli -p "$REDIS_PORT" "$@"; }
+echo "redis on $REDIS_PORT, data in $WORK" >&2
+
+# 1. The ceiling: authorize.lua alone, called by redis-benchmark. Each
+# __rand_int__ is replaced independently (12 zero-padded digits), so the
+# account key, the lock key and the transaction key of one call carry
+# different random ids: the lock and txn keys get extra random digits so
+# that no call meets a lock left by an earlier one (redis-benchmark never
+# unlocks; the lock TTL is 200 ms) or an idempotency record: each call
+# takes the lock, debits FOOD, appends the statement and records the txn.
+echo "seeding $ACCOUNTS accounts for redis-benchmark" >&2
+for i in $(seq -f '%012g' 0 $((ACCOUNTS - 1))); do
+    echo "HSET account:{rb-$i} FOOD 1000000000000 CASH 1000000000000"
+done | rcli --pipe >/dev/null
+SHA=$(rcli SCRIPT LOAD "$(cat Lua/authorize.lua)")
+before=$(rcli XLEN statements)
+echo "redis-benchmark: EVALSHA authorize.lua x $CEILING_REQUESTS, 50 clients, pipeline 16" >&2
+ceiling_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PASSWORD" -n "$CEILING_REQUESTS" -c 50 -P 16 -r "$ACCOUNTS" --csv \
+    EVALSHA "$SHA" 4 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' \
+    'txn:{rb-__rand_int__}:__rand_int__-__rand_int__' statements \
+    tok 200 id acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole 86400 \
+    2> >(grep -v "Could not fetch server CONFIG" >&2))
+CEILING=$(tail -1 <<<"$ceiling_csv" | cut -d, -f2 | tr -d '"')
+decided=$(( $(rcli XLEN statements) - before ))
+last=$(rcli XREVRANGE statements + - COUNT 1 | tr '\n' ' ')
+if [ "$decided" -ne "$CEILING_REQUESTS" ] || ! grep -q "code 00 .*debits FOOD:100" <<<"$last"; then
+    echo "warning: only $decided of $CEILING_REQUESTS redis-benchmark calls debited (last: $last)" >&2
+fi
+echo "ceiling: $CEILING calls/s ($decided of $CEILING_REQUESTS calls debited and wrote a statement)" >&2
+
+# serve, started after the ceiling so that it does not share the machine with it.
+"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" >"$WORK/serve.log" 2>&1 &
+SERVE_PID=$!
+PIDS+=("$SERVE_PID")
+wait_for_line "$WORK/serve.log" "authorizer listening" "$SERVE_PID"
+TARGET="127.0.0.1:$(cat "$WORK/serve.port")"
+echo "serve on $TARGET" >&2
+bench() { "$BIN" bench --target "$TARGET" --redis "$REDIS_URL" --accounts "$ACCOUNTS" --json "$@"; }
+
+bench --seed --rate 100 --duration 1s --connections 8 >/dev/null  # seed, and warm the connections
+
+# 2. Closed loop.
+closed=$(bench --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+check_errors "closed loop" "$closed"
+
+# 3. Open loop.
+open=$(bench --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS")
+check_errors "open loop" "$open"
+
+# 4. Unlock probe.
+probe=$(bench --unlock-probes "$PROBES")
+check_errors "unlock probe" "$probe"
+
+# 5. Idle connections: RSS before, and while the generator holds them open.
+rss_mib() { awk '/^VmRSS/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVE_PID/status"; }
+rss_before=$(rss_mib)
+"$BIN" bench --target "$TARGET" --rate 10 --duration 30s --connections "$IDLE" --json \
+    >"$WORK/idle.json" 2>"$WORK/idle.log" &
+IDLE_PID=$!
+PIDS+=("$IDLE_PID")
+wait_for_line "$WORK/idle.log" "connected $IDLE connections" "$IDLE_PID"
+for _ in $(seq 1 100); do  # until serve has accepted them all
+    [ "$(ls "/proc/$SERVE_PID/fd" | wc -l)" -ge "$IDLE" ] && break
+    sleep 0.1
+done
+rss_idle=$(rss_mib)
+kill "$IDLE_PID" 2>/dev/null || true
+
+# The table.
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+at_least() { awk -v a="$1" -v b="$2" 'BEGIN { print (a >= b) ? "met" : "missed" }'; }
+below() { awk -v a="$1" -v b="$2" 'BEGIN { print (a < b) ? "met" : "missed" }'; }
+closed_tp=$(field throughput "$closed")
+open_p99=$(field p99_ms "$open")
+open_p999=$(field p999_ms "$open")
+probe_p99=$(field p99_ms "$probe")
+closed_ratio=$(ratio "$closed_tp" "$CEILING")
+closed_target=$(awk -v t="$closed_tp" -v r="$closed_ratio" 'BEGIN { print (t >= 50000 || r >= 0.4) ? "met" : "missed" }')
+
+echo
+echo "authorizer bench, $(date -u +%Y-%m-%d), $(nproc) cores ($(uname -m)), runs of $DURATION"
+printf '%-44s %-46s %s\n' "measurement" "result" "target"
+printf '%-44s %-46s %s\n' "redis-benchmark EVALSHA authorize.lua" "$CEILING/s (ceiling)" ""
+printf '%-44s %-46s %s\n' "closed loop, $CONNECTIONS conns x $PIPELINE in flight" \
+    "$closed_tp/s = $closed_ratio x ceiling, p99 $(field p99_ms "$closed") ms" ">= 50000/s or >= 0.4 x: $closed_target"
+printf '%-44s %-46s %s\n' "open loop at $RATE/s, $CONNECTIONS conns" \
+    "$(field throughput "$open")/s, p50 $(field p50_ms "$open") p90 $(field p90_ms "$open") ms" ""
+printf '%-44s %-46s %s\n' "" "p99 $open_p99 ms, p99.9 $open_p999 ms, max $(field max_ms "$open") ms" \
+    "p99 < 1 ms: $(below "$open_p99" 1), p99.9 < 5 ms: $(below "$open_p999" 5)"
+printf '%-44s %-46s %s\n' "unlock -> answer, $PROBES probes" \
+    "p50 $(field p50_ms "$probe") ms, p99 $probe_p99 ms, max $(field max_ms "$probe") ms" "p99 < 1 ms: $(below "$probe_p99" 1)"
+printf '%-44s %-46s %s\n' "serve RSS, $IDLE idle connections" "$rss_idle MiB (before connecting: $rss_before MiB)" \
+    "< 200 MiB: $(below "$rss_idle" 200)"
+printf '%-44s %-46s\n' "codes: closed loop / open loop" \
+    "00 $(code_count 00 "$closed") / $(code_count 00 "$open"), 51 $(code_count 51 "$closed") / $(code_count 51 "$open"), 07 $(code_count 07 "$closed") / $(code_count 07 "$open")"
+if [ -n "${BENCH_JSON_DIR:-}" ]; then
+    mkdir -p "$BENCH_JSON_DIR"
+    printf '%s\n' "$closed" >"$BENCH_JSON_DIR/closed.json"
+    printf '%s\n' "$open" >"$BENCH_JSON_DIR/open.json"
+    printf '%s\n' "$probe" >"$BENCH_JSON_DIR/probe.json"
+    printf '{"ceiling":%s,"rss_idle_mib":%s,"rss_before_mib":%s}\n' "$CEILING" "$rss_idle" "$rss_before" >"$BENCH_JSON_DIR/other.json"
+fi

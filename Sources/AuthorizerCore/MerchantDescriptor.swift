@@ -13,6 +13,12 @@ public struct MerchantDescriptor: Sendable, Equatable {
     public let name: String
 
     public init(_ raw: String) {
+        // Card-network descriptors are printable ASCII: work on bytes then.
+        if let fast = MerchantDescriptor.normalizeASCII(raw) {
+            normalized = fast.normalized
+            name = fast.name
+            return
+        }
         normalized = MerchantDescriptor.normalize(raw)
         let characters = Array(raw)
         if characters.count == MerchantDescriptor.networkLayoutLength {
@@ -20,6 +26,34 @@ public struct MerchantDescriptor: Sendable, Equatable {
         } else {
             name = normalized
         }
+    }
+
+    /// The same normalization for printable ASCII (and tabs), byte by byte;
+    /// nil for anything else, which takes the Unicode path.
+    static func normalizeASCII(_ raw: String) -> (normalized: String, name: String)? {
+        raw.utf8.withContiguousStorageIfAvailable { bytes -> (String, String)? in
+            guard bytes.allSatisfy({ ($0 >= 0x20 && $0 < 0x7F) || $0 == 0x09 }) else { return nil }
+            func collapse(_ slice: UnsafeBufferPointer<UInt8>.SubSequence) -> String {
+                var out: [UInt8] = []
+                out.reserveCapacity(slice.count)
+                var pendingSpace = false
+                for byte in slice {
+                    if byte == 0x20 || byte == 0x09 {
+                        pendingSpace = !out.isEmpty
+                        continue
+                    }
+                    if pendingSpace {
+                        out.append(0x20)
+                        pendingSpace = false
+                    }
+                    out.append(byte >= UInt8(ascii: "a") && byte <= UInt8(ascii: "z") ? byte - 32 : byte)
+                }
+                return String(decoding: out, as: UTF8.self)
+            }
+            let normalized = collapse(bytes[...])
+            let name = bytes.count == networkLayoutLength ? collapse(bytes[0..<25]) : normalized
+            return (normalized, name)
+        } ?? nil
     }
 
     /// Uppercase, every run of whitespace collapsed to one space, trimmed.

@@ -104,7 +104,8 @@ public enum TransactionRequestParser {
         guard length >= 1, length <= MerchantDescriptor.maxLength else {
             return reject("merchant must be 1-200 characters")
         }
-        guard !merchant.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        // Control characters (category Cc) are exactly U+0000–001F and U+007F–009F.
+        guard !merchant.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else {
             return reject("merchant must not contain control characters")
         }
         guard merchant.contains(where: { !$0.isWhitespace }) else {

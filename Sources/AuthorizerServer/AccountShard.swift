@@ -18,6 +18,8 @@ final class AccountShard: Sendable {
     private let logger: Logger
     private let metrics: ServerMetrics
     private let tokenPrefix: String
+    private let lockTTLArgument: String
+    private let idempotencyTTLArgument: String
     private let state: NIOLoopBoundBox<State>
 
     private struct State {
@@ -35,6 +37,8 @@ final class AccountShard: Sendable {
         self.watcher = watcher
         self.config = config
         self.tokenPrefix = tokenPrefix
+        self.lockTTLArgument = String(config.lockTTL.nanoseconds / 1_000_000)
+        self.idempotencyTTLArgument = String(config.idempotencyTTLSeconds)
         self.logger = logger
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
@@ -100,7 +104,7 @@ final class AccountShard: Sendable {
             ],
             arguments: [
                 job.token,
-                String(config.lockTTL.nanoseconds / 1_000_000),
+                lockTTLArgument,
                 request.id,
                 request.account,
                 String(request.amount.value),
@@ -110,7 +114,7 @@ final class AccountShard: Sendable {
                 resolution.category,
                 resolution.fallbackCategory,
                 resolution.fallbackMode.rawValue,
-                String(config.idempotencyTTLSeconds),
+                idempotencyTTLArgument,
             ]
         ).assumeIsolated().whenComplete { result in
             self.metrics.redisRoundTrip(.authorize, since: started)

@@ -79,8 +79,17 @@ public final class RedisClient: Sendable {
     /// EVALSHA of a script loaded at connect time; NOSCRIPT reloads and retries once.
     public func evalScript(_ script: LuaScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
         eventLoop.assertInEventLoop()
+        // The usual case, connected: no future for the link on the hot path.
+        if case .connected(let connection) = state.value.link, connection.isActive {
+            return evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection)
+        }
         return connection().flatMap { connection in
-            self.evalsha(script, keys: keys, arguments: arguments, on: connection).flatMapError { error in
+            self.evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection)
+        }
+    }
+
+    private func evalRecoveringNoScript(_ script: LuaScript, keys: [String], arguments: [String], on connection: RedisConnection) -> EventLoopFuture<RESPValue> {
+        evalsha(script, keys: keys, arguments: arguments, on: connection).flatMapError { error in
                 guard let redisError = error as? RedisError, redisError.isNoScript else {
                     return self.eventLoop.makeFailedFuture(error)
                 }
@@ -90,7 +99,6 @@ public final class RedisClient: Sendable {
                 return self.reloadScripts(on: connection).flatMap {
                     self.evalsha(script, keys: keys, arguments: arguments, on: connection)
                 }
-            }
         }
     }
 
@@ -98,7 +106,14 @@ public final class RedisClient: Sendable {
         guard let sha = state.value.loaded.sha(of: script) else {
             return eventLoop.makeFailedFuture(RedisError.unexpectedReply("script \(script.name) is not registered"))
         }
-        return connection.send(RedisCommand(["EVALSHA", sha, String(keys.count)] + keys + arguments))
+        var command: [String] = []
+        command.reserveCapacity(3 + keys.count + arguments.count)
+        command.append("EVALSHA")
+        command.append(sha)
+        command.append(String(keys.count))
+        command.append(contentsOf: keys)
+        command.append(contentsOf: arguments)
+        return connection.send(RedisCommand(command))
     }
 
     /// Waits until Redis has answered everything sent so far (QUIT is

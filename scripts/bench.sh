@@ -10,7 +10,9 @@
 #
 # Knobs (environment): BENCH_DURATION (10s), BENCH_RATE (10000),
 # BENCH_CONNECTIONS (64), BENCH_PIPELINE (closed loop, 8), BENCH_IDLE (10000),
-# BENCH_PROBES (200), CEILING_REQUESTS (300000), AUTHORIZER_BIN.
+# BENCH_PROBES (200), CEILING_REQUESTS (300000), AUTHORIZER_BIN,
+# BENCH_APPENDFSYNC (everysec as in redis.conf; `always` measures its cost),
+# BENCH_SERVE_ARGS (extra `serve` options, e.g. "--threads 1").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +24,7 @@ PIPELINE=${BENCH_PIPELINE:-8}
 IDLE=${BENCH_IDLE:-10000}
 PROBES=${BENCH_PROBES:-200}
 CEILING_REQUESTS=${CEILING_REQUESTS:-300000}
+APPENDFSYNC=${BENCH_APPENDFSYNC:-everysec}
 ACCOUNTS=10000
 
 [ -x "$BIN" ] || { echo "no $BIN; run: swift build -c release" >&2; exit 1; }
@@ -84,7 +87,7 @@ REDIS_PORT=$(free_port)
 bash scripts/redis-users.sh "$WORK" "$REDIS_PORT"
 # shellcheck disable=SC1091
 source "$WORK/credentials.env"
-redis-server "$PWD/redis.conf" --port "$REDIS_PORT" --dir "$WORK" --aclfile "$WORK/users.acl" \
+redis-server "$PWD/redis.conf" --port "$REDIS_PORT" --dir "$WORK" --aclfile "$WORK/users.acl" --appendfsync "$APPENDFSYNC" \
     --daemonize no --logfile "$WORK/redis.log" >/dev/null &
 PIDS+=($!)
 wait_for_line "$WORK/redis.log" "Ready to accept connections" $!
@@ -120,7 +123,8 @@ fi
 echo "ceiling: $CEILING calls/s ($decided of $CEILING_REQUESTS calls debited and wrote a statement)" >&2
 
 # serve, started after the ceiling so that it does not share the machine with it.
-"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" >"$WORK/serve.log" 2>&1 &
+# shellcheck disable=SC2086
+"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 wait_for_line "$WORK/serve.log" "authorizer listening" "$SERVE_PID"

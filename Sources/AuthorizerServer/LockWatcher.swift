@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Logging
 import NIOCore
 import RedisWire

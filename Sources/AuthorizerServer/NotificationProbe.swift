@@ -1,3 +1,4 @@
+import AuthorizerCore
 import NIOCore
 import NIOConcurrencyHelpers
 import RedisWire

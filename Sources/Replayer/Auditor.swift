@@ -70,7 +70,7 @@ public final class Auditor {
     private let group: String
     private let stream: String
 
-    public init(store: StatementStore, redis: BlockingRedis, group: String = LedgerKeys.replayGroup, stream: String = LedgerKeys.statements) {
+    public init(store: StatementStore, redis: BlockingRedis, group: String = Keys.replayGroup, stream: String = Keys.statements) {
         self.store = store
         self.redis = redis
         self.group = group
@@ -166,7 +166,7 @@ public final class Auditor {
             guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
                 throw RedisError.unexpectedReply("SCAN: \(reply)")
             }
-            accounts += (parts[1].array ?? []).compactMap { $0.string.flatMap(LedgerKeys.accountOfBalanceKey) }
+            accounts += (parts[1].array ?? []).compactMap { $0.string.flatMap(Keys.accountOfBalanceKey) }
             cursor = next
         } while cursor != "0"
         return accounts
@@ -199,7 +199,7 @@ public final class Auditor {
             while index < remaining.count {
                 let chunk = Array(remaining[index..<min(index + Self.snapshotChunk, remaining.count)])
                 let lastID = ["XREVRANGE", stream, "+", "-", "COUNT", "1"]
-                let replies = try redis.pipeline([lastID] + chunk.map { ["HGETALL", LedgerKeys.balances($0)] } + [lastID])
+                let replies = try redis.pipeline([lastID] + chunk.map { ["HGETALL", Keys.account($0)] } + [lastID])
                 let before = try StreamReply.entries(replies[0]).first?.id ?? .zero
                 let after = try StreamReply.entries(replies[replies.count - 1]).first?.id ?? .zero
                 let written = try accountsWritten(after: before, upTo: after)

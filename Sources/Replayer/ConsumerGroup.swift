@@ -1,20 +1,6 @@
 import RedisWire
 
 /// The names the ledger pipeline uses in Redis (see README, "Statements, replay and audit").
-public enum LedgerKeys {
-    public static let statements = "statements"
-    public static let replayGroup = "replayer"
-    public static let notifyGroup = "notifier"
-    /// The capped stream of human-readable notifications of one account.
-    public static func notifications(_ account: String) -> String { "notifications:{\(account)}" }
-    /// `account:{ID}` -> ID, or nil for any other key.
-    public static func accountOfBalanceKey(_ key: String) -> String? {
-        guard key.hasPrefix("account:{"), key.hasSuffix("}") else { return nil }
-        return String(key.dropFirst(9).dropLast())
-    }
-    public static func balances(_ account: String) -> String { "account:{\(account)}" }
-}
-
 /// One consumer of one consumer group on one stream, over a blocking connection.
 final class ConsumerGroup: Sendable {
     let redis: BlockingRedis

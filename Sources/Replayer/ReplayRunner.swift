@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Foundation
 import Logging
 import NIOCore
@@ -10,11 +11,11 @@ public final class ReplayRunner {
     public struct Configuration: Sendable {
         public var endpoint: RedisEndpoint
         public var databasePath: String
-        public var group = LedgerKeys.replayGroup
+        public var group = Keys.replayGroup
         public var consumer: String
         public var consumerOptions = ConsumerOptions()
         public var notify = false
-        public var notifyGroup = LedgerKeys.notifyGroup
+        public var notifyGroup = Keys.notifyGroup
         public var notificationMaxLength = 100
         /// nil: never trim the stream.
         public var trimMaxLength: Int? = 1_000_000
@@ -68,7 +69,7 @@ public final class ReplayRunner {
             notifierThread = thread
         }
 
-        let group = ConsumerGroup(redis: redis, stream: LedgerKeys.statements, group: configuration.group, consumer: configuration.consumer)
+        let group = ConsumerGroup(redis: redis, stream: Keys.statements, group: configuration.group, consumer: configuration.consumer)
         let trimmer = configuration.trimMaxLength.map { StreamTrimmer(redis: redis, maxLength: $0, logger: logger) }
         var trimmed = 0
         var lastTrim = Date()
@@ -82,7 +83,7 @@ public final class ReplayRunner {
             }
         }
         let progress = ProgressReporter(toTerminal: configuration.progressToTerminal, logger: logger) {
-            guard let info = try? redis.groups(of: LedgerKeys.statements).first(where: { $0.name == self.configuration.group }) else {
+            guard let info = try? redis.groups(of: Keys.statements).first(where: { $0.name == self.configuration.group }) else {
                 return "lag unknown"
             }
             return "lag \(info.lag.map(String.init) ?? "unknown"), pending \(info.pending)"
@@ -160,7 +161,7 @@ private final class NotifierThread: @unchecked Sendable {
         defer { done.signal() }
         let redis = BlockingRedis(endpoint: configuration.endpoint, commandTimeout: timeout, logger: logger)
         defer { redis.close() }
-        let group = ConsumerGroup(redis: redis, stream: LedgerKeys.statements, group: configuration.notifyGroup, consumer: configuration.consumer)
+        let group = ConsumerGroup(redis: redis, stream: Keys.statements, group: configuration.notifyGroup, consumer: configuration.consumer)
         var options = configuration.consumerOptions
         options.killAfterCommits = nil
         let loop = ConsumerLoop(

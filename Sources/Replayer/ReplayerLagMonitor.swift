@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Foundation
 import Logging
 import NIOCore
@@ -62,7 +63,7 @@ public final class ReplayerLagMonitor: Sendable {
     private static let repeatEvery = 6
 
     public init(
-        redis: RedisClient, group: String = LedgerKeys.replayGroup, stream: String = LedgerKeys.statements,
+        redis: RedisClient, group: String = Keys.replayGroup, stream: String = Keys.statements,
         threshold: Threshold = Threshold(), logger: Logger
     ) {
         self.redis = redis

@@ -39,7 +39,7 @@ final class NotificationSink: EntrySink {
             guard let statement = try? Statement(entry: entry), statement.kind == .authorization else { continue }
             let notification = Notification(statement)
             commands.append(
-                ["XADD", LedgerKeys.notifications(statement.account), "MAXLEN", "~", String(maxLength), "*"]
+                ["XADD", Keys.notifications(statement.account), "MAXLEN", "~", String(maxLength), "*"]
                     + notification.fields.flatMap { [$0.0, $0.1] }
             )
         }

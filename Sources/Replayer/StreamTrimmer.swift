@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Logging
 import RedisWire
 
@@ -23,7 +24,7 @@ public final class StreamTrimmer: Sendable {
     public let maxLength: Int
     private let logger: Logger
 
-    public init(redis: BlockingRedis, stream: String = LedgerKeys.statements, maxLength: Int, logger: Logger) {
+    public init(redis: BlockingRedis, stream: String = Keys.statements, maxLength: Int, logger: Logger) {
         precondition(maxLength >= 0)
         self.redis = redis
         self.stream = stream

@@ -1,3 +1,4 @@
+import AuthorizerCore
 import ArgumentParser
 import AuthorizerServer
 import Foundation

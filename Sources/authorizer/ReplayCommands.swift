@@ -1,3 +1,4 @@
+import AuthorizerCore
 import ArgumentParser
 import Dispatch
 import Foundation
@@ -39,7 +40,7 @@ struct Replay: ParsableCommand {
     var db = "statements.sqlite"
 
     @Option(help: "Consumer group of the replayers.")
-    var group = LedgerKeys.replayGroup
+    var group = Keys.replayGroup
 
     @Option(help: "This consumer's name in the group. Default: <host>-<pid>.")
     var consumer: String?
@@ -174,7 +175,7 @@ struct Audit: ParsableCommand {
     var db = "statements.sqlite"
 
     @Option(help: "Consumer group of the replayers (its unacknowledged entries are read from the stream).")
-    var group = LedgerKeys.replayGroup
+    var group = Keys.replayGroup
 
     @Option(help: "Most mismatches printed.")
     var show = 50

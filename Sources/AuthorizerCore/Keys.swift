@@ -6,11 +6,22 @@ public enum Keys {
     public static func lock(_ id: String) -> String { "lock:{\(id)}" }
     public static func transaction(account: String, id: String) -> String { "txn:{\(account)}:\(id)" }
     public static let statements = "statements"
+    /// Consumer groups on `statements`: the SQLite replayer and the notifier.
+    public static let replayGroup = "replayer"
+    public static let notifyGroup = "notifier"
+    /// The capped stream of human-readable notifications of one account.
+    public static func notifications(_ account: String) -> String { "notifications:{\(account)}" }
     public static let rulesMCC = "rules:mcc"
     public static let rulesMerchant = "rules:merchant"
     public static let rulesConfig = "rules:config"
     /// Published after the CLI changes the rules, so servers reload at once.
     public static let rulesChangedChannel = "authorizer:rules-changed"
+
+    /// The account id inside `account:{ID}`, or nil for any other key.
+    public static func accountOfBalanceKey(_ key: String) -> String? {
+        guard key.hasPrefix("account:{"), key.hasSuffix("}") else { return nil }
+        return String(key.dropFirst(9).dropLast())
+    }
 
     /// The account id inside `lock:{ID}`, or nil for any other key.
     public static func accountOfLock(_ key: String) -> String? {

@@ -80,6 +80,38 @@ final class AuthorizationTests: IntegrationTestCase {
         return descriptor
     }
 
+    /// One script call per authorization on the critical path (authorize.lua),
+    /// plus the unlock sent after the answer: INFO commandstats per request.
+    func testEachAuthorizationCostsOneAuthorizeAndOneUnlock() throws {
+        try account("cost", ["FOOD": 100_000])
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["account": "cost", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        try waitUntil { try self.redis.command("EXISTS", "lock:{cost}").int == 0 }
+        try redis.command("CONFIG", "RESETSTAT")
+        for index in 0..<20 {
+            XCTAssertEqual(try client.request(["id": "cost-\(index)", "account": "cost", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        }
+        // The last unlock may still be on its way: wait for it by its effect.
+        try waitUntil { try self.redis.command("EXISTS", "lock:{cost}").int == 0 }
+        let stats = try XCTUnwrap(redis.command("INFO", "commandstats").string)
+        func calls(_ command: String) -> Int? {
+            guard let line = stats.split(separator: "\r\n").first(where: { $0.hasPrefix("cmdstat_\(command):") }),
+                  let field = line.split(separator: ",").first?.split(separator: "=").last else { return nil }
+            return Int(field)
+        }
+        XCTAssertEqual(calls("evalsha"), 40, stats)
+        XCTAssertNil(calls("eval"), "scripts are called by SHA only")
+        XCTAssertEqual(calls("xadd"), 20, "one statement each, written inside authorize.lua")
+    }
+
+    private func waitUntil(_ condition: () throws -> Bool) throws {
+        let deadline = Date().addingTimeInterval(5)
+        while try !condition() {
+            guard Date() < deadline else { throw TestFailure("condition not met in 5 s") }
+            Thread.sleep(forTimeInterval: 0.002)
+        }
+    }
+
     func testUnknownAccountIsRejectedWithoutLedgerEntry() throws {
         let client = try serve.connect()
         let answer = try client.request(["id": "u1", "account": "nobody", "totalAmount": 1, "mcc": "5411", "merchant": "M"])

@@ -61,7 +61,7 @@ stop:
 ## test: unit and integration tests (integration tests start their own Redis servers).
 test: deps
 	swift build --build-tests
-	AUTHORIZER_BIN=$(DEBUG) AUTHORIZER_REDIS_CONF=$(CURDIR)/redis.conf swift test --skip-build
+	AUTHORIZER_BIN=$(DEBUG) AUTHORIZER_REDIS_CONF=$(CURDIR)/redis.conf swift test --skip-build --disable-swift-testing
 
 clean:
 	rm -rf .build

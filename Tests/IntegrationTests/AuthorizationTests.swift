@@ -1,3 +1,4 @@
+import RedisWire
 import XCTest
 
 /// L1–L3, unknown accounts, idempotency, pipelining and the ledger, over
@@ -242,6 +243,20 @@ final class AuthorizationTests: IntegrationTestCase {
         XCTAssertEqual(try redis.balances("9"), ["FOOD": 1_000, "MEAL": 900, "CASH": 1_000])
         let shown = try runAuthorizer(["rules", "show", "--redis", redis.url]).output
         XCTAssertTrue(shown.contains("\"5411\": MEAL"), shown)
+    }
+
+    func testTheExampleRulesFileIsTheDefaultRules() throws {
+        let defaults = try ["rules:mcc", "rules:merchant", "rules:config"].map { try redis.command("HGETALL", $0) }
+        try redis.command("DEL", "rules:mcc", "rules:merchant", "rules:config")
+        let example = TestEnvironment.repositoryRoot.appendingPathComponent("rules.example.yaml").path
+        try runAuthorizer(["rules", "load", example, "--redis", redis.url])
+        let loaded = try ["rules:mcc", "rules:merchant", "rules:config"].map { try redis.command("HGETALL", $0) }
+        func pairs(_ reply: RESPValue) -> [String: String] {
+            let items = reply.array ?? []
+            return Dictionary(uniqueKeysWithValues: stride(from: 0, to: items.count, by: 2).map { (items[$0].string!, items[$0 + 1].string!) })
+        }
+        XCTAssertEqual(loaded.map(pairs), defaults.map(pairs))
+        XCTAssertEqual(pairs(loaded[0]).count, 4)
     }
 
     func testRuleChangedWithRedisCLIIsUsedWithinTwoSeconds() throws {

@@ -31,8 +31,28 @@ public final class StatementStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         self.path = path
-        self.pool = try DatabasePool(path: path, configuration: configuration)
-        try Self.migrator.migrate(pool)
+        self.pool = try Self.openRetryingWhileBusy(path: path, configuration: configuration)
+    }
+
+    /// Switching a new file to WAL needs a moment of exclusive access, which
+    /// SQLite's busy timeout does not cover, and two migrators can both find
+    /// the schema missing: two replayers starting together on a new file
+    /// retry the open (bounded) instead of failing.
+    private static func openRetryingWhileBusy(path: String, configuration: Configuration) throws -> DatabasePool {
+        let deadline = Date().addingTimeInterval(10)
+        while true {
+            do {
+                let pool = try DatabasePool(path: path, configuration: configuration)
+                try migrator.migrate(pool)
+                return pool
+            } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
+                || (error.message ?? "").contains("already exists") {
+                // "already exists": the other process applied the migration
+                // between our check and our CREATE; the retry sees it applied.
+                guard Date() < deadline else { throw error }
+                Thread.sleep(forTimeInterval: 0.02 + Double.random(in: 0..<0.03))
+            }
+        }
     }
 
     static var migrator: DatabaseMigrator {

@@ -23,12 +23,6 @@ public enum Keys {
         return String(key.dropFirst(9).dropLast())
     }
 
-    /// The account id inside `lock:{ID}`, or nil for any other key.
-    public static func accountOfLock(_ key: String) -> String? {
-        guard key.hasPrefix("lock:{"), key.hasSuffix("}") else { return nil }
-        return String(key.dropFirst(6).dropLast())
-    }
-
     public static func keyEventChannels(database: Int) -> [String] {
         ["__keyevent@\(database)__:del", "__keyevent@\(database)__:expired"]
     }

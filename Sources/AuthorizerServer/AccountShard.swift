@@ -314,11 +314,6 @@ final class AccountShard: Sendable {
         attempt(next)
     }
 
-    /// Accounts with requests queued or in flight in this shard.
-    func activeAccounts() -> EventLoopFuture<Int> {
-        eventLoop.submit { self.state.value.queues.count }
-    }
-
     /// Accounts with at least one request waiting (queued behind another, or
     /// for a lock held elsewhere), and those requests. For the metrics sampler.
     func contention() -> EventLoopFuture<(accounts: Int, waiters: Int)> {

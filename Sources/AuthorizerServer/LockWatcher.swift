@@ -57,11 +57,6 @@ public final class LockWatcher: Sendable {
         registry.unregister(ticket)
     }
 
-    /// Accounts with at least one waiter and the number of waiters, now.
-    public func snapshot() -> EventLoopFuture<(accounts: Int, waiters: Int)> {
-        registry.snapshot()
-    }
-
     public func close() {
         subscriber.close()
     }
@@ -141,9 +136,5 @@ final class WaiterRegistry: @unchecked Sendable {
                 for waiter in waiters.values { waiter.loop.execute(waiter.wake) }
             }
         }
-    }
-
-    func snapshot() -> EventLoopFuture<(accounts: Int, waiters: Int)> {
-        eventLoop.submit { (self.state.value.waiters.count, self.state.value.count) }
     }
 }

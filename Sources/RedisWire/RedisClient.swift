@@ -66,16 +66,6 @@ public final class RedisClient: Sendable {
         return eventLoop.flatSubmit { self.connection().flatMap { $0.send(command) } }
     }
 
-    /// Sends without awaiting the reply (the reply is still read in order).
-    /// Does nothing when no connection is up: callers use it only for
-    /// best-effort commands such as an unlock, which the lock TTL backs up.
-    public func sendWithoutReply(_ command: RedisCommand) {
-        eventLoop.assertInEventLoop()
-        if case .connected(let connection) = state.value.link, connection.isActive {
-            connection.sendWithoutReply(command)
-        }
-    }
-
     /// EVALSHA of a script loaded at connect time; NOSCRIPT reloads and retries once.
     public func evalScript(_ script: LuaScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
         eventLoop.assertInEventLoop()

@@ -72,11 +72,6 @@ public final class RedisConnection: Sendable {
         return promise.futureResult
     }
 
-    /// Sends a command and does not wait for its reply (it is still read and matched).
-    public func sendWithoutReply(_ command: RedisCommand) {
-        channel.write(RedisRequest(command: command, promise: nil), promise: nil)
-    }
-
     public func close() {
         channel.close(promise: nil)
     }

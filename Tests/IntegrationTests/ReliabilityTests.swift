@@ -74,15 +74,15 @@ final class ShutdownTests: IntegrationTestCase {
         for client in clients {
             while let line = try client.readLine() {
                 let answer = try Response(line: line)
-                answered[answer.id!] = answer.code
+                answered[(answer.id ?? "")] = answer.code
             }
         }
         XCTAssertEqual(serve.child.waitForExit(), 0)
         let entries = try redis.statements().filter { $0["type"] == "authorization" }
         // Everything decided was answered, and everything answered was decided.
         XCTAssertEqual(entries.count, answered.count + 1)
-        for entry in entries where answered[entry["id"]!] != nil {
-            XCTAssertEqual(answered[entry["id"]!], entry["code"])
+        for entry in entries where answered[entry["id", default: ""]] != nil {
+            XCTAssertEqual(answered[entry["id", default: ""]], entry["code"])
         }
         XCTAssertEqual(try redis.command("KEYS", "lock:*").array?.count, 0, "no lock left behind")
         var debited: Int64 = 0
@@ -111,7 +111,7 @@ final class RedisFaultTests: IntegrationTestCase {
         func read(_ count: Int) throws -> [Response] {
             try (0..<count).map { _ in
                 let answer = try client.readResponse()
-                answers[answer.id!] = answer
+                answers[(answer.id ?? "")] = answer
                 return answer
             }
         }
@@ -145,8 +145,8 @@ final class RedisFaultTests: IntegrationTestCase {
 
         // The books: every approved answer has its statement; no debit without one; none twice.
         let entries = try redis.statements()
-        XCTAssertEqual(Set(entries.map { $0["id"]! }).count, entries.count, "no transaction recorded twice")
-        let approvedEntries = Set(entries.filter { $0["code"] == "00" }.map { $0["id"]! })
+        XCTAssertEqual(Set(entries.map { $0["id", default: ""] }).count, entries.count, "no transaction recorded twice")
+        let approvedEntries = Set(entries.filter { $0["code"] == "00" }.map { $0["id", default: ""] })
         for (id, answer) in answers where answer.code == "00" {
             XCTAssertTrue(approvedEntries.contains(id), "approved \(id) has no statement")
         }
@@ -186,13 +186,13 @@ final class ServeCrashTests: IntegrationTestCase {
         var answeredBeforeKill: [String: String] = [:]
         for _ in 0..<5 {
             let answer = try clients[0].readResponse()
-            answeredBeforeKill[answer.id!] = answer.code
+            answeredBeforeKill[(answer.id ?? "")] = answer.code
         }
         serve.child.terminate(signal: SIGKILL)
         _ = serve.child.waitForExit()
         for client in clients {
             while let line = try? client.readLine(), let answer = try? Response(line: line) {
-                answeredBeforeKill[answer.id!] = answer.code
+                answeredBeforeKill[(answer.id ?? "")] = answer.code
             }
         }
         // The backup serves the same accounts, waiting out any abandoned lock.
@@ -201,7 +201,7 @@ final class ServeCrashTests: IntegrationTestCase {
             XCTAssertEqual(try survivor.request(["id": "after-\(offset)", "account": id, "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
         }
         let entries = try redis.statements()
-        XCTAssertEqual(Set(entries.map { $0["id"]! }).count, entries.count)
+        XCTAssertEqual(Set(entries.map { $0["id", default: ""] }).count, entries.count)
         for (id, code) in answeredBeforeKill where code == "00" {
             XCTAssertTrue(entries.contains { $0["id"] == id && $0["code"] == "00" }, id)
         }

@@ -32,8 +32,8 @@ final class ServeProcess: @unchecked Sendable {
         return nil
     }
 
-    func connect() throws -> TerminalClient {
-        try TerminalClient(port: port)
+    func connect(receiveTimeout: TimeInterval = 10) throws -> TerminalClient {
+        try TerminalClient(port: port, receiveTimeout: receiveTimeout)
     }
 
     deinit {

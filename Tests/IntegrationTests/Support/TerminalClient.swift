@@ -2,7 +2,7 @@ import Foundation
 
 /// A terminal: a blocking TCP client that sends lines and reads lines, with
 /// a receive timeout so a test can never hang.
-final class TerminalClient {
+final class TerminalClient: @unchecked Sendable {  // one thread may send while another reads
     let fd: Int32
     private var buffer: [UInt8] = []
 

@@ -57,6 +57,9 @@ final class TerminalLimitsTests: IntegrationTestCase {
 }
 
 final class ShutdownTests: IntegrationTestCase {
+    // Locks live 30 s: one left behind by the shutdown is still there to see.
+    override var serveArguments: [String] { ["--lock-ttl-ms", "30000", "--sla-ms", "5000"] }
+
     func testSigtermUnderLoadAnswersEverythingReadReleasesLocksAndExitsZero() throws {
         let accounts = (0..<20).map { "g\($0)" }
         for id in accounts { try account(id, ["FOOD": 1_000_000]) }
@@ -92,7 +95,9 @@ final class ShutdownTests: IntegrationTestCase {
 }
 
 final class RedisFaultTests: IntegrationTestCase {
-    override var serveArguments: [String] { ["--redis-timeout-ms", "500"] }
+    // 40 requests queue per account: a long SLA keeps `account busy` out of
+    // a loaded machine's run (the busy path has its own test).
+    override var serveArguments: [String] { ["--redis-timeout-ms", "500", "--sla-ms", "5000"] }
 
     func testRedisKilledUnderLoadGives07ThenServiceRecoversByItself() throws {
         let accounts = (0..<10).map { "r\($0)" }

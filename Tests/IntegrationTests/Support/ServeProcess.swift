@@ -4,6 +4,8 @@ import Foundation
 final class ServeProcess: @unchecked Sendable {
     let child: ChildProcess
     let port: Int
+    /// The metrics endpoint's port, when serve was started with --metrics-port (0 included).
+    let metricsPort: Int?
 
     /// `serve --port 0`: the kernel picks the port and serve reports it, so
     /// two tests can never race for the same free port.
@@ -20,6 +22,15 @@ final class ServeProcess: @unchecked Sendable {
             throw TestFailure("serve did not start:\n\(child.output)")
         }
         self.port = port
+        if arguments.contains("--metrics-port") {
+            guard let line = child.line(containing: "metrics listening"), let metricsPort = ServeProcess.port(in: line) else {
+                child.terminate(signal: SIGKILL)
+                throw TestFailure("serve did not report its metrics port:\n\(child.output)")
+            }
+            self.metricsPort = metricsPort
+        } else {
+            metricsPort = nil
+        }
     }
 
     /// The port of a `... listening ... port=N` log line (text or JSON logs).

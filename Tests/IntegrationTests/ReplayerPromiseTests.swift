@@ -1,4 +1,5 @@
 import Foundation
+import RedisWire
 import XCTest
 
 /// README promises of the ledger pipeline, each checked where it can break:
@@ -23,17 +24,19 @@ final class ReplayerPromiseTests: LedgerTestCase {
 
         let lock = try SQLiteWriteLock(database: database)
         defer { lock.release() }
-        try adjust("credit", (0..<1_000).map { ("s\($0 % 10)", [("CASH", 100)]) })
+        // In one MULTI/EXEC, so that the waiting read wakes up to a full batch.
+        try creditsInOneTransaction((0..<1_000).map { "s\($0 % 10)" })
         // The replayer has read a batch (it is pending in Redis) and waits for the lock to commit it.
         guard try eventually(timeout: 20, { try pendingCount(group: "replayer") > 0 }) else {
             return XCTFail("the replayer never read a batch:\n\(replay.output)")
         }
         let inHand = try pendingIDs(group: "replayer")
+        XCTAssertEqual(inHand.count, 100, "a whole batch is in hand")
         XCTAssertEqual(try sqliteInt("SELECT COUNT(*) FROM statements"), before, "nothing of the batch is committed yet")
 
         replay.terminate(signal: SIGTERM)
         XCTAssertTrue(replay.waitForLine(containing: "stopping: finishing the batch in hand"), replay.output)
-        XCTAssertEqual(try pendingIDs(group: "replayer"), inHand, "the stop request did not let go of the batch")
+        assertSameIDs(try pendingIDs(group: "replayer"), inHand, "the stop request did not let go of the batch")
         lock.release()
         guard let status = replay.waitForExit(timeout: 30) else {
             return XCTFail("replay did not exit after SIGTERM:\n\(replay.output)")
@@ -47,7 +50,7 @@ final class ReplayerPromiseTests: LedgerTestCase {
         XCTAssertEqual(rows.count, before + inHand.count)
         XCTAssertTrue(inHand.isSubset(of: rows), "the batch in hand is in SQLite")
         XCTAssertEqual(try pendingCount(group: "replayer"), 0, "the batch in hand is acknowledged")
-        XCTAssertEqual(try acknowledgedIDs(group: "replayer"), rows, "acknowledged entries are exactly the rows in SQLite")
+        assertSameIDs(try acknowledgedIDs(group: "replayer"), rows, "acknowledged entries are exactly the rows in SQLite")
         XCTAssertLessThan(rows.count, 1_010, "SIGTERM stopped the replayer before the end of the stream")
 
         // The rest comes with the next run, once.
@@ -89,10 +92,10 @@ final class ReplayerPromiseTests: LedgerTestCase {
         let pending = try pendingIDs(group: "replayer")
         XCTAssertFalse(rows.contains(poison))
         XCTAssertTrue(pending.contains(poison), "the batch that did not commit is still pending")
-        XCTAssertEqual(pending, Set(ids[410..<510]), "exactly the failed batch is pending")
+        assertSameIDs(pending, Set(ids[410..<510]), "exactly the failed batch is pending")
         XCTAssertTrue(pending.isDisjoint(with: rows), "none of the failed batch was committed")
-        XCTAssertEqual(rows, Set(ids[0..<410]), "the batches before it were committed")
-        XCTAssertEqual(try acknowledgedIDs(group: "replayer"), rows, "acknowledged entries are exactly the rows in SQLite")
+        assertSameIDs(rows, Set(ids[0..<410]), "the batches before it were committed")
+        assertSameIDs(try acknowledgedIDs(group: "replayer"), rows, "acknowledged entries are exactly the rows in SQLite")
 
         _ = try sqlite("DROP TRIGGER poison")
         try drain(["--consumer", "p1"])
@@ -127,7 +130,7 @@ final class ReplayerPromiseTests: LedgerTestCase {
         try drain(["--batch", "3"])
 
         let rejectedIDs = Set(try sqlite("SELECT entry_id FROM rejected_entries"))
-        XCTAssertEqual(rejectedIDs, Set(malformed), "every malformed entry is kept aside")
+        assertSameIDs(rejectedIDs, Set(malformed), "every malformed entry is kept aside")
         let errors = try sqlite("SELECT entry_id, error FROM rejected_entries").reduce(into: [String: String]()) { result, row in
             let parts = row.split(separator: "|", maxSplits: 1).map(String.init)
             if parts.count == 2 { result[parts[0]] = parts[1] }
@@ -143,9 +146,9 @@ final class ReplayerPromiseTests: LedgerTestCase {
         // The others are applied, and everything read is acknowledged.
         let all = try streamIDs()
         XCTAssertEqual(all.count, 6)
-        XCTAssertEqual(Set(try sqlite("SELECT entry_id FROM statements")), Set(all).subtracting(malformed))
+        assertSameIDs(Set(try sqlite("SELECT entry_id FROM statements")), Set(all).subtracting(malformed), "the valid entries are applied")
         XCTAssertEqual(try pendingCount(group: "replayer"), 0)
-        XCTAssertEqual(try acknowledgedIDs(group: "replayer"), Set(all))
+        assertSameIDs(try acknowledgedIDs(group: "replayer"), Set(all), "everything read is acknowledged")
         XCTAssertEqual(try sqlite("SELECT SUM(applied), SUM(rejected) FROM replay_progress"), ["2|4"])
 
         // The audit reports them and fails; the balances themselves agree.
@@ -284,6 +287,33 @@ final class ReplayerPromiseTests: LedgerTestCase {
     }
 
     // MARK: - Helpers
+
+    /// Two sets of entry ids are equal; on failure, how they differ (not the whole sets).
+    private func assertSameIDs(
+        _ actual: Set<String>, _ expected: Set<String>, _ message: String, file: StaticString = #filePath, line: UInt = #line
+    ) {
+        guard actual != expected else { return }
+        let missing = expected.subtracting(actual).sorted()
+        let extra = actual.subtracting(expected).sorted()
+        XCTFail(
+            "\(message): \(actual.count) ids where \(expected.count) were expected; \(missing.count) missing, e.g. \(missing.prefix(3)); "
+                + "\(extra.count) unexpected, e.g. \(extra.prefix(3))",
+            file: file, line: line
+        )
+    }
+
+    /// One credit of 1.00 CASH per account listed, through Lua/adjust.lua, all in one MULTI/EXEC.
+    private func creditsInOneTransaction(_ accounts: [String]) throws {
+        let source = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Lua/adjust.lua"), encoding: .utf8)
+        guard let sha = try redis.command("SCRIPT", "LOAD", source).string else { throw TestFailure("SCRIPT LOAD failed") }
+        try redis.command("MULTI")
+        let queued = accounts.enumerated().map { index, account in
+            redis.client.send(RedisCommand(["EVALSHA", sha, "2", "account:{\(account)}", "statements", "credit", "tx-\(index)", account, "CASH", "100"]))
+        }
+        for reply in queued { _ = try reply.wait() }
+        let results = try redis.command("EXEC").array ?? []
+        guard results.count == accounts.count else { throw TestFailure("EXEC returned \(results.count) results for \(accounts.count) credits") }
+    }
 
     /// XADD to the statements stream as the admin user; the new entry's id.
     private func xadd(_ fields: [String]) throws -> String {

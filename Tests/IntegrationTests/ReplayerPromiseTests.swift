@@ -258,7 +258,9 @@ final class ReplayerPromiseTests: LedgerTestCase {
     // MARK: - serve's replayer lag warning
 
     /// `serve --replayer-lag-warn-entries N` logs `replayer is lagging` while
-    /// the replayer group has more than N statements to apply, and exports the lag.
+    /// the replayer group has more than N statements to apply (undelivered
+    /// plus pending), exports the lag, and logs `replayer caught up` once it
+    /// has N or fewer.
     func testServeWarnsWhenTheReplayerLagsPastTheThresholdAndExportsTheLag() throws {
         try writeCredits(20, accounts: 5)
         try drain()
@@ -284,6 +286,17 @@ final class ReplayerPromiseTests: LedgerTestCase {
             return last["authorizer_replayer_lag_entries"] == 60 && last["authorizer_replayer_pending_entries"] == 60
         }
         XCTAssertTrue(exported, "\(last.filter { $0.key.hasPrefix("authorizer_replayer") })")
+
+        // Back under the threshold (60 undelivered, none pending): the next
+        // check, up to 10 s later, says so.
+        let stuck = try pendingIDs(group: "replayer")
+        XCTAssertEqual(stuck.count, 60)
+        try redis.command(["XACK", "statements", "replayer"] + stuck.sorted())
+        XCTAssertTrue(serve.child.waitForLine(containing: "replayer caught up", timeout: 30), serve.child.output)
+        let recovery = serve.child.output.split(separator: "\n").first { $0.contains("replayer caught up") }
+        let recovered = recovery.flatMap { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] } ?? [:]
+        XCTAssertEqual(recovered["undelivered"] as? String, "60", "\(recovered)")
+        XCTAssertEqual(recovered["pending"] as? String, "0", "\(recovered)")
     }
 
     // MARK: - Helpers

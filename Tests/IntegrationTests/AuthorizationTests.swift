@@ -43,6 +43,8 @@ final class AuthorizationTests: IntegrationTestCase {
         fallback_mode: split
         """.write(to: file, atomically: true, encoding: .utf8)
         try runAuthorizer(["rules", "load", file.path, "--redis", redis.url])
+        // The announcement reaches serve asynchronously; it logs when the new rules are in use.
+        XCTAssertTrue(serve.child.waitForLine(containing: "rules reloaded", timeout: 10), serve.child.output)
         try account("3", ["MEAL": 700, "CASH": 500])
         let client = try serve.connect()
         XCTAssertEqual(try client.request(["id": "s1", "account": "3", "totalAmount": 10, "mcc": "5811", "merchant": "M"]).code, "00")

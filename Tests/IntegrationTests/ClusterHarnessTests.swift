@@ -1,4 +1,5 @@
 import AuthorizerCore
+import RedisWire
 import XCTest
 
 /// The cluster the cluster tests run on, and the slot function the
@@ -31,6 +32,25 @@ final class ClusterHarnessTests: XCTestCase {
             let replication = try XCTUnwrap(node.command("INFO", "replication").string)
             XCTAssertTrue(replication.contains("master_link_status:up"), replication)
         }
+    }
+
+    /// The slot map parsed from CLUSTER SLOTS sends every key to the node
+    /// that serves it: no MOVED for any of 300 accounts.
+    func testTopologyRoutesEveryKeyToItsMaster() throws {
+        let cluster = try cluster()
+        let node = try XCTUnwrap(cluster.nodes.first)
+        let topology = try ClusterTopology(clusterSlots: node.command("CLUSTER", "SLOTS"))
+        XCTAssertTrue(topology.coversEverySlot)
+        XCTAssertEqual(Set(topology.masters.map(\.port)), Set(try cluster.masters().map(\.port)))
+        var used = Set<Int>()
+        for index in 0..<300 {
+            let key = Keys.account("route-\(index)")
+            let owner = try XCTUnwrap(topology.master(ofSlot: HashSlot.of(key: key)))
+            let server = try XCTUnwrap(cluster.nodes.first { $0.port == owner.port })
+            XCTAssertEqual(try server.command("SET", key, "1").string, "OK", key)
+            used.insert(owner.port)
+        }
+        XCTAssertEqual(used.count, 3, "300 accounts spread over every master")
     }
 
     func testHashSlotAgreesWithClusterKeyslot() throws {

@@ -93,7 +93,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
-        .testTarget(name: "RedisWireTests", dependencies: ["RedisWire"]),
+        .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

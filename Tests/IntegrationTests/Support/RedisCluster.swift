@@ -89,6 +89,38 @@ final class RedisCluster: @unchecked Sendable {
         return ranges
     }
 
+    /// The node id a node reports for itself.
+    func nodeID(_ node: RedisServer) throws -> String {
+        guard let id = try node.command("CLUSTER", "MYID").string else { throw TestFailure("CLUSTER MYID") }
+        return id
+    }
+
+    /// Moves `slot` to `target` the way `redis-cli --cluster reshard` does:
+    /// IMPORTING on the target, MIGRATING on the source, MIGRATE … KEYS in
+    /// batches, then SETSLOT … NODE on the target, the source and every other
+    /// master. `between` runs after the keys moved and before the slot is
+    /// handed over (the migration window a test wants to observe).
+    func migrate(slot: Int, to target: RedisServer, batch: Int = 100, between: () throws -> Void = {}) throws {
+        guard let source = try master(ofSlot: slot) else { throw TestFailure("no master for slot \(slot)") }
+        guard source !== target else { return }
+        let targetID = try nodeID(target)
+        let sourceID = try nodeID(source)
+        try target.command("CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceID)
+        try source.command("CLUSTER", "SETSLOT", String(slot), "MIGRATING", targetID)
+        let password = credentials["REDIS_ADMIN_PASSWORD"] ?? ""
+        while true {
+            let keys = try source.command("CLUSTER", "GETKEYSINSLOT", String(slot), String(batch)).array?.compactMap(\.string) ?? []
+            if keys.isEmpty { break }
+            try source.command(["MIGRATE", "127.0.0.1", String(target.port), "", "0", "5000", "AUTH2", "default", password, "KEYS"] + keys)
+        }
+        try between()
+        try target.command("CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
+        try source.command("CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
+        for other in try masters() where other !== source && other !== target {
+            try other.command("CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
+        }
+    }
+
     static func isFree(_ port: Int) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }

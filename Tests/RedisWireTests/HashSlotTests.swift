@@ -1,4 +1,5 @@
 import AuthorizerCore
+import RedisWire
 import XCTest
 
 final class HashSlotTests: XCTestCase {

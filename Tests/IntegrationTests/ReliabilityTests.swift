@@ -164,7 +164,7 @@ final class RedisFaultTests: IntegrationTestCase {
         try redis.restart(kill: SIGTERM)
         XCTAssertEqual(try redis.balances("aof"), ["FOOD": 95_000])
         XCTAssertEqual(try redis.statements().count, 50)
-        XCTAssertEqual(try redis.command("GET", "txn:{aof}:a49").string, "00|FOOD:100")
+        XCTAssertTrue(try redis.command("GET", "txn:{aof}:a49").string?.hasPrefix("00|FOOD:100|100|5411|") ?? false)
     }
 }
 

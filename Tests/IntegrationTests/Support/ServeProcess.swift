@@ -10,7 +10,9 @@ final class ServeProcess: @unchecked Sendable {
         child = ChildProcess(
             name: "serve-\(port)",
             executable: TestEnvironment.authorizerBinary,
-            arguments: ["serve", "--redis", redis.url, "--port", String(port), "--log-level", "info"] + arguments,
+            // Each serve its own journal of owed reversals (a later --state-dir wins).
+            arguments: ["serve", "--redis", redis.url, "--port", String(port), "--log-level", "info",
+                        "--state-dir", redis.directory.appendingPathComponent("serve-\(port)").path] + arguments,
             environment: environment
         )
         try child.start()

@@ -89,12 +89,24 @@ enum Request {
         text += "\"account\":\"\(account)\",\"totalAmount\":\(amount),\"mcc\":\"\(mcc)\",\"merchant\":\"\(merchant)\"}"
         return text
     }
+
+    /// A reversal line; `extra` adds optional fields (totalAmount, mcc, merchant).
+    static func reversal(id: String, account: String, original: String, _ extra: [String: Any] = [:]) -> String {
+        json(["type": "reversal", "id": id, "account": account, "original": original].merging(extra) { $1 })
+    }
+
+    /// A balance inquiry line.
+    static func balance(id: String, account: String) -> String {
+        json(["type": "balance", "id": id, "account": account])
+    }
 }
 
 struct Response: Equatable {
     let id: String?
     let code: String
     let reason: String?
+    /// A balance inquiry's answer: category -> amount as sent ("1000.00").
+    let balances: [String: String]?
 
     init(line: String) throws {
         guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
@@ -104,5 +116,6 @@ struct Response: Equatable {
         self.id = object["id"] as? String
         self.code = code
         self.reason = object["reason"] as? String
+        self.balances = object["balances"] as? [String: String]
     }
 }

@@ -233,6 +233,11 @@ final class AccountShard: Sendable {
         switch result {
         case .failure(let error):
             logger.warning("\(job.isReversal ? "reverse" : "authorize") failed", metadata: ["account": "\(job.account)", "id": "\(job.id)", "error": "\(error)"])
+            if case .authorize = job.operation, !job.answered, !((error as? RedisError)?.neverSent ?? false) {
+                // The script may have run, or may still run once Redis reads
+                // it: owe its reversal before the terminal hears the 07.
+                oweReversal(job, answer: .rejected(RejectReason.redisUnavailable))
+            }
             // The script may have run and taken the lock; release it if the
             // link still works, the TTL covers the rest.
             finish(job, .rejected(RejectReason.redisUnavailable), unlock: true)
@@ -444,18 +449,28 @@ final class AccountShard: Sendable {
     /// head of its account's queue until its script's reply (or failure)
     /// comes back.
     private func timeOut(_ job: Job) {
-        job.answered = true
         metrics.timedOut()
         logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(RejectReason.timeout)"])
+        oweReversal(job, answer: .rejected(RejectReason.timeout))
+    }
+
+    /// Answers `decision` (a 07) for a job whose script may still run. An
+    /// authorization is reversed by the service: the reversal is journaled
+    /// (fsynced) before the answer, then queued. A reversal running late is
+    /// harmless (the terminal repeats it), so it is just answered.
+    private func oweReversal(_ job: Job, answer decision: Decision) {
+        job.answered = true
+        job.answerTask?.cancel()
+        job.answerTask = nil
         guard case .authorize(let request, _) = job.operation else {
-            // A reversal running late is harmless: the terminal repeats it.
-            job.promise.succeed(.rejected(RejectReason.timeout))
+            job.promise.succeed(decision)
             return
         }
         let entry = PendingReversal(account: request.account, original: request.id)
+        logger.warning("reversal owed", metadata: ["account": "\(entry.account)", "id": "\(entry.original)", "reason": "\(decision.reason ?? "")"])
         guard let journal else {
             owe(entry)
-            job.promise.succeed(.rejected(RejectReason.timeout))
+            job.promise.succeed(decision)
             return
         }
         journal.append(entry, on: eventLoop).assumeIsolated().whenComplete { result in
@@ -463,7 +478,7 @@ final class AccountShard: Sendable {
                 self.logger.error("reversal not journaled; it is owed in memory only", metadata: ["account": "\(entry.account)", "id": "\(entry.original)", "error": "\(error)"])
             }
             self.owe(entry)
-            job.promise.succeed(.rejected(RejectReason.timeout))
+            job.promise.succeed(decision)
         }
     }
 

@@ -413,9 +413,9 @@ final class AccountShard: Sendable {
     // MARK: - The SLA
 
     /// Every terminal request is answered by `answerBy`. Shortly before it
-    /// (the journal's fsync needs a moment), a request whose script is in
-    /// flight is answered `07 timeout`; at `answerBy` whatever is still
-    /// unanswered is.
+    /// (`answerMargin`: the journal's fsync needs a moment), a request whose
+    /// script is in flight is answered `07 timeout`; just before it
+    /// (`answerSlack`: writing the answer) whatever is still unanswered is.
     private func armAnswerDeadline(_ job: Job) {
         guard let answerBy = job.answerBy else { return }
         job.answerTask = eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - config.answerMargin) {
@@ -425,7 +425,7 @@ final class AccountShard: Sendable {
                 self.timeOut(job)
                 return
             }
-            job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy) {
+            job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - self.config.answerSlack) {
                 job.answerTask = nil
                 guard !job.answered else { return }
                 switch job.phase {

@@ -16,6 +16,10 @@ public struct AuthorizerConfig: Sendable {
     /// A request whose script is still in flight this long before the SLA
     /// runs out is answered `07 timeout` (the margin covers the journal's fsync).
     public var answerMargin: TimeAmount = .milliseconds(20)
+    /// Whatever is still unanswered this long before the SLA runs out is
+    /// answered then (a decline whose ledger record is not back, a script
+    /// sent after the margin).
+    public var answerSlack: TimeAmount = .milliseconds(2)
     /// Most reversals the service may owe at once (the journal's bound).
     public var maxPendingReversals = 10_000
     /// Requests for one account queued inside one process; more are refused.

@@ -54,6 +54,8 @@ final class SLATests: LedgerTestCase {
         let during = results.filter { $0.sentAt >= pausedAt && $0.sentAt < pausedAt.addingTimeInterval(pauseLength) }
         let codes = Dictionary(grouping: results, by: { "\($0.code) \($0.reason ?? "")" }).mapValues(\.count)
         print("redis paused \(Int(pauseLength * 1000)) ms: \(results.count) requests (\(during.count) sent while paused), worst answer \(Int(worst * 1000)) ms, \(codes)")
+        let slowest = results.sorted { $0.seconds > $1.seconds }.prefix(5).map { "\(Int($0.seconds * 1000)) ms \($0.code) \($0.reason ?? "")" }
+        print("slowest answers: \(slowest)")
         XCTAssertLessThan(worst, Self.bound, "worst answer time with a 100 ms SLA")
         XCTAssertGreaterThan(results.filter { $0.reason == "timeout" }.count, 0, "some decisions were not back in time: \(codes)")
         for result in results {
@@ -66,6 +68,10 @@ final class SLATests: LedgerTestCase {
         // wait for the gauge, then the books are exact.
         let applied = try waitForNoReversalsOwed(metricsPort: metricsPort)
         XCTAssertGreaterThan(applied, 0)
+        let metrics = try scrape(metricsPort)
+        let answered = metrics["authorizer_request_duration_seconds_count"] ?? 0
+        let withinSLA = metrics["authorizer_request_duration_seconds_bucket{le=\"0.1\"}"] ?? 0
+        print("server side: \(Int(withinSLA)) of \(Int(answered)) answered within 100 ms of their line being read")
         try assertBalancesMatchAnswers(results, accounts: accounts)
         try assertBooksBalance()
     }

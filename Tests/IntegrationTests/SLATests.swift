@@ -117,6 +117,23 @@ final class SLATests: LedgerTestCase {
         try assertBooksBalance()
     }
 
+    /// A script sent to Redis whose connection then failed (the reply
+    /// overdue) may still run: it is answered 07 and reversed all the same.
+    func testAScriptLostInFlightIsReversedOnceRedisResumes() throws {
+        let serve = try ServeProcess(redis: redis, arguments: ["--sla-ms", "2000", "--redis-timeout-ms", "150"])
+        let accounts = try makeAccounts(1)
+        let client = try serve.connect()
+        kill(redisPID, SIGSTOP)
+        let answer = try client.request(["id": "lost", "account": accounts[0], "totalAmount": "7.00", "mcc": "5411", "merchant": "M"])
+        XCTAssertEqual(answer.code, "07")
+        XCTAssertEqual(answer.reason, "authorizer storage unavailable")
+        XCTAssertTrue(serve.child.waitForLine(containing: "reversal owed"), serve.child.output)
+        kill(redisPID, SIGCONT)
+        XCTAssertTrue(serve.child.waitForLine(containing: "no reversals owed", timeout: 30), serve.child.output)
+        try assertBalancesMatchAnswers([], accounts: accounts)
+        try assertBooksBalance()
+    }
+
     /// Polls `/metrics` until `authorizer_pending_reversals` is 0; returns
     /// `authorizer_reversals_applied_total`.
     private func waitForNoReversalsOwed(metricsPort: Int) throws -> Double {

@@ -435,9 +435,20 @@ final class AccountShard: Sendable {
                     // Declined; its ledger record is not back yet.
                     self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
                 case .queued, .waiting, .registering:
-                    // No script of this job in flight: nothing can run later.
-                    self.decline(job, reason: RejectReason.accountBusy)
-                    self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
+                    // Still within the L4 budget (SLA minus recent processing
+                    // time), which this rule does not shorten: at the SLA at
+                    // the latest, it is declined and answered.
+                    job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy) {
+                        job.answerTask = nil
+                        guard !job.answered else { return }
+                        if job.phase == .attempting {
+                            self.timeOut(job)
+                            return
+                        }
+                        // No script of this job in flight: nothing can run later.
+                        self.decline(job, reason: RejectReason.accountBusy)
+                        self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
+                    }
                 }
             }
         }

@@ -169,6 +169,15 @@ struct Serve: ParsableCommand {
         stopped.wait()
         logger.info("shutting down: no new connections, answering requests in flight")
         try? server.shutdown().wait()
+        // Give the reversals owed a moment to reach Redis; what is left stays
+        // in the journal for the next start.
+        let owedDeadline = DispatchTime.now() + .seconds(5)
+        while journal.count > 0 && DispatchTime.now() < owedDeadline {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        if journal.count > 0 {
+            logger.warning("reversals still owed at stop; they stay in the journal for the next start", metadata: ["count": "\(journal.count)", "journal": "\(journal.path)"])
+        }
         lagWatch.cancel()
         metricsEndpoint?.sampler.stop()
         try? metricsEndpoint?.server.close().wait()

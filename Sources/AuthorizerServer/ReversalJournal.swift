@@ -110,24 +110,19 @@ public final class ReversalJournal: @unchecked Sendable {
     }
 
     /// Records a reversal as owed; the future succeeds once it is on disk
-    /// (fsynced), on `eventLoop`. Entries already owed are not written twice.
+    /// (fsynced), on `eventLoop`. An entry owed twice is written twice
+    /// (harmless: the log is read as a set), so that each caller's answer
+    /// waits for a line of its own on disk.
     public func append(_ entry: PendingReversal, on eventLoop: EventLoop) -> EventLoopFuture<Void> {
         let promise = eventLoop.makePromise(of: Void.self)
-        let start = lock.withLock { () -> Bool? in
-            guard pending.insert(entry).inserted else { return nil }
+        let start = lock.withLock { () -> Bool in
+            pending.insert(entry)
             appends.append((entry, promise))
+            metrics.reversalJournal(pending: pending.count, bytes: nil)
             defer { writing = true }
             return !writing
         }
-        switch start {
-        case nil:
-            promise.succeed()
-        case true?:
-            thread.submit { _ in self.writeLoop() }
-        case false?:
-            break
-        }
-        metrics.reversalJournal(pending: count, bytes: nil)
+        if start { thread.submit { _ in self.writeLoop() } }
         return promise.futureResult
     }
 
@@ -136,11 +131,12 @@ public final class ReversalJournal: @unchecked Sendable {
         let start = lock.withLock { () -> Bool? in
             guard pending.remove(entry) != nil else { return nil }
             done.append(entry)
+            // Under the lock, so the gauge never shows an older count last.
+            metrics.reversalJournal(pending: pending.count, bytes: nil)
             defer { writing = true }
             return !writing
         }
         if start == true { thread.submit { _ in self.writeLoop() } }
-        metrics.reversalJournal(pending: count, bytes: nil)
     }
 
     public func close() {

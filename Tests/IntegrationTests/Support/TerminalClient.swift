@@ -54,6 +54,7 @@ final class TerminalClient {
             var chunk = [UInt8](repeating: 0, count: 65_536)
             let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if count == 0 { return nil }
+            if count < 0 && errno == EINTR { continue }  // a signal (SIGCHLD of a child process) interrupted the wait
             guard count > 0 else { throw TestFailure("no answer from the server (errno \(errno))") }
             buffer.append(contentsOf: chunk[..<count])
         }

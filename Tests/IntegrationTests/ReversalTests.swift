@@ -155,6 +155,24 @@ final class ReversalTests: LedgerTestCase {
         try assertBooksBalance()
     }
 
+    func testReversalAfterTheWindowIsOriginalNotFound() throws {
+        try set("w", [("FOOD", 10_000)])
+        let client = try serve.connect()
+        XCTAssertEqual(try purchase(client, id: "old", account: "w", amount: "3.00", mcc: "5411").code, "00")
+        // Age the record past the 24 h window (its decision time is field 5).
+        let record = try XCTUnwrap(redis.command("GET", "txn:{w}:old").string)
+        var fields = record.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        XCTAssertEqual(fields.count, 7, record)
+        XCTAssertEqual(Array(fields[0...3]), ["00", "FOOD:300", "300", "5411"])
+        fields[4] = String(Int64(fields[4])! - 25 * 3_600_000)
+        try redis.command("SET", "txn:{w}:old", fields.joined(separator: "|"), "KEEPTTL")
+        let answer = try reverse(client, id: "late-rev", account: "w", original: "old")
+        XCTAssertEqual(answer.code, "07")
+        XCTAssertEqual(answer.reason, "original not found")
+        XCTAssertEqual(try redis.balances("w"), ["FOOD": 9_700])
+        try assertBooksBalance()
+    }
+
     func testReversalOfAnUnknownAccountIsRefused() throws {
         let client = try serve.connect()
         let answer = try reverse(client, id: "x", account: "nobody", original: "y")

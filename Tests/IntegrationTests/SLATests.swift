@@ -134,6 +134,33 @@ final class SLATests: LedgerTestCase {
         try assertBooksBalance()
     }
 
+    /// The journal is bounded: once it holds `--max-pending-reversals`,
+    /// authorizations are refused until Redis acknowledges what is owed.
+    func testAFullJournalRefusesAuthorizationsUntilTheReversalsAreApplied() throws {
+        let serve = try ServeProcess(redis: redis, arguments: ["--max-pending-reversals", "1"])
+        let accounts = try makeAccounts(2)
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["id": "warm", "account": accounts[0], "totalAmount": "1.00", "mcc": "5411", "merchant": "M"]).code, "00")
+        kill(redisPID, SIGSTOP)
+        let stuck = try client.request(["id": "stuck", "account": accounts[0], "totalAmount": "2.00", "mcc": "5411", "merchant": "M"])
+        XCTAssertEqual(stuck.reason, "timeout")
+        let started = Date()
+        let refused = try client.request(["id": "refused", "account": accounts[1], "totalAmount": "3.00", "mcc": "5411", "merchant": "M"])
+        XCTAssertEqual(refused.code, "07")
+        XCTAssertEqual(refused.reason, "authorizer storage unavailable")
+        XCTAssertLessThan(Date().timeIntervalSince(started), Self.bound, "refused at once")
+        XCTAssertTrue(serve.child.waitForLine(containing: "reversal journal full"), serve.child.output)
+        kill(redisPID, SIGCONT)
+        XCTAssertTrue(serve.child.waitForLine(containing: "no reversals owed", timeout: 30), serve.child.output)
+        XCTAssertEqual(try client.request(["id": "after", "account": accounts[1], "totalAmount": "4.00", "mcc": "5411", "merchant": "M"]).code, "00")
+        let results = [
+            LoadResult(id: "warm", account: accounts[0], cents: 100, code: "00", reason: nil, sentAt: started, seconds: 0),
+            LoadResult(id: "after", account: accounts[1], cents: 400, code: "00", reason: nil, sentAt: started, seconds: 0),
+        ]
+        try assertBalancesMatchAnswers(results, accounts: accounts)
+        try assertBooksBalance()
+    }
+
     /// Polls `/metrics` until `authorizer_pending_reversals` is 0; returns
     /// `authorizer_reversals_applied_total`.
     private func waitForNoReversalsOwed(metricsPort: Int) throws -> Double {

@@ -438,7 +438,11 @@ final class AccountShard: Sendable {
                     // Still within the L4 budget (SLA minus recent processing
                     // time), which this rule does not shorten: at the SLA at
                     // the latest, it is declined and answered.
-                    job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy) {
+                    // Right after its lock deadline, so a decline whose ledger
+                    // record is slow is still answered within the SLA.
+                    let last = answerBy - self.config.answerSlack
+                    let afterLockDeadline = max(job.deadline, .now()) + .microseconds(500)
+                    job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: min(last, afterLockDeadline)) {
                         job.answerTask = nil
                         guard !job.answered else { return }
                         if job.phase == .attempting {

@@ -128,9 +128,11 @@ final class AccountShard: Sendable {
         return promise.futureResult
     }
 
-    /// SLA minus the recent processing time, never below the floor.
+    /// SLA minus the recent processing time (the decline that records a
+    /// `07 account busy` takes about that long) minus `answerSlack` (so the
+    /// record is normally back before the answer is due), never below the floor.
     private var lockBudget: TimeAmount {
-        let budget = config.sla.nanoseconds - Int64(state.value.averageProcessingNanos)
+        let budget = config.sla.nanoseconds - Int64(state.value.averageProcessingNanos) - config.answerSlack.nanoseconds
         return .nanoseconds(max(budget, config.minLockBudget.nanoseconds))
     }
 
@@ -414,8 +416,8 @@ final class AccountShard: Sendable {
 
     /// Every terminal request is answered by `answerBy`. Shortly before it
     /// (`answerMargin`: the journal's fsync needs a moment), a request whose
-    /// script is in flight is answered `07 timeout`; just before it
-    /// (`answerSlack`: writing the answer) whatever is still unanswered is.
+    /// script is in flight is answered `07 timeout`; half a millisecond before
+    /// it whatever is still unanswered is.
     private func armAnswerDeadline(_ job: Job) {
         guard let answerBy = job.answerBy else { return }
         job.answerTask = eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - config.answerMargin) {
@@ -425,7 +427,8 @@ final class AccountShard: Sendable {
                 self.timeOut(job)
                 return
             }
-            job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - self.config.answerSlack) {
+            // The last moment: whatever is unanswered is answered now.
+            job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - .microseconds(500)) {
                 job.answerTask = nil
                 guard !job.answered else { return }
                 switch job.phase {
@@ -435,24 +438,9 @@ final class AccountShard: Sendable {
                     // Declined; its ledger record is not back yet.
                     self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
                 case .queued, .waiting, .registering:
-                    // Still within the L4 budget (SLA minus recent processing
-                    // time), which this rule does not shorten: at the SLA at
-                    // the latest, it is declined and answered.
-                    // Right after its lock deadline, so a decline whose ledger
-                    // record is slow is still answered within the SLA.
-                    let last = answerBy - self.config.answerSlack
-                    let afterLockDeadline = max(job.deadline, .now()) + .microseconds(500)
-                    job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: min(last, afterLockDeadline)) {
-                        job.answerTask = nil
-                        guard !job.answered else { return }
-                        if job.phase == .attempting {
-                            self.timeOut(job)
-                            return
-                        }
-                        // No script of this job in flight: nothing can run later.
-                        self.decline(job, reason: RejectReason.accountBusy)
-                        self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
-                    }
+                    // No script of this job in flight: nothing can run later.
+                    self.decline(job, reason: RejectReason.accountBusy)
+                    self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
                 }
             }
         }

@@ -16,9 +16,9 @@ public struct AuthorizerConfig: Sendable {
     /// A request whose script is still in flight this long before the SLA
     /// runs out is answered `07 timeout` (the margin covers the journal's fsync).
     public var answerMargin: TimeAmount = .milliseconds(20)
-    /// Whatever is still unanswered this long before the SLA runs out is
-    /// answered then (a decline whose ledger record is not back, a script
-    /// sent after the margin).
+    /// Lock waits end this long earlier than the SLA minus the recent
+    /// processing time, so that the `07 account busy` is recorded in the
+    /// ledger before it is answered, within the SLA.
     public var answerSlack: TimeAmount = .milliseconds(2)
     /// Most reversals the service may owe at once (the journal's bound).
     public var maxPendingReversals = 10_000

@@ -234,7 +234,7 @@ public final class ReversalJournal: @unchecked Sendable {
         }
         Glibc.close(out)
         guard rename(temporary, path) == 0 else { throw JournalError.io("rename \(temporary)", errno) }
-        let directory = NSStringLike(path).directory
+        let directory = ParentDirectory(path).directory
         let dirFD = open(directory, O_RDONLY | O_CLOEXEC)
         if dirFD >= 0 {
             _ = fsync(dirFD)
@@ -298,8 +298,8 @@ public final class ReversalJournal: @unchecked Sendable {
     }
 }
 
-/// `dirname` without Foundation.
-private struct NSStringLike {
+/// The directory part of a path (`dirname`), without Foundation.
+private struct ParentDirectory {
     let text: String
     init(_ text: String) { self.text = text }
     var directory: String {

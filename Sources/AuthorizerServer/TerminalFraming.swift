@@ -33,7 +33,11 @@ struct LineFramer: ByteToMessageDecoder {
             return window.firstIndex(of: UInt8(ascii: "\n")).map { $0 + scanned }
         }
         guard let newline else {
-            if buffer.readableBytes > maxLength {
+            // A line of exactly maxLength may have its `\r` in this read and
+            // its `\n` in the next: one byte of slack for a trailing CR.
+            let pending = buffer.readableBytes
+            let endsInCR = pending > 0 && buffer.getInteger(at: buffer.readerIndex + pending - 1, as: UInt8.self) == UInt8(ascii: "\r")
+            if pending > maxLength + (endsInCR ? 1 : 0) {
                 discarding = true
                 buffer.moveReaderIndex(forwardBy: buffer.readableBytes)
                 context.fireChannelRead(wrapInboundOut(.tooLong))

@@ -150,7 +150,7 @@ public final class ReplayerLagMonitor: Sendable {
         laggingChecks.value = report.isLagging ? laggingChecks.value + 1 : 0
         if report.isLagging && (laggingChecks.value - 1) % Self.repeatEvery == 0 {
             logger.warning("replayer is lagging: the statements stream cannot be trimmed past it", metadata: metadata)
-        } else if wasLagging.value {
+        } else if !report.isLagging && wasLagging.value {
             logger.info("replayer caught up", metadata: metadata)
         }
         wasLagging.value = report.isLagging

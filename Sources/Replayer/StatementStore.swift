@@ -246,6 +246,20 @@ public final class StatementStore: Sendable {
         }
     }
 
+    /// Rows with `start <= entry id <= end`, in stream order.
+    public func forEachInStreamOrder(from start: StreamID, through end: StreamID, _ body: (Statement) throws -> Void) throws {
+        try pool.read { db in
+            let cursor = try Row.fetchCursor(
+                db,
+                sql: "SELECT * FROM statements WHERE (entry_ms, entry_seq) >= (?, ?) AND (entry_ms, entry_seq) <= (?, ?) ORDER BY entry_ms, entry_seq",
+                arguments: [Int64(start.milliseconds), Int64(start.sequence), Int64(end.milliseconds), Int64(end.sequence)]
+            )
+            while let row = try cursor.next() {
+                try body(try Self.statement(row))
+            }
+        }
+    }
+
     public func accounts() throws -> [String] {
         try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT account FROM statements") }
     }

@@ -60,6 +60,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
 
+    @Option(help: "Re-read the rules from Redis this often, for changes made with plain redis-cli (milliseconds; 0: only on the rules-changed announcement).")
+    var rulesRefreshMs = 1_000
+
     @Option(help: "Write the bound port to this file once listening (for scripts and tests).")
     var portFile: String?
 
@@ -77,6 +80,7 @@ struct Serve: ParsableCommand {
         guard maxWriteBufferBytes >= 4096 else { throw ValidationError("--max-write-buffer-bytes must be at least 4096") }
         guard idleTimeoutS >= 0 else { throw ValidationError("--idle-timeout-s must be 0 or more") }
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
+        guard rulesRefreshMs == 0 || rulesRefreshMs >= 100 else { throw ValidationError("--rules-refresh-ms must be 0 or at least 100") }
         guard redisTimeoutMs >= 10 else { throw ValidationError("--redis-timeout-ms must be at least 10") }
         guard (1...1_000_000).contains(maxPendingReversals) else { throw ValidationError("--max-pending-reversals must be 1-1000000") }
         guard !stateDir.isEmpty else { throw ValidationError("--state-dir must not be empty") }
@@ -122,7 +126,7 @@ struct Serve: ParsableCommand {
             rules.refresh()
         }
         try watcher.start().wait()
-        rules.startPeriodicRefresh()
+        if rulesRefreshMs > 0 { rules.startPeriodicRefresh(every: .milliseconds(Int64(rulesRefreshMs))) }
 
         let journal: ReversalJournal
         do {

@@ -11,6 +11,7 @@ final class LockTests: IntegrationTestCase {
         let covered = 37
         try account("hot", ["FOOD": Int64(covered) * 250])
         let clients = try (0..<200).map { _ in try serve.connect() }
+        try redis.command("CONFIG", "RESETSTAT")
         for (index, client) in clients.enumerated() {
             try client.sendLine(Request.line(id: "c\(index)", account: "hot", amount: "2.50", mcc: "5411"))
         }
@@ -22,9 +23,15 @@ final class LockTests: IntegrationTestCase {
         XCTAssertEqual(try redis.balances("hot"), ["FOOD": 0])
         let entries = try redis.statements()
         XCTAssertEqual(entries.count, 200)
-        XCTAssertEqual(Set(entries.map { $0["id"]! }).count, 200)
+        XCTAssertEqual(Set(entries.map { $0["id", default: ""] }).count, 200)
         XCTAssertEqual(entries.filter { $0["code"] == "00" }.count, covered)
         XCTAssertTrue(entries.compactMap { $0["balances"] }.filter { !$0.isEmpty }.allSatisfy { !$0.contains("-") })
+        // Inside one process the requests queue up (FIFO) and only the head
+        // talks to Redis: one authorize and one unlock each, no lock retries.
+        try redis.waitUntil { try self.redis.command("EXISTS", "lock:{hot}").int == 0 }
+        let calls = try redis.commandCalls()
+        XCTAssertEqual(calls["evalsha"], 400, "200 requests on one account cost 200 authorize + 200 unlock calls: \(calls)")
+        XCTAssertEqual(try redis.keyeventSubscribers(), 0, "queued requests never waited on a keyevent")
     }
 
     func testTwoServeProcessesShareTheLock() throws {
@@ -110,19 +117,10 @@ final class LockTests: IntegrationTestCase {
         XCTAssertEqual(try redis.statements().count, 0)
     }
 
-    private func keyeventSubscribers() throws -> Int64 {
-        let reply = try redis.command("PUBSUB", "NUMSUB", "__keyevent@0__:del", "__keyevent@0__:expired")
-        let items = reply.array ?? []
-        return (items.count == 4 ? (items[1].int ?? 0) + (items[3].int ?? 0) : -1)
-    }
+    private func keyeventSubscribers() throws -> Int64 { try redis.keyeventSubscribers() }
 
-    /// Polls PUBSUB NUMSUB (Redis has no event for "someone subscribed").
     private func waitUntilSubscribed(count: Int64, timeout: TimeInterval = 5) throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while try keyeventSubscribers() != count * 2 {
-            guard Date() < deadline else { throw TestFailure("keyevent subscribers never became \(count)") }
-            Thread.sleep(forTimeInterval: 0.005)
-        }
+        try redis.waitUntilKeyeventSubscribers(count, timeout: timeout)
     }
 }
 

@@ -3,9 +3,10 @@ import XCTest
 
 /// `/metrics`, `top` and the JSON log format, against a real `serve`.
 final class MetricsTests: IntegrationTestCase {
-    private lazy var metricsPort: Int = try! TestEnvironment.freePort()
+    /// serve picks the port (--metrics-port 0) and reports it.
+    private var metricsPort: Int { serve.metricsPort ?? -1 }
 
-    override var serveArguments: [String] { ["--metrics-port", String(metricsPort)] }
+    override var serveArguments: [String] { ["--metrics-port", "0"] }
 
     func testCountersMoveByTheRequestsAnswered() throws {
         try account("m1", ["MEAL": 1_000, "CASH": 0])
@@ -97,8 +98,8 @@ final class MetricsTests: IntegrationTestCase {
     }
 
     func testContentionGaugesWhileARequestWaitsThenTheWaitEnds() throws {
-        let port = try TestEnvironment.freePort()
-        let patient = try ServeProcess(redis: redis, arguments: ["--metrics-port", String(port), "--sla-ms", "5000"])
+        let patient = try ServeProcess(redis: redis, arguments: ["--metrics-port", "0", "--sla-ms", "5000"])
+        let port = try XCTUnwrap(patient.metricsPort)
         try account("w", ["FOOD": 1_000])
         try redis.command("SET", "lock:{w}", "held-by-hand", "PX", "10000")
         let client = try patient.connect()
@@ -151,8 +152,8 @@ final class MetricsTests: IntegrationTestCase {
         let secured = try RedisServer(name: "metrics-acl", acl: true)
         try runAuthorizer(["rules", "init", "--redis", secured.url])
         try runAuthorizer(["account", "set", "--redis", secured.url, "acl", "FOOD=10.00"])
-        let port = try TestEnvironment.freePort()
-        let guarded = try ServeProcess(redis: secured, arguments: ["--metrics-port", String(port)])
+        let guarded = try ServeProcess(redis: secured, arguments: ["--metrics-port", "0"])
+        let port = try XCTUnwrap(guarded.metricsPort)
         let client = try guarded.connect()
         for index in 0..<2 {
             XCTAssertEqual(try client.request(["id": "acl\(index)", "account": "acl", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")

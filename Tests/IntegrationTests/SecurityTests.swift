@@ -19,9 +19,16 @@ final class SecurityTests: XCTestCase {
         let serve = try ServeProcess(redis: redis, arguments: ["--sla-ms", "5000"])
         let client = try serve.connect()
         XCTAssertEqual(try client.request(["id": "s1", "account": "sec", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
-        // A lock wait subscribes to the keyevent channels: allowed for this user.
-        try redis.command("SET", "lock:{sec}", "held", "PX", "200")
-        XCTAssertEqual(try client.request(["id": "s2", "account": "sec", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        // A lock wait subscribes to the keyevent channels: allowed for this
+        // user. The lock has no TTL, so only the `del` event can wake the
+        // request before its 5 s deadline.
+        try redis.command("SET", "lock:{sec}", "held")
+        try client.sendLine(Request.line(id: "s2", account: "sec", amount: "1.00", mcc: "5411"))
+        try redis.waitUntilKeyeventSubscribers(1)
+        let released = Date()
+        try redis.command("DEL", "lock:{sec}")
+        XCTAssertEqual(try client.readResponse().code, "00")
+        XCTAssertLessThan(Date().timeIntervalSince(released), 2.5, "woken by the del event, not by the deadline")
         XCTAssertEqual(try redis.balances("sec"), ["FOOD": 800])
     }
 

@@ -78,4 +78,30 @@ final class TLSTests: XCTestCase {
         XCTAssertFalse((try? plain.readLine())??.contains("\"code\"") ?? false)
         XCTAssertEqual(try redis.balances("tls"), ["FOOD": 1_000])
     }
+
+    /// `--tls-cert`/`--tls-key` without `--tls-client-ca`: the connection is
+    /// encrypted but no client certificate is asked for, so a plain TLS
+    /// client is served; plain TCP still gets nothing.
+    func testWithoutAClientCAATerminalWithoutACertificateIsServedAndPlainTCPIsNot() throws {
+        let serve = try ServeProcess(redis: redis, arguments: ["--tls-cert", path("server.pem"), "--tls-key", path("server.key")])
+        let client = try terminal(port: serve.port, certificate: nil)
+        defer {
+            client.terminate(signal: SIGKILL)
+            _ = client.waitForExit(timeout: 5)
+        }
+        client.write(Request.line(id: "open-1", account: "tls", amount: "2.50", mcc: "5411") + "\n")
+        XCTAssertTrue(client.waitForLine(containing: #"{"id":"open-1","code":"00"}"#), client.output)
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750])
+
+        let plain = try TerminalClient(port: serve.port, receiveTimeout: 5)
+        try plain.sendLine(Request.line(id: "plain", account: "tls", amount: "1.00", mcc: "5411"))
+        let answer: String?
+        do {
+            answer = try plain.readLine()
+        } catch {
+            answer = nil  // no answer within the timeout
+        }
+        XCTAssertFalse(answer?.contains("\"code\"") ?? false, answer ?? "")
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750], "plain TCP moved no money")
+    }
 }

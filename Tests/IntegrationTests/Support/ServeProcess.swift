@@ -4,26 +4,49 @@ import Foundation
 final class ServeProcess: @unchecked Sendable {
     let child: ChildProcess
     let port: Int
+    /// The metrics endpoint's port, when serve was started with --metrics-port (0 included).
+    let metricsPort: Int?
 
+    /// `serve --port 0`: the kernel picks the port and serve reports it, so
+    /// two tests can never race for the same free port.
     init(redis: RedisServer, arguments: [String] = [], environment: [String: String]? = nil) throws {
-        port = try TestEnvironment.freePort()
         child = ChildProcess(
-            name: "serve-\(port)",
+            name: "serve",
             executable: TestEnvironment.authorizerBinary,
             // Each serve its own journal of owed reversals (a later --state-dir wins).
-            arguments: ["serve", "--redis", redis.url, "--port", String(port), "--log-level", "info",
-                        "--state-dir", redis.directory.appendingPathComponent("serve-\(port)").path] + arguments,
+            arguments: ["serve", "--redis", redis.url, "--port", "0", "--log-level", "info",
+                        "--state-dir", redis.directory.appendingPathComponent("serve-\(UUID().uuidString.prefix(8))").path] + arguments,
             environment: environment
         )
         try child.start()
-        guard child.waitForLine(containing: "authorizer listening") else {
+        guard let line = child.line(containing: "authorizer listening"), let port = ServeProcess.port(in: line) else {
             child.terminate(signal: SIGKILL)
             throw TestFailure("serve did not start:\n\(child.output)")
         }
+        self.port = port
+        if arguments.contains("--metrics-port") {
+            guard let line = child.line(containing: "metrics listening"), let metricsPort = ServeProcess.port(in: line) else {
+                child.terminate(signal: SIGKILL)
+                throw TestFailure("serve did not report its metrics port:\n\(child.output)")
+            }
+            self.metricsPort = metricsPort
+        } else {
+            metricsPort = nil
+        }
     }
 
-    func connect() throws -> TerminalClient {
-        try TerminalClient(port: port)
+    /// The port of a `... listening ... port=N` log line (text or JSON logs).
+    static func port(in line: String, key: String = "port") -> Int? {
+        for marker in ["\(key)=", "\"\(key)\":\"", "\"\(key)\":"] {
+            guard let range = line.range(of: marker) else { continue }
+            let digits = line[range.upperBound...].prefix { $0.isNumber }
+            if let port = Int(digits), port > 0 { return port }
+        }
+        return nil
+    }
+
+    func connect(receiveTimeout: TimeInterval = 10) throws -> TerminalClient {
+        try TerminalClient(port: port, receiveTimeout: receiveTimeout)
     }
 
     deinit {
@@ -41,8 +64,6 @@ func runAuthorizer(_ arguments: [String], expectSuccess: Bool = true) throws -> 
         child.terminate(signal: SIGKILL)
         throw TestFailure("authorizer \(arguments.joined(separator: " ")) did not exit")
     }
-    // The reader may lag the exit slightly; the pipe closes at exit.
-    _ = child.waitForLine(containing: "", timeout: 1)
     if expectSuccess && status != 0 {
         throw TestFailure("authorizer \(arguments.joined(separator: " ")) exited \(status):\n\(child.output)")
     }

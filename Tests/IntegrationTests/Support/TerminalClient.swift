@@ -2,15 +2,19 @@ import Foundation
 
 /// A terminal: a blocking TCP client that sends lines and reads lines, with
 /// a receive timeout so a test can never hang.
-final class TerminalClient {
+final class TerminalClient: @unchecked Sendable {  // one thread may send while another reads
     let fd: Int32
     private var buffer: [UInt8] = []
 
-    init(port: Int, receiveTimeout: TimeInterval = 10) throws {
+    init(port: Int, receiveTimeout: TimeInterval = 10, sendTimeout: TimeInterval = 10) throws {
         fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestFailure("socket failed") }
-        var timeout = timeval(tv_sec: Int(receiveTimeout), tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        // Both directions bounded: a server that stops reading or answering
+        // fails the test instead of hanging the run (XCTest has no per-test timeout).
+        var receive = timeval(tv_sec: Int(receiveTimeout), tv_usec: Int(receiveTimeout.truncatingRemainder(dividingBy: 1) * 1_000_000))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &receive, socklen_t(MemoryLayout<timeval>.size))
+        var send = timeval(tv_sec: Int(sendTimeout), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -34,7 +38,9 @@ final class TerminalClient {
         var offset = 0
         while offset < bytes.count {
             let written = bytes[offset...].withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            guard written > 0 else { throw TestFailure("send failed: errno \(errno)") }
+            guard written > 0 else {
+                throw TestFailure(errno == EAGAIN ? "send timed out: the server stopped reading" : "send failed: errno \(errno)")
+            }
             offset += written
         }
     }

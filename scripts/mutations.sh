@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Breaks each mechanism on purpose (scripts/mutations/NAME.patch, applied with
+# `git apply`), runs the tests that should notice, and reports caught/missed.
+# A mutation that no test catches is a promise without a test.
+#
+#   bash scripts/mutations.sh                 # every mutation
+#   bash scripts/mutations.sh lock-removed    # some of them
+#
+# Not part of `make test`: each Swift mutation costs an incremental build.
+# Needs a clean work tree (the patches apply to HEAD); the tree is restored
+# after each mutation, also on Ctrl-C.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+# mutation -> XCTest filter of the tests that must fail under it
+declare -A TESTS=(
+  [lock-removed]='IntegrationTests.LockTests'
+  [fifo-skipped]='IntegrationTests.LockTests'
+  [unlock-plain-del]='IntegrationTests.LockTests'
+  [no-keyevent-subscription]='IntegrationTests.(LockTests|SecurityTests)'
+  [no-rules-publish]='IntegrationTests.AuthorizationTests'
+  [no-idempotency-record]='IntegrationTests.(AuthorizationTests|PromiseTests)'
+  [fallback-instead-of-category]='IntegrationTests.AuthorizationTests'
+  [answer-before-script]='IntegrationTests.AuthorizationTests'
+  [ack-before-commit]='IntegrationTests.ReplayerPromiseTests'
+  [half-close-ignored]='IntegrationTests.PromiseTests'
+  [listener-open-after-sigterm]='IntegrationTests.PromiseTests'
+  [no-default-rules]='IntegrationTests.PromiseTests'
+  [cr-split-refused]='IntegrationTests.PromiseTests'
+  [txn-key-without-account]='IntegrationTests.PromiseTests'
+  [no-read-backpressure]='IntegrationTests.PromiseTests'
+)
+
+if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+  echo "the work tree has uncommitted changes; commit or stash them first" >&2
+  exit 2
+fi
+
+names=("$@")
+if [ ${#names[@]} -eq 0 ]; then
+  names=($(ls scripts/mutations/*.patch | xargs -n1 basename | sed 's/\.patch$//'))
+fi
+
+export AUTHORIZER_BIN="$PWD/.build/debug/authorizer"
+export AUTHORIZER_REDIS_CONF="$PWD/redis.conf"
+logs=$(mktemp -d)
+applied=""
+restore() { [ -n "$applied" ] && git apply -R "$applied" && applied=""; }
+trap 'restore; exit 130' INT TERM
+
+declare -A RESULT
+for name in "${names[@]}"; do
+  patch="scripts/mutations/$name.patch"
+  filter="${TESTS[$name]:-}"
+  if [ ! -f "$patch" ] || [ -z "$filter" ]; then
+    RESULT[$name]="unknown mutation"
+    continue
+  fi
+  git apply "$patch" && applied="$patch"
+  if ! swift build --build-tests >"$logs/$name.build" 2>&1; then
+    RESULT[$name]="build failed (see $logs/$name.build)"
+  elif swift test --skip-build --disable-swift-testing --filter "$filter" >"$logs/$name.test" 2>&1; then
+    RESULT[$name]="MISSED"
+  else
+    failing=$(grep -oE "Test Case '[^']+' failed" "$logs/$name.test" | sed -E "s/Test Case '(.*)' failed/\1/" | sort -u | head -3 | paste -sd ' ')
+    RESULT[$name]="caught by ${failing:-a crash (see $logs/$name.test)}"
+  fi
+  restore
+  echo "$name: ${RESULT[$name]}"
+done
+swift build --build-tests >/dev/null 2>&1 || true
+
+echo
+printf '| %-30s | %s |\n' mutation result
+printf '| %-30s | %s |\n' ------------------------------ ------
+missed=0
+for name in "${names[@]}"; do
+  printf '| %-30s | %s |\n' "$name" "${RESULT[$name]}"
+  case "${RESULT[$name]}" in caught*) ;; *) missed=$((missed + 1)) ;; esac
+done
+echo "logs in $logs"
+[ "$missed" -eq 0 ]

@@ -93,6 +93,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
+        .testTarget(name: "RedisWireTests", dependencies: ["RedisWire"]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

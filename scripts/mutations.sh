@@ -23,6 +23,7 @@ declare -A TESTS=(
   [fallback-instead-of-category]='IntegrationTests.AuthorizationTests'
   [answer-before-script]='IntegrationTests.AuthorizationTests'
   [ack-before-commit]='IntegrationTests.ReplayerPromiseTests'
+  [audit-reads-database-once]='IntegrationTests.ReplayerPromiseTests/testAuditNext'
   [half-close-ignored]='IntegrationTests.PromiseTests'
   [listener-open-after-sigterm]='IntegrationTests.PromiseTests'
   [no-default-rules]='IntegrationTests.PromiseTests'

@@ -30,6 +30,13 @@ declare -A TESTS=(
   [cr-split-refused]='IntegrationTests.PromiseTests'
   [txn-key-without-account]='IntegrationTests.PromiseTests'
   [no-read-backpressure]='IntegrationTests.PromiseTests'
+  [reversal-no-tombstone]='IntegrationTests.ReversalTests'
+  [reversal-credits-one-category]='IntegrationTests.ReversalTests'
+  [reversal-ignores-own-record]='IntegrationTests.ReversalTests'
+  [timeout-not-journaled]='IntegrationTests.SLATests'
+  [journal-not-replayed]='IntegrationTests.SLATests'
+  [timeout-not-reversed]='IntegrationTests.SLATests'
+  [lost-in-flight-not-reversed]='IntegrationTests.SLATests'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -3,7 +3,8 @@ import Logging
 import RedisWire
 
 /// Balances recomputed from statements, in stream order: a `set` sets, a
-/// `credit` adds, an approved authorization subtracts its debits. Each
+/// `credit` adds, an approved authorization subtracts its debits, a reversal
+/// adds back its credits. Each
 /// statement also records the balance after it; a recorded balance that
 /// disagrees with the recomputed one is a break in the books (a missing
 /// entry, or a balance changed outside the scripts).
@@ -38,6 +39,10 @@ public struct LedgerBalances: Sendable {
         case .authorization:
             if statement.code == "00" {
                 for posting in statement.debits { account[posting.category, default: 0] -= posting.cents }
+            }
+        case .reversal:
+            if statement.code == "00" {
+                for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
             }
         }
         for recorded in statement.balances {

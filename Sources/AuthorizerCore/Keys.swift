@@ -6,6 +6,13 @@ public enum Keys {
     public static func lock(_ id: String) -> String { "lock:{\(id)}" }
     public static func transaction(account: String, id: String) -> String { "txn:{\(account)}:\(id)" }
     public static let statements = "statements"
+    /// On a cluster, one ledger stream per slot: `statements:{T}`, where T is
+    /// the slot's tag (the smallest decimal integer hashing to that slot).
+    public static func statements(tag: String) -> String { "statements:{\(tag)}" }
+    /// `statements` or `statements:{T}`.
+    public static func isStatementsStream(_ key: String) -> Bool {
+        key == statements || (key.hasPrefix("statements:{") && key.hasSuffix("}"))
+    }
     /// Consumer groups on `statements`: the SQLite replayer and the notifier.
     public static let replayGroup = "replayer"
     public static let notifyGroup = "notifier"

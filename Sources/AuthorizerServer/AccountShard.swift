@@ -11,7 +11,9 @@ import RedisWire
 /// unlock and the next head's authorize travel in order on one connection.
 final class AccountShard: Sendable {
     let eventLoop: EventLoop
-    let redis: RedisClient
+    let redis: any ScriptRunner
+    /// Which ledger stream records each account (one, or one per cluster slot).
+    private let target: RedisTarget
     private let scripts: ScriptLibrary
     private let watcher: LockWatcher
     private let config: AuthorizerConfig
@@ -35,7 +37,7 @@ final class AccountShard: Sendable {
     }
 
     init(
-        eventLoop: EventLoop, redis: RedisClient, scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig,
+        eventLoop: EventLoop, redis: any ScriptRunner, target: RedisTarget = .single(RedisEndpoint()), scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig,
         tokenPrefix: String, logger: Logger, metrics: ServerMetrics = .disabled,
         journal: ReversalJournal? = nil, owe: @escaping @Sendable (PendingReversal) -> Void = { _ in }
     ) {
@@ -45,6 +47,7 @@ final class AccountShard: Sendable {
         self.eventLoop = eventLoop
         self.metrics = metrics
         self.redis = redis
+        self.target = target
         self.scripts = scripts
         self.watcher = watcher
         self.config = config
@@ -180,7 +183,7 @@ final class AccountShard: Sendable {
                     Keys.account(request.account),
                     Keys.lock(request.account),
                     Keys.transaction(account: request.account, id: request.id),
-                    Keys.statements,
+                    target.statementsKey(forAccount: request.account),
                 ],
                 arguments: [
                     job.token,
@@ -207,7 +210,7 @@ final class AccountShard: Sendable {
                     Keys.lock(request.account),
                     Keys.transaction(account: request.account, id: request.original),
                     Keys.transaction(account: request.account, id: request.id),
-                    Keys.statements,
+                    target.statementsKey(forAccount: request.account),
                 ],
                 arguments: [
                     job.token,
@@ -388,7 +391,7 @@ final class AccountShard: Sendable {
         }
         let sent = NIODeadline.now()
         let id = job.id
-        redis.evalScript(scripts.decline, keys: [Keys.account(job.account), Keys.statements], arguments: arguments)
+        redis.evalScript(scripts.decline, keys: [Keys.account(job.account), target.statementsKey(forAccount: job.account)], arguments: arguments)
             .assumeIsolated().whenComplete { result in
                 self.metrics.redisRoundTrip(.decline, since: sent)
                 if case .failure(let error) = result {

@@ -21,7 +21,7 @@ public final class Authorizer: Sendable {
     /// One shard (and one pipelined Redis connection) per event loop.
     public init(
         group: EventLoopGroup,
-        endpoint: RedisEndpoint,
+        target: RedisTarget,
         scripts: ScriptLibrary,
         rules: RulesCache,
         watcher: LockWatcher,
@@ -38,13 +38,26 @@ public final class Authorizer: Sendable {
         let nonce = String(UInt64.random(in: .min ... .max), radix: 36)
         var shards: [AccountShard] = []
         for (index, loop) in group.makeIterator().enumerated() {
-            let redis = RedisClient(
-                endpoint: endpoint, eventLoop: loop, scripts: scripts.all, options: redisOptions, logger: logger,
-                onReconnect: { metrics.redisReconnected(.command) },
-                onScriptsReloaded: { metrics.scriptsReloaded() }
-            )
+            let redis: any ScriptRunner
+            switch target {
+            case .single(let endpoint):
+                redis = RedisClient(
+                    endpoint: endpoint, eventLoop: loop, scripts: scripts.all, options: redisOptions, logger: logger,
+                    onReconnect: { metrics.redisReconnected(.command) },
+                    onScriptsReloaded: { metrics.scriptsReloaded() }
+                )
+            case .cluster(let seeds):
+                // One router per event loop: its own slot map and one pipelined client per master.
+                redis = ClusterRouter(
+                    seeds: seeds, eventLoop: loop, scripts: scripts.all, options: redisOptions,
+                    tryAgainBudget: config.sla, logger: logger,
+                    onReconnect: { metrics.redisReconnected(.command) },
+                    onScriptsReloaded: { metrics.scriptsReloaded() },
+                    onRedirect: { kind in metrics.clusterRedirect(kind.rawValue) }
+                )
+            }
             shards.append(AccountShard(
-                eventLoop: loop, redis: redis, scripts: scripts, watcher: watcher, config: config,
+                eventLoop: loop, redis: redis, target: target, scripts: scripts, watcher: watcher, config: config,
                 tokenPrefix: "\(nonce):\(index)", logger: logger, metrics: metrics,
                 journal: journal, owe: owe
             ))

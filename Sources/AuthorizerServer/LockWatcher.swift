@@ -11,54 +11,104 @@ import RedisWire
 /// the last waiter leaves. The same connection carries the rules-changed
 /// channel for the whole life of the process.
 public final class LockWatcher: Sendable {
-    private let registry: WaiterRegistry
-    private let subscriber: RedisSubscriber
+    /// One subscriber connection and its waiters. On one Redis there is one;
+    /// on a cluster one per master, since keyevents are node-local.
+    private struct Watch: Sendable {
+        let registry: WaiterRegistry
+        let subscriber: RedisSubscriber
+    }
 
-    public init(endpoint: RedisEndpoint, eventLoop: EventLoop, logger: Logger, metrics: ServerMetrics = .disabled, onRulesChanged: @escaping @Sendable () -> Void) {
-        let channels = Keys.keyEventChannels(database: endpoint.database)
-        let registry = WaiterRegistry(eventLoop: eventLoop, channels: channels)
-        let subscriber = RedisSubscriber(
-            endpoint: endpoint,
-            eventLoop: eventLoop,
-            logger: logger,
-            onMessage: { channel, payload in
-                if channel == Keys.rulesChangedChannel {
-                    onRulesChanged()
-                } else if channels.contains(channel) {
-                    registry.keyReleased(payload)
+    private let eventLoop: EventLoop
+    /// The first node's watch: it also carries the rules-changed channel
+    /// (ordinary PUBLISH reaches every node of a cluster).
+    private let primary: Watch
+    private let primaryNode: String
+    /// The node whose keyevents announce `lockKey`'s release; nil: the primary.
+    private let nodeOf: @Sendable (String) -> RedisEndpoint?
+    private let watches: NIOLoopBoundBox<[String: Watch]>
+    private let makeWatch: @Sendable (RedisEndpoint, Bool) -> Watch
+
+    public convenience init(endpoint: RedisEndpoint, eventLoop: EventLoop, logger: Logger, metrics: ServerMetrics = .disabled, onRulesChanged: @escaping @Sendable () -> Void) {
+        self.init(endpoint: endpoint, eventLoop: eventLoop, logger: logger, metrics: metrics, nodeOf: { _ in nil }, onRulesChanged: onRulesChanged)
+    }
+
+    /// `nodeOf` runs on `eventLoop` and names the master serving a lock key
+    /// (a cluster); nil sends every registration to `endpoint`.
+    public init(
+        endpoint: RedisEndpoint, eventLoop: EventLoop, logger: Logger, metrics: ServerMetrics = .disabled,
+        nodeOf: @escaping @Sendable (String) -> RedisEndpoint?, onRulesChanged: @escaping @Sendable () -> Void
+    ) {
+        let makeWatch: @Sendable (RedisEndpoint, Bool) -> Watch = { endpoint, carriesRules in
+            let channels = Keys.keyEventChannels(database: endpoint.database)
+            let registry = WaiterRegistry(eventLoop: eventLoop, channels: channels)
+            let subscriber = RedisSubscriber(
+                endpoint: endpoint,
+                eventLoop: eventLoop,
+                logger: logger,
+                onMessage: { channel, payload in
+                    if channel == Keys.rulesChangedChannel {
+                        if carriesRules { onRulesChanged() }
+                    } else if channels.contains(channel) {
+                        registry.keyReleased(payload)
+                    }
+                },
+                onResubscribed: {
+                    metrics.redisReconnected(.subscriber)
+                    // Events published while the link was down are lost: let
+                    // every waiter look at its lock again.
+                    registry.wakeAll()
+                    if carriesRules { onRulesChanged() }
                 }
-            },
-            onResubscribed: {
-                metrics.redisReconnected(.subscriber)
-                // Events published while the link was down are lost: let
-                // every waiter look at its lock again.
-                registry.wakeAll()
-                onRulesChanged()
-            }
-        )
-        registry.subscriber = subscriber
-        self.registry = registry
-        self.subscriber = subscriber
+            )
+            registry.subscriber = subscriber
+            return Watch(registry: registry, subscriber: subscriber)
+        }
+        self.eventLoop = eventLoop
+        self.makeWatch = makeWatch
+        self.nodeOf = nodeOf
+        self.primary = makeWatch(endpoint, true)
+        self.primaryNode = "\(endpoint.host):\(endpoint.port)"
+        self.watches = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: eventLoop)
     }
 
     /// Subscribes to the rules-changed channel for the life of the process.
     public func start() -> EventLoopFuture<Void> {
-        subscriber.subscribe([Keys.rulesChangedChannel])
+        primary.subscriber.subscribe([Keys.rulesChangedChannel])
     }
 
     /// Registers `wake` to run on `loop` whenever `lockKey` is released. The
     /// future completes once the keyevent subscription is live, so an unlock
     /// that happens after it completes is never missed.
     func register(lockKey: String, on loop: EventLoop, wake: @escaping @Sendable () -> Void) -> EventLoopFuture<WaiterRegistry.Ticket> {
-        registry.register(lockKey: lockKey, on: loop, wake: wake).hop(to: loop)
+        eventLoop.flatSubmit {
+            let watch = self.watch(for: lockKey)
+            return watch.registry.register(lockKey: lockKey, on: loop, wake: wake).map { ticket in
+                WaiterRegistry.Ticket(lockKey: ticket.lockKey, id: ticket.id, registry: watch.registry)
+            }
+        }.hop(to: loop)
     }
 
     func unregister(_ ticket: WaiterRegistry.Ticket) {
-        registry.unregister(ticket)
+        (ticket.registry ?? primary.registry).unregister(ticket)
+    }
+
+    /// The watch of the node serving `lockKey`, created on first use.
+    private func watch(for lockKey: String) -> Watch {
+        eventLoop.assertInEventLoop()
+        guard let endpoint = nodeOf(lockKey) else { return primary }
+        let name = "\(endpoint.host):\(endpoint.port)"
+        if name == primaryNode { return primary }
+        if let watch = watches.value[name] { return watch }
+        let watch = makeWatch(endpoint, false)
+        watches.value[name] = watch
+        return watch
     }
 
     public func close() {
-        subscriber.close()
+        primary.subscriber.close()
+        eventLoop.execute {
+            for watch in self.watches.value.values { watch.subscriber.close() }
+        }
     }
 }
 
@@ -67,6 +117,8 @@ final class WaiterRegistry: @unchecked Sendable {
     struct Ticket: Sendable {
         let lockKey: String
         let id: UInt64
+        /// The registry (node) it was registered with.
+        var registry: WaiterRegistry? = nil
     }
 
     private struct Waiter {

@@ -99,6 +99,7 @@ public final class ServerMetrics: Sendable {
         public static let pendingReversals = "authorizer_pending_reversals"
         public static let reversalsApplied = "authorizer_reversals_applied_total"
         public static let journalBytes = "authorizer_reversal_journal_bytes"
+        public static let clusterRedirects = "authorizer_redis_cluster_redirects_total"
 
         public static let help: [String: String] = [
             requests: "Requests decided, by response code and reason class.",
@@ -122,6 +123,7 @@ public final class ServerMetrics: Sendable {
             pendingReversals: "Reversals of timed-out authorizations the service owes and Redis has not acknowledged yet.",
             reversalsApplied: "Reversals of timed-out authorizations acknowledged by Redis.",
             journalBytes: "Size of the local journal of owed reversals, in bytes.",
+            clusterRedirects: "Redis Cluster redirections followed (MOVED, ASK, TRYAGAIN), by kind.",
         ]
     }
 
@@ -158,6 +160,7 @@ public final class ServerMetrics: Sendable {
     private let connectionsRefused: Counter
     private let redisReconnects: [Counter]
     private let scriptReloads: Counter
+    private let clusterRedirects: [String: Counter]
     private let streamLength: Gauge
     private let replayerLagEntries: Gauge
     private let replayerLagSeconds: Gauge
@@ -208,6 +211,9 @@ public final class ServerMetrics: Sendable {
             Counter(label: Name.redisReconnects, dimensions: [("link", $0.rawValue)], factory: factory)
         }
         scriptReloads = Counter(label: Name.scriptReloads, factory: factory)
+        clusterRedirects = Dictionary(uniqueKeysWithValues: ["moved", "ask", "tryagain"].map {
+            ($0, Counter(label: Name.clusterRedirects, dimensions: [("kind", $0)], factory: factory))
+        })
         streamLength = Gauge(label: Name.streamLength, factory: factory)
         replayerLagEntries = Gauge(label: Name.replayerLagEntries, factory: factory)
         replayerLagSeconds = Gauge(label: Name.replayerLagSeconds, factory: factory)
@@ -271,6 +277,10 @@ public final class ServerMetrics: Sendable {
 
     public func scriptsReloaded() {
         scriptReloads.increment()
+    }
+
+    public func clusterRedirect(_ kind: String) {
+        clusterRedirects[kind]?.increment()
     }
 
     // MARK: - The SLA and the reversals the service owes

@@ -25,13 +25,17 @@ public final class MetricsSampler: Sendable {
         redis: RedisClient,
         metrics: ServerMetrics,
         interval: TimeAmount = .seconds(1),
+        readsStream: Bool = true,
         logger: Logger
     ) -> MetricsSampler {
         let loop = redis.eventLoop
         let failing = NIOLockedValueBox(false)
         let task = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: interval) { _ in
             let contention = authorizer.contention().hop(to: loop).map { metrics.contention(accounts: $0.accounts, waiters: $0.waiters) }
-            let stream = StatementsStreamStatus.read(from: redis).map { metrics.statementsStream($0) }
+            // On a cluster the ledger is one stream per slot: its gauges are not sampled here.
+            let stream = readsStream
+                ? StatementsStreamStatus.read(from: redis).map { metrics.statementsStream($0) }
+                : redis.eventLoop.makeSucceededVoidFuture()
             return contention.and(stream).map { _ in
                 if failing.withLockedValue({ $0 }) {
                     failing.withLockedValue { $0 = false }

@@ -14,11 +14,21 @@ public enum NotificationProbe {
         }
     }
 
-    public static func run(endpoint: RedisEndpoint, redis: RedisClient, timeout: TimeAmount = .seconds(2)) -> EventLoopFuture<Void> {
+    /// `servedHere` tells whether this node serves a key (a cluster master
+    /// serves some slots only): the probe keys are picked among those it serves.
+    public static func run(endpoint: RedisEndpoint, redis: RedisClient, timeout: TimeAmount = .seconds(2), servedHere: (String) -> Bool = { _ in true }) -> EventLoopFuture<Void> {
         let loop = redis.eventLoop
         let nonce = String(UInt64.random(in: .min ... .max), radix: 36)
-        let deletedKey = Keys.lock("probe-del-\(nonce)")
-        let expiredKey = Keys.lock("probe-exp-\(nonce)")
+        func key(_ kind: String) -> String {
+            var attempt = 0
+            while true {
+                let key = Keys.lock("probe-\(kind)-\(nonce)-\(attempt)")
+                if servedHere(key) || attempt >= 1_000_000 { return key }
+                attempt += 1
+            }
+        }
+        let deletedKey = key("del")
+        let expiredKey = key("exp")
         let deleted = loop.makePromise(of: Void.self)
         let expired = loop.makePromise(of: Void.self)
         let channels = Keys.keyEventChannels(database: endpoint.database)

@@ -5,19 +5,67 @@ import RedisWire
 import Yams
 
 /// Reads and writes the rules in Redis (`rules:mcc`, `rules:merchant`, `rules:config`).
+///
+/// On a Redis Cluster those three keys would hash to three slots, so no
+/// transaction could replace them together. There the rules are versioned:
+/// `rules:{V}:mcc`, `rules:{V}:merchant`, `rules:{V}:config` (one slot, one
+/// MULTI/EXEC), and `rules:current` holds V. A new set is written under a new
+/// V (`INCR rules:version`), then `rules:current` is switched: a reader sees
+/// the old set or the new one, never half of each.
 public struct RulesStore: Sendable {
     public let redis: RedisClient
+    /// Set on a cluster (on `redis`'s event loop).
+    public let router: ClusterRouter?
 
-    public init(redis: RedisClient) {
+    public static let currentVersionKey = "rules:current"
+    public static let versionCounterKey = "rules:version"
+
+    public init(redis: RedisClient, router: ClusterRouter? = nil) {
+        precondition(router.map { $0.eventLoop === redis.eventLoop } ?? true, "one event loop for the store")
         self.redis = redis
+        self.router = router
+    }
+
+    /// The three keys of the rules: fixed on one Redis, versioned on a cluster.
+    public static func keys(version: Int64?) -> (mcc: String, merchant: String, config: String) {
+        guard let version else { return (Keys.rulesMCC, Keys.rulesMerchant, Keys.rulesConfig) }
+        return ("rules:{\(version)}:mcc", "rules:{\(version)}:merchant", "rules:{\(version)}:config")
+    }
+
+    private func send(_ command: RedisCommand, key: String) -> EventLoopFuture<RESPValue> {
+        guard let router else { return redis.send(command) }
+        return router.send(command, slot: HashSlot.of(key: key))
+    }
+
+    /// The version `rules:current` names (cluster), nil when none was saved.
+    private func currentVersion() -> EventLoopFuture<Int64?> {
+        send(RedisCommand("GET", Self.currentVersionKey), key: Self.currentVersionKey).map { $0.int }
     }
 
     /// The rules in Redis; missing parts take the documented defaults
     /// (fallback CASH, mode whole, empty maps).
     public func load() -> EventLoopFuture<Rules> {
-        let mcc = redis.send(RedisCommand("HGETALL", Keys.rulesMCC))
-        let merchant = redis.send(RedisCommand("HGETALL", Keys.rulesMerchant))
-        let config = redis.send(RedisCommand("HGETALL", Keys.rulesConfig))
+        guard router != nil else { return load(Self.keys(version: nil)) }
+        return loadCurrent(attempts: 3)
+    }
+
+    /// A version replaced and deleted between reading `rules:current` and
+    /// its hashes has no config hash any more: read the pointer again.
+    private func loadCurrent(attempts: Int) -> EventLoopFuture<Rules> {
+        currentVersion().flatMap { version in
+            guard let version else { return self.redis.eventLoop.makeSucceededFuture(Rules(mccCategories: [:], merchantMCCs: [:], fallbackCategory: "CASH", fallbackMode: .whole)) }
+            let keys = Self.keys(version: version)
+            return self.send(RedisCommand("EXISTS", keys.config), key: keys.config).flatMap { exists in
+                if exists.int == 0 && attempts > 1 { return self.loadCurrent(attempts: attempts - 1) }
+                return self.load(keys)
+            }
+        }
+    }
+
+    private func load(_ keys: (mcc: String, merchant: String, config: String)) -> EventLoopFuture<Rules> {
+        let mcc = send(RedisCommand("HGETALL", keys.mcc), key: keys.mcc)
+        let merchant = send(RedisCommand("HGETALL", keys.merchant), key: keys.merchant)
+        let config = send(RedisCommand("HGETALL", keys.config), key: keys.config)
         return mcc.and(merchant).and(config).flatMapThrowing { replies in
             let ((mccReply, merchantReply), configReply) = replies
             let config = try Self.dictionary(configReply)
@@ -41,30 +89,57 @@ public struct RulesStore: Sendable {
     /// Replaces the rules atomically (MULTI/EXEC) and tells running servers.
     public func save(_ rules: Rules) -> EventLoopFuture<Void> {
         precondition(rules.validationErrors().isEmpty, "validate rules before saving")
+        guard router != nil else { return write(rules, keys: Self.keys(version: nil)).flatMap { self.announce() } }
+        // Cluster: a new version, then the pointer; the version before the
+        // previous one is deleted (a reader of the previous one may still be busy).
+        return send(RedisCommand("INCR", Self.versionCounterKey), key: Self.versionCounterKey).flatMap { reply in
+            guard let version = reply.int else {
+                return self.redis.eventLoop.makeFailedFuture(RedisError.unexpectedReply("INCR \(Self.versionCounterKey): \(reply)"))
+            }
+            return self.write(rules, keys: Self.keys(version: version)).flatMap {
+                self.send(RedisCommand("SET", Self.currentVersionKey, String(version)), key: Self.currentVersionKey)
+            }.flatMap { _ in
+                self.announce()
+            }.flatMap {
+                guard version > 2 else { return self.redis.eventLoop.makeSucceededVoidFuture() }
+                let stale = Self.keys(version: version - 2)
+                return self.send(RedisCommand("DEL", stale.mcc, stale.merchant, stale.config), key: stale.mcc).map { _ in }
+            }
+        }
+    }
+
+    private func announce() -> EventLoopFuture<Void> {
+        send(RedisCommand("PUBLISH", Keys.rulesChangedChannel, "reload"), key: Keys.rulesChangedChannel).map { _ in }
+    }
+
+    private func write(_ rules: Rules, keys: (mcc: String, merchant: String, config: String)) -> EventLoopFuture<Void> {
         var commands: [RedisCommand] = [
             RedisCommand("MULTI"),
-            RedisCommand("DEL", Keys.rulesMCC, Keys.rulesMerchant, Keys.rulesConfig),
+            RedisCommand("DEL", keys.mcc, keys.merchant, keys.config),
         ]
         if !rules.mccCategories.isEmpty {
-            commands.append(RedisCommand(["HSET", Keys.rulesMCC] + rules.mccCategories.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }))
+            commands.append(RedisCommand(["HSET", keys.mcc] + rules.mccCategories.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }))
         }
         if !rules.merchantMCCs.isEmpty {
-            commands.append(RedisCommand(["HSET", Keys.rulesMerchant] + rules.merchantMCCs.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }))
+            commands.append(RedisCommand(["HSET", keys.merchant] + rules.merchantMCCs.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }))
         }
-        commands.append(RedisCommand("HSET", Keys.rulesConfig, "fallback", rules.fallbackCategory, "fallback_mode", rules.fallbackMode.rawValue))
+        commands.append(RedisCommand("HSET", keys.config, "fallback", rules.fallbackCategory, "fallback_mode", rules.fallbackMode.rawValue))
         commands.append(RedisCommand("EXEC"))
-        commands.append(RedisCommand("PUBLISH", Keys.rulesChangedChannel, "reload"))
-        let replies = commands.map { redis.send($0) }
+        // All on one connection, in order: the keys share a slot.
+        let replies = commands.map { send($0, key: keys.mcc) }
         return EventLoopFuture.whenAllSucceed(replies, on: redis.eventLoop).flatMapThrowing { replies in
-            guard let exec = replies[replies.count - 2].array, exec.allSatisfy({ if case .error = $0 { return false } else { return true } }) else {
-                throw RedisError.unexpectedReply("rules transaction failed: \(replies[replies.count - 2])")
+            guard let exec = replies[replies.count - 1].array, exec.allSatisfy({ if case .error = $0 { return false } else { return true } }) else {
+                throw RedisError.unexpectedReply("rules transaction failed: \(replies[replies.count - 1])")
             }
         }
     }
 
     /// Installs the default rules when Redis holds none. Returns true when it did.
     public func installDefaultsIfMissing() -> EventLoopFuture<Bool> {
-        redis.send(RedisCommand("EXISTS", Keys.rulesMCC, Keys.rulesMerchant, Keys.rulesConfig)).flatMap { reply in
+        let exists = router == nil
+            ? redis.send(RedisCommand("EXISTS", Keys.rulesMCC, Keys.rulesMerchant, Keys.rulesConfig))
+            : send(RedisCommand("EXISTS", Self.currentVersionKey), key: Self.currentVersionKey)
+        return exists.flatMap { reply in
             guard reply.int == 0 else { return self.redis.eventLoop.makeSucceededFuture(false) }
             return self.save(.defaults).map { true }
         }

@@ -30,12 +30,12 @@ struct AccountCommand: ParsableCommand {
     static func adjust(kind: String, account: String, changes: [(String, Cents)], redisOptions: RedisOptions) throws {
         guard Identifier.isValid(account) else { throw ValidationError("account must be 1-64 characters of A-Z a-z 0-9 . _ : -") }
         let scripts = try ScriptLibrary.load()
-        let redis = CLIRedis(endpoint: try redisOptions.endpoint(), scripts: scripts.all)
+        let redis = try CLIRedis(options: redisOptions, scripts: scripts.all)
         defer { redis.shutdown() }
         let operation = "\(kind)-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt32.random(in: .min ... .max))"
         let reply = try redis.eval(
             scripts.adjust,
-            keys: [Keys.account(account), Keys.statements],
+            keys: [Keys.account(account), redis.target.statementsKey(forAccount: account)],
             arguments: [kind, operation, account] + changes.flatMap { [$0.0, String($0.1.value)] }
         )
         guard let items = reply.array, items.count == 2, let balances = items[1].string else {
@@ -63,8 +63,8 @@ struct AccountCommand: ParsableCommand {
             let changes = try AccountCommand.parseChanges(balances, allowZero: true)
             guard !changes.isEmpty else { throw ValidationError("give at least one CATEGORY=AMOUNT") }
             if ifMissing {
-                let redis = CLIRedis(endpoint: try redisOptions.endpoint())
-                let exists = try redis.send(RedisCommand("EXISTS", Keys.account(account))).int == 1
+                let redis = try CLIRedis(options: redisOptions)
+                let exists = try redis.send(RedisCommand("EXISTS", Keys.account(account)), key: Keys.account(account)).int == 1
                 redis.shutdown()
                 if exists {
                     print("account \(account) exists; left unchanged")
@@ -94,9 +94,9 @@ struct AccountCommand: ParsableCommand {
         @Argument(help: "Account id.") var account: String
 
         func run() throws {
-            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+            let redis = try CLIRedis(options: redisOptions)
             defer { redis.shutdown() }
-            let reply = try redis.send(RedisCommand("HGETALL", Keys.account(account)))
+            let reply = try redis.send(RedisCommand("HGETALL", Keys.account(account)), key: Keys.account(account))
             guard let items = reply.array, !items.isEmpty else {
                 throw fail("account \(account) does not exist")
             }
@@ -113,10 +113,15 @@ struct AccountCommand: ParsableCommand {
             for (category, balance) in rows.sorted(by: { $0.0 < $1.0 }) {
                 print("  \(category.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(repeating: " ", count: width - balance.count))\(balance)")
             }
-            let holder = try redis.send(RedisCommand("GET", Keys.lock(account)))
+            let holder = try redis.send(RedisCommand("GET", Keys.lock(account)), key: Keys.lock(account))
             if let token = holder.string {
-                let pttl = try redis.send(RedisCommand("PTTL", Keys.lock(account))).int ?? -2
+                let pttl = try redis.send(RedisCommand("PTTL", Keys.lock(account)), key: Keys.lock(account)).int ?? -2
                 print("  locked by \(token) for \(pttl) ms more")
+            }
+            if let router = redis.router {
+                let slot = HashSlot.of(key: Keys.account(account))
+                let node = try router.eventLoop.submit { router.master(ofSlot: slot) }.wait()
+                print("  slot \(slot) on \(node.map(\.description) ?? "no master") · ledger stream \(redis.target.statementsKey(forAccount: account))")
             }
         }
     }

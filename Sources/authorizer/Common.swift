@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuthorizerServer
 import Foundation
 import Logging
 import NIOCore
@@ -7,16 +8,40 @@ import RedisWire
 
 /// `--redis`, falling back to AUTHORIZER_REDIS_URL, then the local default.
 struct RedisOptions: ParsableArguments {
-    @Option(name: .long, help: "Redis URL (env AUTHORIZER_REDIS_URL). Default redis://127.0.0.1:6379/0.")
+    @Option(name: .long, help: "Redis URL (env AUTHORIZER_REDIS_URL). Default redis://127.0.0.1:6379/0. For a Redis Cluster, any node's URL, or several comma-separated as seeds.")
     var redis: String?
 
+    /// The first URL (the only one on a single Redis).
     func endpoint() throws -> RedisEndpoint {
-        let url = redis ?? ProcessInfo.processInfo.environment["AUTHORIZER_REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
+        try endpoints()[0]
+    }
+
+    /// Every URL given, in order.
+    func endpoints() throws -> [RedisEndpoint] {
+        let text = redis ?? ProcessInfo.processInfo.environment["AUTHORIZER_REDIS_URL"] ?? "redis://127.0.0.1:6379/0"
+        let urls = text.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        guard !urls.isEmpty else { throw ValidationError("--redis is empty") }
         do {
-            return try RedisEndpoint(url: url)
+            return try urls.map { try RedisEndpoint(url: $0) }
         } catch {
             throw ValidationError("\(error)")
         }
+    }
+
+    /// One Redis or a cluster: asks the first node (`cluster_enabled:1`).
+    func target(on loop: EventLoop) throws -> RedisTarget {
+        let endpoints = try endpoints()
+        let probe = RedisClient(endpoint: endpoints[0], eventLoop: loop)
+        defer { probe.close() }
+        let clustered: Bool
+        do {
+            clustered = try RedisTarget.isCluster(probe).wait()
+        } catch {
+            throw ValidationError("cannot use \(endpoints[0]): \(error)")
+        }
+        if clustered { return .cluster(seeds: endpoints) }
+        guard endpoints.count == 1 else { throw ValidationError("several --redis URLs are seeds of a Redis Cluster, but \(endpoints[0]) is not in cluster mode") }
+        return .single(endpoints[0])
     }
 }
 
@@ -47,10 +72,27 @@ struct LogOptions: ParsableArguments {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
+extension RedisOptions {
+    /// The rules store for `redis` (its first node): versioned rules on a cluster.
+    func rulesStore(_ redis: CLIRedis) throws -> RulesStore {
+        switch try target(on: redis.client.eventLoop) {
+        case .single:
+            return RulesStore(redis: redis.client)
+        case .cluster(let seeds):
+            let router = ClusterRouter(seeds: seeds, eventLoop: redis.client.eventLoop)
+            try router.connect().wait()
+            return RulesStore(redis: redis.client, router: router)
+        }
+    }
+}
+
 /// A one-shot Redis client for the CLI's own commands.
 struct CLIRedis {
     let group: MultiThreadedEventLoopGroup
     let client: RedisClient
+    /// One Redis or a cluster; on a cluster, commands go to the master of their key's slot.
+    let target: RedisTarget
+    let router: ClusterRouter?
 
     init(endpoint: RedisEndpoint, scripts: [LuaScript] = []) {
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -60,17 +102,47 @@ struct CLIRedis {
             scripts: scripts,
             logger: Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() })
         )
+        target = .single(endpoint)
+        router = nil
     }
 
-    func send(_ command: RedisCommand) throws -> RESPValue {
-        try client.send(command).wait()
+    /// The Redis or cluster `--redis` names (a cluster is detected, not declared).
+    init(options: RedisOptions, scripts: [LuaScript] = []) throws {
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let endpoint = try options.endpoint()
+        let quiet = Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() })
+        client = RedisClient(endpoint: endpoint, eventLoop: group.next(), scripts: scripts, logger: quiet)
+        do {
+            target = try options.target(on: client.eventLoop)
+            if case .cluster(let seeds) = target {
+                let router = ClusterRouter(seeds: seeds, eventLoop: client.eventLoop, scripts: scripts, logger: quiet)
+                try router.connect().wait()
+                self.router = router
+            } else {
+                router = nil
+            }
+        } catch {
+            client.close()
+            try? group.syncShutdownGracefully()
+            throw error
+        }
+    }
+
+    /// A command; on a cluster it goes to the master serving `key`.
+    func send(_ command: RedisCommand, key: String? = nil) throws -> RESPValue {
+        if let router, let key { return try router.send(command, slot: HashSlot.of(key: key)).wait() }
+        return try client.send(command).wait()
     }
 
     func eval(_ script: LuaScript, keys: [String], arguments: [String]) throws -> RESPValue {
-        try client.eventLoop.flatSubmit { client.evalScript(script, keys: keys, arguments: arguments) }.wait()
+        if let router {
+            return try router.eventLoop.flatSubmit { router.evalScript(script, keys: keys, arguments: arguments) }.wait()
+        }
+        return try client.eventLoop.flatSubmit { client.evalScript(script, keys: keys, arguments: arguments) }.wait()
     }
 
     func shutdown() {
+        router?.close()
         client.close()
         try? group.syncShutdownGracefully()
     }

@@ -30,7 +30,7 @@ struct RulesCommand: ParsableCommand {
             }
             let redis = CLIRedis(endpoint: try redisOptions.endpoint())
             defer { redis.shutdown() }
-            try RulesStore(redis: redis.client).save(rules).wait()
+            try redisOptions.rulesStore(redis).save(rules).wait()
             print("loaded \(rules.mccCategories.count) mcc rules and \(rules.merchantMCCs.count) merchant rules; fallback \(rules.fallbackCategory) (\(rules.fallbackMode.rawValue))")
         }
     }
@@ -42,7 +42,7 @@ struct RulesCommand: ParsableCommand {
         func run() throws {
             let redis = CLIRedis(endpoint: try redisOptions.endpoint())
             defer { redis.shutdown() }
-            let installed = try RulesStore(redis: redis.client).installDefaultsIfMissing().wait()
+            let installed = try redisOptions.rulesStore(redis).installDefaultsIfMissing().wait()
             print(installed ? "installed the default rules" : "rules already present; left unchanged")
         }
     }
@@ -54,7 +54,7 @@ struct RulesCommand: ParsableCommand {
         func run() throws {
             let redis = CLIRedis(endpoint: try redisOptions.endpoint())
             defer { redis.shutdown() }
-            let rules = try RulesStore(redis: redis.client).load().wait()
+            let rules = try redisOptions.rulesStore(redis).load().wait()
             print("mcc:")
             for (mcc, category) in rules.mccCategories.sorted(by: { $0.key < $1.key }) {
                 print("  \"\(mcc)\": \(category)")

@@ -109,20 +109,56 @@ struct Serve: ParsableCommand {
         let redisConnectionOptions = RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs)))
 
         let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
+        let target = try redisOptions.target(on: admin.eventLoop)
+        // On a cluster: the admin loop's own slot map, for the rules, the
+        // probes and the lock waits (keyevents are published by the master
+        // that owns the lock's slot only).
+        let adminRouter: ClusterRouter?
+        if case .cluster(let seeds) = target {
+            let router = ClusterRouter(seeds: seeds, eventLoop: admin.eventLoop, logger: logger)
+            do {
+                try router.connect().wait()
+            } catch {
+                throw ValidationError("cannot use the Redis Cluster at \(endpoint): \(error)")
+            }
+            adminRouter = router
+            let masters = try router.topology.wait().masters.map(\.description)
+            logger.info("redis cluster", metadata: ["masters": "\(masters)"])
+        } else {
+            adminRouter = nil
+        }
         do {
-            try NotificationProbe.run(endpoint: endpoint, redis: admin).wait()
+            if let adminRouter {
+                for node in try adminRouter.topology.wait().masters {
+                    var nodeEndpoint = endpoint
+                    nodeEndpoint.host = node.host
+                    nodeEndpoint.port = node.port
+                    let client = try admin.eventLoop.submit { adminRouter.client(for: node) }.wait()
+                    let topology = try adminRouter.topology.wait()
+                    try NotificationProbe.run(endpoint: nodeEndpoint, redis: client, servedHere: { topology.master(ofSlot: HashSlot.of(key: $0)) == node }).wait()
+                }
+            } else {
+                try NotificationProbe.run(endpoint: endpoint, redis: admin).wait()
+            }
         } catch let error as RedisError {
             throw ValidationError("cannot use \(endpoint): \(error)")
         } catch let error as NotificationProbe.Missing {
             throw ValidationError("\(error)")
         }
-        let store = RulesStore(redis: admin)
+        let store = RulesStore(redis: admin, router: adminRouter)
         if try store.installDefaultsIfMissing().wait() {
             logger.info("no rules in redis: installed the default rules")
         }
         let rules = RulesCache(initial: try store.load().wait(), store: store, logger: logger)
         let metrics = metricsPort == nil ? ServerMetrics.disabled : ServerMetrics()
-        let watcher = LockWatcher(endpoint: endpoint, eventLoop: admin.eventLoop, logger: logger, metrics: metrics) {
+        let nodeOfLock: @Sendable (String) -> RedisEndpoint? = { lockKey in
+            guard let adminRouter, let node = adminRouter.master(ofSlot: HashSlot.of(key: lockKey)) else { return nil }
+            var nodeEndpoint = endpoint
+            nodeEndpoint.host = node.host
+            nodeEndpoint.port = node.port
+            return nodeEndpoint
+        }
+        let watcher = LockWatcher(endpoint: endpoint, eventLoop: admin.eventLoop, logger: logger, metrics: metrics, nodeOf: nodeOfLock) {
             rules.refresh()
         }
         try watcher.start().wait()
@@ -136,14 +172,15 @@ struct Serve: ParsableCommand {
         }
         defer { journal.close() }
         let authorizer = Authorizer(
-            group: group, endpoint: endpoint, scripts: scripts, rules: rules, watcher: watcher,
+            group: group, target: target, scripts: scripts, rules: rules, watcher: watcher,
             config: config, redisOptions: redisConnectionOptions, logger: logger, metrics: metrics, journal: journal
         )
         try authorizer.connect().wait()
         authorizer.applyOwedReversals()
-        let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, logger: logger)
+        let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, readsStream: !target.isCluster, logger: logger)
         // Off the hot path: warns (and the metrics sampler exports the lag) while the replayer falls behind.
-        let lagWatch = ReplayerLagMonitor(
+        // One Redis only: on a cluster the ledger is one stream per slot.
+        let lagWatch = target.isCluster ? nil : ReplayerLagMonitor(
             redis: admin, group: "replayer",
             threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger
         ).start(every: .seconds(10))
@@ -182,12 +219,13 @@ struct Serve: ParsableCommand {
         if journal.count > 0 {
             logger.warning("reversals still owed at stop; they stay in the journal for the next start", metadata: ["count": "\(journal.count)", "journal": "\(journal.path)"])
         }
-        lagWatch.cancel()
+        lagWatch?.cancel()
         metricsEndpoint?.sampler.stop()
         try? metricsEndpoint?.server.close().wait()
         rules.stop()
         watcher.close()
         try? authorizer.shutdown().wait()
+        adminRouter?.close()
         admin.close()
         signals.forEach { $0.cancel() }
         logger.info("stopped")
@@ -195,14 +233,14 @@ struct Serve: ParsableCommand {
 
     /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.
     private func startMetrics(
-        _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient, logger: Logger
+        _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient, readsStream: Bool, logger: Logger
     ) throws -> (server: MetricsServer, sampler: MetricsSampler)? {
         guard let metricsPort else { return nil }
         var options = MetricsServer.Options()
         options.host = metricsHost
         options.port = metricsPort
         let server = try MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).wait()
-        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, logger: logger)
+        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, readsStream: readsStream, logger: logger)
         logger.info("metrics listening", metadata: ["host": "\(metricsHost)", "port": "\(server.localPort ?? metricsPort)", "path": "/metrics"])
         return (server, sampler)
     }

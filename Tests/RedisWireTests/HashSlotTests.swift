@@ -38,3 +38,18 @@ final class HashSlotTests: XCTestCase {
         }
     }
 }
+
+final class StreamTagTests: XCTestCase {
+    func testEverySlotHasTheSmallestIntegerTagOfThatSlot() {
+        let tags = HashSlot.streamTags
+        XCTAssertEqual(tags.count, HashSlot.count)
+        for (slot, tag) in tags.enumerated() {
+            XCTAssertEqual(HashSlot.of(key: "statements:{\(tag)}"), slot)
+            guard let value = Int(tag) else { return XCTFail("tag \(tag)") }
+            // No smaller integer has this slot.
+            if slot % 1_024 == 0 {
+                XCTAssertFalse((0..<value).contains { HashSlot.of(key: String($0)) == slot }, "slot \(slot)")
+            }
+        }
+    }
+}

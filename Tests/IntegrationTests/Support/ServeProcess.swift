@@ -9,13 +9,18 @@ final class ServeProcess: @unchecked Sendable {
 
     /// `serve --port 0`: the kernel picks the port and serve reports it, so
     /// two tests can never race for the same free port.
-    init(redis: RedisServer, arguments: [String] = [], environment: [String: String]? = nil) throws {
+    convenience init(redis: RedisServer, arguments: [String] = [], environment: [String: String]? = nil) throws {
+        try self.init(url: redis.url, stateParent: redis.directory, arguments: arguments, environment: environment)
+    }
+
+    /// `url`: one Redis, or comma-separated cluster seeds.
+    init(url: String, stateParent: URL, arguments: [String] = [], environment: [String: String]? = nil) throws {
         child = ChildProcess(
             name: "serve",
             executable: TestEnvironment.authorizerBinary,
             // Each serve its own journal of owed reversals (a later --state-dir wins).
-            arguments: ["serve", "--redis", redis.url, "--port", "0", "--log-level", "info",
-                        "--state-dir", redis.directory.appendingPathComponent("serve-\(UUID().uuidString.prefix(8))").path] + arguments,
+            arguments: ["serve", "--redis", url, "--port", "0", "--log-level", "info",
+                        "--state-dir", stateParent.appendingPathComponent("serve-\(UUID().uuidString.prefix(8))").path] + arguments,
             environment: environment
         )
         try child.start()

@@ -1,0 +1,39 @@
+import AuthorizerCore
+import NIOCore
+import RedisWire
+
+/// One Redis, or a Redis Cluster found from seed nodes (`--redis` with one
+/// or several comma-separated URLs; a cluster is recognised by its
+/// `cluster_enabled:1`, not by a flag).
+public enum RedisTarget: Sendable {
+    case single(RedisEndpoint)
+    case cluster(seeds: [RedisEndpoint])
+
+    public var isCluster: Bool {
+        if case .cluster = self { return true }
+        return false
+    }
+
+    /// The first endpoint: the node tools talk to for anything not routed by key.
+    public var primary: RedisEndpoint {
+        switch self {
+        case .single(let endpoint): return endpoint
+        case .cluster(let seeds): return seeds[0]
+        }
+    }
+
+    /// Whether the node behind `client` runs in cluster mode (INFO cluster).
+    public static func isCluster(_ client: RedisClient) -> EventLoopFuture<Bool> {
+        client.send(RedisCommand("INFO", "cluster")).map { reply in
+            (reply.string ?? "").contains("cluster_enabled:1")
+        }
+    }
+
+    /// The stream that records an account's decisions.
+    public func statementsKey(forAccount account: String) -> String {
+        switch self {
+        case .single: return Keys.statements
+        case .cluster: return Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account(account))])
+        }
+    }
+}

@@ -86,6 +86,7 @@ install:
 
 ## bench: release build; a fresh Redis and serve on free ports; the Redis ceiling
 ## (redis-benchmark EVALSHA authorize.lua), closed loop, open loop at 10,000/s,
-## the unlock probe and serve's RSS with 10,000 idle connections; then a table.
+## the unlock probe and serve's RSS with 10,000 idle connections; then a table, and
+## bench-results/latency.svg (latency by percentile per phase against the SLA).
 bench: release
 	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench.sh

@@ -77,7 +77,7 @@ final class AccountShard: Sendable {
             return
         }
         guard state.value.queues[account]!.count < config.maxQueuedPerAccount else {
-            decline(job, reason: RejectReason.accountBusy)
+            decline(job, reason: .accountBusy)
             return
         }
         state.value.queues[account]!.append(job)
@@ -130,20 +130,20 @@ final class AccountShard: Sendable {
             logger.warning("authorize failed", metadata: ["account": "\(job.request.account)", "id": "\(job.request.id)", "error": "\(error)"])
             // The script may have run and taken the lock; release it if the
             // link still works, the TTL covers the rest.
-            finish(job, .rejected(RejectReason.redisUnavailable), unlock: true)
+            finish(job, .rejected(.storageUnavailable), unlock: true)
             return
         case .success(let value):
             do {
                 reply = try AuthorizeReply(value)
             } catch {
                 logger.error("unexpected authorize reply", metadata: ["reply": "\(value)"])
-                finish(job, .rejected("internal error"), unlock: true)
+                finish(job, .rejected(.internalError(nil)), unlock: true)
                 return
             }
         }
         switch reply {
         case .unknownAccount:
-            finish(job, .rejected(RejectReason.unknownAccount), unlock: false)
+            finish(job, .rejected(.unknownAccount), unlock: false)
         case .decided(let decision):
             if !job.waited {
                 let elapsed = Double((NIODeadline.now() - started).nanoseconds)
@@ -162,7 +162,7 @@ final class AccountShard: Sendable {
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {
         if NIODeadline.now() >= job.deadline {
-            decline(job, reason: RejectReason.accountBusy)
+            decline(job, reason: .accountBusy)
             return
         }
         armDeadline(job)
@@ -233,7 +233,7 @@ final class AccountShard: Sendable {
             job.deadlineTask = nil
             switch job.phase {
             case .queued, .waiting:
-                self.decline(job, reason: RejectReason.accountBusy)
+                self.decline(job, reason: .accountBusy)
             case .attempting, .registering:
                 // The script in flight decides; a LOCKED answer is declined then.
                 break
@@ -247,7 +247,7 @@ final class AccountShard: Sendable {
 
     /// A 07 decided here rather than by the script: recorded in the
     /// statements stream before the terminal hears it.
-    private func decline(_ job: Job, reason: String) {
+    private func decline(_ job: Job, reason: RejectReason) {
         guard job.phase != .done else { return }
         let wasHead = state.value.queues[job.request.account]?.first === job
         job.phase = .done
@@ -258,7 +258,7 @@ final class AccountShard: Sendable {
         redis.evalScript(
             scripts.decline,
             keys: [Keys.account(request.account), Keys.statements],
-            arguments: [request.id, request.account, String(request.amount.value), request.mcc, job.resolution.mccUsed, request.merchant, job.resolution.category, reason]
+            arguments: [request.id, request.account, String(request.amount.value), request.mcc, job.resolution.mccUsed, request.merchant, job.resolution.category, reason.text]
         ).assumeIsolated().whenComplete { result in
             self.metrics.redisRoundTrip(.decline, since: sent)
             if case .failure(let error) = result {
@@ -383,7 +383,7 @@ enum AuthorizeReply {
                 throw RedisError.unexpectedReply("\(value)")
             }
             let detail = items[2].string ?? ""
-            self = .decided(code == .rejected ? .rejected(detail.isEmpty ? "declined" : detail) : Decision(code: code))
+            self = .decided(code == .rejected ? .rejected(RejectReason(text: detail)) : Decision(code: code))
         default:
             throw RedisError.unexpectedReply("\(value)")
         }

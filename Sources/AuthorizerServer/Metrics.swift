@@ -34,17 +34,19 @@ public final class ServerMetrics: Sendable {
 
         /// The class of a decision's reason; every `00` and `51` is `none`.
         public init(_ decision: Decision) {
-            guard decision.code == .rejected, let reason = decision.reason else {
-                self = .none
-                return
-            }
+            self = decision.rejectReason.map(ReasonClass.init(_:)) ?? .none
+        }
+
+        public init(_ reason: RejectReason) {
             switch reason {
-            case RejectReason.unknownAccount: self = .unknownAccount
-            case RejectReason.accountBusy: self = .accountBusy
-            case RejectReason.redisUnavailable: self = .storageUnavailable
-            case RejectReason.shuttingDown: self = .shuttingDown
-            case RejectReason.lineTooLong: self = .lineTooLong
-            default: self = reason.hasPrefix("internal error") ? .internalError : .other
+            case .invalidRequest: self = .invalidRequest
+            case .lineTooLong: self = .lineTooLong
+            case .unknownAccount: self = .unknownAccount
+            case .accountBusy: self = .accountBusy
+            case .storageUnavailable: self = .storageUnavailable
+            case .shuttingDown: self = .shuttingDown
+            case .internalError: self = .internalError
+            case .declined: self = .other
             }
         }
     }

@@ -51,7 +51,7 @@ public struct Statement: Sendable, Equatable {
     /// The terminal's transaction id, or the operator's operation id.
     public let transactionID: String
     public let account: String
-    public let code: String
+    public let code: ResponseCode
     /// The transaction amount (0 for operator changes).
     public let amount: Cents
     public let mcc: String
@@ -82,8 +82,8 @@ public struct Statement: Sendable, Equatable {
         }
         let account = try required("account")
         guard Identifier.isValid(account) else { throw StatementError.malformed("entry \(entry.id) has invalid account \(account)") }
-        let code = try required("code")
-        guard ["00", "51", "07"].contains(code) else { throw StatementError.malformed("entry \(entry.id) has unknown code \(code)") }
+        let codeText = try required("code")
+        guard let code = ResponseCode(rawValue: codeText) else { throw StatementError.malformed("entry \(entry.id) has unknown code \(codeText)") }
         guard let amount = Int64(try required("amount")), amount >= 0 else {
             throw StatementError.malformed("entry \(entry.id) has an amount that is not whole cents")
         }
@@ -113,7 +113,7 @@ public struct Statement: Sendable, Equatable {
         switch kind {
         case .authorization:
             guard credits.isEmpty else { throw StatementError.malformed("authorization \(entryID) carries credits") }
-            if code == "00" {
+            if code == .approved {
                 guard !debits.isEmpty, debits.reduce(0, { $0 + $1.cents }) == amount.value, debits.allSatisfy({ $0.cents > 0 }) else {
                     throw StatementError.malformed("approved \(entryID): debits \(debitsText) do not add up to \(amount.value)")
                 }

@@ -34,13 +34,13 @@ public enum StatementTable {
         case .authorization:
             let merchant = MerchantDescriptor(statement.merchant).name
             switch statement.code {
-            case "00":
+            case .approved:
                 description = "\(merchant) (\(statement.debits.map(\.category).joined(separator: "+")))"
                 amount = "-\(statement.amount)"
-            case "51":
+            case .insufficientFunds:
                 description = "\(merchant): declined, insufficient funds"
                 amount = "\(statement.amount)"
-            default:
+            case .rejected:
                 description = "\(merchant): rejected, \(statement.reason)"
                 amount = "\(statement.amount)"
             }
@@ -52,7 +52,7 @@ public enum StatementTable {
             amount = ""
         }
         let balances = statement.balances.map { "\($0.category) \(Cents($0.cents))" }.joined(separator: ", ")
-        return [when, description, amount, statement.code, balances, statement.entryID.description]
+        return [when, description, amount, statement.code.rawValue, balances, statement.entryID.description]
     }
 
     /// `2024-05-01 12:00:01.234`, in UTC.

@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuthorizerCore
 import AuthorizerServer
 import Foundation
 import NIOCore
@@ -353,7 +354,7 @@ struct TopView {
         var rows: [(code: String, reason: String)] = []
         for entry in current.values(Name.requests) {
             guard let code = entry.labels["code"], let reason = entry.labels["reason"] else { continue }
-            if code != "07" || entry.value > 0 { rows.append((code, reason)) }
+            if code != ResponseCode.rejected.rawValue || entry.value > 0 { rows.append((code, reason)) }
         }
         rows.sort { ($0.code, $0.reason) < ($1.code, $1.reason) }
         for row in rows {

@@ -102,6 +102,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
+        .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
         .testTarget(
             name: "MetricsScrapeTests",
             dependencies: [

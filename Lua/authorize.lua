@@ -20,7 +20,8 @@
     ARGV[9]  category the rules chose
     ARGV[10] fallback category
     ARGV[11] fallback mode: "whole" or "split"
-    ARGV[12] idempotency record ttl in seconds
+    ARGV[12] idempotency record ttl in seconds (the reversal window plus a day)
+    ARGV[13] merchant descriptor normalized (kept for a reversal's match check)
 
   Output (array):
     {"UNKNOWN"}                               account does not exist; nothing written
@@ -33,6 +34,17 @@
                                               seen before (nothing debited or written)
   The caller holds the lock after LOCKED is not returned, and releases it
   with unlock.lua.
+
+  The idempotency record txn:{ID}:TXNID is
+    CODE|DETAIL|AMOUNT|MCC|TIME_MS|REVERSED_BY|MERCHANT
+  CODE 00/51/07; DETAIL the debits of a 00 (MEAL:700,CASH:300), the reason of
+  a 07, empty for a 51; AMOUNT in cents; TIME_MS when it was decided (Redis
+  clock); REVERSED_BY the id of the reversal that reversed it, empty until
+  then; MERCHANT normalized, last because it may contain '|'. reverse.lua
+  reads and updates it; a tombstone left by a reversal whose original was
+  never seen is such a record with CODE 07 and DETAIL "reversed". A record
+  starting with "RV|" belongs to a reversal's own id (see reverse.lua).
+  Records written before this format (CODE|DETAIL) are still understood.
 ]]
 local account, lock, txn, statements = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local token, ttl = ARGV[1], ARGV[2]
@@ -50,7 +62,11 @@ end
 
 local prior = redis.call('GET', txn)
 if prior then
-  local code, detail = string.match(prior, '^(%d%d)|(.*)$')
+  local code, rest = string.match(prior, '^(%d%d)|(.*)$')
+  if not code then
+    return {'DONE', '07', 'id already used by a reversal', 1, ''}
+  end
+  local detail = string.match(rest, '^([^|]*)')
   return {'DONE', code, detail, 1, ''}
 end
 
@@ -114,5 +130,7 @@ local entry = redis.call('XADD', statements, '*',
 
 local detail = debitText
 if code == '07' then detail = reason end
-redis.call('SET', txn, code .. '|' .. detail, 'EX', ARGV[12])
+local now = redis.call('TIME')
+local nowMs = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
+redis.call('SET', txn, table.concat({code, detail, ARGV[5], ARGV[6], nowMs, '', ARGV[13] or ''}, '|'), 'EX', ARGV[12])
 return {'DONE', code, detail, 0, entry}

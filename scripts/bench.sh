@@ -130,7 +130,7 @@ echo "ceiling: $CEILING calls/s ($decided of $CEILING_REQUESTS calls debited and
 
 # serve, started after the ceiling so that it does not share the machine with it.
 # shellcheck disable=SC2086
-"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
+"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --state-dir "$WORK/state" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 wait_for_line "$WORK/serve.log" "authorizer listening" "$SERVE_PID"

@@ -23,12 +23,20 @@ declare -A TESTS=(
   [fallback-instead-of-category]='IntegrationTests.AuthorizationTests'
   [answer-before-script]='IntegrationTests.AuthorizationTests'
   [ack-before-commit]='IntegrationTests.ReplayerPromiseTests'
+  [audit-reads-database-once]='IntegrationTests.ReplayerPromiseTests/testAuditNext'
   [half-close-ignored]='IntegrationTests.PromiseTests'
   [listener-open-after-sigterm]='IntegrationTests.PromiseTests'
   [no-default-rules]='IntegrationTests.PromiseTests'
   [cr-split-refused]='IntegrationTests.PromiseTests'
   [txn-key-without-account]='IntegrationTests.PromiseTests'
   [no-read-backpressure]='IntegrationTests.PromiseTests'
+  [reversal-no-tombstone]='IntegrationTests.ReversalTests'
+  [reversal-credits-one-category]='IntegrationTests.ReversalTests'
+  [reversal-ignores-own-record]='IntegrationTests.ReversalTests'
+  [timeout-not-journaled]='IntegrationTests.SLATests'
+  [journal-not-replayed]='IntegrationTests.SLATests'
+  [timeout-not-reversed]='IntegrationTests.SLATests'
+  [lost-in-flight-not-reversed]='IntegrationTests.SLATests'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -19,6 +19,10 @@ REPLAYER_PASSWORD=$(secret)
 OPERATOR_PASSWORD=$(secret)
 ENV
 fi
+# Added later than the others: older credential files get it appended.
+if ! grep -q '^REPLICATION_PASSWORD=' "$dir/credentials.env"; then
+    echo "REPLICATION_PASSWORD=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$dir/credentials.env"
+fi
 # shellcheck disable=SC1091
 source "$dir/credentials.env"
 
@@ -26,8 +30,9 @@ source "$dir/credentials.env"
 # are checked against the caller's ACL too, so they are listed for `authorizer`.
 cat > "$dir/users.acl" <<ACL
 user default on >${REDIS_ADMIN_PASSWORD} ~* &* +@all
-user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* ~statements &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +evalsha +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +set +del +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +xadd +xlen +xinfo|groups +xinfo|stream +xrange +time +scan
+user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* ~statements &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +evalsha +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +set +del +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +xadd +xlen +xinfo|groups +xinfo|stream +xrange +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait
 user replayer on >${REPLAYER_PASSWORD} ~statements ~notifications:* -@all +auth +hello +ping +select +quit +client|setname +@stream
+user replication on >${REPLICATION_PASSWORD} -@all +psync +replconf +ping
 user operator on >${OPERATOR_PASSWORD} ~* &* -@all +@read +auth +hello +ping +select +quit -@dangerous
 ACL
 

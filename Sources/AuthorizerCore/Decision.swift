@@ -10,24 +10,38 @@ public struct Decision: Sendable, Equatable {
     public let code: ResponseCode
     /// Why, on every `07` (and only there).
     public let rejectReason: RejectReason?
+    /// The answer to a balance inquiry: every category, in name order.
+    public let balances: [CategoryBalance]?
 
     /// The reason in plain words, as the terminal receives it.
     public var reason: String? { rejectReason?.text }
 
-    private init(code: ResponseCode, rejectReason: RejectReason?) {
+    private init(code: ResponseCode, rejectReason: RejectReason?, balances: [CategoryBalance]?) {
         self.code = code
         self.rejectReason = rejectReason
+        self.balances = balances
     }
 
     /// A `00` or a `51` (a `07` is made with `rejected`, which needs a reason).
-    public init(code: ResponseCode) {
+    public init(code: ResponseCode, balances: [CategoryBalance]? = nil) {
         precondition(code != .rejected, "a 07 always carries a reason")
-        self.init(code: code, rejectReason: nil)
+        self.init(code: code, rejectReason: nil, balances: balances)
     }
 
     public static let approved = Decision(code: .approved)
     public static let insufficientFunds = Decision(code: .insufficientFunds)
-    public static func rejected(_ reason: RejectReason) -> Decision { Decision(code: .rejected, rejectReason: reason) }
+    public static func rejected(_ reason: RejectReason) -> Decision { Decision(code: .rejected, rejectReason: reason, balances: nil) }
+}
+
+/// One category's balance, in a balance inquiry's answer.
+public struct CategoryBalance: Sendable, Equatable {
+    public let category: String
+    public let balance: Cents
+
+    public init(category: String, balance: Cents) {
+        self.category = category
+        self.balance = balance
+    }
 }
 
 /// Why a request was answered `07`: one type for the answer's words, the
@@ -41,6 +55,12 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
     case accountBusy
     case storageUnavailable
     case shuttingDown
+    /// The decision was not back within the SLA; an authorization answered
+    /// so is reversed by the service itself.
+    case timeout
+    /// An authorization whose id a reversal got to first.
+    case reversed
+    case originalNotFound
     /// A fault of the authorizer itself; the detail is for the logs as much as the terminal.
     case internalError(String?)
     /// A `07` a decision script gave in its own words.
@@ -51,6 +71,9 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
     public static let storageUnavailableText = "authorizer storage unavailable"
     public static let shuttingDownText = "authorizer shutting down"
     public static let lineTooLongText = "line longer than 16384 bytes"
+    public static let timeoutText = "timeout"
+    public static let reversedText = "reversed"
+    public static let originalNotFoundText = "original not found"
 
     /// The words the terminal receives.
     public var text: String {
@@ -61,6 +84,9 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case .accountBusy: return Self.accountBusyText
         case .storageUnavailable: return Self.storageUnavailableText
         case .shuttingDown: return Self.shuttingDownText
+        case .timeout: return Self.timeoutText
+        case .reversed: return Self.reversedText
+        case .originalNotFound: return Self.originalNotFoundText
         case .internalError(let detail?): return "internal error: \(detail)"
         case .internalError(nil): return "internal error"
         case .declined(let words): return words
@@ -78,6 +104,9 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case Self.storageUnavailableText: self = .storageUnavailable
         case Self.shuttingDownText: self = .shuttingDown
         case Self.lineTooLongText: self = .lineTooLong
+        case Self.timeoutText: self = .timeout
+        case Self.reversedText: self = .reversed
+        case Self.originalNotFoundText: self = .originalNotFound
         case "internal error": self = .internalError(nil)
         default: self = .declined(text.isEmpty ? "declined" : text)
         }

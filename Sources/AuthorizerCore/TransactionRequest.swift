@@ -36,8 +36,9 @@ public enum TransactionRequestParser {
 
     static let fields: Set<String> = ["id", "account", "totalAmount", "mcc", "merchant"]
 
-    /// Parses one line (without its newline). `makeID` supplies an id when the
-    /// request carries none.
+    /// Parses one authorization line (without its newline). `makeID` supplies
+    /// an id when the request carries none. Terminals' lines go through
+    /// `TerminalRequestParser`, which also knows the other message types.
     public static func parse(
         line: UnsafeRawBufferPointer,
         makeID: () -> String
@@ -48,70 +49,124 @@ public enum TransactionRequestParser {
         case .success(let scanned): members = scanned
         case .failure(let error): return .failure(RequestRejection(id: nil, reason: error.description))
         }
-
-        var id: String?
-        switch members["id"] {
-        case nil, .null?:
-            id = nil
-        case .string(let text)?:
-            guard Identifier.isValid(text) else {
-                return .failure(RequestRejection(id: nil, reason: "id must be 1-64 characters of A-Z a-z 0-9 . _ : -"))
-            }
-            id = text
-        case .number(let text)?:
-            // A numeric id is echoed back as a string: terminals that number
-            // their transactions still get a matchable answer.
-            guard Identifier.isValid(text) else {
-                return .failure(RequestRejection(id: nil, reason: "id must be 1-64 characters of A-Z a-z 0-9 . _ : -"))
-            }
-            id = text
-        case _?:
-            return .failure(RequestRejection(id: nil, reason: "id must be a string"))
+        let id: String?
+        switch Fields.id(members) {
+        case .success(let value): id = value
+        case .failure(let rejection): return .failure(rejection)
         }
+        return parse(members: members, id: id, makeID: makeID)
+    }
+
+    static func parse(
+        members: [String: JSONObjectScanner.Value],
+        id: String?,
+        makeID: () -> String
+    ) -> Result<TransactionRequest, RequestRejection> {
         func reject(_ reason: String) -> Result<TransactionRequest, RequestRejection> {
             .failure(RequestRejection(id: id, reason: reason))
         }
+        let account: String
+        switch Fields.account(members) {
+        case .success(let value): account = value
+        case .failure(let why): return reject(why.reason)
+        }
+        guard let amountResult = Fields.amount(members) else { return reject("totalAmount is missing") }
+        let amount: Cents
+        switch amountResult {
+        case .success(let value): amount = value
+        case .failure(let why): return reject(why.reason)
+        }
+        guard let mccResult = Fields.mcc(members) else { return reject("mcc is missing") }
+        let mcc: String
+        switch mccResult {
+        case .success(let value): mcc = value
+        case .failure(let why): return reject(why.reason)
+        }
+        guard let merchantResult = Fields.merchant(members) else { return reject("merchant is missing") }
+        let merchant: String
+        switch merchantResult {
+        case .success(let value): merchant = value
+        case .failure(let why): return reject(why.reason)
+        }
+        return .success(TransactionRequest(id: id ?? makeID(), account: account, amount: amount, mcc: mcc, merchant: merchant))
+    }
+}
 
+/// Why one field was refused, in plain words.
+struct FieldRejection: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
+}
+
+/// The validation of each field, shared by every message type.
+enum Fields {
+    static let idRule = "id must be 1-64 characters of A-Z a-z 0-9 . _ : -"
+
+    static func id(_ members: [String: JSONObjectScanner.Value]) -> Result<String?, RequestRejection> {
+        switch members["id"] {
+        case nil, .null?:
+            return .success(nil)
+        case .string(let text)?:
+            guard Identifier.isValid(text) else { return .failure(RequestRejection(id: nil, reason: idRule)) }
+            return .success(text)
+        case .number(let text)?:
+            // A numeric id is echoed back as a string: terminals that number
+            // their transactions still get a matchable answer.
+            guard Identifier.isValid(text) else { return .failure(RequestRejection(id: nil, reason: idRule)) }
+            return .success(text)
+        case _?:
+            return .failure(RequestRejection(id: nil, reason: "id must be a string"))
+        }
+    }
+
+    static func account(_ members: [String: JSONObjectScanner.Value]) -> Result<String, FieldRejection> {
         guard case .string(let account)? = members["account"] else {
-            return reject(members["account"] == nil ? "account is missing" : "account must be a string")
+            return .failure(FieldRejection(members["account"] == nil ? "account is missing" : "account must be a string"))
         }
         guard Identifier.isValid(account) else {
-            return reject("account must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+            return .failure(FieldRejection("account must be 1-64 characters of A-Z a-z 0-9 . _ : -"))
         }
+        return .success(account)
+    }
 
+    /// nil when absent.
+    static func amount(_ members: [String: JSONObjectScanner.Value]) -> Result<Cents, FieldRejection>? {
         let amountText: String
         switch members["totalAmount"] {
-        case nil: return reject("totalAmount is missing")
+        case nil: return nil
         case .number(let text)?: amountText = text
         case .string(let text)?: amountText = text
-        case _?: return reject("totalAmount must be a number")
+        case _?: return .failure(FieldRejection("totalAmount must be a number"))
         }
-        let amount: Cents
         switch Cents.parse(amountText) {
-        case .success(let cents): amount = cents
-        case .failure(let error): return reject("totalAmount: \(error)")
+        case .success(let cents): return .success(cents)
+        case .failure(let error): return .failure(FieldRejection("totalAmount: \(error)"))
         }
+    }
 
-        guard case .string(let mcc)? = members["mcc"] else {
-            return reject(members["mcc"] == nil ? "mcc is missing" : "mcc must be a string")
-        }
-        guard MCC.isValid(mcc) else { return reject("mcc must be exactly 4 digits") }
+    /// nil when absent.
+    static func mcc(_ members: [String: JSONObjectScanner.Value]) -> Result<String, FieldRejection>? {
+        guard let value = members["mcc"] else { return nil }
+        guard case .string(let mcc) = value else { return .failure(FieldRejection("mcc must be a string")) }
+        guard MCC.isValid(mcc) else { return .failure(FieldRejection("mcc must be exactly 4 digits")) }
+        return .success(mcc)
+    }
 
-        guard case .string(let merchant)? = members["merchant"] else {
-            return reject(members["merchant"] == nil ? "merchant is missing" : "merchant must be a string")
-        }
+    /// nil when absent.
+    static func merchant(_ members: [String: JSONObjectScanner.Value]) -> Result<String, FieldRejection>? {
+        guard let value = members["merchant"] else { return nil }
+        guard case .string(let merchant) = value else { return .failure(FieldRejection("merchant must be a string")) }
         let length = merchant.count
         guard length >= 1, length <= MerchantDescriptor.maxLength else {
-            return reject("merchant must be 1-200 characters")
+            return .failure(FieldRejection("merchant must be 1-200 characters"))
         }
         // Control characters (category Cc) are exactly U+0000–001F and U+007F–009F.
         guard !merchant.unicodeScalars.contains(where: { $0.value < 0x20 || (0x7F...0x9F).contains($0.value) }) else {
-            return reject("merchant must not contain control characters")
+            return .failure(FieldRejection("merchant must not contain control characters"))
         }
         guard merchant.contains(where: { !$0.isWhitespace }) else {
-            return reject("merchant must not be blank")
+            return .failure(FieldRejection("merchant must not be blank"))
         }
-
-        return .success(TransactionRequest(id: id ?? makeID(), account: account, amount: amount, mcc: mcc, merchant: merchant))
+        return .success(merchant)
     }
 }

@@ -20,7 +20,12 @@ final class AccountShard: Sendable {
     private let tokenPrefix: String
     private let lockTTLArgument: String
     private let idempotencyTTLArgument: String
+    private let reversalWindowArgument: String
     private let state: NIOLoopBoundBox<State>
+    /// Where a timed-out authorization's reversal is recorded before its `07 timeout`.
+    private let journal: ReversalJournal?
+    /// Applies a reversal the service owes (set by the Authorizer).
+    private let owe: @Sendable (PendingReversal) -> Void
 
     private struct State {
         var queues: [String: CircularBuffer<Job>] = [:]
@@ -29,7 +34,14 @@ final class AccountShard: Sendable {
         var tokenCounter: UInt64 = 0
     }
 
-    init(eventLoop: EventLoop, redis: RedisClient, scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig, tokenPrefix: String, logger: Logger, metrics: ServerMetrics = .disabled) {
+    init(
+        eventLoop: EventLoop, redis: RedisClient, scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig,
+        tokenPrefix: String, logger: Logger, metrics: ServerMetrics = .disabled,
+        journal: ReversalJournal? = nil, owe: @escaping @Sendable (PendingReversal) -> Void = { _ in }
+    ) {
+        self.journal = journal
+        self.owe = owe
+        self.reversalWindowArgument = String(config.reversalWindowSeconds * 1000)
         self.eventLoop = eventLoop
         self.metrics = metrics
         self.redis = redis
@@ -43,33 +55,98 @@ final class AccountShard: Sendable {
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
 
-    /// One authorization; completes on this shard's event loop.
+    /// One authorization; completes on this shard's event loop, within the SLA.
     func authorize(_ request: TransactionRequest, _ resolution: Resolution, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
+        submit(.authorize(request, resolution), receivedAt: receivedAt, answerBy: receivedAt + config.sla)
+    }
+
+    /// A terminal's reversal; completes on this shard's event loop, within the SLA.
+    func reverse(_ request: ReversalRequest, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
+        submit(.reverse(request, service: false), receivedAt: receivedAt, answerBy: receivedAt + config.sla)
+    }
+
+    /// A reversal the service owes; no terminal waits for it, so no answer
+    /// deadline. A `07` (busy, storage unavailable) means "try again later".
+    func reverseOwed(_ entry: PendingReversal) -> EventLoopFuture<Decision> {
+        let request = ReversalRequest(id: entry.reversalID, account: entry.account, original: entry.original)
+        return submit(.reverse(request, service: true), receivedAt: .now(), answerBy: nil)
+    }
+
+    /// A balance inquiry: read-only, no lock, no queue; answered `07 timeout`
+    /// when Redis does not answer within the SLA.
+    func balance(_ inquiry: BalanceInquiry, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
         let promise = eventLoop.makePromise(of: Decision.self)
-        if eventLoop.inEventLoop {
-            submit(request, resolution, receivedAt, promise)
-        } else {
-            eventLoop.execute { self.submit(request, resolution, receivedAt, promise) }
+        eventLoop.execute {
+            let answered = NIOLoopBoundBox(false, eventLoop: self.eventLoop)
+            let timer = self.eventLoop.assumeIsolated().scheduleTask(deadline: receivedAt + self.config.sla - self.config.answerMargin) {
+                guard !answered.value else { return }
+                answered.value = true
+                self.metrics.timedOut()
+                self.logger.warning("declined", metadata: ["account": "\(inquiry.account)", "id": "\(inquiry.id)", "reason": "\(RejectReason.timeout)"])
+                promise.succeed(.rejected(.timeout))
+            }
+            let sent = NIODeadline.now()
+            self.redis.evalScript(self.scripts.balance, keys: [Keys.account(inquiry.account)], arguments: []).assumeIsolated().whenComplete { result in
+                self.metrics.redisRoundTrip(.balance, since: sent)
+                guard !answered.value else { return }
+                answered.value = true
+                timer.cancel()
+                promise.succeed(Self.balanceDecision(result, logger: self.logger))
+            }
         }
         return promise.futureResult
     }
 
-    /// SLA minus the recent processing time, never below the floor.
+    static func balanceDecision(_ result: Result<RESPValue, Error>, logger: Logger) -> Decision {
+        switch result {
+        case .failure(let error):
+            logger.warning("balance inquiry failed", metadata: ["error": "\(error)"])
+            return .rejected(.storageUnavailable)
+        case .success(let value):
+            guard let items = value.array, let kind = items.first?.string else { return .rejected(.internalError(nil)) }
+            if kind == "UNKNOWN" { return .rejected(.unknownAccount) }
+            guard kind == "BALANCES", items.count % 2 == 1 else { return .rejected(.internalError(nil)) }
+            var balances: [CategoryBalance] = []
+            var index = 1
+            while index + 1 < items.count {
+                guard let category = items[index].string, let text = items[index + 1].string else { return .rejected(.internalError(nil)) }
+                guard let cents = Int64(text) else { return .rejected(.declined("balance is not an integer amount of cents")) }
+                balances.append(CategoryBalance(category: category, balance: Cents(cents)))
+                index += 2
+            }
+            return Decision(code: .approved, balances: balances.sorted { $0.category < $1.category })
+        }
+    }
+
+    private func submit(_ operation: Operation, receivedAt: NIODeadline, answerBy: NIODeadline?) -> EventLoopFuture<Decision> {
+        let promise = eventLoop.makePromise(of: Decision.self)
+        if eventLoop.inEventLoop {
+            submit(operation, receivedAt, answerBy, promise)
+        } else {
+            eventLoop.execute { self.submit(operation, receivedAt, answerBy, promise) }
+        }
+        return promise.futureResult
+    }
+
+    /// SLA minus the recent processing time (the decline that records a
+    /// `07 account busy` takes about that long) minus `answerSlack` (so the
+    /// record is normally back before the answer is due), never below the floor.
     private var lockBudget: TimeAmount {
-        let budget = config.sla.nanoseconds - Int64(state.value.averageProcessingNanos)
+        let budget = config.sla.nanoseconds - Int64(state.value.averageProcessingNanos) - config.answerSlack.nanoseconds
         return .nanoseconds(max(budget, config.minLockBudget.nanoseconds))
     }
 
-    private func submit(_ request: TransactionRequest, _ resolution: Resolution, _ receivedAt: NIODeadline, _ promise: EventLoopPromise<Decision>) {
+    private func submit(_ operation: Operation, _ receivedAt: NIODeadline, _ answerBy: NIODeadline?, _ promise: EventLoopPromise<Decision>) {
         state.value.tokenCounter &+= 1
         let job = Job(
-            request: request,
-            resolution: resolution,
+            operation: operation,
             promise: promise,
             deadline: receivedAt + lockBudget,
+            answerBy: answerBy,
             token: "\(tokenPrefix):\(state.value.tokenCounter)"
         )
-        let account = request.account
+        armAnswerDeadline(job)
+        let account = job.account
         if state.value.queues[account] == nil {
             state.value.queues[account] = CircularBuffer(initialCapacity: 4)
             state.value.queues[account]!.append(job)
@@ -92,32 +169,62 @@ final class AccountShard: Sendable {
         job.phase = .attempting
         job.wokenDuringAttempt = false
         let started = NIODeadline.now()
-        let request = job.request
-        let resolution = job.resolution
-        redis.evalScript(
-            scripts.authorize,
-            keys: [
-                Keys.account(request.account),
-                Keys.lock(request.account),
-                Keys.transaction(account: request.account, id: request.id),
-                Keys.statements,
-            ],
-            arguments: [
-                job.token,
-                lockTTLArgument,
-                request.id,
-                request.account,
-                String(request.amount.value),
-                request.mcc,
-                resolution.mccUsed,
-                request.merchant,
-                resolution.category,
-                resolution.fallbackCategory,
-                resolution.fallbackMode.rawValue,
-                idempotencyTTLArgument,
-            ]
-        ).assumeIsolated().whenComplete { result in
-            self.metrics.redisRoundTrip(.authorize, since: started)
+        let call: ServerMetrics.RedisCall
+        let reply: EventLoopFuture<RESPValue>
+        switch job.operation {
+        case .authorize(let request, let resolution):
+            call = .authorize
+            reply = redis.evalScript(
+                scripts.authorize,
+                keys: [
+                    Keys.account(request.account),
+                    Keys.lock(request.account),
+                    Keys.transaction(account: request.account, id: request.id),
+                    Keys.statements,
+                ],
+                arguments: [
+                    job.token,
+                    lockTTLArgument,
+                    request.id,
+                    request.account,
+                    String(request.amount.value),
+                    request.mcc,
+                    resolution.mccUsed,
+                    request.merchant,
+                    resolution.category,
+                    resolution.fallbackCategory,
+                    resolution.fallbackMode.rawValue,
+                    idempotencyTTLArgument,
+                    MerchantDescriptor(request.merchant).normalized,
+                ]
+            )
+        case .reverse(let request, _):
+            call = .reverse
+            reply = redis.evalScript(
+                scripts.reverse,
+                keys: [
+                    Keys.account(request.account),
+                    Keys.lock(request.account),
+                    Keys.transaction(account: request.account, id: request.original),
+                    Keys.transaction(account: request.account, id: request.id),
+                    Keys.statements,
+                ],
+                arguments: [
+                    job.token,
+                    lockTTLArgument,
+                    request.id,
+                    request.account,
+                    request.original,
+                    request.amount.map { String($0.value) } ?? "",
+                    request.mcc ?? "",
+                    request.merchant.map { MerchantDescriptor($0).normalized } ?? "",
+                    idempotencyTTLArgument,
+                    reversalWindowArgument,
+                ]
+            )
+        }
+        reply.assumeIsolated().whenComplete { result in
+            self.metrics.redisRoundTrip(call, since: started)
             self.attemptFinished(job, result, started: started)
         }
     }
@@ -127,7 +234,12 @@ final class AccountShard: Sendable {
         let reply: AuthorizeReply
         switch result {
         case .failure(let error):
-            logger.warning("authorize failed", metadata: ["account": "\(job.request.account)", "id": "\(job.request.id)", "error": "\(error)"])
+            logger.warning("\(job.isReversal ? "reverse" : "authorize") failed", metadata: ["account": "\(job.account)", "id": "\(job.id)", "error": "\(error)"])
+            if case .authorize = job.operation, !job.answered, !((error as? RedisError)?.neverSent ?? false) {
+                // The script may have run, or may still run once Redis reads
+                // it: owe its reversal before the terminal hears the 07.
+                oweReversal(job, answer: .rejected(.storageUnavailable))
+            }
             // The script may have run and taken the lock; release it if the
             // link still works, the TTL covers the rest.
             finish(job, .rejected(.storageUnavailable), unlock: true)
@@ -151,6 +263,11 @@ final class AccountShard: Sendable {
             }
             finish(job, decision, unlock: true)
         case .locked(let pttl):
+            if job.answered {
+                // Answered `07 timeout` already: stop here (this attempt did nothing).
+                finish(job, .rejected(.timeout), unlock: false)
+                return
+            }
             job.waited = true
             if job.waitStartedAt == nil {
                 job.waitStartedAt = .now()
@@ -171,7 +288,7 @@ final class AccountShard: Sendable {
             // unlock that landed before the subscription was live is not missed.
             job.phase = .registering
             let boundJob = NIOLoopBound(job, eventLoop: eventLoop)
-            watcher.register(lockKey: Keys.lock(job.request.account), on: eventLoop) {
+            watcher.register(lockKey: Keys.lock(job.account), on: eventLoop) {
                 // Runs on this shard's event loop.
                 self.woken(boundJob.value)
             }.assumeIsolated().whenComplete { result in
@@ -249,25 +366,123 @@ final class AccountShard: Sendable {
     /// statements stream before the terminal hears it.
     private func decline(_ job: Job, reason: RejectReason) {
         guard job.phase != .done else { return }
-        let wasHead = state.value.queues[job.request.account]?.first === job
+        let wasHead = state.value.queues[job.account]?.first === job
         job.phase = .done
         cancelTimers(job)
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: true) }
-        let request = job.request
-        let sent = NIODeadline.now()
-        redis.evalScript(
-            scripts.decline,
-            keys: [Keys.account(request.account), Keys.statements],
-            arguments: [request.id, request.account, String(request.amount.value), request.mcc, job.resolution.mccUsed, request.merchant, job.resolution.category, reason.text]
-        ).assumeIsolated().whenComplete { result in
-            self.metrics.redisRoundTrip(.decline, since: sent)
-            if case .failure(let error) = result {
-                self.logger.warning("could not record declined transaction", metadata: ["id": "\(request.id)", "error": "\(error)"])
-            }
-            job.promise.succeed(.rejected(reason))
+        let decision = Decision.rejected(reason)
+        job.declined = decision
+        let arguments: [String]
+        switch job.operation {
+        case .authorize(let request, let resolution):
+            arguments = [request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant, resolution.category, reason.text]
+        case .reverse(_, service: true):
+            // Nobody to tell and nothing to record: the service tries again later.
+            answer(job, decision)
+            if wasHead { advance(job.account) }
+            return
+        case .reverse(let request, service: false):
+            arguments = [
+                request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason.text, "reversal", request.original,
+            ]
         }
-        logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(reason)"])
-        if wasHead { advance(request.account) }
+        let sent = NIODeadline.now()
+        let id = job.id
+        redis.evalScript(scripts.decline, keys: [Keys.account(job.account), Keys.statements], arguments: arguments)
+            .assumeIsolated().whenComplete { result in
+                self.metrics.redisRoundTrip(.decline, since: sent)
+                if case .failure(let error) = result {
+                    self.logger.warning("could not record declined transaction", metadata: ["id": "\(id)", "error": "\(error)"])
+                }
+                // Recorded before the terminal hears it, unless that would
+                // break the SLA (the answer deadline answers it then).
+                self.answer(job, decision)
+            }
+        logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(reason)"])
+        if wasHead { advance(job.account) }
+    }
+
+    /// Completes the job's promise once; later answers (a decision arriving
+    /// after `07 timeout`) are dropped.
+    private func answer(_ job: Job, _ decision: Decision) {
+        guard !job.answered else { return }
+        job.answered = true
+        job.answerTask?.cancel()
+        job.answerTask = nil
+        job.promise.succeed(decision)
+    }
+
+    // MARK: - The SLA
+
+    /// Every terminal request is answered by `answerBy`. Shortly before it
+    /// (`answerMargin`: the journal's fsync needs a moment), a request whose
+    /// script is in flight is answered `07 timeout`; half a millisecond before
+    /// it whatever is still unanswered is.
+    private func armAnswerDeadline(_ job: Job) {
+        guard let answerBy = job.answerBy else { return }
+        job.answerTask = eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - config.answerMargin) {
+            job.answerTask = nil
+            guard !job.answered else { return }
+            if job.phase == .attempting {
+                self.timeOut(job)
+                return
+            }
+            // The last moment: whatever is unanswered is answered now.
+            job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - .microseconds(500)) {
+                job.answerTask = nil
+                guard !job.answered else { return }
+                switch job.phase {
+                case .attempting:
+                    self.timeOut(job)
+                case .done:
+                    // Declined; its ledger record is not back yet.
+                    self.answer(job, job.declined ?? .rejected(.accountBusy))
+                case .queued, .waiting, .registering:
+                    // No script of this job in flight: nothing can run later.
+                    self.decline(job, reason: .accountBusy)
+                    self.answer(job, job.declined ?? .rejected(.accountBusy))
+                }
+            }
+        }
+    }
+
+    /// The script is in flight and may still run (or have run): answer
+    /// `07 timeout` now. An authorization is first recorded as owed a
+    /// reversal (fsynced), and the reversal is queued; the job stays at the
+    /// head of its account's queue until its script's reply (or failure)
+    /// comes back.
+    private func timeOut(_ job: Job) {
+        metrics.timedOut()
+        logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(RejectReason.timeout)"])
+        oweReversal(job, answer: .rejected(.timeout))
+    }
+
+    /// Answers `decision` (a 07) for a job whose script may still run. An
+    /// authorization is reversed by the service: the reversal is journaled
+    /// (fsynced) before the answer, then queued. A reversal running late is
+    /// harmless (the terminal repeats it), so it is just answered.
+    private func oweReversal(_ job: Job, answer decision: Decision) {
+        job.answered = true
+        job.answerTask?.cancel()
+        job.answerTask = nil
+        guard case .authorize(let request, _) = job.operation else {
+            job.promise.succeed(decision)
+            return
+        }
+        let entry = PendingReversal(account: request.account, original: request.id)
+        logger.warning("reversal owed", metadata: ["account": "\(entry.account)", "id": "\(entry.original)", "reason": "\(decision.reason ?? "")"])
+        guard let journal else {
+            owe(entry)
+            job.promise.succeed(decision)
+            return
+        }
+        journal.append(entry, on: eventLoop).assumeIsolated().whenComplete { result in
+            if case .failure(let error) = result {
+                self.logger.error("reversal not journaled; it is owed in memory only", metadata: ["account": "\(entry.account)", "id": "\(entry.original)", "error": "\(error)"])
+            }
+            self.owe(entry)
+            job.promise.succeed(decision)
+        }
     }
 
     private func finish(_ job: Job, _ decision: Decision, unlock: Bool) {
@@ -275,21 +490,21 @@ final class AccountShard: Sendable {
         job.phase = .done
         cancelTimers(job)
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: false) }
-        job.promise.succeed(decision)
+        answer(job, decision)
         if unlock {
             // Not awaited: the next request's authorize follows on the same
             // connection, so Redis runs it after this unlock. The reply is
             // still read so a NOSCRIPT (script cache flushed) reloads and resends.
-            let account = job.request.account
+            let account = job.account
             redis.evalScript(scripts.unlock, keys: [Keys.lock(account)], arguments: [job.token]).whenFailure { error in
                 self.logger.debug("unlock failed; the lock TTL will release it", metadata: ["account": "\(account)", "error": "\(error)"])
             }
         }
-        if decision.code == .rejected {
-            logger.warning("declined", metadata: ["account": "\(job.request.account)", "id": "\(job.request.id)", "reason": "\(decision.reason ?? "")"])
+        if decision.code == .rejected && decision.rejectReason != .timeout {
+            logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(decision.reason ?? "")"])
         }
-        assert(state.value.queues[job.request.account]?.first === job, "only the head of a queue talks to redis")
-        advance(job.request.account)
+        assert(state.value.queues[job.account]?.first === job, "only the head of a queue talks to redis")
+        advance(job.account)
     }
 
     private func cancelTimers(_ job: Job) {
@@ -335,15 +550,30 @@ final class AccountShard: Sendable {
     }
 }
 
+/// What a job asks of Redis: both run under the account lock.
+enum Operation {
+    case authorize(TransactionRequest, Resolution)
+    /// `service`: a reversal the service owes after a `07 timeout`, not a terminal's.
+    case reverse(ReversalRequest, service: Bool)
+}
+
 /// One request inside a shard. Confined to the shard's event loop.
 private final class Job {
     enum Phase { case queued, attempting, registering, waiting, done }
 
-    let request: TransactionRequest
-    let resolution: Resolution
+    let operation: Operation
+    let account: String
+    let id: String
     let promise: EventLoopPromise<Decision>
     let deadline: NIODeadline
+    /// When the terminal must have its answer; nil for the service's own reversals.
+    let answerBy: NIODeadline?
     let token: String
+    /// The promise is completed (or about to be, once the journal is written).
+    var answered = false
+    var answerTask: Scheduled<Void>?
+    /// The 07 given by `decline`, answered when its record is back or at `answerBy`.
+    var declined: Decision?
     var phase: Phase = .queued
     var waited = false
     /// When the request started waiting for its account (queued or LOCKED), if it did.
@@ -353,11 +583,24 @@ private final class Job {
     var deadlineTask: Scheduled<Void>?
     var retryTask: Scheduled<Void>?
 
-    init(request: TransactionRequest, resolution: Resolution, promise: EventLoopPromise<Decision>, deadline: NIODeadline, token: String) {
-        self.request = request
-        self.resolution = resolution
+    var isReversal: Bool {
+        if case .reverse = operation { return true }
+        return false
+    }
+
+    init(operation: Operation, promise: EventLoopPromise<Decision>, deadline: NIODeadline, answerBy: NIODeadline?, token: String) {
+        self.operation = operation
+        switch operation {
+        case .authorize(let request, _):
+            account = request.account
+            id = request.id
+        case .reverse(let request, _):
+            account = request.account
+            id = request.id
+        }
         self.promise = promise
         self.deadline = deadline
+        self.answerBy = answerBy
         self.token = token
     }
 }

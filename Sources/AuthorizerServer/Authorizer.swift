@@ -1,5 +1,6 @@
 import AuthorizerCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import RedisWire
 
@@ -11,6 +12,11 @@ public final class Authorizer: Sendable {
     private let shards: [AccountShard]
     public let config: AuthorizerConfig
     public let metrics: ServerMetrics
+    /// The reversals this service owes (nil: kept in memory only, for tools and tests).
+    public let journal: ReversalJournal?
+    private let logger: Logger
+    /// Set once the shards exist: applies an owed reversal until Redis acknowledges it.
+    private let applier = NIOLockedValueBox<(@Sendable (PendingReversal) -> Void)?>(nil)
 
     /// One shard (and one pipelined Redis connection) per event loop.
     public init(
@@ -22,8 +28,13 @@ public final class Authorizer: Sendable {
         config: AuthorizerConfig,
         redisOptions: RedisConnection.Options,
         logger: Logger,
-        metrics: ServerMetrics = .disabled
+        metrics: ServerMetrics = .disabled,
+        journal: ReversalJournal? = nil
     ) {
+        let applier = self.applier
+        let owe: @Sendable (PendingReversal) -> Void = { entry in
+            applier.withLockedValue { $0 }?(entry)
+        }
         let nonce = String(UInt64.random(in: .min ... .max), radix: 36)
         var shards: [AccountShard] = []
         for (index, loop) in group.makeIterator().enumerated() {
@@ -34,7 +45,8 @@ public final class Authorizer: Sendable {
             )
             shards.append(AccountShard(
                 eventLoop: loop, redis: redis, scripts: scripts, watcher: watcher, config: config,
-                tokenPrefix: "\(nonce):\(index)", logger: logger, metrics: metrics
+                tokenPrefix: "\(nonce):\(index)", logger: logger, metrics: metrics,
+                journal: journal, owe: owe
             ))
         }
         precondition(!shards.isEmpty)
@@ -43,6 +55,60 @@ public final class Authorizer: Sendable {
         self.watcher = watcher
         self.config = config
         self.metrics = metrics
+        self.journal = journal
+        self.logger = logger
+        applier.withLockedValue { [unowned self] in
+            $0 = { entry in self.apply(entry, attempt: 0) }
+        }
+    }
+
+    /// Starts applying the reversals a previous run left in the journal.
+    public func applyOwedReversals() {
+        guard let journal else { return }
+        let owed = journal.owed
+        guard !owed.isEmpty else { return }
+        logger.warning("applying reversals owed from a previous run", metadata: ["count": "\(owed.count)", "journal": "\(journal.path)"])
+        for entry in owed { apply(entry, attempt: 0) }
+    }
+
+    static let reversalRetryBase = TimeAmount.milliseconds(50)
+    static let reversalRetryMax = TimeAmount.seconds(1)
+
+    /// Runs an owed reversal on its account's shard, under the account lock,
+    /// retrying (with back-off) until Redis acknowledges it.
+    private func apply(_ entry: PendingReversal, attempt: Int) {
+        let shard = shard(for: entry.account)
+        shard.reverseOwed(entry).whenSuccess { decision in
+            let retry: Bool
+            switch decision.rejectReason {
+            case .accountBusy?, .storageUnavailable?, .timeout?, .internalError?:
+                retry = true
+            default:
+                retry = false
+            }
+            if retry {
+                let delay = min(Self.reversalRetryBase * Int64(1 << min(attempt, 10)), Self.reversalRetryMax)
+                if attempt == 0 || attempt % 20 == 0 {
+                    self.logger.warning("owed reversal not applied yet; retrying", metadata: [
+                        "account": "\(entry.account)", "id": "\(entry.original)", "reason": "\(decision.reason ?? "")", "attempt": "\(attempt + 1)",
+                    ])
+                }
+                shard.eventLoop.scheduleTask(in: delay) { self.apply(entry, attempt: attempt + 1) }
+                return
+            }
+            if decision.code == .rejected {
+                self.logger.error("owed reversal refused by redis; nothing more to do", metadata: [
+                    "account": "\(entry.account)", "id": "\(entry.original)", "reason": "\(decision.reason ?? "")",
+                ])
+            } else {
+                self.logger.info("owed reversal applied", metadata: ["account": "\(entry.account)", "id": "\(entry.original)"])
+            }
+            self.metrics.reversalApplied()
+            self.journal?.acknowledge(entry)
+            if let journal = self.journal, journal.count == 0 {
+                self.logger.info("no reversals owed")
+            }
+        }
     }
 
     /// Opens every shard's Redis connection and loads the scripts there.
@@ -54,8 +120,26 @@ public final class Authorizer: Sendable {
     /// Authorizes a validated request. The future completes on the owning
     /// shard's event loop; hop before touching a channel.
     public func authorize(_ request: TransactionRequest, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
+        let shard = shard(for: request.account)
+        if let journal, journal.isFull {
+            // A timeout now could not be made good: refuse rather than risk it.
+            logger.error("reversal journal full; refusing authorizations", metadata: ["owed": "\(journal.count)", "max": "\(journal.maxEntries)"])
+            return shard.eventLoop.makeSucceededFuture(.rejected(.storageUnavailable))
+        }
         let resolution = rules.rules.resolve(mcc: request.mcc, merchant: MerchantDescriptor(request.merchant))
-        return shard(for: request.account).authorize(request, resolution, receivedAt: receivedAt)
+        return shard.authorize(request, resolution, receivedAt: receivedAt)
+    }
+
+    /// Any terminal request: authorization, reversal or balance inquiry.
+    public func handle(_ request: TerminalRequest, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
+        switch request {
+        case .authorization(let authorization):
+            return authorize(authorization, receivedAt: receivedAt)
+        case .reversal(let reversal):
+            return shard(for: reversal.account).reverse(reversal, receivedAt: receivedAt)
+        case .balance(let inquiry):
+            return shard(for: inquiry.account).balance(inquiry, receivedAt: receivedAt)
+        }
     }
 
     private func shard(for account: String) -> AccountShard {

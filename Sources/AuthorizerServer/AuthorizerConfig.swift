@@ -7,8 +7,21 @@ public struct AuthorizerConfig: Sendable {
     public var minLockBudget: TimeAmount = .milliseconds(10)
     /// Lifetime of `lock:{ID}` if its holder never releases it.
     public var lockTTL: TimeAmount = .milliseconds(200)
-    /// How long `txn:{ID}:TXNID` remembers a decision.
-    public var idempotencyTTLSeconds = 86_400
+    /// How long `txn:{ID}:TXNID` remembers a decision: the reversal window
+    /// plus a day, so that a reversal arriving after the window finds the
+    /// record and is told `original not found` rather than leaving a tombstone.
+    public var idempotencyTTLSeconds = 2 * 86_400
+    /// A reversal is accepted this long after its original was decided.
+    public var reversalWindowSeconds = 86_400
+    /// A request whose script is still in flight this long before the SLA
+    /// runs out is answered `07 timeout` (the margin covers the journal's fsync).
+    public var answerMargin: TimeAmount = .milliseconds(20)
+    /// Lock waits end this long earlier than the SLA minus the recent
+    /// processing time, so that the `07 account busy` is recorded in the
+    /// ledger before it is answered, within the SLA.
+    public var answerSlack: TimeAmount = .milliseconds(2)
+    /// Most reversals the service may owe at once (the journal's bound).
+    public var maxPendingReversals = 10_000
     /// Requests for one account queued inside one process; more are refused.
     public var maxQueuedPerAccount = 1_024
 

@@ -27,6 +27,8 @@ public final class ServerMetrics: Sendable {
         /// The account lock could not be had in time, or too many requests queued for it.
         case accountBusy = "account_busy"
         case storageUnavailable = "storage_unavailable"
+        /// The decision was not back within the SLA.
+        case timeout
         case shuttingDown = "shutting_down"
         case internalError = "internal_error"
         /// A `07` the decision script gave for another reason.
@@ -45,6 +47,8 @@ public final class ServerMetrics: Sendable {
             case .accountBusy: self = .accountBusy
             case .storageUnavailable: self = .storageUnavailable
             case .shuttingDown: self = .shuttingDown
+            case .timeout: self = .timeout
+            case .reversed, .originalNotFound: self = .other
             case .internalError: self = .internalError
             case .declined: self = .other
             }
@@ -63,6 +67,8 @@ public final class ServerMetrics: Sendable {
     public enum RedisCall: String, Sendable, CaseIterable {
         case authorize
         case decline
+        case reverse
+        case balance
     }
 
     /// The Redis links that reconnect on their own.
@@ -92,6 +98,10 @@ public final class ServerMetrics: Sendable {
         public static let replayerLagSeconds = "authorizer_replayer_lag_seconds"
         public static let replayerPending = "authorizer_replayer_pending_entries"
         public static let startTime = "process_start_time_seconds"
+        public static let timeouts = "authorizer_timeouts_total"
+        public static let pendingReversals = "authorizer_pending_reversals"
+        public static let reversalsApplied = "authorizer_reversals_applied_total"
+        public static let journalBytes = "authorizer_reversal_journal_bytes"
 
         public static let help: [String: String] = [
             requests: "Requests decided, by response code and reason class.",
@@ -111,6 +121,10 @@ public final class ServerMetrics: Sendable {
             replayerLagSeconds: "Age of the oldest statement not yet delivered to the replayer, by Redis' clock; 0 when none, NaN when unknown.",
             replayerPending: "Statements delivered to the replayer but not acknowledged.",
             startTime: "Start time of the process since the Unix epoch, in seconds.",
+            timeouts: "Requests answered 07 timeout because their decision was not back within the SLA.",
+            pendingReversals: "Reversals of timed-out authorizations the service owes and Redis has not acknowledged yet.",
+            reversalsApplied: "Reversals of timed-out authorizations acknowledged by Redis.",
+            journalBytes: "Size of the local journal of owed reversals, in bytes.",
         ]
     }
 
@@ -151,6 +165,10 @@ public final class ServerMetrics: Sendable {
     private let replayerLagEntries: Gauge
     private let replayerLagSeconds: Gauge
     private let replayerPending: Gauge
+    private let timeouts: Counter
+    private let pendingReversals: Gauge
+    private let reversalsApplied: Counter
+    private let journalBytes: Gauge
 
     /// Metrics that record nothing, for servers run without `--metrics-port`.
     public static let disabled = ServerMetrics(factory: NOOPMetricsHandler.instance, registry: nil)
@@ -197,6 +215,12 @@ public final class ServerMetrics: Sendable {
         replayerLagEntries = Gauge(label: Name.replayerLagEntries, factory: factory)
         replayerLagSeconds = Gauge(label: Name.replayerLagSeconds, factory: factory)
         replayerPending = Gauge(label: Name.replayerPending, factory: factory)
+        timeouts = Counter(label: Name.timeouts, factory: factory)
+        pendingReversals = Gauge(label: Name.pendingReversals, factory: factory)
+        pendingReversals.record(0)
+        reversalsApplied = Counter(label: Name.reversalsApplied, factory: factory)
+        journalBytes = Gauge(label: Name.journalBytes, factory: factory)
+        journalBytes.record(0)
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         Gauge(label: Name.startTime, factory: factory).record(Double(now.tv_sec) + Double(now.tv_nsec) / 1e9)
@@ -234,7 +258,14 @@ public final class ServerMetrics: Sendable {
     // MARK: - Redis
 
     public func redisRoundTrip(_ call: RedisCall, since sent: NIODeadline) {
-        redisRoundTrips[call == .authorize ? 0 : 1].recordNanoseconds((NIODeadline.now() - sent).nanoseconds)
+        let index: Int
+        switch call {
+        case .authorize: index = 0
+        case .decline: index = 1
+        case .reverse: index = 2
+        case .balance: index = 3
+        }
+        redisRoundTrips[index].recordNanoseconds((NIODeadline.now() - sent).nanoseconds)
     }
 
     public func redisReconnected(_ link: RedisLink) {
@@ -243,6 +274,18 @@ public final class ServerMetrics: Sendable {
 
     public func scriptsReloaded() {
         scriptReloads.increment()
+    }
+
+    // MARK: - The SLA and the reversals the service owes
+
+    public func timedOut() { timeouts.increment() }
+
+    public func reversalApplied() { reversalsApplied.increment() }
+
+    /// The journal's state; nil leaves a value unchanged.
+    public func reversalJournal(pending: Int?, bytes: Int?) {
+        if let pending { pendingReversals.record(pending) }
+        if let bytes { journalBytes.record(bytes) }
     }
 
     // MARK: - Account contention

@@ -13,6 +13,16 @@ enum ResponseEncoder {
             buffer.writeStaticString(",\"reason\":")
             writeJSONString(reason, into: &buffer)
         }
+        if let balances = decision.balances {
+            buffer.writeStaticString(",\"balances\":{")
+            for (index, entry) in balances.enumerated() {
+                if index > 0 { buffer.writeStaticString(",") }
+                writeJSONString(entry.category, into: &buffer)
+                buffer.writeStaticString(":")
+                writeJSONString(entry.balance.description, into: &buffer)
+            }
+            buffer.writeStaticString("}")
+        }
         buffer.writeStaticString("}\n")
     }
 

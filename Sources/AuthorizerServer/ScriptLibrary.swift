@@ -15,8 +15,10 @@ public struct ScriptLibrary: Sendable {
     public let unlock: LuaScript
     public let decline: LuaScript
     public let adjust: LuaScript
+    public let reverse: LuaScript
+    public let balance: LuaScript
 
-    public var all: [LuaScript] { [authorize, unlock, decline, adjust] }
+    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance] }
 
     public enum LoadError: Error, CustomStringConvertible {
         case notFound([String])
@@ -38,7 +40,9 @@ public struct ScriptLibrary: Sendable {
             authorize: try read("authorize"),
             unlock: try read("unlock"),
             decline: try read("decline"),
-            adjust: try read("adjust")
+            adjust: try read("adjust"),
+            reverse: try read("reverse"),
+            balance: try read("balance")
         )
     }
 

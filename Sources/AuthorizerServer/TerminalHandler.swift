@@ -50,9 +50,9 @@ final class TerminalHandler: ChannelDuplexHandler {
 
     private func handle(line: ByteBuffer, context: ChannelHandlerContext) {
         let receivedAt = NIODeadline.now()
-        let parsed = line.withUnsafeReadableBytes { bytes -> Result<TransactionRequest, RequestRejection>? in
+        let parsed = line.withUnsafeReadableBytes { bytes -> Result<TerminalRequest, RequestRejection>? in
             if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return nil }
-            return TransactionRequestParser.parse(line: bytes, makeID: TransactionID.make)
+            return TerminalRequestParser.parse(line: bytes, makeID: TransactionID.make)
         }
         switch parsed {
         case nil:
@@ -68,7 +68,7 @@ final class TerminalHandler: ChannelDuplexHandler {
             answers.append(nil)
             answerTimes.append(receivedAt)
             let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-            authorizer.authorize(request, receivedAt: receivedAt)
+            authorizer.handle(request, receivedAt: receivedAt)
                 .hop(to: context.eventLoop)
                 .whenComplete { result in
                     let decision: Decision

@@ -51,6 +51,8 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
     case unexpectedReply(String)
     /// Too many commands are waiting for replies on this connection.
     case overloaded
+    /// The command never left this process (no connection to send it on).
+    case notSent(String)
 
     public var description: String {
         switch self {
@@ -60,6 +62,16 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         case .timeout: return "redis timed out"
         case .unexpectedReply(let what): return "unexpected redis reply: \(what)"
         case .overloaded: return "too many redis commands in flight"
+        case .notSent(let why): return "command not sent: \(why)"
+        }
+    }
+
+    /// True when Redis cannot have received the command: a failure that
+    /// cannot hide a script that ran, or that will still run.
+    public var neverSent: Bool {
+        switch self {
+        case .notSent, .overloaded: return true
+        default: return false
         }
     }
 

@@ -73,7 +73,9 @@ public final class RedisClient: Sendable {
         if case .connected(let connection) = state.value.link, connection.isActive {
             return evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection)
         }
-        return connection().flatMap { connection in
+        return connection().flatMapErrorThrowing { error in
+            throw RedisError.notSent("\(error)")
+        }.flatMap { connection in
             self.evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection)
         }
     }

@@ -58,7 +58,7 @@ final class RedisCommandHandler: ChannelDuplexHandler {
         let request = unwrapOutboundIn(data)
         promise?.succeed()
         if let closedError {
-            request.promise?.fail(closedError)
+            request.promise?.fail(RedisError.notSent(closedError.description))
             return
         }
         guard pending.count < maxPending else {

@@ -3,7 +3,8 @@ import Logging
 import RedisWire
 
 /// Balances recomputed from statements, in stream order: a `set` sets, a
-/// `credit` adds, an approved authorization subtracts its debits. Each
+/// `credit` adds, an approved authorization subtracts its debits, a reversal
+/// adds back its credits. Each
 /// statement also records the balance after it; a recorded balance that
 /// disagrees with the recomputed one is a break in the books (a missing
 /// entry, or a balance changed outside the scripts).
@@ -38,6 +39,10 @@ public struct LedgerBalances: Sendable {
         case .authorization:
             if statement.code == .approved {
                 for posting in statement.debits { account[posting.category, default: 0] -= posting.cents }
+            }
+        case .reversal:
+            if statement.code == .approved {
+                for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
             }
         }
         for recorded in statement.balances {
@@ -122,6 +127,11 @@ public final class Auditor {
             }
         }
         let latestCutoff = snapshots.values.map(\.cutoff).max() ?? .zero
+        // The rest from the stream, from `replayed` on. A replayer may apply,
+        // acknowledge and trim entries of that range while this reads: those
+        // are in the database by then, so the database is read again for the
+        // range once the stream has been read, and the two are merged by id.
+        var unreplayed: [StreamID: Statement] = [:]
         var start = replayed.description
         pages: while true {
             let entries = try StreamReply.entries(redis.send(["XRANGE", stream, start, "+", "COUNT", String(Self.streamPage)]))
@@ -132,12 +142,20 @@ public final class Auditor {
                     continue
                 }
                 report.fromStream += 1
-                if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
-                    ledger.apply(statement)
-                }
+                unreplayed[statement.entryID] = statement
             }
             guard let last = entries.last, entries.count == Self.streamPage else { break }
             start = "(\(last.id)"
+        }
+        if latestCutoff >= replayed {
+            try store.forEachInStreamOrder(from: replayed, through: latestCutoff) { statement in
+                if unreplayed.updateValue(statement, forKey: statement.entryID) == nil { report.fromDatabase += 1 }
+            }
+        }
+        for (_, statement) in unreplayed.sorted(by: { $0.key < $1.key }) {
+            if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
+                ledger.apply(statement)
+            }
         }
 
         for (account, snapshot) in snapshots.sorted(by: { $0.key < $1.key }) {

@@ -36,7 +36,7 @@ final class NotificationSink: EntrySink {
         var commands: [[String]] = []
         commands.reserveCapacity(entries.count)
         for entry in entries {
-            guard let statement = try? Statement(entry: entry), statement.kind == .authorization else { continue }
+            guard let statement = try? Statement(entry: entry), Notification.isNotified(statement) else { continue }
             let notification = Notification(statement)
             commands.append(
                 ["XADD", Keys.notifications(statement.account), "MAXLEN", "~", String(maxLength), "*"]
@@ -58,14 +58,28 @@ public struct Notification: Sendable, Equatable {
     public let amount: Cents
     public let text: String
 
+    /// Decisions are notified, and reversals that gave money back; operator
+    /// changes and reversals that moved nothing are not.
+    public static func isNotified(_ statement: Statement) -> Bool {
+        switch statement.kind {
+        case .authorization: return true
+        case .reversal: return statement.code == .approved && !statement.credits.isEmpty
+        case .credit, .set: return false
+        }
+    }
+
     public init(_ statement: Statement) {
-        precondition(statement.kind == .authorization)
+        precondition(Self.isNotified(statement))
         statementID = statement.entryID
         transactionID = statement.transactionID
         code = statement.code
         amount = statement.amount
         let merchant = MerchantDescriptor(statement.merchant).name
         let value = BrazilianReal.format(statement.amount)
+        if statement.kind == .reversal {
+            text = merchant.isEmpty ? "Estorno de \(value)" : "Estorno de \(value) em \(merchant)"
+            return
+        }
         switch statement.code {
         case .approved:
             let categories = statement.debits.count == 1

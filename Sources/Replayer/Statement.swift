@@ -8,6 +8,10 @@ public enum StatementKind: String, Sendable, CaseIterable {
     case credit
     /// An operator set balances to given values.
     case set
+    /// A reversal of the transaction `original`: 00 credits back what the
+    /// original debited (nothing when it was declined, already reversed or
+    /// never seen); 07 changes nothing.
+    case reversal
 }
 
 /// `MEAL:700` — an amount of cents against one category.
@@ -62,6 +66,8 @@ public struct Statement: Sendable, Equatable {
     public let creditsText: String
     public let balancesText: String
     public let reason: String
+    /// The reversed transaction's id (reversals only).
+    public let original: String
 
     public let debits: [Posting]
     public let credits: [Posting]
@@ -101,6 +107,7 @@ public struct Statement: Sendable, Equatable {
         self.creditsText = fields["credits"] ?? ""
         self.balancesText = fields["balances"] ?? ""
         self.reason = fields["reason"] ?? ""
+        self.original = fields["original"] ?? ""
         self.debits = try Posting.list(debitsText)
         self.credits = try Posting.list(creditsText)
         self.balances = try Posting.list(balancesText)
@@ -119,6 +126,20 @@ public struct Statement: Sendable, Equatable {
                 }
             } else {
                 guard debits.isEmpty else { throw StatementError.malformed("declined \(entryID) carries debits") }
+            }
+        case .reversal:
+            guard debits.isEmpty else { throw StatementError.malformed("reversal \(entryID) carries debits") }
+            guard !original.isEmpty else { throw StatementError.malformed("reversal \(entryID) names no original") }
+            switch code {
+            case .approved:
+                guard credits.allSatisfy({ $0.cents > 0 }) else { throw StatementError.malformed("reversal \(entryID) has a non-positive credit") }
+                guard credits.isEmpty || credits.reduce(0, { $0 + $1.cents }) == amount.value else {
+                    throw StatementError.malformed("reversal \(entryID): credits \(creditsText) do not add up to \(amount.value)")
+                }
+            case .rejected:
+                guard credits.isEmpty else { throw StatementError.malformed("refused reversal \(entryID) carries credits") }
+            case .insufficientFunds:
+                throw StatementError.malformed("reversal \(entryID) has code \(code)")
             }
         case .credit, .set:
             guard debits.isEmpty, !credits.isEmpty else { throw StatementError.malformed("\(kind.rawValue) \(entryID) has no credits") }

@@ -105,6 +105,9 @@ public final class StatementStore: Sendable {
                 );
                 """)
         }
+        migrator.registerMigration("v2: the original of a reversal") { db in
+            try db.execute(sql: "ALTER TABLE statements ADD COLUMN original TEXT NOT NULL DEFAULT ''")
+        }
         return migrator
     }
 
@@ -123,8 +126,8 @@ public final class StatementStore: Sendable {
             let insert = try db.cachedStatement(sql: """
                 INSERT OR IGNORE INTO statements
                 (entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
-                 merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                 merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
             for entry in entries {
                 let statement: Statement
@@ -140,7 +143,7 @@ public final class StatementStore: Sendable {
                     statement.kind.rawValue, statement.transactionID, statement.account, statement.code.rawValue,
                     statement.amount.value, statement.mcc, statement.mccUsed, statement.merchant, statement.category,
                     statement.debitsText, statement.creditsText, statement.balancesText, statement.reason,
-                    consumer, now,
+                    consumer, now, statement.original,
                 ])
                 if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }
             }
@@ -243,6 +246,20 @@ public final class StatementStore: Sendable {
         }
     }
 
+    /// Rows with `start <= entry id <= end`, in stream order.
+    public func forEachInStreamOrder(from start: StreamID, through end: StreamID, _ body: (Statement) throws -> Void) throws {
+        try pool.read { db in
+            let cursor = try Row.fetchCursor(
+                db,
+                sql: "SELECT * FROM statements WHERE (entry_ms, entry_seq) >= (?, ?) AND (entry_ms, entry_seq) <= (?, ?) ORDER BY entry_ms, entry_seq",
+                arguments: [Int64(start.milliseconds), Int64(start.sequence), Int64(end.milliseconds), Int64(end.sequence)]
+            )
+            while let row = try cursor.next() {
+                try body(try Self.statement(row))
+            }
+        }
+    }
+
     public func accounts() throws -> [String] {
         try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT account FROM statements") }
     }
@@ -252,7 +269,7 @@ public final class StatementStore: Sendable {
         let columns: [(field: String, column: String)] = [
             ("type", "type"), ("id", "txn_id"), ("account", "account"), ("code", "code"), ("mcc", "mcc"),
             ("mcc_used", "mcc_used"), ("merchant", "merchant"), ("category", "category"), ("debits", "debits"),
-            ("credits", "credits"), ("balances", "balances"), ("reason", "reason"),
+            ("credits", "credits"), ("balances", "balances"), ("reason", "reason"), ("original", "original"),
         ]
         var fields: [String: String] = [:]
         for (field, column) in columns { fields[field] = row[column] }

@@ -47,6 +47,16 @@ public enum StatementTable {
         case .credit:
             description = "credit " + statement.credits.map { "\($0.category) +\(Cents($0.cents))" }.joined(separator: ", ")
             amount = "+\(Cents(statement.credits.reduce(0) { $0 + $1.cents }))"
+        case .reversal:
+            let merchant = MerchantDescriptor(statement.merchant).name
+            let subject = "reversal of \(statement.original)" + (merchant.isEmpty ? "" : " at \(merchant)")
+            if statement.code == .approved && !statement.credits.isEmpty {
+                description = subject + " (" + statement.credits.map(\.category).joined(separator: "+") + ")"
+                amount = "+\(statement.amount)"
+            } else {
+                description = subject + (statement.reason.isEmpty ? "" : ": \(statement.reason)")
+                amount = ""
+            }
         case .set:
             description = "balance set " + statement.credits.map { "\($0.category)=\(Cents($0.cents))" }.joined(separator: ", ")
             amount = ""

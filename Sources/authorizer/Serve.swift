@@ -24,8 +24,14 @@ struct Serve: ParsableCommand {
     @Option(help: "Event loop threads. Default: one per core.")
     var threads: Int?
 
-    @Option(help: "Answer deadline in milliseconds.")
+    @Option(help: "Answer deadline in milliseconds: every request is answered within it, `07 timeout` when the decision is not back.")
     var slaMs = 100
+
+    @Option(help: "Directory of the local journal of reversals owed after a `07 timeout` (created when missing).")
+    var stateDir = ".data/"
+
+    @Option(help: "Most reversals the service may owe at once; when reached, authorizations are refused (07 authorizer storage unavailable).")
+    var maxPendingReversals = 10_000
 
     @Option(help: "Lifetime of an account lock in milliseconds if its holder never releases it.")
     var lockTtlMs = 200
@@ -76,6 +82,8 @@ struct Serve: ParsableCommand {
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
         guard rulesRefreshMs == 0 || rulesRefreshMs >= 100 else { throw ValidationError("--rules-refresh-ms must be 0 or at least 100") }
         guard redisTimeoutMs >= 10 else { throw ValidationError("--redis-timeout-ms must be at least 10") }
+        guard (1...1_000_000).contains(maxPendingReversals) else { throw ValidationError("--max-pending-reversals must be 1-1000000") }
+        guard !stateDir.isEmpty else { throw ValidationError("--state-dir must not be empty") }
         guard metricsPort.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--metrics-port must be 0-65535") }
     }
 
@@ -97,6 +105,9 @@ struct Serve: ParsableCommand {
         var config = AuthorizerConfig()
         config.sla = .milliseconds(Int64(slaMs))
         config.lockTTL = .milliseconds(Int64(lockTtlMs))
+        // The journal's fsync happens inside the SLA: a fifth of it, at most 20 ms.
+        config.answerMargin = .milliseconds(Int64(min(20, slaMs / 5)))
+        config.maxPendingReversals = maxPendingReversals
         let redisConnectionOptions = RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs)))
 
         let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
@@ -119,11 +130,19 @@ struct Serve: ParsableCommand {
         try watcher.start().wait()
         if rulesRefreshMs > 0 { rules.startPeriodicRefresh(every: .milliseconds(Int64(rulesRefreshMs))) }
 
+        let journal: ReversalJournal
+        do {
+            journal = try ReversalJournal(directory: stateDir, maxEntries: maxPendingReversals, logger: logger, metrics: metrics)
+        } catch {
+            throw ValidationError("cannot use --state-dir \(stateDir): \(error)")
+        }
+        defer { journal.close() }
         let authorizer = Authorizer(
             group: group, endpoint: endpoint, scripts: scripts, rules: rules, watcher: watcher,
-            config: config, redisOptions: redisConnectionOptions, logger: logger, metrics: metrics
+            config: config, redisOptions: redisConnectionOptions, logger: logger, metrics: metrics, journal: journal
         )
         try authorizer.connect().wait()
+        authorizer.applyOwedReversals()
         let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, logger: logger)
         // Off the hot path: warns (and the metrics sampler exports the lag) while the replayer falls behind.
         let lagWatch = ReplayerLagMonitor(
@@ -156,6 +175,15 @@ struct Serve: ParsableCommand {
         stopped.wait()
         logger.info("shutting down: no new connections, answering requests in flight")
         try? server.shutdown().wait()
+        // Give the reversals owed a moment to reach Redis; what is left stays
+        // in the journal for the next start.
+        let owedDeadline = DispatchTime.now() + .seconds(5)
+        while journal.count > 0 && DispatchTime.now() < owedDeadline {
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        if journal.count > 0 {
+            logger.warning("reversals still owed at stop; they stay in the journal for the next start", metadata: ["count": "\(journal.count)", "journal": "\(journal.path)"])
+        }
         lagWatch.cancel()
         metricsEndpoint?.sampler.stop()
         try? metricsEndpoint?.server.close().wait()

@@ -200,6 +200,30 @@ final class ReplayerPromiseTests: LedgerTestCase {
     /// terminals and operators write, with the replayer running and then
     /// stopped (statements read from the stream), and still reports a balance
     /// changed outside the ledger in that same setup.
+    /// A replayer that trims as soon as it acknowledges, under traffic: an
+    /// entry trimmed between the audit's database read and its stream read
+    /// must still be counted (the audit reads the database again for that
+    /// range). Each audit is one chance for the race; several run.
+    func testAuditNextToAReplayerThatTrimsAggressively() throws {
+        let accounts = (0..<40).map { "tr\($0)" }
+        try adjust("set", accounts.map { ($0, [("FOOD", 5_000_000), ("MEAL", 5_000_000), ("CASH", 5_000_000)]) })
+        try drain()
+        let serve = try ServeProcess(redis: redis, arguments: ["--sla-ms", "5000"])
+        let replay = try startReplay(["--consumer", "trimmer", "--batch", "50", "--block-ms", "100", "--trim-maxlen", "0"])
+        defer { replay.terminate(signal: SIGKILL); _ = replay.waitForExit(timeout: 5) }
+        XCTAssertTrue(replay.waitForLine(containing: "consumer ready"), replay.output)
+        let traffic = try BackgroundTraffic(port: serve.port, accounts: accounts, redis: redis)
+        defer { traffic.stop() }
+        let until = Date().addingTimeInterval(8)
+        var audits = 0
+        while Date() < until {
+            let result = try audit()
+            audits += 1
+            XCTAssertEqual(result.status, 0, "audit \(audits) next to a trimming replayer:\n\(result.output.prefix(800))")
+        }
+        XCTAssertGreaterThan(audits, 1)
+    }
+
     func testAuditPassesUnderTrafficAndStillCatchesABalanceChangedOutsideTheLedger() throws {
         let accounts = (0..<40).map { "u\($0)" }
         try adjust("set", accounts.map { ($0, [("FOOD", 5_000_000), ("MEAL", 5_000_000), ("CASH", 5_000_000)]) } + [("quiet", [("CASH", 10_000)])])

@@ -13,7 +13,9 @@ final class ServeProcess: @unchecked Sendable {
         child = ChildProcess(
             name: "serve",
             executable: TestEnvironment.authorizerBinary,
-            arguments: ["serve", "--redis", redis.url, "--port", "0", "--log-level", "info"] + arguments,
+            // Each serve its own journal of owed reversals (a later --state-dir wins).
+            arguments: ["serve", "--redis", redis.url, "--port", "0", "--log-level", "info",
+                        "--state-dir", redis.directory.appendingPathComponent("serve-\(UUID().uuidString.prefix(8))").path] + arguments,
             environment: environment
         )
         try child.start()

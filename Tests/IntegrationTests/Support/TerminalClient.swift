@@ -60,6 +60,7 @@ final class TerminalClient: @unchecked Sendable {  // one thread may send while 
             var chunk = [UInt8](repeating: 0, count: 65_536)
             let count = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if count == 0 { return nil }
+            if count < 0 && errno == EINTR { continue }  // a signal (SIGCHLD of a child process) interrupted the wait
             guard count > 0 else { throw TestFailure("no answer from the server (errno \(errno))") }
             buffer.append(contentsOf: chunk[..<count])
         }
@@ -95,12 +96,24 @@ enum Request {
         text += "\"account\":\"\(account)\",\"totalAmount\":\(amount),\"mcc\":\"\(mcc)\",\"merchant\":\"\(merchant)\"}"
         return text
     }
+
+    /// A reversal line; `extra` adds optional fields (totalAmount, mcc, merchant).
+    static func reversal(id: String, account: String, original: String, _ extra: [String: Any] = [:]) -> String {
+        json(["type": "reversal", "id": id, "account": account, "original": original].merging(extra) { $1 })
+    }
+
+    /// A balance inquiry line.
+    static func balance(id: String, account: String) -> String {
+        json(["type": "balance", "id": id, "account": account])
+    }
 }
 
 struct Response: Equatable {
     let id: String?
     let code: String
     let reason: String?
+    /// A balance inquiry's answer: category -> amount as sent ("1000.00").
+    let balances: [String: String]?
 
     init(line: String) throws {
         guard let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
@@ -110,5 +123,6 @@ struct Response: Equatable {
         self.id = object["id"] as? String
         self.code = code
         self.reason = object["reason"] as? String
+        self.balances = object["balances"] as? [String: String]
     }
 }

@@ -1,0 +1,310 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import AuthorizerCore
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// A reversal the service owes: an authorization answered `07 timeout`
+/// whose script may still run (or may have run) in Redis.
+public struct PendingReversal: Hashable, Sendable {
+    public let account: String
+    public let original: String
+
+    public init(account: String, original: String) {
+        self.account = account
+        self.original = original
+    }
+
+    /// The reversal's own id. The `/` cannot appear in a terminal's id, so it
+    /// never meets a terminal's reversal record.
+    public var reversalID: String { "timeout/\(original)" }
+}
+
+/// The store-and-forward queue of reversals owed by this service, kept in a
+/// small local file so that they survive a crash of `serve`.
+///
+/// The file is a log of lines: `A <account> <original>` when a reversal is
+/// owed (appended and fsynced before the terminal hears `07 timeout`) and
+/// `D <account> <original>` once Redis acknowledged it (not fsynced: replaying
+/// an applied reversal is a no-op). At start the log is read, what is still
+/// owed is rewritten into a fresh file, and handed back to be applied. The
+/// file is truncated whenever nothing is owed, and rewritten when it grows
+/// past `compactBytes` with mostly finished entries.
+///
+/// All file work happens on one dedicated thread, never on an event loop;
+/// appends that arrive while a write is in progress are written and fsynced
+/// together with the next one (group commit).
+public final class ReversalJournal: @unchecked Sendable {
+    public let path: String
+    public let maxEntries: Int
+    private let compactBytes: Int
+    private let logger: Logger
+    private let metrics: ServerMetrics
+    private let thread: NIOThreadPool
+
+    private let lock = NIOLock()
+    // Under `lock`:
+    private var pending: Set<PendingReversal> = []
+    private var appends: [(PendingReversal, EventLoopPromise<Void>)] = []
+    private var done: [PendingReversal] = []
+    private var writing = false
+    // On the journal thread only:
+    private var fd: Int32 = -1
+    private var fileBytes = 0
+    /// Held (flock) for the life of the process: one serve per state directory.
+    private var lockFD: Int32 = -1
+
+    public enum JournalError: Error, CustomStringConvertible {
+        case io(String, Int32)
+        case inUse(String)
+        public var description: String {
+            switch self {
+            case .inUse(let directory): return "another serve uses the state directory \(directory)"
+            case .io(let what, let code): return "\(what): \(String(cString: strerror(code)))"
+            }
+        }
+    }
+
+    /// Opens (creating the directory and file when missing) and returns the
+    /// reversals still owed from a previous run.
+    public init(directory: String, maxEntries: Int = 10_000, compactBytes: Int = 1 << 20, logger: Logger, metrics: ServerMetrics = .disabled) throws {
+        precondition(maxEntries > 0)
+        self.path = directory.hasSuffix("/") ? directory + "pending-reversals.log" : directory + "/pending-reversals.log"
+        self.maxEntries = maxEntries
+        self.compactBytes = compactBytes
+        self.logger = logger
+        self.metrics = metrics
+        self.thread = NIOThreadPool(numberOfThreads: 1)
+        try Self.makeDirectory(directory)
+        let lockPath = path + ".lock"
+        lockFD = open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lockFD >= 0 else { throw JournalError.io("open \(lockPath)", errno) }
+        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            Glibc.close(lockFD)
+            throw code == EWOULDBLOCK ? JournalError.inUse(directory) : JournalError.io("flock \(lockPath)", code)
+        }
+        pending = try Self.read(path: path, logger: logger)
+        try rewrite(pending)
+        thread.start()
+        metrics.reversalJournal(pending: pending.count, bytes: fileBytes)
+    }
+
+    /// What is owed right now.
+    public var owed: [PendingReversal] {
+        lock.withLock { Array(pending) }
+    }
+
+    public var count: Int {
+        lock.withLock { pending.count }
+    }
+
+    /// No room for another reversal: new authorizations are refused.
+    public var isFull: Bool {
+        lock.withLock { pending.count >= maxEntries }
+    }
+
+    /// Records a reversal as owed; the future succeeds once it is on disk
+    /// (fsynced), on `eventLoop`. An entry owed twice is written twice
+    /// (harmless: the log is read as a set), so that each caller's answer
+    /// waits for a line of its own on disk.
+    public func append(_ entry: PendingReversal, on eventLoop: EventLoop) -> EventLoopFuture<Void> {
+        let promise = eventLoop.makePromise(of: Void.self)
+        let start = lock.withLock { () -> Bool in
+            pending.insert(entry)
+            appends.append((entry, promise))
+            metrics.reversalJournal(pending: pending.count, bytes: nil)
+            defer { writing = true }
+            return !writing
+        }
+        if start { thread.submit { _ in self.writeLoop() } }
+        return promise.futureResult
+    }
+
+    /// Redis acknowledged the reversal: it is no longer owed.
+    public func acknowledge(_ entry: PendingReversal) {
+        let start = lock.withLock { () -> Bool? in
+            guard pending.remove(entry) != nil else { return nil }
+            done.append(entry)
+            // Under the lock, so the gauge never shows an older count last.
+            metrics.reversalJournal(pending: pending.count, bytes: nil)
+            defer { writing = true }
+            return !writing
+        }
+        if start == true { thread.submit { _ in self.writeLoop() } }
+    }
+
+    public func close() {
+        try? thread.syncShutdownGracefully()
+        if fd >= 0 { Glibc.close(fd) }
+        fd = -1
+        if lockFD >= 0 { Glibc.close(lockFD) }
+        lockFD = -1
+    }
+
+    // MARK: - On the journal thread
+
+    private func writeLoop() {
+        while true {
+            let (adds, finished, owedNow) = lock.withLock { () -> ([(PendingReversal, EventLoopPromise<Void>)], [PendingReversal], Set<PendingReversal>?) in
+                let batch = (appends, done)
+                appends = []
+                done = []
+                if batch.0.isEmpty && batch.1.isEmpty { writing = false }
+                return (batch.0, batch.1, batch.0.isEmpty && batch.1.isEmpty ? nil : pending)
+            }
+            guard let owedNow else { return }
+            var text = ""
+            for (entry, _) in adds { text += "A \(entry.account) \(entry.original)\n" }
+            for entry in finished { text += "D \(entry.account) \(entry.original)\n" }
+            var failure: Error?
+            do {
+                try writeAll(text)
+                if !adds.isEmpty { try sync() }
+            } catch {
+                failure = error
+                logger.error("reversal journal write failed; the reversals stay owed in memory", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+            for (_, promise) in adds {
+                if let failure { promise.fail(failure) } else { promise.succeed() }
+            }
+            do {
+                if owedNow.isEmpty && fileBytes > 0 {
+                    // Nothing owed: the whole log is finished business.
+                    guard ftruncate(fd, 0) == 0 else { throw JournalError.io("truncate \(path)", errno) }
+                    fileBytes = 0
+                } else if fileBytes > compactBytes && owedNow.count * 80 < fileBytes / 2 {
+                    try rewrite(owedNow)
+                }
+            } catch {
+                logger.warning("reversal journal compaction failed", metadata: ["path": "\(path)", "error": "\(error)"])
+            }
+            metrics.reversalJournal(pending: nil, bytes: fileBytes)
+        }
+    }
+
+    private func writeAll(_ text: String) throws {
+        guard !text.isEmpty else { return }
+        guard fd >= 0 else { throw JournalError.io("journal \(path) is not open", EBADF) }
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                throw JournalError.io("write \(path)", errno)
+            }
+            offset += written
+        }
+        fileBytes += bytes.count
+    }
+
+    private func sync() throws {
+        guard fsync(fd) == 0 else { throw JournalError.io("fsync \(path)", errno) }
+    }
+
+    /// Replaces the file with one holding exactly `entries`: a temp file,
+    /// fsynced, renamed over the log, then the directory fsynced.
+    private func rewrite(_ entries: Set<PendingReversal>) throws {
+        let temporary = path + ".tmp"
+        let out = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard out >= 0 else { throw JournalError.io("open \(temporary)", errno) }
+        let text = entries.map { "A \($0.account) \($0.original)\n" }.joined()
+        let bytes = Array(text.utf8)
+        var offset = 0
+        while offset < bytes.count {
+            let written = bytes[offset...].withUnsafeBytes { Glibc.write(out, $0.baseAddress, $0.count) }
+            if written < 0 {
+                if errno == EINTR { continue }
+                let code = errno
+                Glibc.close(out)
+                throw JournalError.io("write \(temporary)", code)
+            }
+            offset += written
+        }
+        guard fsync(out) == 0 else {
+            let code = errno
+            Glibc.close(out)
+            throw JournalError.io("fsync \(temporary)", code)
+        }
+        Glibc.close(out)
+        guard rename(temporary, path) == 0 else { throw JournalError.io("rename \(temporary)", errno) }
+        let directory = ParentDirectory(path).directory
+        let dirFD = open(directory, O_RDONLY | O_CLOEXEC)
+        if dirFD >= 0 {
+            _ = fsync(dirFD)
+            Glibc.close(dirFD)
+        }
+        if fd >= 0 { Glibc.close(fd) }
+        fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
+        guard fd >= 0 else { throw JournalError.io("open \(path)", errno) }
+        fileBytes = bytes.count
+    }
+
+    private static func makeDirectory(_ directory: String) throws {
+        var current = directory.hasPrefix("/") ? "" : "."
+        for part in directory.split(separator: "/") {
+            current += "/" + part
+            if mkdir(current, 0o700) != 0 && errno != EEXIST {
+                throw JournalError.io("mkdir \(current)", errno)
+            }
+        }
+    }
+
+    /// The entries added and not finished. A torn last line (a crash in the
+    /// middle of a write that was never acknowledged to anyone) is skipped.
+    private static func read(path: String, logger: Logger) throws -> Set<PendingReversal> {
+        let input = open(path, O_RDONLY | O_CLOEXEC)
+        if input < 0 {
+            if errno == ENOENT { return [] }
+            throw JournalError.io("open \(path)", errno)
+        }
+        defer { Glibc.close(input) }
+        var data: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(input, $0.baseAddress, $0.count) }
+            if count < 0 {
+                if errno == EINTR { continue }
+                throw JournalError.io("read \(path)", errno)
+            }
+            if count == 0 { break }
+            data.append(contentsOf: chunk[..<count])
+        }
+        var owed: Set<PendingReversal> = []
+        var skipped = 0
+        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
+            let parts = line.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
+            guard parts.count == 3, Identifier.isValid(parts[1]), Identifier.isValid(parts[2]) else {
+                skipped += 1
+                continue
+            }
+            let entry = PendingReversal(account: parts[1], original: parts[2])
+            switch parts[0] {
+            case "A": owed.insert(entry)
+            case "D": owed.remove(entry)
+            default: skipped += 1
+            }
+        }
+        if skipped > 0 {
+            logger.warning("reversal journal: skipped unreadable lines", metadata: ["path": "\(path)", "lines": "\(skipped)"])
+        }
+        return owed
+    }
+}
+
+/// The directory part of a path (`dirname`), without Foundation.
+private struct ParentDirectory {
+    let text: String
+    init(_ text: String) { self.text = text }
+    var directory: String {
+        guard let slash = text.lastIndex(of: "/") else { return "." }
+        return slash == text.startIndex ? "/" : String(text[..<slash])
+    }
+}
+

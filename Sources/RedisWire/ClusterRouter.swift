@@ -1,0 +1,242 @@
+import Logging
+import NIOCore
+
+/// Redis Cluster for one event loop: the slot map, one pipelined
+/// `RedisClient` per master (opened lazily, scripts loaded on each), and the
+/// redirection loop.
+///
+/// - `MOVED`: the slot map is updated, the command resent to the new owner,
+///   and the whole map re-read in the background.
+/// - `ASK`: `ASKING` and the command are sent back to back to the importing
+///   node, once.
+/// - `TRYAGAIN` (a multi-key script while its slot migrates): resent after a
+///   short back-off, the map re-read, within `tryAgainBudget`.
+/// - `CLUSTERDOWN`, or a node that cannot be reached: fails at once (the
+///   caller answers 07); the map is re-read so a promoted replica is found.
+///
+/// A command is resent only after a reply that says it did not run
+/// (MOVED, ASK, TRYAGAIN). A link lost after the send is an unknown outcome
+/// and is never resent.
+public final class ClusterRouter: Sendable {
+    public typealias Node = ClusterTopology.Node
+
+    public let eventLoop: EventLoop
+    /// User, password and database for every node; host and port come from the map.
+    private let credentials: RedisEndpoint
+    private let seeds: [Node]
+    private let scripts: [LuaScript]
+    private let options: RedisConnection.Options
+    private let logger: Logger
+    private let onReconnect: (@Sendable () -> Void)?
+    private let onScriptsReloaded: (@Sendable () -> Void)?
+    private let onRedirect: (@Sendable (RedirectKind) -> Void)?
+    private let state: NIOLoopBoundBox<State>
+
+    public enum RedirectKind: String, Sendable { case moved, ask, tryAgain = "tryagain" }
+
+    /// Redirections followed for one command before giving up.
+    public static let maxRedirects = 8
+    /// How long one command keeps retrying TRYAGAIN (a slot's migration).
+    public let tryAgainBudget: TimeAmount
+    /// The map is re-read at least this often even when nothing says it is stale.
+    public static let refreshInterval = TimeAmount.seconds(5)
+
+    private struct State {
+        var topology = ClusterTopology()
+        var clients: [Node: RedisClient] = [:]
+        var refreshing: EventLoopFuture<Void>?
+        var lastRefresh: NIODeadline = .uptimeNanoseconds(0)
+        var closed = false
+    }
+
+    public init(
+        seeds: [RedisEndpoint],
+        eventLoop: EventLoop,
+        scripts: [LuaScript] = [],
+        options: RedisConnection.Options = .init(),
+        tryAgainBudget: TimeAmount = .seconds(2),
+        logger: Logger = Logger(label: "redis-cluster"),
+        onReconnect: (@Sendable () -> Void)? = nil,
+        onScriptsReloaded: (@Sendable () -> Void)? = nil,
+        onRedirect: (@Sendable (RedirectKind) -> Void)? = nil
+    ) {
+        precondition(!seeds.isEmpty, "a cluster needs at least one seed node")
+        self.credentials = seeds[0]
+        self.seeds = seeds.map { Node(host: $0.host, port: $0.port) }
+        self.eventLoop = eventLoop
+        self.scripts = scripts
+        self.options = options
+        self.tryAgainBudget = tryAgainBudget
+        self.logger = logger
+        self.onReconnect = onReconnect
+        self.onScriptsReloaded = onScriptsReloaded
+        self.onRedirect = onRedirect
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
+    }
+
+    /// Reads the slot map and connects to every master (loading the scripts there).
+    public func connect() -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit {
+            self.refresh().flatMap {
+                let masters = self.state.value.topology.masters
+                return EventLoopFuture.andAllSucceed(masters.map { self.client(for: $0).connect() }, on: self.eventLoop)
+            }
+        }
+    }
+
+    /// The slot map as this loop knows it now.
+    public var topology: EventLoopFuture<ClusterTopology> {
+        eventLoop.submit { self.state.value.topology }
+    }
+
+    /// The client of `node` on this loop (created lazily).
+    public func client(for node: Node) -> RedisClient {
+        eventLoop.assertInEventLoop()
+        if let client = state.value.clients[node] { return client }
+        var endpoint = credentials
+        endpoint.host = node.host
+        endpoint.port = node.port
+        let client = RedisClient(
+            endpoint: endpoint, eventLoop: eventLoop, scripts: scripts, options: options, logger: logger,
+            onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded
+        )
+        state.value.clients[node] = client
+        return client
+    }
+
+    /// The master serving `slot` now, if the map has one.
+    public func master(ofSlot slot: Int) -> Node? {
+        eventLoop.assertInEventLoop()
+        return state.value.topology.master(ofSlot: slot)
+    }
+
+    /// EVALSHA on the master of the slot of `keys[0]` (every key of one call
+    /// must share that slot: the scripts touch one account's keys only).
+    public func evalScript(_ script: LuaScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
+        eventLoop.assertInEventLoop()
+        precondition(!keys.isEmpty, "a routed script names its keys")
+        let slot = HashSlot.of(key: keys[0])
+        assert(keys.allSatisfy { HashSlot.of(key: $0) == slot }, "one script, one slot")
+        return route(slot: slot, redirects: 0, asking: nil, started: .now()) { client in
+            client.evalScript(script, keys: keys, arguments: arguments)
+        }
+    }
+
+    /// Any command, on the master of `slot`.
+    public func send(_ command: RedisCommand, slot: Int) -> EventLoopFuture<RESPValue> {
+        eventLoop.flatSubmit {
+            self.route(slot: slot, redirects: 0, asking: nil, started: .now()) { $0.send(command) }
+        }
+    }
+
+    private func route(
+        slot: Int, redirects: Int, asking: Node?, started: NIODeadline,
+        _ body: @escaping (RedisClient) -> EventLoopFuture<RESPValue>
+    ) -> EventLoopFuture<RESPValue> {
+        refreshIfDue()
+        guard let node = asking ?? state.value.topology.master(ofSlot: slot) else {
+            refreshSoon()
+            return eventLoop.makeFailedFuture(RedisError.unavailable("no master serves slot \(slot)"))
+        }
+        let client = client(for: node)
+        let sent: EventLoopFuture<RESPValue>
+        if asking != nil {
+            // Back to back on one connection: ASKING applies to the next command only.
+            _ = client.send(RedisCommand("ASKING"))
+        }
+        sent = body(client)
+        return sent.flatMapError { error in
+            guard let redisError = error as? RedisError else { return self.eventLoop.makeFailedFuture(error) }
+            guard let kind = redisError.kind else {
+                // The node is unreachable or the link broke: maybe a failover.
+                self.refreshSoon()
+                return self.eventLoop.makeFailedFuture(error)
+            }
+            guard redirects < Self.maxRedirects else { return self.eventLoop.makeFailedFuture(error) }
+            switch kind {
+            case .moved(let movedSlot, let host, let port):
+                self.onRedirect?(.moved)
+                self.state.value.topology.moved(slot: movedSlot, to: Node(host: host, port: port))
+                self.refreshSoon()
+                return self.route(slot: slot, redirects: redirects + 1, asking: nil, started: started, body)
+            case .ask(_, let host, let port):
+                self.onRedirect?(.ask)
+                return self.route(slot: slot, redirects: redirects + 1, asking: Node(host: host, port: port), started: started, body)
+            case .tryAgain:
+                self.onRedirect?(.tryAgain)
+                let delay = TimeAmount.milliseconds(Int64(min(2 << min(redirects, 4), 25)))
+                guard NIODeadline.now() + delay < started + self.tryAgainBudget else { return self.eventLoop.makeFailedFuture(error) }
+                return self.eventLoop.flatScheduleTask(in: delay) {
+                    self.refresh().flatMap { self.route(slot: slot, redirects: redirects, asking: nil, started: started, body) }
+                }.futureResult
+            case .clusterDown:
+                self.refreshSoon()
+                return self.eventLoop.makeFailedFuture(error)
+            case .noScript, .busyGroup, .noPermission, .crossSlot, .other:
+                return self.eventLoop.makeFailedFuture(error)
+            }
+        }
+    }
+
+    // MARK: - The slot map
+
+    private func refreshIfDue() {
+        if NIODeadline.now() - state.value.lastRefresh > Self.refreshInterval { refreshSoon() }
+    }
+
+    private func refreshSoon() {
+        _ = refresh()
+    }
+
+    /// Re-reads CLUSTER SLOTS from the first node that answers: the known
+    /// masters, then their replicas, then the seeds. One read at a time.
+    @discardableResult
+    public func refresh() -> EventLoopFuture<Void> {
+        eventLoop.assertInEventLoop()
+        if let refreshing = state.value.refreshing { return refreshing }
+        let topology = state.value.topology
+        var candidates = topology.masters + topology.replicas.flatMap { $0 } + seeds
+        var seen = Set<Node>()
+        candidates = candidates.filter { seen.insert($0).inserted }
+        let future = ask(candidates[...]).map { topology in
+            if topology != self.state.value.topology {
+                self.logger.info("cluster slot map updated", metadata: ["masters": "\(topology.masters.map(\.description))"])
+            }
+            self.state.value.topology = topology
+            self.state.value.lastRefresh = .now()
+        }
+        state.value.refreshing = future
+        future.whenComplete { _ in self.state.value.refreshing = nil }
+        return future
+    }
+
+    private func ask(_ candidates: ArraySlice<Node>) -> EventLoopFuture<ClusterTopology> {
+        guard let node = candidates.first else {
+            return eventLoop.makeFailedFuture(RedisError.unavailable("no cluster node answered CLUSTER SLOTS"))
+        }
+        return client(for: node).send(RedisCommand("CLUSTER", "SLOTS")).flatMapThrowing { reply in
+            let topology = try ClusterTopology(clusterSlots: reply)
+            guard !topology.masters.isEmpty else { throw RedisError.unexpectedReply("empty CLUSTER SLOTS from \(node)") }
+            return topology
+        }.flatMapError { error in
+            self.logger.debug("CLUSTER SLOTS failed", metadata: ["node": "\(node)", "error": "\(error)"])
+            return self.ask(candidates.dropFirst())
+        }
+    }
+
+    /// Lets each master answer what was sent, then closes every link.
+    public func shutdown() -> EventLoopFuture<Void> {
+        eventLoop.flatSubmit {
+            self.state.value.closed = true
+            let clients = Array(self.state.value.clients.values)
+            return EventLoopFuture.andAllComplete(clients.map { $0.shutdown() }, on: self.eventLoop)
+        }
+    }
+
+    public func close() {
+        eventLoop.execute {
+            self.state.value.closed = true
+            for client in self.state.value.clients.values { client.close() }
+        }
+    }
+}

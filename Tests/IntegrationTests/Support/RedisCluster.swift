@@ -1,0 +1,136 @@
+import Foundation
+import RedisWire
+
+/// A real Redis Cluster: `masters` masters with one replica each, every node
+/// a redis-server from the project's redis.conf plus the cluster options, on
+/// free ports (cluster bus = port + 10000), with the project's ACL users
+/// shared by all nodes; replicas log in to their master as `replication`.
+/// Built with `redis-cli --cluster create` as an operator would. Every node
+/// is killed with its process group when the cluster is released.
+final class RedisCluster: @unchecked Sendable {
+    let users: URL
+    private(set) var nodes: [RedisServer] = []
+    let credentials: [String: String]
+
+    /// The `authorizer` user's URLs of every node, comma-separated: what
+    /// `--redis` takes as seeds.
+    var seeds: String { nodes.map(\.url).joined(separator: ",") }
+
+    init(name: String, masters: Int = 3, nodeTimeoutMs: Int = 2_000) throws {
+        precondition(masters >= 3, "redis-cli --cluster create wants at least 3 masters")
+        users = try TestEnvironment.makeTemporaryDirectory("cluster-\(name)-users")
+        credentials = try RedisServer.generateUsers(in: users, port: 0)
+        let replication = credentials["REPLICATION_PASSWORD"] ?? ""
+        for index in 0..<(masters * 2) {
+            nodes.append(try RedisServer(
+                name: "\(name)-\(index)",
+                users: users,
+                portRule: { $0 + 10_000 <= 65_535 && RedisCluster.isFree($0 + 10_000) },
+                extraArguments: [
+                    "--cluster-enabled", "yes",
+                    "--cluster-config-file", "nodes-{PORT}.conf",
+                    "--cluster-node-timeout", String(nodeTimeoutMs),
+                    "--masteruser", "replication",
+                    "--masterauth", replication,
+                ]
+            ))
+        }
+        let create = ChildProcess(
+            name: "cluster-create", executable: "/usr/bin/redis-cli",
+            arguments: ["--user", "default", "--pass", credentials["REDIS_ADMIN_PASSWORD"] ?? "", "--no-auth-warning",
+                        "--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-replicas", "1", "--cluster-yes"]
+        )
+        try create.start()
+        guard create.waitForExit(timeout: 60) == 0 else { throw TestFailure("cluster create failed:\n\(create.output)") }
+        try waitUntilHealthy()
+    }
+
+    /// Every node sees `cluster_state:ok` and every replica's link to its master is up
+    /// (a replica that never synced is never promoted).
+    func waitUntilHealthy(timeout: TimeInterval = 30) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            var healthy = true
+            for node in nodes where node.isRunning {
+                let info = (try? node.command("CLUSTER", "INFO").string) ?? ""
+                let replication = (try? node.command("INFO", "replication").string) ?? ""
+                if !info.contains("cluster_state:ok") { healthy = false }
+                if replication.contains("role:slave") && !replication.contains("master_link_status:up") { healthy = false }
+            }
+            if healthy { return }
+            guard Date() < deadline else { throw TestFailure("cluster not healthy after \(timeout) s") }
+            Thread.sleep(forTimeInterval: 0.05)  // polling: a cluster announces no "ready" event
+        }
+    }
+
+    /// The nodes that are masters now.
+    func masters() throws -> [RedisServer] {
+        try nodes.filter { $0.isRunning }.filter { try ($0.command("ROLE").array?.first?.string) == "master" }
+    }
+
+    /// The master serving `slot` now, from CLUSTER SHARDS... as seen by any live node.
+    func master(ofSlot slot: Int) throws -> RedisServer? {
+        for node in try masters() {
+            let ranges = try ownedSlots(node)
+            if ranges.contains(where: { $0.contains(slot) }) { return node }
+        }
+        return nil
+    }
+
+    /// The slot ranges a master owns, from its own CLUSTER MYID and CLUSTER SLOTS.
+    func ownedSlots(_ node: RedisServer) throws -> [ClosedRange<Int>] {
+        let slots = try node.command("CLUSTER", "SLOTS").array ?? []
+        var ranges: [ClosedRange<Int>] = []
+        for entry in slots {
+            guard let items = entry.array, items.count >= 3, let low = items[0].int, let high = items[1].int,
+                  let owner = items[2].array, owner.count >= 2, let port = owner[1].int else { continue }
+            if Int(port) == node.port { ranges.append(Int(low)...Int(high)) }
+        }
+        return ranges
+    }
+
+    /// The node id a node reports for itself.
+    func nodeID(_ node: RedisServer) throws -> String {
+        guard let id = try node.command("CLUSTER", "MYID").string else { throw TestFailure("CLUSTER MYID") }
+        return id
+    }
+
+    /// Moves `slot` to `target` the way `redis-cli --cluster reshard` does:
+    /// IMPORTING on the target, MIGRATING on the source, MIGRATE … KEYS in
+    /// batches, then SETSLOT … NODE on the target, the source and every other
+    /// master. `between` runs after the keys moved and before the slot is
+    /// handed over (the migration window a test wants to observe).
+    func migrate(slot: Int, to target: RedisServer, batch: Int = 100, between: () throws -> Void = {}) throws {
+        guard let source = try master(ofSlot: slot) else { throw TestFailure("no master for slot \(slot)") }
+        guard source !== target else { return }
+        let targetID = try nodeID(target)
+        let sourceID = try nodeID(source)
+        try target.command("CLUSTER", "SETSLOT", String(slot), "IMPORTING", sourceID)
+        try source.command("CLUSTER", "SETSLOT", String(slot), "MIGRATING", targetID)
+        let password = credentials["REDIS_ADMIN_PASSWORD"] ?? ""
+        while true {
+            let keys = try source.command("CLUSTER", "GETKEYSINSLOT", String(slot), String(batch)).array?.compactMap(\.string) ?? []
+            if keys.isEmpty { break }
+            try source.command(["MIGRATE", "127.0.0.1", String(target.port), "", "0", "5000", "AUTH2", "default", password, "KEYS"] + keys)
+        }
+        try between()
+        try target.command("CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
+        try source.command("CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
+        for other in try masters() where other !== source && other !== target {
+            try other.command("CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
+        }
+    }
+
+    static func isFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        } == 0
+    }
+}

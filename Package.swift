@@ -77,6 +77,14 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
+        // Reads a server's Prometheus /metrics (for `authorizer top`).
+        .target(
+            name: "MetricsScrape",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .executableTarget(
             name: "authorizer",
             dependencies: [
@@ -85,6 +93,7 @@ let package = Package(
                 "AuthorizerServer",
                 "Replayer",
                 "LoadGenerator",
+                "MetricsScrape",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -94,6 +103,14 @@ let package = Package(
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
         .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
+        .testTarget(
+            name: "MetricsScrapeTests",
+            dependencies: [
+                "MetricsScrape",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -6,13 +6,17 @@
 #   3. authorizer bench, open loop at 10,000/s: latency
 #   4. the unlock probe: a request waiting on a lock held elsewhere, timed from the release
 #   5. serve's RSS holding 10,000 idle terminal connections
-# and a table. Everything started here is stopped on exit, failure included.
+# and a table, and bench-results/latency.svg: latency by percentile of the
+# closed loop, the open loop and the unlock probe against the SLA (from the
+# .hgrm files each run writes there). Everything started here is stopped on
+# exit, failure included.
 #
 # Knobs (environment): BENCH_DURATION (10s), BENCH_RATE (10000),
 # BENCH_CONNECTIONS (64), BENCH_PIPELINE (closed loop, 8), BENCH_IDLE (10000),
 # BENCH_PROBES (200), CEILING_REQUESTS (300000), AUTHORIZER_BIN,
 # BENCH_APPENDFSYNC (everysec as in redis.conf; `always` measures its cost),
-# BENCH_SERVE_ARGS (extra `serve` options, e.g. "--threads 1").
+# BENCH_SERVE_ARGS (extra `serve` options, e.g. "--threads 1"),
+# BENCH_RESULTS (bench-results: the .hgrm files and latency.svg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +30,8 @@ PROBES=${BENCH_PROBES:-200}
 CEILING_REQUESTS=${CEILING_REQUESTS:-300000}
 APPENDFSYNC=${BENCH_APPENDFSYNC:-everysec}
 ACCOUNTS=10000
+RESULTS=${BENCH_RESULTS:-$PWD/bench-results}
+mkdir -p "$RESULTS"
 
 [ -x "$BIN" ] || { echo "no $BIN; run: swift build -c release" >&2; exit 1; }
 for tool in redis-server redis-cli redis-benchmark; do
@@ -135,15 +141,15 @@ bench() { "$BIN" bench --target "$TARGET" --redis "$REDIS_URL" --accounts "$ACCO
 bench --seed --rate 100 --duration 1s --connections 8 >/dev/null  # seed, and warm the connections
 
 # 2. Closed loop.
-closed=$(bench --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+closed=$(bench --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE" --hgrm "$RESULTS/closed.hgrm")
 check_errors "closed loop" "$closed"
 
 # 3. Open loop.
-open=$(bench --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS")
+open=$(bench --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS" --hgrm "$RESULTS/open-$RATE.hgrm")
 check_errors "open loop" "$open"
 
 # 4. Unlock probe.
-probe=$(bench --unlock-probes "$PROBES")
+probe=$(bench --unlock-probes "$PROBES" --hgrm "$RESULTS/unlock-probe.hgrm")
 check_errors "unlock probe" "$probe"
 
 # 5. Idle connections: RSS before, and while the generator holds them open.
@@ -160,6 +166,13 @@ for _ in $(seq 1 100); do  # until serve has accepted them all
 done
 rss_idle=$(rss_mib)
 kill "$IDLE_PID" 2>/dev/null || true
+
+# The chart.
+"$BIN" bench plot --sla-ms 100 --out "$RESULTS/latency.svg" \
+    --title "authorizer bench, $(date -u +%Y-%m-%d), $(nproc) cores, runs of $DURATION" \
+    "closed loop, $CONNECTIONS x $PIPELINE in flight=$RESULTS/closed.hgrm" \
+    "open loop at $RATE/s=$RESULTS/open-$RATE.hgrm" \
+    "unlock -> answer (probe)=$RESULTS/unlock-probe.hgrm"
 
 # The table.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }

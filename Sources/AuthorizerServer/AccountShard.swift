@@ -86,7 +86,7 @@ final class AccountShard: Sendable {
                 answered.value = true
                 self.metrics.timedOut()
                 self.logger.warning("declined", metadata: ["account": "\(inquiry.account)", "id": "\(inquiry.id)", "reason": "\(RejectReason.timeout)"])
-                promise.succeed(.rejected(RejectReason.timeout))
+                promise.succeed(.rejected(.timeout))
             }
             let sent = NIODeadline.now()
             self.redis.evalScript(self.scripts.balance, keys: [Keys.account(inquiry.account)], arguments: []).assumeIsolated().whenComplete { result in
@@ -104,16 +104,16 @@ final class AccountShard: Sendable {
         switch result {
         case .failure(let error):
             logger.warning("balance inquiry failed", metadata: ["error": "\(error)"])
-            return .rejected(RejectReason.redisUnavailable)
+            return .rejected(.storageUnavailable)
         case .success(let value):
-            guard let items = value.array, let kind = items.first?.string else { return .rejected("internal error") }
-            if kind == "UNKNOWN" { return .rejected(RejectReason.unknownAccount) }
-            guard kind == "BALANCES", items.count % 2 == 1 else { return .rejected("internal error") }
+            guard let items = value.array, let kind = items.first?.string else { return .rejected(.internalError(nil)) }
+            if kind == "UNKNOWN" { return .rejected(.unknownAccount) }
+            guard kind == "BALANCES", items.count % 2 == 1 else { return .rejected(.internalError(nil)) }
             var balances: [CategoryBalance] = []
             var index = 1
             while index + 1 < items.count {
-                guard let category = items[index].string, let text = items[index + 1].string else { return .rejected("internal error") }
-                guard let cents = Int64(text) else { return .rejected("balance is not an integer amount of cents") }
+                guard let category = items[index].string, let text = items[index + 1].string else { return .rejected(.internalError(nil)) }
+                guard let cents = Int64(text) else { return .rejected(.declined("balance is not an integer amount of cents")) }
                 balances.append(CategoryBalance(category: category, balance: Cents(cents)))
                 index += 2
             }
@@ -157,7 +157,7 @@ final class AccountShard: Sendable {
             return
         }
         guard state.value.queues[account]!.count < config.maxQueuedPerAccount else {
-            decline(job, reason: RejectReason.accountBusy)
+            decline(job, reason: .accountBusy)
             return
         }
         state.value.queues[account]!.append(job)
@@ -241,24 +241,24 @@ final class AccountShard: Sendable {
             if case .authorize = job.operation, !job.answered, !((error as? RedisError)?.neverSent ?? false) {
                 // The script may have run, or may still run once Redis reads
                 // it: owe its reversal before the terminal hears the 07.
-                oweReversal(job, answer: .rejected(RejectReason.redisUnavailable))
+                oweReversal(job, answer: .rejected(.storageUnavailable))
             }
             // The script may have run and taken the lock; release it if the
             // link still works, the TTL covers the rest.
-            finish(job, .rejected(RejectReason.redisUnavailable), unlock: true)
+            finish(job, .rejected(.storageUnavailable), unlock: true)
             return
         case .success(let value):
             do {
                 reply = try AuthorizeReply(value)
             } catch {
                 logger.error("unexpected authorize reply", metadata: ["reply": "\(value)"])
-                finish(job, .rejected("internal error"), unlock: true)
+                finish(job, .rejected(.internalError(nil)), unlock: true)
                 return
             }
         }
         switch reply {
         case .unknownAccount:
-            finish(job, .rejected(RejectReason.unknownAccount), unlock: false)
+            finish(job, .rejected(.unknownAccount), unlock: false)
         case .decided(let decision):
             if !job.waited {
                 let elapsed = Double((NIODeadline.now() - started).nanoseconds)
@@ -268,7 +268,7 @@ final class AccountShard: Sendable {
         case .locked(let pttl):
             if job.answered {
                 // Answered `07 timeout` already: stop here (this attempt did nothing).
-                finish(job, .rejected(RejectReason.timeout), unlock: false)
+                finish(job, .rejected(.timeout), unlock: false)
                 return
             }
             job.waited = true
@@ -282,7 +282,7 @@ final class AccountShard: Sendable {
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {
         if NIODeadline.now() >= job.deadline {
-            decline(job, reason: RejectReason.accountBusy)
+            decline(job, reason: .accountBusy)
             return
         }
         armDeadline(job)
@@ -353,7 +353,7 @@ final class AccountShard: Sendable {
             job.deadlineTask = nil
             switch job.phase {
             case .queued, .waiting:
-                self.decline(job, reason: RejectReason.accountBusy)
+                self.decline(job, reason: .accountBusy)
             case .attempting, .registering:
                 // The script in flight decides; a LOCKED answer is declined then.
                 break
@@ -367,7 +367,7 @@ final class AccountShard: Sendable {
 
     /// A 07 decided here rather than by the script: recorded in the
     /// statements stream before the terminal hears it.
-    private func decline(_ job: Job, reason: String) {
+    private func decline(_ job: Job, reason: RejectReason) {
         guard job.phase != .done else { return }
         let wasHead = state.value.queues[job.account]?.first === job
         job.phase = .done
@@ -378,7 +378,7 @@ final class AccountShard: Sendable {
         let arguments: [String]
         switch job.operation {
         case .authorize(let request, let resolution):
-            arguments = [request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant, resolution.category, reason]
+            arguments = [request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant, resolution.category, reason.text]
         case .reverse(_, service: true):
             // Nobody to tell and nothing to record: the service tries again later.
             answer(job, decision)
@@ -386,7 +386,7 @@ final class AccountShard: Sendable {
             return
         case .reverse(let request, service: false):
             arguments = [
-                request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason, "reversal", request.original,
+                request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason.text, "reversal", request.original,
             ]
         }
         let sent = NIODeadline.now()
@@ -439,11 +439,11 @@ final class AccountShard: Sendable {
                     self.timeOut(job)
                 case .done:
                     // Declined; its ledger record is not back yet.
-                    self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
+                    self.answer(job, job.declined ?? .rejected(.accountBusy))
                 case .queued, .waiting, .registering:
                     // No script of this job in flight: nothing can run later.
-                    self.decline(job, reason: RejectReason.accountBusy)
-                    self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
+                    self.decline(job, reason: .accountBusy)
+                    self.answer(job, job.declined ?? .rejected(.accountBusy))
                 }
             }
         }
@@ -457,7 +457,7 @@ final class AccountShard: Sendable {
     private func timeOut(_ job: Job) {
         metrics.timedOut()
         logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(RejectReason.timeout)"])
-        oweReversal(job, answer: .rejected(RejectReason.timeout))
+        oweReversal(job, answer: .rejected(.timeout))
     }
 
     /// Answers `decision` (a 07) for a job whose script may still run. An
@@ -503,7 +503,7 @@ final class AccountShard: Sendable {
                 self.logger.debug("unlock failed; the lock TTL will release it", metadata: ["account": "\(account)", "error": "\(error)"])
             }
         }
-        if decision.code == .rejected && decision.reason != RejectReason.timeout {
+        if decision.code == .rejected && decision.rejectReason != .timeout {
             logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(decision.reason ?? "")"])
         }
         assert(state.value.queues[job.account]?.first === job, "only the head of a queue talks to redis")
@@ -629,7 +629,7 @@ enum AuthorizeReply {
                 throw RedisError.unexpectedReply("\(value)")
             }
             let detail = items[2].string ?? ""
-            self = .decided(code == .rejected ? .rejected(detail.isEmpty ? "declined" : detail) : Decision(code: code))
+            self = .decided(code == .rejected ? .rejected(RejectReason(text: detail)) : Decision(code: code))
         default:
             throw RedisError.unexpectedReply("\(value)")
         }

@@ -93,10 +93,8 @@ public final class Authorizer: Sendable {
         let shard = shard(for: entry.account)
         shard.reverseOwed(entry).whenSuccess { decision in
             let retry: Bool
-            switch decision.reason {
-            case RejectReason.accountBusy?, RejectReason.redisUnavailable?, RejectReason.timeout?:
-                retry = true
-            case let reason? where reason.hasPrefix("internal error"):
+            switch decision.rejectReason {
+            case .accountBusy?, .storageUnavailable?, .timeout?, .internalError?:
                 retry = true
             default:
                 retry = false
@@ -139,7 +137,7 @@ public final class Authorizer: Sendable {
         if let journal, journal.isFull {
             // A timeout now could not be made good: refuse rather than risk it.
             logger.error("reversal journal full; refusing authorizations", metadata: ["owed": "\(journal.count)", "max": "\(journal.maxEntries)"])
-            return shard.eventLoop.makeSucceededFuture(.rejected(RejectReason.redisUnavailable))
+            return shard.eventLoop.makeSucceededFuture(.rejected(.storageUnavailable))
         }
         let resolution = rules.rules.resolve(mcc: request.mcc, merchant: MerchantDescriptor(request.merchant))
         return shard.authorize(request, resolution, receivedAt: receivedAt)

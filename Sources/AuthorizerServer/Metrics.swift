@@ -36,18 +36,21 @@ public final class ServerMetrics: Sendable {
 
         /// The class of a decision's reason; every `00` and `51` is `none`.
         public init(_ decision: Decision) {
-            guard decision.code == .rejected, let reason = decision.reason else {
-                self = .none
-                return
-            }
+            self = decision.rejectReason.map(ReasonClass.init(_:)) ?? .none
+        }
+
+        public init(_ reason: RejectReason) {
             switch reason {
-            case RejectReason.unknownAccount: self = .unknownAccount
-            case RejectReason.accountBusy: self = .accountBusy
-            case RejectReason.redisUnavailable: self = .storageUnavailable
-            case RejectReason.shuttingDown: self = .shuttingDown
-            case RejectReason.lineTooLong: self = .lineTooLong
-            case RejectReason.timeout: self = .timeout
-            default: self = reason.hasPrefix("internal error") ? .internalError : .other
+            case .invalidRequest: self = .invalidRequest
+            case .lineTooLong: self = .lineTooLong
+            case .unknownAccount: self = .unknownAccount
+            case .accountBusy: self = .accountBusy
+            case .storageUnavailable: self = .storageUnavailable
+            case .shuttingDown: self = .shuttingDown
+            case .timeout: self = .timeout
+            case .reversed, .originalNotFound: self = .other
+            case .internalError: self = .internalError
+            case .declined: self = .other
             }
         }
     }

@@ -18,8 +18,10 @@ struct Bench: ParsableCommand {
         Closed loop (--rate 0): every connection keeps --pipeline requests in \
         flight, as fast as answers come. Accounts are bench-0 … bench-(N-1) and \
         hot-0 … hot-(H-1) (--contended is the share aimed at the hot ones); \
-        --seed creates them through --redis first.
-        """
+        --seed creates them through --redis first. --hgrm writes the latency \
+        distribution for `authorizer bench plot`.
+        """,
+        subcommands: [BenchPlot.self]
     )
 
     @Option(help: "Terminal server, host:port; a comma-separated list spreads the connections over several.")
@@ -59,6 +61,9 @@ struct Bench: ParsableCommand {
 
     @Flag(help: "Print one JSON object (throughput, p50_ms … max_ms, codes, errors, …) instead of text.")
     var json = false
+
+    @Option(help: "Also write the latency distribution to this file, in HdrHistogram's percentile text format (milliseconds; what HdrHistogram's plotter and `authorizer bench plot` read).")
+    var hgrm: String?
 
     @Option(help: "Instead of load: N times, hold an account's lock from outside (through --redis), send a request for that account, release the lock, and time the answer from the release.")
     var unlockProbes: Int?
@@ -113,6 +118,11 @@ struct Bench: ParsableCommand {
                 onProgress: progress.show
             )
             progress.end()
+        }
+        if let hgrm {
+            var text = ""
+            report.latencies.outputPercentileDistribution(to: &text, outputValueUnitScalingRatio: 1_000_000)
+            try text.write(toFile: hgrm, atomically: true, encoding: .utf8)
         }
         if json {
             print(try jsonReport(report))
@@ -261,6 +271,51 @@ struct Bench: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}
+
+/// `authorizer bench plot`: latency by percentile from .hgrm files, as SVG.
+struct BenchPlot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plot",
+        abstract: "Draw latency by percentile (50 % to 99.99 %) from .hgrm files as an SVG chart, one curve each.",
+        discussion: "FILE or LABEL=FILE; without a label the curve is named after the file."
+    )
+
+    @Argument(help: "Percentile distributions written by `authorizer bench --hgrm` (LABEL=FILE to name the curve).")
+    var files: [String]
+
+    @Option(help: "Where to write the SVG.")
+    var out = "latency.svg"
+
+    @Option(help: "Draw the SLA as a line at this many milliseconds (0: none).")
+    var slaMs = 100.0
+
+    @Option(help: "Chart title.")
+    var title = "Latency by percentile"
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give at least one .hgrm file") }
+        guard slaMs >= 0, slaMs.isFinite else { throw ValidationError("--sla-ms must be 0 or more") }
+    }
+
+    func run() throws {
+        let curves = try files.map { argument -> LatencyPlot.Curve in
+            var label = ((argument as NSString).lastPathComponent as NSString).deletingPathExtension
+            var path = argument
+            if let equals = argument.firstIndex(of: "="), !FileManager.default.fileExists(atPath: argument) {
+                label = String(argument[..<equals])
+                path = String(argument[argument.index(after: equals)...])
+            }
+            do {
+                return try LatencyPlot.parseHgrm(String(contentsOfFile: path, encoding: .utf8), label: label)
+            } catch let error as LatencyPlot.ParseError {
+                throw ValidationError(error.description)
+            }
+        }
+        let svg = LatencyPlot.svg(curves: curves, slaMilliseconds: slaMs > 0 ? slaMs : nil, title: title)
+        try svg.write(toFile: out, atomically: true, encoding: .utf8)
+        log("wrote \(out): \(curves.count) curve\(curves.count == 1 ? "" : "s")")
     }
 }
 

@@ -91,7 +91,9 @@ struct Serve: ParsableCommand {
         logOptions.bootstrap()
         let logger = Logger(label: "authorizer")
         let endpoint = try redisOptions.endpoint()
-        let scripts = try ScriptLibrary.load()
+        let luaDirectory = try ScriptLibrary.locate()
+        let scripts = try ScriptLibrary.load(directory: luaDirectory)
+        logger.info("lua scripts loaded", metadata: ["dir": "\(luaDirectory)"])
         let listenPort = try port ?? ProcessInfo.processInfo.environment["AUTHORIZER_PORT"].map { text in
             guard let value = Int(text) else { throw ValidationError("AUTHORIZER_PORT must be a number") }
             return value

@@ -104,4 +104,30 @@ final class TLSTests: XCTestCase {
         XCTAssertFalse(answer?.contains("\"code\"") ?? false, answer ?? "")
         XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750], "plain TCP moved no money")
     }
+
+    /// `authorizer send` over TLS: served with a certificate from the CA,
+    /// exit 2 without one or when the server's certificate is not trusted.
+    func testSendOverTLS() throws {
+        let serve = try startServe()
+        let target = "127.0.0.1:\(serve.port)"
+        let request = ["--account", "tls", "--amount", "2.50", "--mcc", "5411", "--merchant", "MERCADO", "--timeout-ms", "5000"]
+        let served = try runAuthorizer(
+            ["send", "--target", target, "--tls-ca", path("ca.pem"), "--tls-cert", path("terminal.pem"), "--tls-key", path("terminal.key"), "--id", "tls-send"] + request,
+            expectSuccess: false
+        )
+        XCTAssertEqual(served.status, 0, served.output)
+        XCTAssertTrue(served.output.contains(#"{"id":"tls-send","code":"00"}"#), served.output)
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750])
+
+        let noCertificate = try runAuthorizer(["send", "--target", target, "--tls-ca", path("ca.pem"), "--id", "tls-x"] + request, expectSuccess: false)
+        XCTAssertEqual(noCertificate.status, 2, noCertificate.output)
+        let untrusted = try runAuthorizer(
+            ["send", "--target", target, "--tls-ca", path("stranger-ca.pem"), "--tls-cert", path("terminal.pem"), "--tls-key", path("terminal.key"), "--id", "tls-y"] + request,
+            expectSuccess: false
+        )
+        XCTAssertEqual(untrusted.status, 2, untrusted.output)
+        let plain = try runAuthorizer(["send", "--target", target, "--timeout-ms", "1000", "--id", "tls-z"] + request.dropLast(2), expectSuccess: false)
+        XCTAssertEqual(plain.status, 2, plain.output)
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750], "only the first moved money")
+    }
 }

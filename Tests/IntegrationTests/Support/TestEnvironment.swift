@@ -180,6 +180,11 @@ final class ChildProcess: @unchecked Sendable {
         input.fileHandleForWriting.write(Data(text.utf8))
     }
 
+    /// Closes the process's standard input (it reads end-of-file).
+    func closeInput() {
+        try? input.fileHandleForWriting.close()
+    }
+
     private func consume(_ data: Data) {
         lock.lock()
         partial.append(data)

@@ -46,9 +46,10 @@ public final class StatementStore: Sendable {
                 try migrator.migrate(pool)
                 return pool
             } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
-                || (error.message ?? "").contains("already exists") {
-                // "already exists": the other process applied the migration
-                // between our check and our CREATE; the retry sees it applied.
+                || (error.message ?? "").contains("already exists") || (error.message ?? "").contains("duplicate column name") {
+                // "already exists" / "duplicate column name": the other process
+                // applied the migration between our check and our CREATE or
+                // ALTER; the retry sees it applied.
                 guard Date() < deadline else { throw error }
                 Thread.sleep(forTimeInterval: 0.02 + Double.random(in: 0..<0.03))
             }

@@ -37,6 +37,10 @@ declare -A TESTS=(
   [journal-not-replayed]='IntegrationTests.SLATests'
   [timeout-not-reversed]='IntegrationTests.SLATests'
   [lost-in-flight-not-reversed]='IntegrationTests.SLATests'
+  [router-ignores-moved]='IntegrationTests.(ClusterRouterTests|ClusterServeTests)'
+  [lock-waits-on-the-first-node]='IntegrationTests.ClusterServeTests'
+  [one-ledger-stream-on-a-cluster]='IntegrationTests.ClusterServeTests'
+  [service-may-delete-the-ledger]='IntegrationTests.(SecurityTests|ClusterServeTests)'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

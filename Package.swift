@@ -116,6 +116,7 @@ let package = Package(
             dependencies: [
                 "AuthorizerCore",
                 "RedisWire",
+                "MetricsScrape",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

@@ -264,7 +264,11 @@ final class AccountShard: Sendable {
                 let elapsed = Double((NIODeadline.now() - started).nanoseconds)
                 state.value.averageProcessingNanos += (elapsed - state.value.averageProcessingNanos) * 0.05
             }
-            finish(job, decision, unlock: true)
+            guard config.replicaAcks > 0 else {
+                finish(job, decision, unlock: true)
+                return
+            }
+            replicated(job, decision)
         case .locked(let pttl):
             if job.answered {
                 // Answered `07 timeout` already: stop here (this attempt did nothing).
@@ -277,6 +281,35 @@ final class AccountShard: Sendable {
                 metrics.lockWaitStarted(.locked)
             }
             lockedByAnother(job, pttl: pttl)
+        }
+    }
+
+    /// `--replica-acks N`: the answer waits for N replicas to hold the
+    /// decision's writes (one WAIT per event-loop tick covers the batch). An
+    /// approval that too few replicas acknowledged in time is not answered
+    /// `00`: it is reversed like a timeout and answered `07 timeout`, so no
+    /// `00` rests on a write only one node holds.
+    private func replicated(_ job: Job, _ decision: Decision) {
+        let left = (job.answerBy ?? (NIODeadline.now() + config.replicaAckTimeout)) - config.answerMargin - NIODeadline.now()
+        let timeoutMs = Int(max(1, min(left.nanoseconds, config.replicaAckTimeout.nanoseconds) / 1_000_000))
+        redis.waitForReplicas(config.replicaAcks, timeoutMs: timeoutMs, afterWritingTo: Keys.account(job.account)).assumeIsolated().whenComplete { result in
+            guard job.phase != .done else { return }
+            let acknowledged = (try? result.get()) ?? 0
+            if acknowledged >= self.config.replicaAcks {
+                self.finish(job, decision, unlock: true)
+                return
+            }
+            self.metrics.unreplicatedDecision()
+            self.logger.warning("decision not acknowledged by enough replicas", metadata: [
+                "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(acknowledged)", "wanted": "\(self.config.replicaAcks)",
+            ])
+            if case .authorize = job.operation, decision.code == .approved, !job.answered {
+                self.metrics.timedOut()
+                self.oweReversal(job, answer: .rejected(.timeout))
+                self.finish(job, .rejected(.timeout), unlock: true)
+            } else {
+                self.finish(job, decision, unlock: true)
+            }
         }
     }
 

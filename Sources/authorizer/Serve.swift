@@ -60,6 +60,12 @@ struct Serve: ParsableCommand {
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
 
+    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off.")
+    var replicaAcks = 0
+
+    @Option(help: "The most one WAIT for --replica-acks may take, in milliseconds (the SLA still bounds every answer).")
+    var replicaAckTimeoutMs = 50
+
     @Option(help: "Re-read the rules from Redis this often, for changes made with plain redis-cli (milliseconds; 0: only on the rules-changed announcement).")
     var rulesRefreshMs = 1_000
 
@@ -80,6 +86,8 @@ struct Serve: ParsableCommand {
         guard maxWriteBufferBytes >= 4096 else { throw ValidationError("--max-write-buffer-bytes must be at least 4096") }
         guard idleTimeoutS >= 0 else { throw ValidationError("--idle-timeout-s must be 0 or more") }
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
+        guard (0...16).contains(replicaAcks) else { throw ValidationError("--replica-acks must be 0-16") }
+        guard replicaAckTimeoutMs >= 1 else { throw ValidationError("--replica-ack-timeout-ms must be at least 1") }
         guard rulesRefreshMs == 0 || rulesRefreshMs >= 100 else { throw ValidationError("--rules-refresh-ms must be 0 or at least 100") }
         guard redisTimeoutMs >= 10 else { throw ValidationError("--redis-timeout-ms must be at least 10") }
         guard (1...1_000_000).contains(maxPendingReversals) else { throw ValidationError("--max-pending-reversals must be 1-1000000") }
@@ -108,6 +116,8 @@ struct Serve: ParsableCommand {
         // The journal's fsync happens inside the SLA: a fifth of it, at most 20 ms.
         config.answerMargin = .milliseconds(Int64(min(20, slaMs / 5)))
         config.maxPendingReversals = maxPendingReversals
+        config.replicaAcks = replicaAcks
+        config.replicaAckTimeout = .milliseconds(Int64(replicaAckTimeoutMs))
         let redisConnectionOptions = RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs)))
 
         let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)

@@ -311,6 +311,47 @@ final class ISO8583Tests: LedgerTestCase {
         XCTAssertEqual(try redis.balances("4000007")["FOOD"], 10_000 - 200)
     }
 
+    /// The SLA guarantee through the ISO front: Redis paused, the purchase is
+    /// answered 91 within the SLA, and the service's own reversal (journaled
+    /// before the answer) makes the books whole once Redis resumes.
+    func testRedisPausedPurchaseIsAnswered91InTimeAndReversedByTheService() throws {
+        try set("4000009", [("FOOD", 10_000)])
+        let fast = try ServeProcess(redis: redis, arguments: ["--sla-ms", "100", "--iso8583-port", "0"])
+        let link = try ISOLink(port: try XCTUnwrap(fast.iso8583Port))
+        XCTAssertEqual(try link.exchange(mti: "0200", Self.purchase(pan: "4000009", cents: 100, stan: 90, rrn: "WARM90")).fields[39], "00")
+
+        let redisPID = redis.child.process.processIdentifier
+        kill(redisPID, SIGSTOP)
+        let sentAt = Date()
+        let answer: (mti: String, fields: [Int: String])
+        do {
+            answer = try link.exchange(mti: "0200", Self.purchase(pan: "4000009", cents: 2_000, stan: 91, rrn: "PAUSED91"))
+        } catch {
+            kill(redisPID, SIGCONT)
+            throw error
+        }
+        let elapsed = Date().timeIntervalSince(sentAt)
+        Thread.sleep(forTimeInterval: 0.3)
+        kill(redisPID, SIGCONT)
+        XCTAssertEqual(answer.mti, "0210")
+        XCTAssertEqual(answer.fields[39], "91")
+        XCTAssertEqual(answer.fields[11], "000091")
+        XCTAssertNil(answer.fields[38])
+        XCTAssertLessThan(elapsed, 0.25, "answered within the SLA (100 ms, with slack for a busy machine)")
+
+        // The owed reversal reaches Redis: whatever the paused script did, 20.00 is not kept.
+        let deadline = Date().addingTimeInterval(10)
+        var reversal: [String: String]?
+        while Date() < deadline {
+            reversal = try redis.statements().first { $0["type"] == "reversal" && $0["original"] == "PAUSED91" }
+            if reversal != nil { break }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        XCTAssertEqual(reversal?["id"], "timeout/PAUSED91")
+        XCTAssertEqual(try redis.balances("4000009")["FOOD"], 10_000 - 100)
+        try assertBooksBalance()
+    }
+
     /// An external implementation: pyiso8583's default_ascii spec encodes a
     /// 0200 and decodes the answer (scripts/iso8583_interop.py).
     func testInteroperabilityWithPyiso8583() throws {

@@ -162,6 +162,9 @@ final class ISO8583Handler: ChannelDuplexHandler {
     private let logger: Logger
 
     private var inFlight = 0
+    /// Messages read past the in-flight limit (one read can bring many):
+    /// decided in order as answers leave, before the link is read again.
+    private var parked = CircularBuffer<ByteBuffer>(initialCapacity: 16)
     private var readHeld = false
     private var closeWhenDrained = false
     private var flushScheduled = false
@@ -183,7 +186,12 @@ final class ISO8583Handler: ChannelDuplexHandler {
             closeWhenDrained = true
             drained(context: context)
         case .message(let bytes):
-            handle(bytes, context: context)
+            if inFlight >= maxInFlight || !parked.isEmpty {
+                parked.append(bytes)
+                readHeld = true
+            } else {
+                handle(bytes, context: context)
+            }
         }
     }
 
@@ -289,22 +297,26 @@ final class ISO8583Handler: ChannelDuplexHandler {
     /// resumes reading once in-flight requests drained below half the limit.
     private func drained(context: ChannelHandlerContext) {
         guard active else { return }
+        while inFlight < maxInFlight, !parked.isEmpty, active {
+            handle(parked.removeFirst(), context: context)
+        }
+        guard active else { return }
         if closeWhenDrained {
-            guard inFlight == 0 else { return }
+            guard inFlight == 0, parked.isEmpty else { return }
             active = false
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
             }
             return
         }
-        if readHeld && inFlight < maxInFlight / 2 {
+        if readHeld && parked.isEmpty && inFlight < maxInFlight / 2 {
             readHeld = false
             context.read()
         }
     }
 
     func read(context: ChannelHandlerContext) {
-        if closeWhenDrained || inFlight >= maxInFlight {
+        if closeWhenDrained || inFlight >= maxInFlight || !parked.isEmpty {
             readHeld = true
             return
         }

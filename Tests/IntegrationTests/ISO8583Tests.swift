@@ -257,6 +257,45 @@ final class ISO8583Tests: LedgerTestCase {
         try assertBooksBalance()
     }
 
+    /// Past 1024 requests being decided a link is not read until answers
+    /// leave: a message queued behind them is not even seen by Redis.
+    func testPastTheInFlightLimitTheLinkIsNotRead() throws {
+        try set("6000001", [("FOOD", 1_000_000)])
+        try set("6000002", [("FOOD", 1_000_000)])
+        try set("6000009", [("FOOD", 1_000)])
+        try redis.command("SET", "lock:{6000001}", "held-by-hand")
+        try redis.command("SET", "lock:{6000002}", "held-by-hand")
+        let link = try ISOLink(port: try XCTUnwrap(serve.iso8583Port), receiveTimeout: 30)
+        let held = 2_024
+        var batch: [UInt8] = []
+        for index in 0..<held {
+            let pan = index % 2 == 0 ? "6000001" : "6000002"
+            batch += ISOTestCodec.frame(ISOTestCodec.encode(mti: "0200", Self.purchase(pan: pan, cents: 100, stan: index, rrn: "BP\(index)")))
+        }
+        batch += ISOTestCodec.frame(ISOTestCodec.encode(mti: "0200", Self.purchase(pan: "6000009", cents: 100, stan: 999_999, rrn: "BPFREE")))
+        let sent = DispatchSemaphore(value: 0)
+        let payload = batch
+        DispatchQueue.global().async {
+            try? link.sendRaw(payload)
+            sent.signal()
+        }
+        try redis.waitUntilKeyeventSubscribers(1)
+        let watchUntil = Date().addingTimeInterval(0.5)
+        while Date() < watchUntil {
+            XCTAssertEqual(try redis.balances("6000009"), ["FOOD": 1_000], "the message past the limit was read")
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        try redis.command("DEL", "lock:{6000001}", "lock:{6000002}")
+        var codes: [String: Int] = [:]
+        for _ in 0...held {
+            let answer = try link.read()
+            codes[answer.fields[39] ?? "-", default: 0] += 1
+        }
+        XCTAssertEqual(codes, ["00": held + 1])
+        XCTAssertEqual(sent.wait(timeout: .now() + 10), .success)
+        XCTAssertEqual(try redis.balances("6000009"), ["FOOD": 900])
+    }
+
     func testMalformedMessagesAreAnswered30OrCloseTheLinkCleanly() throws {
         try set("4000007", [("FOOD", 10_000)])
         let port = try XCTUnwrap(serve.iso8583Port)

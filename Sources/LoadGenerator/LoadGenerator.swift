@@ -1,5 +1,6 @@
 import Dispatch
 import Histogram
+import AuthorizerCore
 import NIOCore
 import NIOPosix
 
@@ -16,6 +17,22 @@ public struct Target: Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(host):\(port)" }
+}
+
+/// What the generator speaks: line-JSON to the terminal port, or ISO 8583
+/// (0200 purchases, 2-byte length prefix) to the ISO 8583 port.
+public enum LoadProtocol: String, Sendable, CaseIterable {
+    case line
+    case iso8583
+
+    /// The account of bench account number `n` (hot or not). ISO 8583 needs
+    /// a PAN (digits): 8000000000 + n, hot ones 9000000000 + n.
+    public func account(_ n: UInt64, hot: Bool) -> String {
+        switch self {
+        case .line: return hot ? "hot-\(n)" : "bench-\(n)"
+        case .iso8583: return String((hot ? 9_000_000_000 : 8_000_000_000) + n)
+        }
+    }
 }
 
 public struct LoadOptions: Sendable {
@@ -37,6 +54,7 @@ public struct LoadOptions: Sendable {
     public var drainTimeout: TimeAmount = .seconds(10)
     /// Prefix of every request id, unique per run (ids are remembered 24 h).
     public var runID: String
+    public var wire: LoadProtocol = .line
 
     public init(targets: [Target], runID: String) {
         self.targets = targets
@@ -229,11 +247,15 @@ final class Worker {
     func writeRequest(connection: Int, sequence: UInt64, into buffer: inout ByteBuffer) {
         let account: String
         if options.contended > 0 && Double(random.next() >> 11) / Double(1 << 53) < options.contended {
-            account = "hot-\(random.next() % UInt64(max(1, options.hotAccounts)))"
+            account = options.wire.account(random.next() % UInt64(max(1, options.hotAccounts)), hot: true)
         } else {
-            account = "bench-\(random.next() % UInt64(max(1, options.accounts)))"
+            account = options.wire.account(random.next() % UInt64(max(1, options.accounts)), hot: false)
         }
         let cents = 1 + random.next() % 9_999
+        if options.wire == .iso8583 {
+            writeISORequest(connection: connection, sequence: sequence, account: account, cents: cents, into: &buffer)
+            return
+        }
         buffer.writeStaticString("{\"id\":\"")
         writeID(connection: connection, sequence: sequence, into: &buffer)
         buffer.writeStaticString("\",\"account\":\"")
@@ -245,6 +267,44 @@ final class Worker {
         buffer.writeString(merchant)
         buffer.writeStaticString("\"}\n")
         report.sent += 1
+    }
+
+    /// An 0200 purchase: DE2, 3, 4, 11, 18, 37, 41, 42, 43, 49 (bitmap
+    /// 7020400008E08000), with its 2-byte length prefix. STAN: the sequence
+    /// modulo 10^6 (at most 1024 in flight per connection); RRN: 12 characters
+    /// from the run id, the connection and the sequence.
+    func writeISORequest(connection: Int, sequence: UInt64, account: String, cents: UInt64, into buffer: inout ByteBuffer) {
+        let lengthAt = buffer.writerIndex
+        buffer.writeInteger(UInt16(0), endianness: .big)
+        let start = buffer.writerIndex
+        buffer.writeStaticString("02007020400008E08000")
+        buffer.writeString(account.utf8.count < 10 ? "0\(account.utf8.count)" : "\(account.utf8.count)")
+        buffer.writeString(account)
+        buffer.writeStaticString("000000")
+        buffer.writeString(Self.zeroPadded(cents, 12))
+        buffer.writeString(Self.zeroPadded(sequence % 1_000_000, 6))
+        buffer.writeStaticString("5411")
+        buffer.writeString(isoRRN(connection: connection, sequence: sequence))
+        buffer.writeStaticString("BENCH001BENCHMERCHANT01")
+        buffer.writeString(merchant)
+        buffer.writeStaticString("986")
+        buffer.setInteger(UInt16(buffer.writerIndex - start), at: lengthAt, endianness: .big)
+        report.sent += 1
+    }
+
+    static func zeroPadded(_ value: UInt64, _ width: Int) -> String {
+        let digits = String(value)
+        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+    }
+
+    func isoRRN(connection: Int, sequence: UInt64) -> String {
+        func base36(_ value: UInt64, _ width: Int) -> String {
+            let text = String(value, radix: 36, uppercase: true)
+            return text.count >= width ? String(text.suffix(width)) : String(repeating: "0", count: width - text.count) + text
+        }
+        var run = String(options.runID.uppercased().prefix(4))
+        while run.count < 4 { run += "0" }
+        return run + base36(UInt64(connection), 3) + base36(sequence, 5)
     }
 
     func writeID(connection: Int, sequence: UInt64, into buffer: inout ByteBuffer) {
@@ -309,6 +369,9 @@ final class LoadConnection: ChannelInboundHandler {
     let number: Int
     private var context: ChannelHandlerContext?
     private var inFlight: CircularBuffer<InFlight>
+    /// ISO 8583: answers come in any order, matched by STAN.
+    private var isoInFlight: [UInt64: InFlight] = [:]
+    private var inFlightCount: Int { worker.options.wire == .iso8583 ? isoInFlight.count : inFlight.count }
     private var received: ByteBuffer?
     private var next: UInt64 = 0
     private var timetable: (first: Double, interval: Double, count: UInt64) = (0, 0, 0)
@@ -349,7 +412,7 @@ final class LoadConnection: ChannelInboundHandler {
         let pipeline = worker.options.pipeline
         let closedLoop = worker.options.closedLoop
         var out: ByteBuffer?
-        while inFlight.count < pipeline {
+        while inFlightCount < pipeline {
             let sentAt: UInt64
             if closedLoop {
                 guard now < worker.stopNanos else { break }
@@ -359,13 +422,17 @@ final class LoadConnection: ChannelInboundHandler {
                 sentAt = intended(next)
                 guard sentAt <= now else { break }
             }
-            if out == nil { out = context.channel.allocator.buffer(capacity: 160 * (pipeline - inFlight.count)) }
+            if out == nil { out = context.channel.allocator.buffer(capacity: 160 * (pipeline - inFlightCount)) }
             worker.writeRequest(connection: number, sequence: next, into: &out!)
-            inFlight.append(InFlight(sentAt: sentAt, sequence: next))
+            if worker.options.wire == .iso8583 {
+                isoInFlight[next % 1_000_000] = InFlight(sentAt: sentAt, sequence: next)
+            } else {
+                inFlight.append(InFlight(sentAt: sentAt, sequence: next))
+            }
             next += 1
         }
         if let out { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
-        if !closedLoop && timer == nil && next < timetable.count && inFlight.count < pipeline {
+        if !closedLoop && timer == nil && next < timetable.count && inFlightCount < pipeline {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             timer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(intended(next))) {
                 bound.value.timer = nil
@@ -373,7 +440,7 @@ final class LoadConnection: ChannelInboundHandler {
             }
         }
         let nothingLeft = closedLoop ? now >= worker.stopNanos : next >= timetable.count
-        if nothingLeft && inFlight.isEmpty { finish() }
+        if nothingLeft && inFlightCount == 0 { finish() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -384,7 +451,15 @@ final class LoadConnection: ChannelInboundHandler {
         } else {
             received!.writeBuffer(&chunk)
         }
-        while let newline = received!.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+        if worker.options.wire == .iso8583 {
+            while let length = received!.getInteger(at: received!.readerIndex, endianness: .big, as: UInt16.self),
+                  received!.readableBytes >= 2 + Int(length) {
+                received!.moveReaderIndex(forwardBy: 2)
+                let body = received!.readSlice(length: Int(length))!
+                isoAnswer(body, at: now)
+            }
+        }
+        while worker.options.wire == .line, let newline = received!.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
             let line = received!.readSlice(length: newline - received!.readerIndex)!
             received!.moveReaderIndex(forwardBy: 1)
             answer(line.readableBytesView, at: now)
@@ -417,6 +492,24 @@ final class LoadConnection: ChannelInboundHandler {
         worker.answered(code: String(decoding: code, as: UTF8.self), reason: reason, latency: now &- min(now, head.sentAt), at: now)
     }
 
+    private func isoAnswer(_ body: ByteBuffer, at now: UInt64) {
+        let decoded = body.withUnsafeReadableBytes { ISO8583.decode($0) }
+        guard case .success(let message) = decoded, let code = message[39], code.count == 2,
+              let stanText = message[11], let stan = UInt64(stanText) else {
+            worker.error("unreadable answer")
+            return
+        }
+        guard let request = isoInFlight.removeValue(forKey: stan) else {
+            worker.error("answer with no request in flight")
+            return
+        }
+        guard message[37] == worker.isoRRN(connection: number, sequence: request.sequence) else {
+            worker.error("answer RRN does not match its STAN")
+            return
+        }
+        worker.answered(code: code, reason: nil, latency: now &- min(now, request.sentAt), at: now)
+    }
+
     /// The raw text of `"name":"…"` in the compact JSON the server writes.
     static func stringField(_ name: String, in line: ByteBufferView) -> ByteBufferView.SubSequence? {
         let key = Array("\"\(name)\":\"".utf8)
@@ -438,8 +531,9 @@ final class LoadConnection: ChannelInboundHandler {
     /// Gives up on this connection: what is in flight or still due counts as errors.
     func abandon(_ problem: String) {
         guard !finished else { return }
-        worker.error(problem, count: inFlight.count)
+        worker.error(problem, count: inFlightCount)
         inFlight.removeAll()
+        isoInFlight.removeAll()
         finish()
         close()
     }

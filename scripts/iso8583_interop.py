@@ -8,9 +8,11 @@ and DE37 echoed. Also an 0800 echo test. Prints the exchange in hex and
 "interop ok" on success; exits 1 otherwise.
 
     python3 scripts/iso8583_interop.py --port 7071 --pan 123 --amount 1010
+    # over TLS: --tls-ca ca.pem [--tls-cert terminal.pem --tls-key terminal.key]
 """
 import argparse
 import socket
+import ssl
 import struct
 import sys
 
@@ -46,6 +48,9 @@ def main():
     parser.add_argument("--amount", type=int, default=1010, help="cents")
     parser.add_argument("--stan", default="000123")
     parser.add_argument("--rrn", default=None)
+    parser.add_argument("--tls-ca", help="speak TLS, trusting this CA (PEM)")
+    parser.add_argument("--tls-cert", help="client certificate (PEM), with --tls-key")
+    parser.add_argument("--tls-key")
     args = parser.parse_args()
     rrn = args.rrn or ("PY%010d" % (args.amount * 7 + int(args.stan)))
 
@@ -65,7 +70,13 @@ def main():
         "43": "PADARIA DO ZE".ljust(25) + "SAO PAULO".ljust(13) + "BR",
         "49": "986",
     }
-    with socket.create_connection((args.host, args.port), timeout=10) as sock:
+    sock = socket.create_connection((args.host, args.port), timeout=10)
+    if args.tls_ca:
+        context = ssl.create_default_context(cafile=args.tls_ca)
+        if args.tls_cert:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+        sock = context.wrap_socket(sock, server_hostname=args.host)
+    with sock:
         sent, received, answer = exchange(sock, purchase)
         print("request  %s" % sent.hex())
         print("answer   %s" % received.hex())

@@ -47,6 +47,7 @@ declare -A TESTS=(
   [iso-authorization-id-random]='IntegrationTests.ISO8583Tests/testRepeatIsIdempotent'
   [iso-reversal-of-stan]='IntegrationTests.ISO8583Tests/testReversal'
   [iso-no-read-backpressure]='IntegrationTests.ISO8583Tests/testPastTheInFlightLimit'
+  [iso-tls-ignored]='IntegrationTests.TLSTests/testISO8583'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -42,7 +42,7 @@ release: deps
 run: release redis-up
 	source $(USERS) && $(RELEASE) rules init
 	source $(USERS) && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
-	source $(USERS) && exec $(RELEASE) serve --metrics-port $(METRICS_PORT)
+	source $(USERS) && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
 
 ## redis-up: generate the ACL users once (.data/credentials.env), start Redis unless it is up.
 redis-up: deps

@@ -72,6 +72,7 @@ let package = Package(
         .target(
             name: "LoadGenerator",
             dependencies: [
+                "AuthorizerCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -4,6 +4,7 @@
 #   1. redis-benchmark calling authorize.lua with EVALSHA, pipelined: the Redis ceiling
 #   2. authorizer bench, closed loop: the most authorizations per second
 #   3. authorizer bench, open loop at 10,000/s: latency
+#   3b. authorizer bench --protocol iso8583, closed loop on the ISO 8583 port
 #   4. the unlock probe: a request waiting on a lock held elsewhere, timed from the release
 #   5. serve's RSS holding 10,000 idle terminal connections
 # and a table, and bench-results/latency.svg: latency by percentile of the
@@ -130,12 +131,14 @@ echo "ceiling: $CEILING calls/s ($decided of $CEILING_REQUESTS calls debited and
 
 # serve, started after the ceiling so that it does not share the machine with it.
 # shellcheck disable=SC2086
-"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --state-dir "$WORK/state" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
+"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --iso8583-port 0 --state-dir "$WORK/state" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 wait_for_line "$WORK/serve.log" "authorizer listening" "$SERVE_PID"
 TARGET="127.0.0.1:$(cat "$WORK/serve.port")"
-echo "serve on $TARGET" >&2
+wait_for_line "$WORK/serve.log" "iso8583 listening" "$SERVE_PID"
+ISO_TARGET="127.0.0.1:$(grep "iso8583 listening" "$WORK/serve.log" | grep -o 'port=[0-9]*' | head -1 | cut -d= -f2)"
+echo "serve on $TARGET (ISO 8583 on $ISO_TARGET)" >&2
 bench() { "$BIN" bench --target "$TARGET" --redis "$REDIS_URL" --accounts "$ACCOUNTS" --json "$@"; }
 
 bench --seed --rate 100 --duration 1s --connections 8 >/dev/null  # seed, and warm the connections
@@ -147,6 +150,13 @@ check_errors "closed loop" "$closed"
 # 3. Open loop.
 open=$(bench --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS" --hgrm "$RESULTS/open-$RATE.hgrm")
 check_errors "open loop" "$open"
+
+# 3b. Closed loop over the ISO 8583 port (0200 purchases, answers in any order).
+"$BIN" bench --target "$ISO_TARGET" --protocol iso8583 --redis "$REDIS_URL" --accounts "$ACCOUNTS" --seed \
+    --rate 100 --duration 1s --connections 8 --json >/dev/null
+iso=$("$BIN" bench --target "$ISO_TARGET" --protocol iso8583 --redis "$REDIS_URL" --accounts "$ACCOUNTS" --json \
+    --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+check_errors "ISO 8583 closed loop" "$iso"
 
 # 4. Unlock probe.
 probe=$(bench --unlock-probes "$PROBES" --hgrm "$RESULTS/unlock-probe.hgrm")
@@ -195,6 +205,8 @@ printf '%-44s %-46s %s\n' "open loop at $RATE/s, $CONNECTIONS conns" \
     "$(field throughput "$open")/s, p50 $(field p50_ms "$open") p90 $(field p90_ms "$open") ms" ""
 printf '%-44s %-46s %s\n' "" "p99 $open_p99 ms, p99.9 $open_p999 ms, max $(field max_ms "$open") ms" \
     "p99 < 1 ms: $(below "$open_p99" 1), p99.9 < 5 ms: $(below "$open_p999" 5)"
+printf '%-44s %-46s %s\n' "ISO 8583 closed loop, $CONNECTIONS x $PIPELINE" \
+    "$(field throughput "$iso")/s = $(ratio "$(field throughput "$iso")" "$closed_tp") x line-JSON, p99 $(field p99_ms "$iso") ms" ""
 printf '%-44s %-46s %s\n' "unlock -> answer, $PROBES probes" \
     "p50 $(field p50_ms "$probe") ms, p99 $probe_p99 ms, max $(field max_ms "$probe") ms" "p99 < 1 ms: $(below "$probe_p99" 1)"
 printf '%-44s %-46s %s\n' "serve RSS, $IDLE idle connections" "$rss_idle MiB (before connecting: $rss_before MiB)" \
@@ -206,5 +218,6 @@ if [ -n "${BENCH_JSON_DIR:-}" ]; then
     printf '%s\n' "$closed" >"$BENCH_JSON_DIR/closed.json"
     printf '%s\n' "$open" >"$BENCH_JSON_DIR/open.json"
     printf '%s\n' "$probe" >"$BENCH_JSON_DIR/probe.json"
+    printf '%s\n' "$iso" >"$BENCH_JSON_DIR/iso8583.json"
     printf '{"ceiling":%s,"rss_idle_mib":%s,"rss_before_mib":%s}\n' "$CEILING" "$rss_idle" "$rss_before" >"$BENCH_JSON_DIR/other.json"
 fi

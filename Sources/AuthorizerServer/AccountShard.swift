@@ -199,7 +199,7 @@ final class AccountShard: Sendable {
                     resolution.fallbackMode.rawValue,
                     idempotencyTTLArgument,
                     MerchantDescriptor(request.merchant).normalized,
-                ]
+                ] + request.statementFields
             )
         case .reverse(let request, _):
             call = .reverse
@@ -223,7 +223,7 @@ final class AccountShard: Sendable {
                     request.merchant.map { MerchantDescriptor($0).normalized } ?? "",
                     idempotencyTTLArgument,
                     reversalWindowArgument,
-                ]
+                ] + request.statementFields
             )
         }
         reply.assumeIsolated().whenComplete { result in
@@ -412,6 +412,7 @@ final class AccountShard: Sendable {
         switch job.operation {
         case .authorize(let request, let resolution):
             arguments = [request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant, resolution.category, reason.text]
+                + (request.statementFields.isEmpty ? [] : ["authorization", ""] + request.statementFields)
         case .reverse(_, service: true):
             // Nobody to tell and nothing to record: the service tries again later.
             answer(job, decision)
@@ -420,7 +421,7 @@ final class AccountShard: Sendable {
         case .reverse(let request, service: false):
             arguments = [
                 request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason.text, "reversal", request.original,
-            ]
+            ] + request.statementFields
         }
         let sent = NIODeadline.now()
         let id = job.id

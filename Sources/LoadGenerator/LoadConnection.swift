@@ -1,3 +1,4 @@
+import AuthorizerCore
 import NIOCore
 
 /// One terminal connection under load: sends on its timetable (open loop) or
@@ -17,6 +18,9 @@ final class LoadConnection: ChannelInboundHandler {
     let number: Int
     private var context: ChannelHandlerContext?
     private var inFlight: CircularBuffer<InFlight>
+    /// ISO 8583: answers come in any order, matched by STAN.
+    private var isoInFlight: [UInt64: InFlight] = [:]
+    private var inFlightCount: Int { worker.options.wire == .iso8583 ? isoInFlight.count : inFlight.count }
     private var received: ByteBuffer?
     private var next: UInt64 = 0
     private var timetable: (first: Double, interval: Double, count: UInt64) = (0, 0, 0)
@@ -57,7 +61,7 @@ final class LoadConnection: ChannelInboundHandler {
         let pipeline = worker.options.pipeline
         let closedLoop = worker.options.closedLoop
         var out: ByteBuffer?
-        while inFlight.count < pipeline {
+        while inFlightCount < pipeline {
             let sentAt: UInt64
             if closedLoop {
                 guard now < worker.stopNanos else { break }
@@ -67,13 +71,17 @@ final class LoadConnection: ChannelInboundHandler {
                 sentAt = intended(next)
                 guard sentAt <= now else { break }
             }
-            if out == nil { out = context.channel.allocator.buffer(capacity: 160 * (pipeline - inFlight.count)) }
+            if out == nil { out = context.channel.allocator.buffer(capacity: 160 * (pipeline - inFlightCount)) }
             worker.writeRequest(connection: number, sequence: next, into: &out!)
-            inFlight.append(InFlight(sentAt: sentAt, sequence: next))
+            if worker.options.wire == .iso8583 {
+                isoInFlight[next % 1_000_000] = InFlight(sentAt: sentAt, sequence: next)
+            } else {
+                inFlight.append(InFlight(sentAt: sentAt, sequence: next))
+            }
             next += 1
         }
         if let out { context.writeAndFlush(wrapOutboundOut(out), promise: nil) }
-        if !closedLoop && timer == nil && next < timetable.count && inFlight.count < pipeline {
+        if !closedLoop && timer == nil && next < timetable.count && inFlightCount < pipeline {
             let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
             timer = context.eventLoop.scheduleTask(deadline: .uptimeNanoseconds(intended(next))) {
                 bound.value.timer = nil
@@ -81,7 +89,7 @@ final class LoadConnection: ChannelInboundHandler {
             }
         }
         let nothingLeft = closedLoop ? now >= worker.stopNanos : next >= timetable.count
-        if nothingLeft && inFlight.isEmpty { finish() }
+        if nothingLeft && inFlightCount == 0 { finish() }
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -92,7 +100,15 @@ final class LoadConnection: ChannelInboundHandler {
         } else {
             received!.writeBuffer(&chunk)
         }
-        while let newline = received!.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+        if worker.options.wire == .iso8583 {
+            while let length = received!.getInteger(at: received!.readerIndex, endianness: .big, as: UInt16.self),
+                  received!.readableBytes >= 2 + Int(length) {
+                received!.moveReaderIndex(forwardBy: 2)
+                let body = received!.readSlice(length: Int(length))!
+                isoAnswer(body, at: now)
+            }
+        }
+        while worker.options.wire == .line, let newline = received!.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
             let line = received!.readSlice(length: newline - received!.readerIndex)!
             received!.moveReaderIndex(forwardBy: 1)
             answer(line.readableBytesView, at: now)
@@ -125,6 +141,24 @@ final class LoadConnection: ChannelInboundHandler {
         worker.answered(code: String(decoding: code, as: UTF8.self), reason: reason, latency: now &- min(now, head.sentAt), at: now)
     }
 
+    private func isoAnswer(_ body: ByteBuffer, at now: UInt64) {
+        let decoded = body.withUnsafeReadableBytes { ISO8583.decode($0) }
+        guard case .success(let message) = decoded, let code = message[39], code.count == 2,
+              let stanText = message[11], let stan = UInt64(stanText) else {
+            worker.error("unreadable answer")
+            return
+        }
+        guard let request = isoInFlight.removeValue(forKey: stan) else {
+            worker.error("answer with no request in flight")
+            return
+        }
+        guard message[37] == worker.isoRRN(connection: number, sequence: request.sequence) else {
+            worker.error("answer RRN does not match its STAN")
+            return
+        }
+        worker.answered(code: code, reason: nil, latency: now &- min(now, request.sentAt), at: now)
+    }
+
     /// The raw text of `"name":"…"` in the compact JSON the server writes.
     static func stringField(_ name: String, in line: ByteBufferView) -> ByteBufferView.SubSequence? {
         let key = Array("\"\(name)\":\"".utf8)
@@ -146,8 +180,9 @@ final class LoadConnection: ChannelInboundHandler {
     /// Gives up on this connection: what is in flight or still due counts as errors.
     func abandon(_ problem: String) {
         guard !finished else { return }
-        worker.error(problem, count: inFlight.count)
+        worker.error(problem, count: inFlightCount)
         inFlight.removeAll()
+        isoInFlight.removeAll()
         finish()
         close()
     }

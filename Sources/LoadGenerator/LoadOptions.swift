@@ -15,6 +15,22 @@ public struct Target: Sendable, CustomStringConvertible {
     public var description: String { "\(host):\(port)" }
 }
 
+/// What the generator speaks: line-JSON to the terminal port, or ISO 8583
+/// (0200 purchases, 2-byte length prefix) to the ISO 8583 port.
+public enum LoadProtocol: String, Sendable, CaseIterable {
+    case line
+    case iso8583
+
+    /// The account of bench account number `n` (hot or not). ISO 8583 needs
+    /// a PAN (digits): 8000000000 + n, hot ones 9000000000 + n.
+    public func account(_ n: UInt64, hot: Bool) -> String {
+        switch self {
+        case .line: return hot ? "hot-\(n)" : "bench-\(n)"
+        case .iso8583: return String((hot ? 9_000_000_000 : 8_000_000_000) + n)
+        }
+    }
+}
+
 public struct LoadOptions: Sendable {
     /// Connections are spread over the targets round-robin.
     public var targets: [Target]
@@ -34,6 +50,7 @@ public struct LoadOptions: Sendable {
     public var drainTimeout: TimeAmount = .seconds(10)
     /// Prefix of every request id, unique per run (ids are remembered 24 h).
     public var runID: String
+    public var wire: LoadProtocol = .line
 
     public init(targets: [Target], runID: String) {
         self.targets = targets

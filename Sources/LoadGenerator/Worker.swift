@@ -58,11 +58,15 @@ final class Worker {
     func writeRequest(connection: Int, sequence: UInt64, into buffer: inout ByteBuffer) {
         let account: String
         if options.contended > 0 && Double(random.next() >> 11) / Double(1 << 53) < options.contended {
-            account = "hot-\(random.next() % UInt64(max(1, options.hotAccounts)))"
+            account = options.wire.account(random.next() % UInt64(max(1, options.hotAccounts)), hot: true)
         } else {
-            account = "bench-\(random.next() % UInt64(max(1, options.accounts)))"
+            account = options.wire.account(random.next() % UInt64(max(1, options.accounts)), hot: false)
         }
         let cents = 1 + random.next() % 9_999
+        if options.wire == .iso8583 {
+            writeISORequest(connection: connection, sequence: sequence, account: account, cents: cents, into: &buffer)
+            return
+        }
         buffer.writeStaticString("{\"id\":\"")
         writeID(connection: connection, sequence: sequence, into: &buffer)
         buffer.writeStaticString("\",\"account\":\"")
@@ -74,6 +78,44 @@ final class Worker {
         buffer.writeString(merchant)
         buffer.writeStaticString("\"}\n")
         report.sent += 1
+    }
+
+    /// An 0200 purchase: DE2, 3, 4, 11, 18, 37, 41, 42, 43, 49 (bitmap
+    /// 7020400008E08000), with its 2-byte length prefix. STAN: the sequence
+    /// modulo 10^6 (at most 1024 in flight per connection); RRN: 12 characters
+    /// from the run id, the connection and the sequence.
+    func writeISORequest(connection: Int, sequence: UInt64, account: String, cents: UInt64, into buffer: inout ByteBuffer) {
+        let lengthAt = buffer.writerIndex
+        buffer.writeInteger(UInt16(0), endianness: .big)
+        let start = buffer.writerIndex
+        buffer.writeStaticString("02007020400008E08000")
+        buffer.writeString(account.utf8.count < 10 ? "0\(account.utf8.count)" : "\(account.utf8.count)")
+        buffer.writeString(account)
+        buffer.writeStaticString("000000")
+        buffer.writeString(Self.zeroPadded(cents, 12))
+        buffer.writeString(Self.zeroPadded(sequence % 1_000_000, 6))
+        buffer.writeStaticString("5411")
+        buffer.writeString(isoRRN(connection: connection, sequence: sequence))
+        buffer.writeStaticString("BENCH001BENCHMERCHANT01")
+        buffer.writeString(merchant)
+        buffer.writeStaticString("986")
+        buffer.setInteger(UInt16(buffer.writerIndex - start), at: lengthAt, endianness: .big)
+        report.sent += 1
+    }
+
+    static func zeroPadded(_ value: UInt64, _ width: Int) -> String {
+        let digits = String(value)
+        return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
+    }
+
+    func isoRRN(connection: Int, sequence: UInt64) -> String {
+        func base36(_ value: UInt64, _ width: Int) -> String {
+            let text = String(value, radix: 36, uppercase: true)
+            return text.count >= width ? String(text.suffix(width)) : String(repeating: "0", count: width - text.count) + text
+        }
+        var run = String(options.runID.uppercased().prefix(4))
+        while run.count < 4 { run += "0" }
+        return run + base36(UInt64(connection), 3) + base36(sequence, 5)
     }
 
     func writeID(connection: Int, sequence: UInt64, into buffer: inout ByteBuffer) {

@@ -27,6 +27,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Terminal server, host:port; a comma-separated list spreads the connections over several.")
     var target = "127.0.0.1:7070"
 
+    @Option(name: .customLong("protocol"), help: "line (line-JSON to the terminal port) or iso8583 (0200 purchases to the ISO 8583 port; accounts are PANs 8000000000+N, hot ones 9000000000+N).")
+    var wire = "line"
+
     @OptionGroup var redisOptions: RedisOptions
 
     @Option(help: "Requests per second, open loop. 0: closed loop, as fast as possible.")
@@ -72,6 +75,8 @@ struct Bench: ParsableCommand {
         guard !targets.isEmpty, targets.count == target.split(separator: ",").count else {
             throw ValidationError("--target must be host:port (or a comma-separated list of them)")
         }
+        guard LoadProtocol(rawValue: wire) != nil else { throw ValidationError("--protocol must be line or iso8583") }
+        if wire == "iso8583" && unlockProbes != nil { throw ValidationError("--unlock-probes speaks line-JSON only") }
         guard rate >= 0 else { throw ValidationError("--rate must be 0 (closed loop) or more") }
         guard duration.nanoseconds > 0 else { throw ValidationError("--duration must be positive") }
         guard (1...100_000).contains(connections) else { throw ValidationError("--connections must be 1-100000") }
@@ -88,7 +93,7 @@ struct Bench: ParsableCommand {
         let runID = String(UInt64.random(in: .min ... .max), radix: 36)
         if seed {
             let started = Date()
-            try Self.seed(endpoint: try redisOptions.endpoint(), accounts: accounts, hotAccounts: hotAccounts)
+            try Self.seed(endpoint: try redisOptions.endpoint(), accounts: accounts, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
             log(String(format: "seeded %d accounts and %d hot accounts in %.2f s", accounts, hotAccounts, Date().timeIntervalSince(started)))
         }
         let report: LoadReport
@@ -110,6 +115,7 @@ struct Bench: ParsableCommand {
             options.contended = contended
             options.hotAccounts = hotAccounts
             options.threads = threads
+            options.wire = LoadProtocol(rawValue: wire) ?? .line
             options.drainTimeout = .nanoseconds(drainTimeout.nanoseconds)
             let progress = ProgressLine()
             report = try LoadGenerator.run(
@@ -135,11 +141,11 @@ struct Bench: ParsableCommand {
 
     static let ampleBalance = "1000000000000"  // 10^10.00 per category: a run is all 00
 
-    static func seed(endpoint: RedisEndpoint, accounts: Int, hotAccounts: Int) throws {
+    static func seed(endpoint: RedisEndpoint, accounts: Int, hotAccounts: Int, wire: LoadProtocol = .line) throws {
         let redis = CLIRedis(endpoint: endpoint)
         defer { redis.shutdown() }
         _ = try RulesStore(redis: redis.client).installDefaultsIfMissing().wait()
-        let ids = (0..<accounts).map { "bench-\($0)" } + (0..<hotAccounts).map { "hot-\($0)" }
+        let ids = (0..<accounts).map { wire.account(UInt64($0), hot: false) } + (0..<hotAccounts).map { wire.account(UInt64($0), hot: true) }
         // Pipelined, a bounded batch at a time.
         for first in stride(from: 0, to: ids.count, by: 4_096) {
             let replies = ids[first..<min(first + 4_096, ids.count)].map { id in

@@ -57,6 +57,9 @@ struct Serve: ParsableCommand {
     @Option(help: "Require terminals to present a client certificate signed by this CA (PEM).")
     var tlsClientCa: String?
 
+    @Option(name: .customLong("iso8583-port"), help: "Also serve ISO 8583 acquirer links on this port (0 picks a free port). Off when absent. Same host, TLS options and limits as the terminal port.")
+    var iso8583Port: Int?
+
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
 
@@ -93,6 +96,7 @@ struct Serve: ParsableCommand {
         guard (1...1_000_000).contains(maxPendingReversals) else { throw ValidationError("--max-pending-reversals must be 1-1000000") }
         guard !stateDir.isEmpty else { throw ValidationError("--state-dir must not be empty") }
         guard metricsPort.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--metrics-port must be 0-65535") }
+        guard iso8583Port.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--iso8583-port must be 0-65535") }
     }
 
     func run() throws {
@@ -205,6 +209,19 @@ struct Serve: ParsableCommand {
         options.tls = try makeTLSContext()
         options.idleTimeout = idleTimeoutS > 0 ? .seconds(Int64(idleTimeoutS)) : nil
         let server = try TerminalServer.start(group: group, authorizer: authorizer, options: options, logger: logger).wait()
+        var isoServer: ISO8583Server?
+        if let iso8583Port {
+            var isoOptions = ISO8583Server.Options()
+            isoOptions.host = host
+            isoOptions.port = iso8583Port
+            isoOptions.maxLinks = maxConnections
+            isoOptions.maxWriteBufferBytes = maxWriteBufferBytes
+            isoOptions.tls = options.tls
+            isoOptions.idleTimeout = options.idleTimeout
+            let started = try ISO8583Server.start(group: group, authorizer: authorizer, options: isoOptions, logger: logger).wait()
+            isoServer = started
+            logger.info("iso8583 listening", metadata: ["host": "\(host)", "port": "\(started.localPort ?? iso8583Port)"])
+        }
         let boundPort = server.localPort ?? listenPort
         logger.info("authorizer listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "redis": "\(endpoint)"])
         if let portFile {
@@ -221,7 +238,9 @@ struct Serve: ParsableCommand {
         }
         stopped.wait()
         logger.info("shutting down: no new connections, answering requests in flight")
+        let isoStopped = isoServer?.shutdown()
         try? server.shutdown().wait()
+        try? isoStopped?.wait()
         // Give the reversals owed a moment to reach Redis; what is left stays
         // in the journal for the next start.
         let owedDeadline = DispatchTime.now() + .seconds(5)

@@ -14,7 +14,7 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 
-.PHONY: deps build release run redis-up stop test bench clean install
+.PHONY: deps build release run run-cluster redis-up stop test bench clean install
 
 ## deps: install redis-server, libhiredis-dev, a netcat (the README's alternative to `authorizer send`)
 ## and openssl (for the TLS tests) when missing (Debian/Ubuntu).
@@ -44,6 +44,14 @@ run: release redis-up
 	source $(USERS) && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
 	source $(USERS) && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
 
+## run-cluster: like run, on a local Redis Cluster of 3 masters and 3 replicas (ports 7001-7006,
+## data in .data/cluster/); serve finds the cluster from the seed URLs in .data/cluster.env.
+run-cluster: release
+	@bash scripts/cluster.sh up $(DATA)
+	source $(DATA)/cluster.env && $(RELEASE) rules init
+	source $(DATA)/cluster.env && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
+	source $(DATA)/cluster.env && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
+
 ## redis-up: generate the ACL users once (.data/credentials.env), start Redis unless it is up.
 redis-up: deps
 	@bash scripts/redis-users.sh $(DATA) $(REDIS_PORT)
@@ -58,8 +66,9 @@ redis-up: deps
 		echo "redis started on port $(REDIS_PORT) (data in $(DATA); credentials in $(DATA)/credentials.env)"; \
 	fi
 
-## stop: stop the Redis that `make run` started.
+## stop: stop the Redis that `make run` started, and the cluster of `make run-cluster`.
 stop:
+	@if [ -f $(DATA)/cluster.env ]; then bash scripts/cluster.sh down $(DATA) && echo "redis cluster stopped"; fi
 	@if [ -f $(DATA)/redis.pid ] && kill -0 $$(cat $(DATA)/redis.pid) 2>/dev/null; then \
 		{ source $(USERS) && redis-cli -p $(REDIS_PORT) shutdown >/dev/null 2>&1; } || kill $$(cat $(DATA)/redis.pid); \
 		echo "redis stopped"; \

@@ -9,7 +9,7 @@ import RedisWire
 public final class Authorizer: Sendable {
     public let rules: RulesCache
     public let watcher: LockWatcher
-    private let shards: [AccountShard]
+    private let shards: [AccountGate]
     public let config: AuthorizerConfig
     public let metrics: ServerMetrics
     /// The reversals this service owes (nil: kept in memory only, for tools and tests).
@@ -36,7 +36,7 @@ public final class Authorizer: Sendable {
             applier.withLockedValue { $0 }?(entry)
         }
         let nonce = String(UInt64.random(in: .min ... .max), radix: 36)
-        var shards: [AccountShard] = []
+        var shards: [AccountGate] = []
         for (index, loop) in group.makeIterator().enumerated() {
             let redis: any ScriptRunner
             switch target {
@@ -56,7 +56,7 @@ public final class Authorizer: Sendable {
                     onRedirect: { kind in metrics.clusterRedirect(kind.rawValue) }
                 )
             }
-            shards.append(AccountShard(
+            shards.append(AccountGate(
                 eventLoop: loop, redis: redis, target: target, scripts: scripts, watcher: watcher, config: config,
                 tokenPrefix: "\(nonce):\(index)", logger: logger, metrics: metrics,
                 journal: journal, owe: owe
@@ -155,7 +155,7 @@ public final class Authorizer: Sendable {
         }
     }
 
-    private func shard(for account: String) -> AccountShard {
+    private func shard(for account: String) -> AccountGate {
         // FNV-1a: stable, cheap, and independent of Swift's per-process hash seed.
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in account.utf8 {

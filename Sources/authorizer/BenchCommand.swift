@@ -93,7 +93,7 @@ struct Bench: ParsableCommand {
         let runID = String(UInt64.random(in: .min ... .max), radix: 36)
         if seed {
             let started = Date()
-            try Self.seed(endpoint: try redisOptions.endpoint(), accounts: accounts, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
+            try Self.seed(options: redisOptions, accounts: accounts, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
             log(String(format: "seeded %d accounts and %d hot accounts in %.2f s", accounts, hotAccounts, Date().timeIntervalSince(started)))
         }
         let report: LoadReport
@@ -141,15 +141,17 @@ struct Bench: ParsableCommand {
 
     static let ampleBalance = "1000000000000"  // 10^10.00 per category: a run is all 00
 
-    static func seed(endpoint: RedisEndpoint, accounts: Int, hotAccounts: Int, wire: LoadProtocol = .line) throws {
-        let redis = CLIRedis(endpoint: endpoint)
+    /// One Redis or a cluster (each account's hash on the master of its slot).
+    static func seed(options: RedisOptions, accounts: Int, hotAccounts: Int, wire: LoadProtocol = .line) throws {
+        let redis = try CLIRedis(options: options)
         defer { redis.shutdown() }
-        _ = try RulesStore(redis: redis.client).installDefaultsIfMissing().wait()
+        _ = try options.rulesStore(redis).installDefaultsIfMissing().wait()
         let ids = (0..<accounts).map { wire.account(UInt64($0), hot: false) } + (0..<hotAccounts).map { wire.account(UInt64($0), hot: true) }
         // Pipelined, a bounded batch at a time.
         for first in stride(from: 0, to: ids.count, by: 4_096) {
             let replies = ids[first..<min(first + 4_096, ids.count)].map { id in
-                redis.client.send(RedisCommand("HSET", Keys.account(id), "FOOD", ampleBalance, "CASH", ampleBalance))
+                let command = RedisCommand("HSET", Keys.account(id), "FOOD", ampleBalance, "CASH", ampleBalance)
+                return redis.router.map { $0.send(command, slot: HashSlot.of(key: Keys.account(id))) } ?? redis.client.send(command)
             }
             _ = try EventLoopFuture.whenAllSucceed(replies, on: redis.client.eventLoop).wait()
         }

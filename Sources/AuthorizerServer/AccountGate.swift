@@ -9,7 +9,7 @@ import RedisWire
 /// Every request for an account goes to the same shard, so inside one
 /// process only the head of an account's queue talks to Redis, and its
 /// unlock and the next head's authorize travel in order on one connection.
-final class AccountShard: Sendable {
+final class AccountGate: Sendable {
     let eventLoop: EventLoop
     let redis: any ScriptRunner
     /// Which ledger stream records each account (one, or one per cluster slot).

@@ -116,6 +116,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "AuthorizerCore",
+                "AuthorizerServer",
                 "RedisWire",
                 "MetricsScrape",
                 .product(name: "NIOCore", package: "swift-nio"),

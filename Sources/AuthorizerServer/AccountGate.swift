@@ -20,9 +20,7 @@ final class AccountGate: Sendable {
     private let logger: Logger
     private let metrics: ServerMetrics
     private let tokenPrefix: String
-    private let lockTTLArgument: String
-    private let idempotencyTTLArgument: String
-    private let reversalWindowArgument: String
+    private let lockTTLms: Int64
     private let state: NIOLoopBoundBox<State>
     /// Where a timed-out authorization's reversal is recorded before its `07 timeout`.
     private let journal: ReversalJournal?
@@ -43,7 +41,6 @@ final class AccountGate: Sendable {
     ) {
         self.journal = journal
         self.owe = owe
-        self.reversalWindowArgument = String(config.reversalWindowSeconds * 1000)
         self.eventLoop = eventLoop
         self.metrics = metrics
         self.redis = redis
@@ -52,8 +49,7 @@ final class AccountGate: Sendable {
         self.watcher = watcher
         self.config = config
         self.tokenPrefix = tokenPrefix
-        self.lockTTLArgument = String(config.lockTTL.nanoseconds / 1_000_000)
-        self.idempotencyTTLArgument = String(config.idempotencyTTLSeconds)
+        self.lockTTLms = config.lockTTL.nanoseconds / 1_000_000
         self.logger = logger
         self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
@@ -89,7 +85,7 @@ final class AccountGate: Sendable {
                 promise.succeed(.rejected(.timeout))
             }
             let sent = NIODeadline.now()
-            self.redis.evalScript(self.scripts.balance, keys: [Keys.account(inquiry.account)], arguments: []).assumeIsolated().whenComplete { result in
+            self.redis.run(.balance(account: inquiry.account), in: self.scripts).assumeIsolated().whenComplete { result in
                 self.metrics.redisRoundTrip(.balance, since: sent)
                 guard !answered.value else { return }
                 answered.value = true
@@ -177,54 +173,16 @@ final class AccountGate: Sendable {
         switch job.operation {
         case .authorize(let request, let resolution):
             call = .authorize
-            reply = redis.evalScript(
-                scripts.authorize,
-                keys: [
-                    Keys.account(request.account),
-                    Keys.lock(request.account),
-                    Keys.transaction(account: request.account, id: request.id),
-                    target.statementsKey(forAccount: request.account),
-                ],
-                arguments: [
-                    job.token,
-                    lockTTLArgument,
-                    request.id,
-                    request.account,
-                    String(request.amount.value),
-                    request.mcc,
-                    resolution.mccUsed,
-                    request.merchant,
-                    resolution.category,
-                    resolution.fallbackCategory,
-                    resolution.fallbackMode.rawValue,
-                    idempotencyTTLArgument,
-                    MerchantDescriptor(request.merchant).normalized,
-                ] + request.statementFields
-            )
+            reply = redis.run(.authorize(
+                request, resolution, token: job.token, lockTTLms: lockTTLms, recordTTLSeconds: config.idempotencyTTLSeconds,
+                statements: target.statementsKey(forAccount: request.account)
+            ), in: scripts)
         case .reverse(let request, _):
             call = .reverse
-            reply = redis.evalScript(
-                scripts.reverse,
-                keys: [
-                    Keys.account(request.account),
-                    Keys.lock(request.account),
-                    Keys.transaction(account: request.account, id: request.original),
-                    Keys.transaction(account: request.account, id: request.id),
-                    target.statementsKey(forAccount: request.account),
-                ],
-                arguments: [
-                    job.token,
-                    lockTTLArgument,
-                    request.id,
-                    request.account,
-                    request.original,
-                    request.amount.map { String($0.value) } ?? "",
-                    request.mcc ?? "",
-                    request.merchant.map { MerchantDescriptor($0).normalized } ?? "",
-                    idempotencyTTLArgument,
-                    reversalWindowArgument,
-                ] + request.statementFields
-            )
+            reply = redis.run(.reverse(
+                request, token: job.token, lockTTLms: lockTTLms, recordTTLSeconds: config.idempotencyTTLSeconds,
+                windowMs: Int64(config.reversalWindowSeconds) * 1000, statements: target.statementsKey(forAccount: request.account)
+            ), in: scripts)
         }
         reply.assumeIsolated().whenComplete { result in
             self.metrics.redisRoundTrip(call, since: started)
@@ -408,24 +366,22 @@ final class AccountGate: Sendable {
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: true) }
         let decision = Decision.rejected(reason)
         job.declined = decision
-        let arguments: [String]
+        let call: ScriptCall
+        let statements = target.statementsKey(forAccount: job.account)
         switch job.operation {
         case .authorize(let request, let resolution):
-            arguments = [request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant, resolution.category, reason.text]
-                + (request.statementFields.isEmpty ? [] : ["authorization", ""] + request.statementFields)
+            call = .decline(request, resolution, reason: reason, statements: statements)
         case .reverse(_, service: true):
             // Nobody to tell and nothing to record: the service tries again later.
             answer(job, decision)
             if wasHead { advance(job.account) }
             return
         case .reverse(let request, service: false):
-            arguments = [
-                request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason.text, "reversal", request.original,
-            ] + request.statementFields
+            call = .decline(request, reason: reason, statements: statements)
         }
         let sent = NIODeadline.now()
         let id = job.id
-        redis.evalScript(scripts.decline, keys: [Keys.account(job.account), target.statementsKey(forAccount: job.account)], arguments: arguments)
+        redis.run(call, in: scripts)
             .assumeIsolated().whenComplete { result in
                 self.metrics.redisRoundTrip(.decline, since: sent)
                 if case .failure(let error) = result {
@@ -533,7 +489,7 @@ final class AccountGate: Sendable {
             // connection, so Redis runs it after this unlock. The reply is
             // still read so a NOSCRIPT (script cache flushed) reloads and resends.
             let account = job.account
-            redis.evalScript(scripts.unlock, keys: [Keys.lock(account)], arguments: [job.token]).whenFailure { error in
+            redis.run(.unlock(account: account, token: job.token), in: scripts).whenFailure { error in
                 self.logger.debug("unlock failed; the lock TTL will release it", metadata: ["account": "\(account)", "error": "\(error)"])
             }
         }

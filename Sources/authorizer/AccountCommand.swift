@@ -33,11 +33,11 @@ struct AccountCommand: ParsableCommand {
         let redis = try CLIRedis(options: redisOptions, scripts: scripts.all)
         defer { redis.shutdown() }
         let operation = "\(kind)-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt32.random(in: .min ... .max))"
-        let reply = try redis.eval(
-            scripts.adjust,
-            keys: [Keys.account(account), redis.target.statementsKey(forAccount: account)],
-            arguments: [kind, operation, account] + changes.flatMap { [$0.0, String($0.1.value)] }
+        let call = ScriptCall.adjust(
+            kind: kind, operation: operation, account: account, changes: changes.map { (category: $0.0, cents: $0.1) },
+            statements: redis.target.statementsKey(forAccount: account)
         )
+        let reply = try redis.eval(scripts[call.script], keys: call.keys, arguments: call.arguments)
         guard let items = reply.array, items.count == 2, let balances = items[1].string else {
             throw RedisError.unexpectedReply("\(reply)")
         }

@@ -22,73 +22,31 @@ public final class TerminalServer: Sendable {
         public init() {}
     }
 
-    private let channel: Channel
-    private let quiesce: ServerQuiescingHelper
+    private let listener: Listener
 
-    public var localPort: Int? { channel.localAddress?.port }
+    public var localPort: Int? { listener.localPort }
 
-    private init(channel: Channel, quiesce: ServerQuiescingHelper) {
-        self.channel = channel
-        self.quiesce = quiesce
+    private init(listener: Listener) {
+        self.listener = listener
     }
 
     public static func start(group: EventLoopGroup, authorizer: Authorizer, options: Options, logger: Logger) -> EventLoopFuture<TerminalServer> {
-        let quiesce = ServerQuiescingHelper(group: group)
-        let open = NIOLockedValueBox(0)
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 1024)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .serverChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(quiesce.makeServerChannelHandler(channel: channel))
-                }
-            }
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: 16)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(
-                .writeBufferWaterMark,
-                value: .init(low: options.maxWriteBufferBytes / 2, high: options.maxWriteBufferBytes)
+        let limits = Listener.Limits(
+            host: options.host, port: options.port, maxConnections: options.maxConnections,
+            maxWriteBufferBytes: options.maxWriteBufferBytes, idleTimeout: options.idleTimeout, tls: options.tls,
+            connectionsName: "terminal connections"
+        )
+        return Listener.start(group: group, limits: limits, metrics: authorizer.metrics, logger: logger) { channel in
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFramer(maxLength: options.maxLineLength)))
+            try channel.pipeline.syncOperations.addHandler(
+                TerminalHandler(authorizer: authorizer, maxInFlight: options.maxInFlightPerConnection, logger: logger)
             )
-            .childChannelInitializer { channel in
-                let admitted = open.withLockedValue { count -> Bool in
-                    guard count < options.maxConnections else { return false }
-                    count += 1
-                    return true
-                }
-                guard admitted else {
-                    authorizer.metrics.connectionRefused()
-                    logger.warning("connection refused: too many terminal connections", metadata: ["max": "\(options.maxConnections)"])
-                    return channel.close()
-                }
-                authorizer.metrics.connectionOpened()
-                channel.closeFuture.whenComplete { _ in
-                    open.withLockedValue { $0 -= 1 }
-                    authorizer.metrics.connectionClosed()
-                }
-                return channel.eventLoop.makeCompletedFuture {
-                    if let tls = options.tls {
-                        try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: tls))
-                    }
-                    if let idleTimeout = options.idleTimeout {
-                        try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
-                    }
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineFramer(maxLength: options.maxLineLength)))
-                    try channel.pipeline.syncOperations.addHandler(
-                        TerminalHandler(authorizer: authorizer, maxInFlight: options.maxInFlightPerConnection, logger: logger)
-                    )
-                }
-            }
-        return bootstrap.bind(host: options.host, port: options.port).map { channel in
-            TerminalServer(channel: channel, quiesce: quiesce)
-        }
+        }.map { TerminalServer(listener: $0) }
     }
 
     /// Stops accepting, lets every connection answer what it accepted, and
-    /// completes when all terminal connections are closed.
+    /// completes when all of them are closed.
     public func shutdown() -> EventLoopFuture<Void> {
-        let promise = channel.eventLoop.makePromise(of: Void.self)
-        quiesce.initiateShutdown(promise: promise)
-        return promise.futureResult
+        listener.shutdown()
     }
 }

@@ -75,8 +75,5 @@ public enum RedisError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
-    public var isNoScript: Bool {
-        if case .server(let message) = self { return message.hasPrefix("NOSCRIPT") }
-        return false
-    }
+    public var isNoScript: Bool { kind == .noScript }
 }

@@ -21,7 +21,7 @@ final class ConsumerGroup: Sendable {
     func createIfMissing() throws {
         do {
             try redis.send(["XGROUP", "CREATE", stream, group, "0", "MKSTREAM"])
-        } catch RedisError.server(let message) where message.hasPrefix("BUSYGROUP") {
+        } catch let error as RedisError where error.kind == .busyGroup {
             return
         }
     }

@@ -119,7 +119,7 @@ public final class ReplayerLagMonitor: Sendable {
             }
         }
         return lookup.map { .some($0) }.flatMapError { error in
-            if case RedisError.server(let message) = error, message.hasPrefix("NOPERM") {
+            if (error as? RedisError)?.kind == .noPermission {
                 return redis.eventLoop.makeSucceededFuture(nil)
             }
             return redis.eventLoop.makeFailedFuture(error)

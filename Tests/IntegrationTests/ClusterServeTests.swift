@@ -185,6 +185,43 @@ final class ClusterServeTests: XCTestCase {
         }
     }
 
+    /// Two serve processes, 200 terminals, one hot account on each master:
+    /// exactly what each balance covers is approved, balances end at 0, one
+    /// statement per request in each account's slot stream.
+    func testTwoServesHammeringHotAccountsOnEveryMasterKeepTheInvariants() throws {
+        let (cluster, serve) = try context()
+        let second = try ServeProcess(url: cluster.seeds, stateParent: cluster.users, arguments: ["--sla-ms", "5000"])
+        var hot: [String] = []
+        for (index, master) in try cluster.masters().enumerated() {
+            let ranges = try cluster.ownedSlots(master)
+            guard let account = (0..<10_000).lazy.map({ "hot\(index)-\($0)" }).first(where: { id in
+                ranges.contains { $0.contains(HashSlot.of(key: id)) }
+            }) else { return XCTFail("no account on \(master.port)") }
+            hot.append(account)
+        }
+        let covered = 37
+        try setBalances(Dictionary(uniqueKeysWithValues: hot.map { ($0, ["FOOD": Int64(covered) * 250]) }), on: cluster)
+        let clients = try (0..<200).map { index in try (index % 2 == 0 ? serve : second).connect(receiveTimeout: 30) }
+        for (index, client) in clients.enumerated() {
+            try client.send(hot.map { Request.line(id: "h\(index)-\($0)", account: $0, amount: "2.50", mcc: "5411") + "\n" }.joined())
+        }
+        var codes: [String: [String: Int]] = [:]
+        for client in clients {
+            for _ in hot {
+                let answer = try client.readResponse()
+                let account = hot.first { (answer.id ?? "").hasSuffix("-\($0)") } ?? "?"
+                codes[account, default: [:]][answer.code, default: 0] += 1
+            }
+        }
+        for account in hot {
+            XCTAssertEqual(codes[account], ["00": covered, "51": 200 - covered], account)
+            XCTAssertEqual(try balances(account, in: cluster), ["FOOD": 0], account)
+            let decisions = try entries(of: account, in: cluster).filter { $0["type"] == "authorization" }
+            XCTAssertEqual(decisions.count, 200, account)
+            XCTAssertEqual(Set(decisions.map { $0["id", default: ""] }).count, 200, account)
+        }
+    }
+
     /// The ACL users' refusals hold on every master's slot streams.
     func testTheLedgerRefusesEachUserWhatItMustNotDoOnTheCluster() throws {
         let (cluster, _) = try context()

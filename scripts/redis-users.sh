@@ -33,7 +33,7 @@ user default on >${REDIS_ADMIN_PASSWORD} ~* &* +@all
 user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* ~statements ~statements:* &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +evalsha +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +set +del +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +xadd +xlen +xinfo|groups +xinfo|stream +xrange +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr
 user replayer on >${REPLAYER_PASSWORD} ~statements ~statements:* ~notifications:* &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream +subscribe +unsubscribe +scan +info +cluster|slots
 user replication on >${REPLICATION_PASSWORD} -@all +psync +replconf +ping
-user operator on >${OPERATOR_PASSWORD} ~* &* -@all +@read +auth +hello +ping +select +quit -@dangerous
+user operator on >${OPERATOR_PASSWORD} ~* &* -@all +@read +auth +hello +ping +select +quit -@dangerous +cluster|slots
 ACL
 
 # URLs for the programs and redis-cli (sourced by the Makefile and operators).

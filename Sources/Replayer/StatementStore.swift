@@ -46,13 +46,21 @@ public final class StatementStore: Sendable {
                 try migrator.migrate(pool)
                 return pool
             } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
-                || (error.message ?? "").contains("already exists") {
-                // "already exists": the other process applied the migration
-                // between our check and our CREATE; the retry sees it applied.
+                || Self.isConcurrentMigration(error) {
+                // The other process applied a migration between our check
+                // and our change (CREATE: "already exists", ALTER: "duplicate
+                // column", the migration's record: a unique constraint on
+                // grdb_migrations); ours rolled back, the retry sees it applied.
                 guard Date() < deadline else { throw error }
                 Thread.sleep(forTimeInterval: 0.02 + Double.random(in: 0..<0.03))
             }
         }
+    }
+
+    private static func isConcurrentMigration(_ error: DatabaseError) -> Bool {
+        let message = error.message ?? ""
+        return message.contains("already exists") || message.contains("duplicate column")
+            || (error.resultCode == .SQLITE_CONSTRAINT && message.contains("grdb_migrations"))
     }
 
     static var migrator: DatabaseMigrator {

@@ -341,6 +341,10 @@ final class ClusterReplayTests: XCTestCase {
         let db = database("sweep")
         let replay = try startReplay(cluster, db: db, group: "sweep-test", extra: ["--sweep-ms", "500"])
         defer { replay.terminate(signal: SIGTERM); _ = replay.waitForExit(timeout: 10) }
+        // Caught up with what was there at start: what follows must be found by a later sweep.
+        try waitUntil(timeout: 30, "the set statement replayed") {
+            try sqliteInt(db, "SELECT COUNT(*) FROM statements WHERE account = '\(account)'") == 1
+        }
         let client = try serve.connect()
         XCTAssertEqual(try client.request(["id": "sweep-0", "account": account, "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
         try waitUntil(timeout: 5, "sweep-0 replayed by the sweep") {

@@ -391,3 +391,67 @@ final class ClusterReplayTests: XCTestCase {
         }
     }
 }
+
+/// A statements database written before clusters (keyed by entry id alone)
+/// is migrated on open: its rows keep their ids and get stream `statements`,
+/// and the key becomes (stream, entry id).
+final class StatementStoreMigrationTests: XCTestCase {
+    func testADatabaseKeyedByEntryIDIsMigratedToStreamAndEntryID() throws {
+        let directory = try TestEnvironment.makeTemporaryDirectory("migration")
+        let db = directory.appendingPathComponent("old.sqlite").path
+        let columns = """
+            entry_ms INTEGER NOT NULL, entry_seq INTEGER NOT NULL, type TEXT NOT NULL, txn_id TEXT NOT NULL,
+            account TEXT NOT NULL, code TEXT NOT NULL, amount_cents INTEGER NOT NULL, mcc TEXT NOT NULL,
+            mcc_used TEXT NOT NULL, merchant TEXT NOT NULL, category TEXT NOT NULL, debits TEXT NOT NULL,
+            credits TEXT NOT NULL, balances TEXT NOT NULL, reason TEXT NOT NULL, consumer TEXT NOT NULL,
+            replayed_at_ms INTEGER NOT NULL
+            """
+        // The schema of migrations v1 and v2, as an older replayer left it.
+        try sqlite(db, """
+            CREATE TABLE grdb_migrations (identifier TEXT NOT NULL PRIMARY KEY);
+            INSERT INTO grdb_migrations VALUES ('v1: statements, rejected entries, replay progress'), ('v2: the original of a reversal');
+            CREATE TABLE statements (entry_id TEXT PRIMARY KEY NOT NULL, \(columns), original TEXT NOT NULL DEFAULT '');
+            CREATE INDEX statements_by_account ON statements(account, entry_ms, entry_seq);
+            CREATE INDEX statements_by_time ON statements(entry_ms, entry_seq);
+            CREATE TABLE rejected_entries (entry_id TEXT PRIMARY KEY NOT NULL, fields_json TEXT NOT NULL, error TEXT NOT NULL, rejected_at_ms INTEGER NOT NULL);
+            CREATE TABLE replay_progress (group_name TEXT NOT NULL, consumer TEXT NOT NULL, last_entry_id TEXT NOT NULL,
+                last_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL, applied INTEGER NOT NULL, duplicates INTEGER NOT NULL,
+                rejected INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL, PRIMARY KEY (group_name, consumer));
+            INSERT INTO statements VALUES ('1700000000000-0', 1700000000000, 0, 'set', 'set-1', 'old1', '00', 0, '', '', '', '', '',
+                'FOOD:1000', 'FOOD:1000', '', 'c', 1, '');
+            INSERT INTO statements VALUES ('1700000000001-0', 1700000000001, 0, 'authorization', 't1', 'old1', '00', 100, '5411', '5411',
+                'PADARIA DO ZE', 'FOOD', 'FOOD:100', '', 'FOOD:900', '', 'c', 1, '');
+            INSERT INTO rejected_entries VALUES ('1700000000002-0', '{}', 'malformed', 1);
+            """)
+        let shown = try runAuthorizer(["statement", "old1", "--db", db]).output
+        XCTAssertTrue(shown.contains("2 most recent of 2"), shown)
+        XCTAssertEqual(try sqlite(db, "SELECT stream || ' ' || entry_id FROM statements ORDER BY entry_id"),
+                       ["statements 1700000000000-0", "statements 1700000000001-0"])
+        XCTAssertEqual(try sqlite(db, "SELECT stream || ' ' || entry_id FROM rejected_entries"), ["statements 1700000000002-0"])
+        XCTAssertEqual(try sqlite(db, "SELECT name FROM pragma_table_info('statements') WHERE pk > 0 ORDER BY pk"), ["stream", "entry_id"])
+        // The same id in another stream is another row.
+        try sqlite(db, """
+            INSERT INTO statements SELECT 'statements:{0}', entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc,
+                mcc_used, merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original
+                FROM statements WHERE entry_id = '1700000000000-0'
+            """)
+        XCTAssertEqual(try sqlite(db, "SELECT COUNT(*) FROM statements"), ["3"])
+    }
+
+    @discardableResult
+    private func sqlite(_ database: String, _ sql: String) throws -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        process.arguments = ["-batch", database, sql]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TestFailure("sqlite3 \(sql): \(errorText)") }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+    }
+}

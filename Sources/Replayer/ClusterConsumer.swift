@@ -165,7 +165,11 @@ extension StatementStoreSink: MultiStreamSink {}
 /// sweep (SCAN `statements:*` on every master, then one pipelined read of
 /// every stream found; at start and every `sweepInterval`) is the safety
 /// net for missed events (a subscriber reconnecting, a config without `t`)
-/// and finds the masters of a changed topology. Each round pipelines one
+/// and finds the masters of a changed topology. A sweep first asks each
+/// master how many XADDs it has executed (`INFO commandstats`): a master
+/// whose count has not moved since the last sweep has no new entry and is
+/// neither scanned nor read, so an idle cluster costs one INFO per master
+/// per sweep. Each round pipelines one
 /// XREADGROUP per changed stream (a multi-stream XREADGROUP across slots
 /// is CROSSSLOT), applies everything read in one sink call, then XACKs.
 final class ClusterConsumer {
@@ -177,6 +181,7 @@ final class ClusterConsumer {
     private let sweepInterval: TimeInterval
     private let stop: StopSignal
     private let logger: Logger
+    /// After every round, with the streams that had entries in it.
     private let afterRound: (ConsumerStats, Set<String>) -> Void
     private let wakeups = StreamWakeups()
     private var subscribers: [ClusterTopology.Node: RedisSubscriber] = [:]
@@ -189,7 +194,12 @@ final class ClusterConsumer {
     /// Streams whose group exists and whose own pending entries were re-read.
     private var ready: Set<String> = []
     private var lastSweep = Date.distantPast
-    private var lastClaim = Date()
+    private var lastClaim = Date.distantPast
+    private var caughtUp = false
+    /// Streams read since the last claim check (nil: check every known stream).
+    private var claimCandidates: Set<String>?
+    /// Each master's XADD count at the last sweep that read its streams.
+    private var xaddCalls: [ClusterTopology.Node: Int] = [:]
     private var consecutiveFailures = 0
 
     init(
@@ -218,22 +228,25 @@ final class ClusterConsumer {
             try retryingRedis {
                 let woken = self.wakeups.take()
                 dirty.formUnion(woken.streams)
-                // Drain mode sweeps every round: it must see every stream.
+                // Drain mode sweeps every round, whole: it must see every stream.
                 if self.options.drain || woken.gap || Date().timeIntervalSince(self.lastSweep) >= self.sweepInterval {
-                    try self.sweep()
-                    dirty.formUnion(self.known)
+                    dirty.formUnion(try self.sweep(whole: self.options.drain || woken.gap))
                 }
+                let round = dirty
+                self.claimCandidates?.formUnion(round)
+                var read = 0
+                var withEntries: Set<String> = []
+                if !round.isEmpty {
+                    let (full, count, streams) = try self.readNew(round)
+                    read = count
+                    dirty = full
+                    withEntries = streams
+                }
+                // After the read: the streams are prepared (group, own pending) by then.
                 if Date().timeIntervalSince(self.lastClaim) * 1000 >= Double(self.options.claimIdleMilliseconds / 2) {
                     try self.claimFromIdleConsumers()
                 }
-                let round = dirty
-                var read = 0
-                if !round.isEmpty {
-                    let (full, count) = try self.readNew(round)
-                    read = count
-                    dirty = full
-                }
-                self.afterRound(self.stats, round)
+                self.afterRound(self.stats, withEntries)
                 if self.options.drain && read == 0 && dirty.isEmpty {
                     if try self.pendingCount() == 0 {
                         done = true
@@ -245,6 +258,10 @@ final class ClusterConsumer {
                     return
                 }
                 if dirty.isEmpty && !self.options.drain {
+                    if !self.caughtUp {
+                        self.caughtUp = true
+                        self.logger.info("cluster consumer caught up", metadata: ["group": "\(self.group)", "streams": "\(self.known.count)"])
+                    }
                     let next = min(self.lastSweep.addingTimeInterval(self.sweepInterval), Date().addingTimeInterval(Double(self.options.blockMilliseconds) / 1000))
                     self.wakeups.wait(until: next)
                 }
@@ -255,9 +272,11 @@ final class ClusterConsumer {
 
     // MARK: - Streams and masters
 
-    /// SCAN every master for slot streams; subscribe to the keyevents of
+    /// SCAN the masters for slot streams; subscribe to the keyevents of
     /// masters not yet listened to (a new master, a promoted replica).
-    private func sweep() throws {
+    /// Unless `whole`, a master whose XADD count has not moved since its
+    /// last sweep is skipped. Returns the streams to read.
+    private func sweep(whole: Bool) throws -> Set<String> {
         lastSweep = Date()
         let masters = try ledger.masters()
         if listen {
@@ -285,9 +304,34 @@ final class ClusterConsumer {
                 subscribers[node] = nil
             }
         }
+        var found: Set<String> = []
         for node in masters {
-            known.formUnion(try ledger.streams(on: node))
+            // Read before the scan: an XADD after it moves the count for the next sweep.
+            let calls: Int?
+            do {
+                calls = try xaddCount(on: node)
+            } catch {
+                logger.debug("cannot read the xadd count of a master", metadata: ["node": "\(node)", "error": "\(error)"])
+                calls = nil
+            }
+            if !whole, let calls, calls == xaddCalls[node] { continue }
+            logger.debug("sweeping a master", metadata: ["node": "\(node)", "xadd_calls": "\(calls.map(String.init) ?? "?")", "whole": "\(whole)"])
+            let streams = try ledger.streams(on: node)
+            known.formUnion(streams)
+            found.formUnion(streams)
+            xaddCalls[node] = calls
         }
+        for node in xaddCalls.keys where !masters.contains(node) { xaddCalls[node] = nil }
+        return found
+    }
+
+    /// How many XADDs a node has executed (scripts' included), from
+    /// `INFO commandstats`; nil when the user may not run INFO.
+    private func xaddCount(on node: ClusterTopology.Node) throws -> Int? {
+        guard let text = try ledger.send(["INFO", "commandstats"], on: node).string else { return nil }
+        guard let line = text.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_xadd:") }) else { return 0 }
+        guard let calls = line.split(separator: ",").first?.split(separator: "=").last else { return nil }
+        return Int(calls)
     }
 
     static let xaddChannel = "__keyevent@0__:xadd"
@@ -329,8 +373,9 @@ final class ClusterConsumer {
     }
 
     /// One XREADGROUP per stream, pipelined; returns the streams that gave
-    /// a full batch (more to read) and how many entries were read.
-    private func readNew(_ streams: Set<String>) throws -> (full: Set<String>, read: Int) {
+    /// a full batch (more to read), how many entries were read, and the
+    /// streams that had any.
+    private func readNew(_ streams: Set<String>) throws -> (full: Set<String>, read: Int, withEntries: Set<String>) {
         known.formUnion(streams)
         try prepare(streams)
         let names = streams.sorted()
@@ -360,7 +405,7 @@ final class ClusterConsumer {
             }
         }
         if !chunk.isEmpty { try handle(chunk) }
-        return (full, read)
+        return (full, read, Set(batches.map(\.stream)))
     }
 
     /// Apply (commit), then acknowledge. A crash between the two re-delivers
@@ -400,9 +445,14 @@ final class ClusterConsumer {
 
     /// Takes over entries other consumers left unacknowledged too long, on
     /// the streams that have any.
+    /// A consumer can only hold entries of streams that were written, which
+    /// this consumer read too: after a first check over every known stream,
+    /// only the streams read since the last check are looked at.
     private func claimFromIdleConsumers() throws {
         lastClaim = Date()
-        let names = known.intersection(ready).sorted()
+        let candidates = claimCandidates ?? known
+        claimCandidates = []
+        let names = candidates.intersection(ready).sorted()
         guard !names.isEmpty else { return }
         let summaries = try ledger.pipeline(names.map { ($0, ["XPENDING", $0, group]) })
         for (name, reply) in zip(names, summaries) where try PendingSummary.parse(reply).count > 0 {
@@ -438,6 +488,8 @@ final class ClusterConsumer {
                 // A batch may have been applied and not acknowledged: re-read own pending everywhere.
                 ready.removeAll()
                 lastSweep = .distantPast
+                xaddCalls.removeAll()
+                claimCandidates = nil
                 if options.drain && consecutiveFailures >= options.maxDrainFailures { throw error }
                 if stop.isStopped {
                     logger.warning("stopping while redis fails", metadata: ["group": "\(group)", "error": "\(error)"])

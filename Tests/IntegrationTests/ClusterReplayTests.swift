@@ -329,6 +329,27 @@ final class ClusterReplayTests: XCTestCase {
         XCTAssertEqual(try sqliteInt(db, "SELECT COUNT(DISTINCT stream) FROM statements WHERE account = '\(account)'"), 1)
     }
 
+    /// Under steady load (6 terminals, pipelined) a running replayer keeps
+    /// up: when the last answer is out, every decision is in SQLite within 1 s.
+    func testReplayKeepsUpUnderSteadyLoad() throws {
+        let (cluster, serve) = try context()
+        let accounts = (0..<100).map { "ld\($0)" }
+        try setBalances(Dictionary(uniqueKeysWithValues: accounts.map { ($0, ["FOOD": Int64(100_000), "CASH": 100_000]) }), on: cluster)
+        let db = database("load")
+        let replay = try startReplay(cluster, db: db, group: "load-test")
+        defer { replay.terminate(signal: SIGTERM); _ = replay.waitForExit(timeout: 10) }
+        try waitUntil(timeout: 60, "caught up at start") { replay.output.contains("cluster consumer caught up") }
+        let started = Date()
+        let requests = try authorize(accounts, rounds: 10, prefix: "ld", serve: serve)
+        let finished = Date()
+        try waitUntil(timeout: 30, "every decision replayed") {
+            try sqliteInt(db, "SELECT COUNT(*) FROM statements WHERE txn_id LIKE 'ld-%'") == requests.count
+        }
+        let lag = Date().timeIntervalSince(finished)
+        print(String(format: "steady load: %d decisions in %.2f s, all replayed %.3f s after the last answer", requests.count, finished.timeIntervalSince(started), lag))
+        XCTAssertLessThan(lag, 1.0, "replay lag at the end of the load")
+    }
+
     /// Without keyevents (notify-keyspace-events lacking `t`), the sweep
     /// alone still finds new entries, within its period.
     func testSweepFindsEntriesWhenNoKeyeventArrives() throws {

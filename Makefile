@@ -3,21 +3,28 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := run
 
 REDIS_PORT ?= 6379
+METRICS_PORT ?= 9464
 DATA       := $(CURDIR)/.data
 RELEASE    := $(CURDIR)/.build/release/authorizer
 DEBUG      := $(CURDIR)/.build/debug/authorizer
 USERS      := $(DATA)/urls.env
 SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: deps build release run redis-up stop test bench clean
+PREFIX     ?= /usr/local
+SYSCONFDIR ?= /etc
+DESTDIR    ?=
 
-## deps: install redis-server, libhiredis-dev (and openssl for the TLS tests) when missing (Debian/Ubuntu).
+.PHONY: deps build release run run-cluster redis-up stop test bench clean install
+
+## deps: install redis-server, libhiredis-dev, a netcat (the README's alternative to `authorizer send`)
+## and openssl (for the TLS tests) when missing (Debian/Ubuntu).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v redis-cli >/dev/null 2>&1 || missing="$$missing redis-tools"; \
 	[ -f /usr/include/hiredis/hiredis.h ] || missing="$$missing libhiredis-dev"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
+	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -30,11 +37,20 @@ build: deps
 release: deps
 	swift build -c release
 
-## run: start the project's Redis (if not up), load rules and the demo account, serve on 127.0.0.1:7070.
+## run: start the project's Redis (if not up), load rules and the demo account, serve on 127.0.0.1:7070
+## with Prometheus metrics on 127.0.0.1:$(METRICS_PORT) (what `authorizer top` reads by default).
 run: release redis-up
 	source $(USERS) && $(RELEASE) rules init
 	source $(USERS) && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
-	source $(USERS) && exec $(RELEASE) serve
+	source $(USERS) && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
+
+## run-cluster: like run, on a local Redis Cluster of 3 masters and 3 replicas (ports 7001-7006,
+## data in .data/cluster/); serve finds the cluster from the seed URLs in .data/cluster.env.
+run-cluster: release
+	@bash scripts/cluster.sh up $(DATA)
+	source $(DATA)/cluster.env && $(RELEASE) rules init
+	source $(DATA)/cluster.env && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
+	source $(DATA)/cluster.env && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
 
 ## redis-up: generate the ACL users once (.data/credentials.env), start Redis unless it is up.
 redis-up: deps
@@ -50,8 +66,9 @@ redis-up: deps
 		echo "redis started on port $(REDIS_PORT) (data in $(DATA); credentials in $(DATA)/credentials.env)"; \
 	fi
 
-## stop: stop the Redis that `make run` started.
+## stop: stop the Redis that `make run` started, and the cluster of `make run-cluster`.
 stop:
+	@if [ -f $(DATA)/cluster.env ]; then bash scripts/cluster.sh down $(DATA) && echo "redis cluster stopped"; fi
 	@if [ -f $(DATA)/redis.pid ] && kill -0 $$(cat $(DATA)/redis.pid) 2>/dev/null; then \
 		{ source $(USERS) && redis-cli -p $(REDIS_PORT) shutdown >/dev/null 2>&1; } || kill $$(cat $(DATA)/redis.pid); \
 		echo "redis stopped"; \
@@ -67,8 +84,18 @@ test: deps
 clean:
 	rm -rf .build
 
+## install: the release binary to $(PREFIX)/bin, the Lua scripts to $(PREFIX)/share/authorizer/lua,
+## redis.conf, rules.example.yaml and an env file example to $(PREFIX)/share/authorizer,
+## authorizer.service to $(PREFIX)/lib/systemd/system, and $(SYSCONFDIR)/authorizer/authorizer.env
+## unless it exists. All under $(DESTDIR) when set. Build first, then install as root:
+##   make release && sudo make install
+install:
+	@[ -x $(RELEASE) ] || $(MAKE) release
+	bash scripts/install.sh $(RELEASE) "$(DESTDIR)" $(PREFIX) $(SYSCONFDIR)
+
 ## bench: release build; a fresh Redis and serve on free ports; the Redis ceiling
 ## (redis-benchmark EVALSHA authorize.lua), closed loop, open loop at 10,000/s,
-## the unlock probe and serve's RSS with 10,000 idle connections; then a table.
+## the unlock probe and serve's RSS with 10,000 idle connections; then a table, and
+## bench-results/latency.svg (latency by percentile per phase against the SLA).
 bench: release
 	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench.sh

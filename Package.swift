@@ -72,9 +72,18 @@ let package = Package(
         .target(
             name: "LoadGenerator",
             dependencies: [
+                "AuthorizerCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        // Reads a server's Prometheus /metrics (for `authorizer top`).
+        .target(
+            name: "MetricsScrape",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ]
         ),
         .executableTarget(
@@ -85,6 +94,7 @@ let package = Package(
                 "AuthorizerServer",
                 "Replayer",
                 "LoadGenerator",
+                "MetricsScrape",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -95,10 +105,19 @@ let package = Package(
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
         .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
         .testTarget(
+            name: "MetricsScrapeTests",
+            dependencies: [
+                "MetricsScrape",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "AuthorizerCore",
                 "RedisWire",
+                "MetricsScrape",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ]

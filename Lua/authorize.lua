@@ -22,6 +22,10 @@
     ARGV[11] fallback mode: "whole" or "split"
     ARGV[12] idempotency record ttl in seconds (the reversal window plus a day)
     ARGV[13] merchant descriptor normalized (kept for a reversal's match check)
+    ARGV[14..] optional: extra statement fields as name, value pairs appended
+             to the statement after the usual ones (the ISO 8583 port sends
+             channel, stan, rrn, terminal, merchant_id); none from the
+             line-JSON port
 
   Output (array):
     {"UNKNOWN"}                               account does not exist; nothing written
@@ -114,7 +118,7 @@ if #debits > 0 then
 end
 local debitText = table.concat(debitList, ',')
 
-local entry = redis.call('XADD', statements, '*',
+local fields = {
   'type', 'authorization',
   'id', id,
   'account', accountId,
@@ -126,7 +130,12 @@ local entry = redis.call('XADD', statements, '*',
   'category', category,
   'debits', debitText,
   'balances', table.concat(balanceList, ','),
-  'reason', reason)
+  'reason', reason}
+for i = 14, #ARGV - 1, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+local entry = redis.call('XADD', statements, '*', unpack(fields))
 
 local detail = debitText
 if code == '07' then detail = reason end

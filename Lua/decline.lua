@@ -17,6 +17,9 @@
     ARGV[8]  reason
     ARGV[9]  statement type: "authorization" (when absent) or "reversal"
     ARGV[10] the original transaction id of a reversal (when absent: none)
+    ARGV[11..] optional: extra statement fields as name, value pairs (the
+             ISO 8583 port's channel, stan, rrn, terminal, merchant_id);
+             ARGV[9] and ARGV[10] must then be given ("" for no original)
 
   Output:
     the stream entry id, or false when the account does not exist
@@ -28,8 +31,9 @@ local kind = ARGV[9] or 'authorization'
 if kind ~= 'authorization' and kind ~= 'reversal' then
   return redis.error_reply('ERR decline type must be authorization or reversal')
 end
+local fields
 if kind == 'reversal' then
-  return redis.call('XADD', KEYS[2], '*',
+  fields = {
     'type', 'reversal',
     'id', ARGV[1],
     'account', ARGV[2],
@@ -43,9 +47,9 @@ if kind == 'reversal' then
     'debits', '',
     'credits', '',
     'balances', '',
-    'reason', ARGV[8])
-end
-return redis.call('XADD', KEYS[2], '*',
+    'reason', ARGV[8]}
+else
+  fields = {
   'type', 'authorization',
   'id', ARGV[1],
   'account', ARGV[2],
@@ -57,4 +61,10 @@ return redis.call('XADD', KEYS[2], '*',
   'category', ARGV[7],
   'debits', '',
   'balances', '',
-  'reason', ARGV[8])
+  'reason', ARGV[8]}
+end
+for i = 11, #ARGV - 1, 2 do
+  fields[#fields + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+end
+return redis.call('XADD', KEYS[2], '*', unpack(fields))

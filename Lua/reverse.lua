@@ -27,6 +27,9 @@
     ARGV[9]  record ttl in seconds (as authorize.lua's ARGV[12])
     ARGV[10] reversal window in milliseconds: an original decided longer ago
              than this is "original not found"
+    ARGV[11..] optional: extra statement fields as name, value pairs appended
+             to the reversal statement (the ISO 8583 port sends channel, stan,
+             rrn, terminal, merchant_id); none from the line-JSON port
 
   Output (array), the shape of authorize.lua's:
     {"UNKNOWN"}                               account does not exist; nothing written
@@ -88,7 +91,7 @@ if record then
 end
 
 local function statement(resultCode, statementAmount, credits, balances, reason, statementMcc, statementMerchant)
-  return redis.call('XADD', statements, '*',
+  local fields = {
     'type', 'reversal',
     'id', reversalId,
     'account', accountId,
@@ -102,7 +105,12 @@ local function statement(resultCode, statementAmount, credits, balances, reason,
     'debits', '',
     'credits', credits,
     'balances', balances,
-    'reason', reason)
+    'reason', reason}
+  for i = 11, #ARGV - 1, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+  end
+  return redis.call('XADD', statements, '*', unpack(fields))
 end
 
 local function refuse(reason)

@@ -4,15 +4,21 @@
 #   1. redis-benchmark calling authorize.lua with EVALSHA, pipelined: the Redis ceiling
 #   2. authorizer bench, closed loop: the most authorizations per second
 #   3. authorizer bench, open loop at 10,000/s: latency
+#   3b. authorizer bench --protocol iso8583, closed loop on the ISO 8583 port
 #   4. the unlock probe: a request waiting on a lock held elsewhere, timed from the release
 #   5. serve's RSS holding 10,000 idle terminal connections
-# and a table. Everything started here is stopped on exit, failure included.
+# and a table, and bench-results/latency.svg: latency by percentile of the
+# closed loop, the open loop and the unlock probe against the SLA (from the
+# .hgrm files each run writes there). Everything started here is stopped on
+# exit, failure included.
 #
 # Knobs (environment): BENCH_DURATION (10s), BENCH_RATE (10000),
 # BENCH_CONNECTIONS (64), BENCH_PIPELINE (closed loop, 8), BENCH_IDLE (10000),
 # BENCH_PROBES (200), CEILING_REQUESTS (300000), AUTHORIZER_BIN,
 # BENCH_APPENDFSYNC (everysec as in redis.conf; `always` measures its cost),
-# BENCH_SERVE_ARGS (extra `serve` options, e.g. "--threads 1").
+# BENCH_SERVE_ARGS (extra `serve` options, e.g. "--threads 1"),
+# BENCH_RESULTS (bench-results: the .hgrm files and latency.svg),
+# BENCH_CLUSTER (1: also the 3-master cluster rows; 0: one Redis only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +32,8 @@ PROBES=${BENCH_PROBES:-200}
 CEILING_REQUESTS=${CEILING_REQUESTS:-300000}
 APPENDFSYNC=${BENCH_APPENDFSYNC:-everysec}
 ACCOUNTS=10000
+RESULTS=${BENCH_RESULTS:-$PWD/bench-results}
+mkdir -p "$RESULTS"
 
 [ -x "$BIN" ] || { echo "no $BIN; run: swift build -c release" >&2; exit 1; }
 for tool in redis-server redis-cli redis-benchmark; do
@@ -124,26 +132,35 @@ echo "ceiling: $CEILING calls/s ($decided of $CEILING_REQUESTS calls debited and
 
 # serve, started after the ceiling so that it does not share the machine with it.
 # shellcheck disable=SC2086
-"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --state-dir "$WORK/state" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
+"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --iso8583-port 0 --state-dir "$WORK/state" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 wait_for_line "$WORK/serve.log" "authorizer listening" "$SERVE_PID"
 TARGET="127.0.0.1:$(cat "$WORK/serve.port")"
-echo "serve on $TARGET" >&2
+wait_for_line "$WORK/serve.log" "iso8583 listening" "$SERVE_PID"
+ISO_TARGET="127.0.0.1:$(grep "iso8583 listening" "$WORK/serve.log" | grep -o 'port=[0-9]*' | head -1 | cut -d= -f2)"
+echo "serve on $TARGET (ISO 8583 on $ISO_TARGET)" >&2
 bench() { "$BIN" bench --target "$TARGET" --redis "$REDIS_URL" --accounts "$ACCOUNTS" --json "$@"; }
 
 bench --seed --rate 100 --duration 1s --connections 8 >/dev/null  # seed, and warm the connections
 
 # 2. Closed loop.
-closed=$(bench --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+closed=$(bench --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE" --hgrm "$RESULTS/closed.hgrm")
 check_errors "closed loop" "$closed"
 
 # 3. Open loop.
-open=$(bench --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS")
+open=$(bench --rate "$RATE" --duration "$DURATION" --connections "$CONNECTIONS" --hgrm "$RESULTS/open-$RATE.hgrm")
 check_errors "open loop" "$open"
 
+# 3b. Closed loop over the ISO 8583 port (0200 purchases, answers in any order).
+"$BIN" bench --target "$ISO_TARGET" --protocol iso8583 --redis "$REDIS_URL" --accounts "$ACCOUNTS" --seed \
+    --rate 100 --duration 1s --connections 8 --json >/dev/null
+iso=$("$BIN" bench --target "$ISO_TARGET" --protocol iso8583 --redis "$REDIS_URL" --accounts "$ACCOUNTS" --json \
+    --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE")
+check_errors "ISO 8583 closed loop" "$iso"
+
 # 4. Unlock probe.
-probe=$(bench --unlock-probes "$PROBES")
+probe=$(bench --unlock-probes "$PROBES" --hgrm "$RESULTS/unlock-probe.hgrm")
 check_errors "unlock probe" "$probe"
 
 # 5. Idle connections: RSS before, and while the generator holds them open.
@@ -160,6 +177,67 @@ for _ in $(seq 1 100); do  # until serve has accepted them all
 done
 rss_idle=$(rss_mib)
 kill "$IDLE_PID" 2>/dev/null || true
+
+# 6. A local Redis Cluster of 3 masters and 3 replicas (on the same 2
+# cores: it cannot be faster than one Redis; the row shows what routing,
+# six processes and per-slot streams cost), closed loop, and the latency
+# cost of --replica-acks 1 (open loop at RATE/2, without and with WAIT).
+if [ "${BENCH_CLUSTER:-1}" = 1 ]; then
+    kill "$SERVE_PID" 2>/dev/null || true
+    rcli shutdown nosave >/dev/null 2>&1 || true
+    CLUSTER_PORTS=()
+    while [ ${#CLUSTER_PORTS[@]} -lt 6 ]; do
+        port=$(free_port)
+        [ $port -le 55000 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && CLUSTER_PORTS+=("$port")
+    done
+    for port in "${CLUSTER_PORTS[@]}"; do
+        mkdir -p "$WORK/cluster/$port"
+        redis-server "$PWD/redis.conf" --port "$port" --dir "$WORK/cluster/$port" --aclfile "$WORK/users.acl" \
+            --appendfsync "$APPENDFSYNC" --cluster-enabled yes --cluster-config-file nodes.conf \
+            --cluster-node-timeout 15000 --cluster-require-full-coverage no \
+            --masteruser replication --masterauth "$REPLICATION_PASSWORD" \
+            --daemonize no --logfile "$WORK/cluster/$port/redis.log" >/dev/null &
+        PIDS+=($!)
+        wait_for_line "$WORK/cluster/$port/redis.log" "Ready to accept connections" $!
+    done
+    REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") \
+        --cluster-replicas 1 --cluster-yes >/dev/null
+    for _ in $(seq 1 200); do
+        REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q cluster_state:ok && break
+        sleep 0.05
+    done
+    SEEDS=$(printf "redis://authorizer:$AUTHORIZER_PASSWORD@127.0.0.1:%s/0," "${CLUSTER_PORTS[@]:0:3}")
+    SEEDS=${SEEDS%,}
+    cluster_serve() {  # serve in front of the cluster with extra options; sets TARGET and SERVE_PID
+        # shellcheck disable=SC2086
+        "$BIN" serve --redis "$SEEDS" --port 0 --port-file "$WORK/cserve.port" --state-dir "$WORK/cstate" "$@" \
+            ${BENCH_SERVE_ARGS:-} >"$WORK/cserve.log" 2>&1 &
+        SERVE_PID=$!
+        PIDS+=("$SERVE_PID")
+        wait_for_line "$WORK/cserve.log" "authorizer listening" "$SERVE_PID"
+        TARGET="127.0.0.1:$(cat "$WORK/cserve.port")"
+    }
+    cbench() { "$BIN" bench --target "$TARGET" --redis "$SEEDS" --accounts "$ACCOUNTS" --json "$@"; }
+    cluster_serve
+    cbench --seed --rate 100 --duration 1s --connections 8 >/dev/null
+    cluster_closed=$(cbench --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE" --hgrm "$RESULTS/cluster-closed.hgrm")
+    check_errors "cluster closed loop" "$cluster_closed"
+    cluster_open=$(cbench --rate $((RATE / 2)) --duration "$DURATION" --connections "$CONNECTIONS")
+    check_errors "cluster open loop" "$cluster_open"
+    kill "$SERVE_PID" 2>/dev/null || true
+    wait "$SERVE_PID" 2>/dev/null || true
+    cluster_serve --replica-acks 1
+    cluster_acks=$(cbench --rate $((RATE / 2)) --duration "$DURATION" --connections "$CONNECTIONS")
+    check_errors "cluster open loop, --replica-acks 1" "$cluster_acks"
+fi
+
+# The chart.
+"$BIN" bench plot --sla-ms 100 --out "$RESULTS/latency.svg" \
+    --title "authorizer bench, $(date -u +%Y-%m-%d), $(nproc) cores, runs of $DURATION" \
+    "closed loop, $CONNECTIONS x $PIPELINE in flight=$RESULTS/closed.hgrm" \
+    "open loop at $RATE/s=$RESULTS/open-$RATE.hgrm" \
+    "unlock -> answer (probe)=$RESULTS/unlock-probe.hgrm" \
+    ${cluster_closed:+"cluster closed loop (3 masters)=$RESULTS/cluster-closed.hgrm"}
 
 # The table.
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
@@ -182,10 +260,18 @@ printf '%-44s %-46s %s\n' "open loop at $RATE/s, $CONNECTIONS conns" \
     "$(field throughput "$open")/s, p50 $(field p50_ms "$open") p90 $(field p90_ms "$open") ms" ""
 printf '%-44s %-46s %s\n' "" "p99 $open_p99 ms, p99.9 $open_p999 ms, max $(field max_ms "$open") ms" \
     "p99 < 1 ms: $(below "$open_p99" 1), p99.9 < 5 ms: $(below "$open_p999" 5)"
+printf '%-44s %-46s %s\n' "ISO 8583 closed loop, $CONNECTIONS x $PIPELINE" \
+    "$(field throughput "$iso")/s = $(ratio "$(field throughput "$iso")" "$closed_tp") x line-JSON, p99 $(field p99_ms "$iso") ms" ""
 printf '%-44s %-46s %s\n' "unlock -> answer, $PROBES probes" \
     "p50 $(field p50_ms "$probe") ms, p99 $probe_p99 ms, max $(field max_ms "$probe") ms" "p99 < 1 ms: $(below "$probe_p99" 1)"
 printf '%-44s %-46s %s\n' "serve RSS, $IDLE idle connections" "$rss_idle MiB (before connecting: $rss_before MiB)" \
     "< 200 MiB: $(below "$rss_idle" 200)"
+if [ -n "${cluster_closed:-}" ]; then
+    printf '%-44s %-46s %s\n' "cluster (3 masters + 3 replicas), closed loop" \
+        "$(field throughput "$cluster_closed")/s = $(ratio "$(field throughput "$cluster_closed")" "$closed_tp") x one Redis, p99 $(field p99_ms "$cluster_closed") ms" ">= 0.7 x: $(at_least "$(ratio "$(field throughput "$cluster_closed")" "$closed_tp")" 0.7)"
+    printf '%-44s %-46s\n' "cluster open loop at $((RATE / 2))/s, acks 0 / 1" \
+        "p50 $(field p50_ms "$cluster_open") / $(field p50_ms "$cluster_acks") ms, p99 $(field p99_ms "$cluster_open") / $(field p99_ms "$cluster_acks") ms"
+fi
 printf '%-44s %-46s\n' "codes: closed loop / open loop" \
     "00 $(code_count 00 "$closed") / $(code_count 00 "$open"), 51 $(code_count 51 "$closed") / $(code_count 51 "$open"), 07 $(code_count 07 "$closed") / $(code_count 07 "$open")"
 if [ -n "${BENCH_JSON_DIR:-}" ]; then
@@ -193,5 +279,8 @@ if [ -n "${BENCH_JSON_DIR:-}" ]; then
     printf '%s\n' "$closed" >"$BENCH_JSON_DIR/closed.json"
     printf '%s\n' "$open" >"$BENCH_JSON_DIR/open.json"
     printf '%s\n' "$probe" >"$BENCH_JSON_DIR/probe.json"
+    printf '%s\n' "$iso" >"$BENCH_JSON_DIR/iso8583.json"
+    [ -n "${cluster_closed:-}" ] && printf '%s\n' "$cluster_closed" >"$BENCH_JSON_DIR/cluster-closed.json"
+    [ -n "${cluster_acks:-}" ] && printf '%s\n' "$cluster_acks" >"$BENCH_JSON_DIR/cluster-acks.json"
     printf '{"ceiling":%s,"rss_idle_mib":%s,"rss_before_mib":%s}\n' "$CEILING" "$rss_idle" "$rss_before" >"$BENCH_JSON_DIR/other.json"
 fi

@@ -37,6 +37,21 @@ declare -A TESTS=(
   [journal-not-replayed]='IntegrationTests.SLATests'
   [timeout-not-reversed]='IntegrationTests.SLATests'
   [lost-in-flight-not-reversed]='IntegrationTests.SLATests'
+  [router-ignores-moved]='IntegrationTests.(ClusterRouterTests|ClusterServeTests)'
+  [lock-waits-on-the-first-node]='IntegrationTests.ClusterServeTests'
+  [one-ledger-stream-on-a-cluster]='IntegrationTests.ClusterServeTests'
+  [service-may-delete-the-ledger]='IntegrationTests.(SecurityTests|ClusterServeTests)'
+  [iso-secondary-bitmap-read-as-field]='IntegrationTests.ISO8583Tests/testEcho'
+  [iso-pan-lllvar]='IntegrationTests.ISO8583Tests/testInteroperabilityWithPyiso8583'
+  [iso-unknown-card-05]='IntegrationTests.ISO8583Tests/testDeclined'
+  [iso-no-statement-fields]='IntegrationTests.ISO8583Tests/testPurchaseApproved'
+  [iso-frame-unbounded]='IntegrationTests.ISO8583Tests/testMalformed'
+  [iso-malformed-not-answered]='IntegrationTests.ISO8583Tests/testMalformed'
+  [iso-timeout-not-91]='IntegrationTests.ISO8583Tests/testRedisPaused'
+  [iso-authorization-id-random]='IntegrationTests.ISO8583Tests/testRepeatIsIdempotent'
+  [iso-reversal-of-stan]='IntegrationTests.ISO8583Tests/testReversal'
+  [iso-no-read-backpressure]='IntegrationTests.ISO8583Tests/testPastTheInFlightLimit'
+  [iso-tls-ignored]='IntegrationTests.TLSTests/testISO8583'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

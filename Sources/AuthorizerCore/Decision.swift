@@ -8,21 +8,29 @@ public enum ResponseCode: String, Sendable, CaseIterable {
 /// The outcome of one authorization, as reported to the terminal.
 public struct Decision: Sendable, Equatable {
     public let code: ResponseCode
-    /// Plain words, present on every `07`.
-    public let reason: String?
+    /// Why, on every `07` (and only there).
+    public let rejectReason: RejectReason?
     /// The answer to a balance inquiry: every category, in name order.
     public let balances: [CategoryBalance]?
 
-    public init(code: ResponseCode, reason: String? = nil, balances: [CategoryBalance]? = nil) {
-        precondition(code != .rejected || reason != nil, "a 07 always carries a reason")
+    /// The reason in plain words, as the terminal receives it.
+    public var reason: String? { rejectReason?.text }
+
+    private init(code: ResponseCode, rejectReason: RejectReason?, balances: [CategoryBalance]?) {
         self.code = code
-        self.reason = reason
+        self.rejectReason = rejectReason
         self.balances = balances
+    }
+
+    /// A `00` or a `51` (a `07` is made with `rejected`, which needs a reason).
+    public init(code: ResponseCode, balances: [CategoryBalance]? = nil) {
+        precondition(code != .rejected, "a 07 always carries a reason")
+        self.init(code: code, rejectReason: nil, balances: balances)
     }
 
     public static let approved = Decision(code: .approved)
     public static let insufficientFunds = Decision(code: .insufficientFunds)
-    public static func rejected(_ reason: String) -> Decision { Decision(code: .rejected, reason: reason) }
+    public static func rejected(_ reason: RejectReason) -> Decision { Decision(code: .rejected, rejectReason: reason, balances: nil) }
 }
 
 /// One category's balance, in a balance inquiry's answer.
@@ -36,17 +44,71 @@ public struct CategoryBalance: Sendable, Equatable {
     }
 }
 
-/// Reasons that tooling and tests match on.
-public enum RejectReason {
-    public static let unknownAccount = "unknown account"
-    public static let accountBusy = "account busy"
-    public static let redisUnavailable = "authorizer storage unavailable"
-    public static let shuttingDown = "authorizer shutting down"
-    public static let lineTooLong = "line longer than 16384 bytes"
+/// Why a request was answered `07`: one type for the answer's words, the
+/// logs and the metrics' `reason` label, so nothing classifies by text.
+public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
+    /// The line is not a valid request; the parser's words (JSON, fields, amounts).
+    case invalidRequest(String)
+    case lineTooLong
+    case unknownAccount
+    /// The account lock could not be had before the answer deadline.
+    case accountBusy
+    case storageUnavailable
+    case shuttingDown
     /// The decision was not back within the SLA; an authorization answered
     /// so is reversed by the service itself.
-    public static let timeout = "timeout"
+    case timeout
     /// An authorization whose id a reversal got to first.
-    public static let reversed = "reversed"
-    public static let originalNotFound = "original not found"
+    case reversed
+    case originalNotFound
+    /// A fault of the authorizer itself; the detail is for the logs as much as the terminal.
+    case internalError(String?)
+    /// A `07` a decision script gave in its own words.
+    case declined(String)
+
+    public static let unknownAccountText = "unknown account"
+    public static let accountBusyText = "account busy"
+    public static let storageUnavailableText = "authorizer storage unavailable"
+    public static let shuttingDownText = "authorizer shutting down"
+    public static let lineTooLongText = "line longer than 16384 bytes"
+    public static let timeoutText = "timeout"
+    public static let reversedText = "reversed"
+    public static let originalNotFoundText = "original not found"
+
+    /// The words the terminal receives.
+    public var text: String {
+        switch self {
+        case .invalidRequest(let words): return words
+        case .lineTooLong: return Self.lineTooLongText
+        case .unknownAccount: return Self.unknownAccountText
+        case .accountBusy: return Self.accountBusyText
+        case .storageUnavailable: return Self.storageUnavailableText
+        case .shuttingDown: return Self.shuttingDownText
+        case .timeout: return Self.timeoutText
+        case .reversed: return Self.reversedText
+        case .originalNotFound: return Self.originalNotFoundText
+        case .internalError(let detail?): return "internal error: \(detail)"
+        case .internalError(nil): return "internal error"
+        case .declined(let words): return words
+        }
+    }
+
+    public var description: String { text }
+
+    /// A reason read back as text (a decision script's reply, the first
+    /// decision of a repeated id): the known words map to their case.
+    public init(text: String) {
+        switch text {
+        case Self.unknownAccountText: self = .unknownAccount
+        case Self.accountBusyText: self = .accountBusy
+        case Self.storageUnavailableText: self = .storageUnavailable
+        case Self.shuttingDownText: self = .shuttingDown
+        case Self.lineTooLongText: self = .lineTooLong
+        case Self.timeoutText: self = .timeout
+        case Self.reversedText: self = .reversed
+        case Self.originalNotFoundText: self = .originalNotFound
+        case "internal error": self = .internalError(nil)
+        default: self = .declined(text.isEmpty ? "declined" : text)
+        }
+    }
 }

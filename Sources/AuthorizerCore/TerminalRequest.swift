@@ -8,6 +8,8 @@ public struct ReversalRequest: Sendable, Equatable {
     public let amount: Cents?
     public let mcc: String?
     public let merchant: String?
+    /// Extra statement fields, name/value pairs (see `TransactionRequest.statementFields`).
+    public var statementFields: [String] = []
 
     public init(id: String, account: String, original: String, amount: Cents? = nil, mcc: String? = nil, merchant: String? = nil) {
         self.id = id

@@ -8,6 +8,9 @@ public struct TransactionRequest: Sendable, Equatable {
     public let mcc: String
     /// The merchant descriptor as sent by the terminal.
     public let merchant: String
+    /// Extra statement fields, as name/value pairs (`["channel", "iso8583", "stan", "000123", …]`);
+    /// empty for the line-JSON port, whose statements carry none.
+    public var statementFields: [String] = []
 
     public init(id: String, account: String, amount: Cents, mcc: String, merchant: String) {
         self.id = id

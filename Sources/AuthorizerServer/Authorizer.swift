@@ -9,7 +9,7 @@ import RedisWire
 public final class Authorizer: Sendable {
     public let rules: RulesCache
     public let watcher: LockWatcher
-    private let shards: [AccountShard]
+    private let shards: [AccountGate]
     public let config: AuthorizerConfig
     public let metrics: ServerMetrics
     /// The reversals this service owes (nil: kept in memory only, for tools and tests).
@@ -36,7 +36,7 @@ public final class Authorizer: Sendable {
             applier.withLockedValue { $0 }?(entry)
         }
         let nonce = String(UInt64.random(in: .min ... .max), radix: 36)
-        var shards: [AccountShard] = []
+        var shards: [AccountGate] = []
         for (index, loop) in group.makeIterator().enumerated() {
             let redis: any ScriptRunner
             switch target {
@@ -56,7 +56,7 @@ public final class Authorizer: Sendable {
                     onRedirect: { kind in metrics.clusterRedirect(kind.rawValue) }
                 )
             }
-            shards.append(AccountShard(
+            shards.append(AccountGate(
                 eventLoop: loop, redis: redis, target: target, scripts: scripts, watcher: watcher, config: config,
                 tokenPrefix: "\(nonce):\(index)", logger: logger, metrics: metrics,
                 journal: journal, owe: owe
@@ -93,10 +93,8 @@ public final class Authorizer: Sendable {
         let shard = shard(for: entry.account)
         shard.reverseOwed(entry).whenSuccess { decision in
             let retry: Bool
-            switch decision.reason {
-            case RejectReason.accountBusy?, RejectReason.redisUnavailable?, RejectReason.timeout?:
-                retry = true
-            case let reason? where reason.hasPrefix("internal error"):
+            switch decision.rejectReason {
+            case .accountBusy?, .storageUnavailable?, .timeout?, .internalError?:
                 retry = true
             default:
                 retry = false
@@ -139,7 +137,7 @@ public final class Authorizer: Sendable {
         if let journal, journal.isFull {
             // A timeout now could not be made good: refuse rather than risk it.
             logger.error("reversal journal full; refusing authorizations", metadata: ["owed": "\(journal.count)", "max": "\(journal.maxEntries)"])
-            return shard.eventLoop.makeSucceededFuture(.rejected(RejectReason.redisUnavailable))
+            return shard.eventLoop.makeSucceededFuture(.rejected(.storageUnavailable))
         }
         let resolution = rules.rules.resolve(mcc: request.mcc, merchant: MerchantDescriptor(request.merchant))
         return shard.authorize(request, resolution, receivedAt: receivedAt)
@@ -157,7 +155,7 @@ public final class Authorizer: Sendable {
         }
     }
 
-    private func shard(for account: String) -> AccountShard {
+    private func shard(for account: String) -> AccountGate {
         // FNV-1a: stable, cheap, and independent of Swift's per-process hash seed.
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in account.utf8 {

@@ -25,5 +25,11 @@ public struct AuthorizerConfig: Sendable {
     /// Requests for one account queued inside one process; more are refused.
     public var maxQueuedPerAccount = 1_024
 
+    /// Replicas that must acknowledge a decision's writes (WAIT) before its
+    /// answer; 0: no wait.
+    public var replicaAcks = 0
+    /// The most one WAIT may take (the SLA still bounds the answer).
+    public var replicaAckTimeout: TimeAmount = .milliseconds(50)
+
     public init() {}
 }

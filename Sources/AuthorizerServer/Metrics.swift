@@ -36,18 +36,21 @@ public final class ServerMetrics: Sendable {
 
         /// The class of a decision's reason; every `00` and `51` is `none`.
         public init(_ decision: Decision) {
-            guard decision.code == .rejected, let reason = decision.reason else {
-                self = .none
-                return
-            }
+            self = decision.rejectReason.map(ReasonClass.init(_:)) ?? .none
+        }
+
+        public init(_ reason: RejectReason) {
             switch reason {
-            case RejectReason.unknownAccount: self = .unknownAccount
-            case RejectReason.accountBusy: self = .accountBusy
-            case RejectReason.redisUnavailable: self = .storageUnavailable
-            case RejectReason.shuttingDown: self = .shuttingDown
-            case RejectReason.lineTooLong: self = .lineTooLong
-            case RejectReason.timeout: self = .timeout
-            default: self = reason.hasPrefix("internal error") ? .internalError : .other
+            case .invalidRequest: self = .invalidRequest
+            case .lineTooLong: self = .lineTooLong
+            case .unknownAccount: self = .unknownAccount
+            case .accountBusy: self = .accountBusy
+            case .storageUnavailable: self = .storageUnavailable
+            case .shuttingDown: self = .shuttingDown
+            case .timeout: self = .timeout
+            case .reversed, .originalNotFound: self = .other
+            case .internalError: self = .internalError
+            case .declined: self = .other
             }
         }
     }
@@ -100,6 +103,7 @@ public final class ServerMetrics: Sendable {
         public static let reversalsApplied = "authorizer_reversals_applied_total"
         public static let journalBytes = "authorizer_reversal_journal_bytes"
         public static let clusterRedirects = "authorizer_redis_cluster_redirects_total"
+        public static let unreplicatedDecisions = "authorizer_unreplicated_decisions_total"
 
         public static let help: [String: String] = [
             requests: "Requests decided, by response code and reason class.",
@@ -124,6 +128,7 @@ public final class ServerMetrics: Sendable {
             reversalsApplied: "Reversals of timed-out authorizations acknowledged by Redis.",
             journalBytes: "Size of the local journal of owed reversals, in bytes.",
             clusterRedirects: "Redis Cluster redirections followed (MOVED, ASK, TRYAGAIN), by kind.",
+            unreplicatedDecisions: "Decisions fewer replicas than --replica-acks acknowledged in time (approvals among them reversed and answered 07 timeout).",
         ]
     }
 
@@ -161,6 +166,7 @@ public final class ServerMetrics: Sendable {
     private let redisReconnects: [Counter]
     private let scriptReloads: Counter
     private let clusterRedirects: [String: Counter]
+    private let unreplicatedDecisions: Counter
     private let streamLength: Gauge
     private let replayerLagEntries: Gauge
     private let replayerLagSeconds: Gauge
@@ -211,6 +217,7 @@ public final class ServerMetrics: Sendable {
             Counter(label: Name.redisReconnects, dimensions: [("link", $0.rawValue)], factory: factory)
         }
         scriptReloads = Counter(label: Name.scriptReloads, factory: factory)
+        unreplicatedDecisions = Counter(label: Name.unreplicatedDecisions, factory: factory)
         clusterRedirects = Dictionary(uniqueKeysWithValues: ["moved", "ask", "tryagain"].map {
             ($0, Counter(label: Name.clusterRedirects, dimensions: [("kind", $0)], factory: factory))
         })
@@ -277,6 +284,10 @@ public final class ServerMetrics: Sendable {
 
     public func scriptsReloaded() {
         scriptReloads.increment()
+    }
+
+    public func unreplicatedDecision() {
+        unreplicatedDecisions.increment()
     }
 
     public func clusterRedirect(_ kind: String) {

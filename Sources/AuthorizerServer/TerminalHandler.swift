@@ -40,7 +40,7 @@ final class TerminalHandler: ChannelDuplexHandler {
             let id = TransactionID.make()
             logger.warning("declined", metadata: ["id": "\(id)", "reason": "\(RejectReason.lineTooLong)"])
             authorizer.metrics.requestDecided(.rejected, .lineTooLong)
-            append(id: id, decision: .rejected(RejectReason.lineTooLong), context: context)
+            append(id: id, decision: .rejected(.lineTooLong), context: context)
             closeWhenDrained = true
             writeReady(context: context)
         case .line(let line):
@@ -61,7 +61,7 @@ final class TerminalHandler: ChannelDuplexHandler {
             let id = rejection.id ?? TransactionID.make()
             logger.warning("request refused", metadata: ["id": "\(id)", "reason": "\(rejection.reason)"])
             authorizer.metrics.requestDecided(.rejected, .invalidRequest)
-            append(id: id, decision: .rejected(rejection.reason), receivedAt: receivedAt, context: context)
+            append(id: id, decision: .rejected(.invalidRequest(rejection.reason)), receivedAt: receivedAt, context: context)
             writeReady(context: context)
         case .success(let request)?:
             let sequence = firstSequence + UInt64(answers.count)
@@ -75,7 +75,7 @@ final class TerminalHandler: ChannelDuplexHandler {
                     switch result {
                     case .success(let value): decision = value
                     case .failure(let error):
-                        decision = .rejected("internal error: \(error)")
+                        decision = .rejected(.internalError("\(error)"))
                         loopBound.value.handler.logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
                     }
                     loopBound.value.handler.authorizer.metrics.requestDecided(decision)

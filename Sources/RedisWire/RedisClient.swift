@@ -30,6 +30,8 @@ public final class RedisClient: Sendable {
         var backoff: TimeAmount = .milliseconds(0)
         var connectedOnce = false
         var closed = false
+        /// The WAIT that will be sent at the end of this event-loop tick.
+        var pendingWait: EventLoopFuture<Int>?
     }
 
     public static let minBackoff = TimeAmount.milliseconds(50)
@@ -106,6 +108,23 @@ public final class RedisClient: Sendable {
         command.append(contentsOf: keys)
         command.append(contentsOf: arguments)
         return connection.send(RedisCommand(command))
+    }
+
+    /// Completes with the number of replicas that acknowledged every write
+    /// sent on this connection so far (WAIT). Calls in one event-loop tick
+    /// share one WAIT, sent at the end of the tick: one replica round trip
+    /// acknowledges the whole pipelined batch.
+    public func waitForReplicas(_ count: Int, timeoutMs: Int) -> EventLoopFuture<Int> {
+        eventLoop.assertInEventLoop()
+        precondition(count > 0 && timeoutMs > 0)
+        if let pending = state.value.pendingWait { return pending }
+        let promise = eventLoop.makePromise(of: Int.self)
+        state.value.pendingWait = promise.futureResult
+        eventLoop.execute {
+            self.state.value.pendingWait = nil
+            self.send(RedisCommand("WAIT", String(count), String(timeoutMs))).map { Int($0.int ?? 0) }.cascade(to: promise)
+        }
+        return promise.futureResult
     }
 
     /// Waits until Redis has answered everything sent so far (QUIT is

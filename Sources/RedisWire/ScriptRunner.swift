@@ -9,10 +9,25 @@ public protocol ScriptRunner: Sendable {
     func connect() -> EventLoopFuture<Void>
     /// Lets Redis answer what was sent, then closes.
     func shutdown() -> EventLoopFuture<Void>
+    /// WAIT on the connection that carried the writes to `key`'s node: the
+    /// number of replicas that acknowledged them.
+    func waitForReplicas(_ count: Int, timeoutMs: Int, afterWritingTo key: String) -> EventLoopFuture<Int>
 }
 
-extension RedisClient: ScriptRunner {}
-extension ClusterRouter: ScriptRunner {}
+extension RedisClient: ScriptRunner {
+    public func waitForReplicas(_ count: Int, timeoutMs: Int, afterWritingTo key: String) -> EventLoopFuture<Int> {
+        waitForReplicas(count, timeoutMs: timeoutMs)
+    }
+}
+extension ClusterRouter: ScriptRunner {
+    public func waitForReplicas(_ count: Int, timeoutMs: Int, afterWritingTo key: String) -> EventLoopFuture<Int> {
+        eventLoop.assertInEventLoop()
+        guard let node = master(ofSlot: HashSlot.of(key: key)) else {
+            return eventLoop.makeFailedFuture(RedisError.unavailable("no master serves the slot of \(key)"))
+        }
+        return client(for: node).waitForReplicas(count, timeoutMs: timeoutMs)
+    }
+}
 
 extension HashSlot {
     /// The ledger stream tag of each slot: the first decimal integer (as

@@ -37,11 +37,11 @@ public struct LedgerBalances: Sendable {
         case .credit:
             for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
         case .authorization:
-            if statement.code == "00" {
+            if statement.code == .approved {
                 for posting in statement.debits { account[posting.category, default: 0] -= posting.cents }
             }
         case .reversal:
-            if statement.code == "00" {
+            if statement.code == .approved {
                 for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
             }
         }

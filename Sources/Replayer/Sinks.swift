@@ -86,7 +86,7 @@ final class ClusterNotificationSink: MultiStreamSink {
 public struct Notification: Sendable, Equatable {
     public let statementID: StreamID
     public let transactionID: String
-    public let code: String
+    public let code: ResponseCode
     public let amount: Cents
     public let text: String
 
@@ -95,7 +95,7 @@ public struct Notification: Sendable, Equatable {
     public static func isNotified(_ statement: Statement) -> Bool {
         switch statement.kind {
         case .authorization: return true
-        case .reversal: return statement.code == "00" && !statement.credits.isEmpty
+        case .reversal: return statement.code == .approved && !statement.credits.isEmpty
         case .credit, .set: return false
         }
     }
@@ -113,14 +113,14 @@ public struct Notification: Sendable, Equatable {
             return
         }
         switch statement.code {
-        case "00":
+        case .approved:
             let categories = statement.debits.count == 1
                 ? statement.debits[0].category
                 : statement.debits.map { "\($0.category) \(BrazilianReal.format(Cents($0.cents)))" }.joined(separator: " + ")
             text = "Compra aprovada de \(value) em \(merchant) (\(categories))"
-        case "51":
+        case .insufficientFunds:
             text = "Compra recusada de \(value) em \(merchant): saldo insuficiente"
-        default:
+        case .rejected:
             let reason = statement.reason.isEmpty ? "" : " (\(statement.reason))"
             text = "Compra recusada de \(value) em \(merchant): transação não autorizada\(reason)"
         }
@@ -129,7 +129,7 @@ public struct Notification: Sendable, Equatable {
     /// The fields of the notification stream entry.
     public var fields: [(String, String)] {
         [
-            ("statement", statementID.description), ("id", transactionID), ("code", code),
+            ("statement", statementID.description), ("id", transactionID), ("code", code.rawValue),
             ("amount", String(amount.value)), ("text", text),
         ]
     }

@@ -55,7 +55,7 @@ public struct Statement: Sendable, Equatable {
     /// The terminal's transaction id, or the operator's operation id.
     public let transactionID: String
     public let account: String
-    public let code: String
+    public let code: ResponseCode
     /// The transaction amount (0 for operator changes).
     public let amount: Cents
     public let mcc: String
@@ -88,8 +88,8 @@ public struct Statement: Sendable, Equatable {
         }
         let account = try required("account")
         guard Identifier.isValid(account) else { throw StatementError.malformed("entry \(entry.id) has invalid account \(account)") }
-        let code = try required("code")
-        guard ["00", "51", "07"].contains(code) else { throw StatementError.malformed("entry \(entry.id) has unknown code \(code)") }
+        let codeText = try required("code")
+        guard let code = ResponseCode(rawValue: codeText) else { throw StatementError.malformed("entry \(entry.id) has unknown code \(codeText)") }
         guard let amount = Int64(try required("amount")), amount >= 0 else {
             throw StatementError.malformed("entry \(entry.id) has an amount that is not whole cents")
         }
@@ -120,7 +120,7 @@ public struct Statement: Sendable, Equatable {
         switch kind {
         case .authorization:
             guard credits.isEmpty else { throw StatementError.malformed("authorization \(entryID) carries credits") }
-            if code == "00" {
+            if code == .approved {
                 guard !debits.isEmpty, debits.reduce(0, { $0 + $1.cents }) == amount.value, debits.allSatisfy({ $0.cents > 0 }) else {
                     throw StatementError.malformed("approved \(entryID): debits \(debitsText) do not add up to \(amount.value)")
                 }
@@ -131,14 +131,14 @@ public struct Statement: Sendable, Equatable {
             guard debits.isEmpty else { throw StatementError.malformed("reversal \(entryID) carries debits") }
             guard !original.isEmpty else { throw StatementError.malformed("reversal \(entryID) names no original") }
             switch code {
-            case "00":
+            case .approved:
                 guard credits.allSatisfy({ $0.cents > 0 }) else { throw StatementError.malformed("reversal \(entryID) has a non-positive credit") }
                 guard credits.isEmpty || credits.reduce(0, { $0 + $1.cents }) == amount.value else {
                     throw StatementError.malformed("reversal \(entryID): credits \(creditsText) do not add up to \(amount.value)")
                 }
-            case "07":
+            case .rejected:
                 guard credits.isEmpty else { throw StatementError.malformed("refused reversal \(entryID) carries credits") }
-            default:
+            case .insufficientFunds:
                 throw StatementError.malformed("reversal \(entryID) has code \(code)")
             }
         case .credit, .set:

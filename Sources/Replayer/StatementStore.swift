@@ -208,7 +208,7 @@ public final class StatementStore: Sendable {
                 }
                 try insert.execute(arguments: [
                     stream, statement.entryID.description, Int64(statement.entryID.milliseconds), Int64(statement.entryID.sequence),
-                    statement.kind.rawValue, statement.transactionID, statement.account, statement.code,
+                    statement.kind.rawValue, statement.transactionID, statement.account, statement.code.rawValue,
                     statement.amount.value, statement.mcc, statement.mccUsed, statement.merchant, statement.category,
                     statement.debitsText, statement.creditsText, statement.balancesText, statement.reason,
                     consumer, now, statement.original,

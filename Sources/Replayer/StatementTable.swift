@@ -34,13 +34,13 @@ public enum StatementTable {
         case .authorization:
             let merchant = MerchantDescriptor(statement.merchant).name
             switch statement.code {
-            case "00":
+            case .approved:
                 description = "\(merchant) (\(statement.debits.map(\.category).joined(separator: "+")))"
                 amount = "-\(statement.amount)"
-            case "51":
+            case .insufficientFunds:
                 description = "\(merchant): declined, insufficient funds"
                 amount = "\(statement.amount)"
-            default:
+            case .rejected:
                 description = "\(merchant): rejected, \(statement.reason)"
                 amount = "\(statement.amount)"
             }
@@ -50,7 +50,7 @@ public enum StatementTable {
         case .reversal:
             let merchant = MerchantDescriptor(statement.merchant).name
             let subject = "reversal of \(statement.original)" + (merchant.isEmpty ? "" : " at \(merchant)")
-            if statement.code == "00" && !statement.credits.isEmpty {
+            if statement.code == .approved && !statement.credits.isEmpty {
                 description = subject + " (" + statement.credits.map(\.category).joined(separator: "+") + ")"
                 amount = "+\(statement.amount)"
             } else {
@@ -62,7 +62,7 @@ public enum StatementTable {
             amount = ""
         }
         let balances = statement.balances.map { "\($0.category) \(Cents($0.cents))" }.joined(separator: ", ")
-        return [when, description, amount, statement.code, balances, statement.entryID.description]
+        return [when, description, amount, statement.code.rawValue, balances, statement.entryID.description]
     }
 
     /// `2024-05-01 12:00:01.234`, in UTC.

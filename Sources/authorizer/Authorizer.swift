@@ -8,7 +8,7 @@ struct AuthorizerCommand: ParsableCommand {
         subcommands: [
             Serve.self, RulesCommand.self, AccountCommand.self,
             Replay.self, StatementCommand.self, Audit.self,
-            Bench.self, Top.self,
+            Send.self, Bench.self, Top.self,
         ]
     )
 }

@@ -18,12 +18,17 @@ struct Bench: ParsableCommand {
         Closed loop (--rate 0): every connection keeps --pipeline requests in \
         flight, as fast as answers come. Accounts are bench-0 … bench-(N-1) and \
         hot-0 … hot-(H-1) (--contended is the share aimed at the hot ones); \
-        --seed creates them through --redis first.
-        """
+        --seed creates them through --redis first. --hgrm writes the latency \
+        distribution for `authorizer bench plot`.
+        """,
+        subcommands: [BenchPlot.self]
     )
 
     @Option(help: "Terminal server, host:port; a comma-separated list spreads the connections over several.")
     var target = "127.0.0.1:7070"
+
+    @Option(name: .customLong("protocol"), help: "line (line-JSON to the terminal port) or iso8583 (0200 purchases to the ISO 8583 port; accounts are PANs 8000000000+N, hot ones 9000000000+N).")
+    var wire = "line"
 
     @OptionGroup var redisOptions: RedisOptions
 
@@ -60,6 +65,9 @@ struct Bench: ParsableCommand {
     @Flag(help: "Print one JSON object (throughput, p50_ms … max_ms, codes, errors, …) instead of text.")
     var json = false
 
+    @Option(help: "Also write the latency distribution to this file, in HdrHistogram's percentile text format (milliseconds; what HdrHistogram's plotter and `authorizer bench plot` read).")
+    var hgrm: String?
+
     @Option(help: "Instead of load: N times, hold an account's lock from outside (through --redis), send a request for that account, release the lock, and time the answer from the release.")
     var unlockProbes: Int?
 
@@ -67,6 +75,8 @@ struct Bench: ParsableCommand {
         guard !targets.isEmpty, targets.count == target.split(separator: ",").count else {
             throw ValidationError("--target must be host:port (or a comma-separated list of them)")
         }
+        guard LoadProtocol(rawValue: wire) != nil else { throw ValidationError("--protocol must be line or iso8583") }
+        if wire == "iso8583" && unlockProbes != nil { throw ValidationError("--unlock-probes speaks line-JSON only") }
         guard rate >= 0 else { throw ValidationError("--rate must be 0 (closed loop) or more") }
         guard duration.nanoseconds > 0 else { throw ValidationError("--duration must be positive") }
         guard (1...100_000).contains(connections) else { throw ValidationError("--connections must be 1-100000") }
@@ -83,7 +93,7 @@ struct Bench: ParsableCommand {
         let runID = String(UInt64.random(in: .min ... .max), radix: 36)
         if seed {
             let started = Date()
-            try Self.seed(endpoint: try redisOptions.endpoint(), accounts: accounts, hotAccounts: hotAccounts)
+            try Self.seed(options: redisOptions, accounts: accounts, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
             log(String(format: "seeded %d accounts and %d hot accounts in %.2f s", accounts, hotAccounts, Date().timeIntervalSince(started)))
         }
         let report: LoadReport
@@ -105,6 +115,7 @@ struct Bench: ParsableCommand {
             options.contended = contended
             options.hotAccounts = hotAccounts
             options.threads = threads
+            options.wire = LoadProtocol(rawValue: wire) ?? .line
             options.drainTimeout = .nanoseconds(drainTimeout.nanoseconds)
             let progress = ProgressLine()
             report = try LoadGenerator.run(
@@ -113,6 +124,11 @@ struct Bench: ParsableCommand {
                 onProgress: progress.show
             )
             progress.end()
+        }
+        if let hgrm {
+            var text = ""
+            report.latencies.outputPercentileDistribution(to: &text, outputValueUnitScalingRatio: 1_000_000)
+            try text.write(toFile: hgrm, atomically: true, encoding: .utf8)
         }
         if json {
             print(try jsonReport(report))
@@ -125,15 +141,17 @@ struct Bench: ParsableCommand {
 
     static let ampleBalance = "1000000000000"  // 10^10.00 per category: a run is all 00
 
-    static func seed(endpoint: RedisEndpoint, accounts: Int, hotAccounts: Int) throws {
-        let redis = CLIRedis(endpoint: endpoint)
+    /// One Redis or a cluster (each account's hash on the master of its slot).
+    static func seed(options: RedisOptions, accounts: Int, hotAccounts: Int, wire: LoadProtocol = .line) throws {
+        let redis = try CLIRedis(options: options)
         defer { redis.shutdown() }
-        _ = try RulesStore(redis: redis.client).installDefaultsIfMissing().wait()
-        let ids = (0..<accounts).map { "bench-\($0)" } + (0..<hotAccounts).map { "hot-\($0)" }
+        _ = try options.rulesStore(redis).installDefaultsIfMissing().wait()
+        let ids = (0..<accounts).map { wire.account(UInt64($0), hot: false) } + (0..<hotAccounts).map { wire.account(UInt64($0), hot: true) }
         // Pipelined, a bounded batch at a time.
         for first in stride(from: 0, to: ids.count, by: 4_096) {
             let replies = ids[first..<min(first + 4_096, ids.count)].map { id in
-                redis.client.send(RedisCommand("HSET", Keys.account(id), "FOOD", ampleBalance, "CASH", ampleBalance))
+                let command = RedisCommand("HSET", Keys.account(id), "FOOD", ampleBalance, "CASH", ampleBalance)
+                return redis.router.map { $0.send(command, slot: HashSlot.of(key: Keys.account(id))) } ?? redis.client.send(command)
             }
             _ = try EventLoopFuture.whenAllSucceed(replies, on: redis.client.eventLoop).wait()
         }
@@ -261,6 +279,51 @@ struct Bench: ParsableCommand {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+}
+
+/// `authorizer bench plot`: latency by percentile from .hgrm files, as SVG.
+struct BenchPlot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "plot",
+        abstract: "Draw latency by percentile (50 % to 99.99 %) from .hgrm files as an SVG chart, one curve each.",
+        discussion: "FILE or LABEL=FILE; without a label the curve is named after the file."
+    )
+
+    @Argument(help: "Percentile distributions written by `authorizer bench --hgrm` (LABEL=FILE to name the curve).")
+    var files: [String]
+
+    @Option(help: "Where to write the SVG.")
+    var out = "latency.svg"
+
+    @Option(help: "Draw the SLA as a line at this many milliseconds (0: none).")
+    var slaMs = 100.0
+
+    @Option(help: "Chart title.")
+    var title = "Latency by percentile"
+
+    func validate() throws {
+        guard !files.isEmpty else { throw ValidationError("give at least one .hgrm file") }
+        guard slaMs >= 0, slaMs.isFinite else { throw ValidationError("--sla-ms must be 0 or more") }
+    }
+
+    func run() throws {
+        let curves = try files.map { argument -> LatencyPlot.Curve in
+            var label = ((argument as NSString).lastPathComponent as NSString).deletingPathExtension
+            var path = argument
+            if let equals = argument.firstIndex(of: "="), !FileManager.default.fileExists(atPath: argument) {
+                label = String(argument[..<equals])
+                path = String(argument[argument.index(after: equals)...])
+            }
+            do {
+                return try LatencyPlot.parseHgrm(String(contentsOfFile: path, encoding: .utf8), label: label)
+            } catch let error as LatencyPlot.ParseError {
+                throw ValidationError(error.description)
+            }
+        }
+        let svg = LatencyPlot.svg(curves: curves, slaMilliseconds: slaMs > 0 ? slaMs : nil, title: title)
+        try svg.write(toFile: out, atomically: true, encoding: .utf8)
+        log("wrote \(out): \(curves.count) curve\(curves.count == 1 ? "" : "s")")
     }
 }
 

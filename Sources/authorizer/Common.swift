@@ -31,7 +31,7 @@ struct RedisOptions: ParsableArguments {
     /// One Redis or a cluster: asks the first node (`cluster_enabled:1`).
     func target(on loop: EventLoop) throws -> RedisTarget {
         let endpoints = try endpoints()
-        let probe = RedisClient(endpoint: endpoints[0], eventLoop: loop)
+        let probe = RedisClient(endpoint: endpoints[0], eventLoop: loop, logger: Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() }))
         defer { probe.close() }
         let clustered: Bool
         do {
@@ -79,7 +79,10 @@ extension RedisOptions {
         case .single:
             return RulesStore(redis: redis.client)
         case .cluster(let seeds):
-            let router = ClusterRouter(seeds: seeds, eventLoop: redis.client.eventLoop)
+            let router = ClusterRouter(
+                seeds: seeds, eventLoop: redis.client.eventLoop,
+                logger: Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() })
+            )
             try router.connect().wait()
             return RulesStore(redis: redis.client, router: router)
         }

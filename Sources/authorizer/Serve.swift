@@ -57,8 +57,17 @@ struct Serve: ParsableCommand {
     @Option(help: "Require terminals to present a client certificate signed by this CA (PEM).")
     var tlsClientCa: String?
 
+    @Option(name: .customLong("iso8583-port"), help: "Also serve ISO 8583 acquirer links on this port (0 picks a free port). Off when absent. Same host, TLS options and limits as the terminal port.")
+    var iso8583Port: Int?
+
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
+
+    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off.")
+    var replicaAcks = 0
+
+    @Option(help: "The most one WAIT for --replica-acks may take, in milliseconds (the SLA still bounds every answer).")
+    var replicaAckTimeoutMs = 50
 
     @Option(help: "Re-read the rules from Redis this often, for changes made with plain redis-cli (milliseconds; 0: only on the rules-changed announcement).")
     var rulesRefreshMs = 1_000
@@ -80,18 +89,23 @@ struct Serve: ParsableCommand {
         guard maxWriteBufferBytes >= 4096 else { throw ValidationError("--max-write-buffer-bytes must be at least 4096") }
         guard idleTimeoutS >= 0 else { throw ValidationError("--idle-timeout-s must be 0 or more") }
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
+        guard (0...16).contains(replicaAcks) else { throw ValidationError("--replica-acks must be 0-16") }
+        guard replicaAckTimeoutMs >= 1 else { throw ValidationError("--replica-ack-timeout-ms must be at least 1") }
         guard rulesRefreshMs == 0 || rulesRefreshMs >= 100 else { throw ValidationError("--rules-refresh-ms must be 0 or at least 100") }
         guard redisTimeoutMs >= 10 else { throw ValidationError("--redis-timeout-ms must be at least 10") }
         guard (1...1_000_000).contains(maxPendingReversals) else { throw ValidationError("--max-pending-reversals must be 1-1000000") }
         guard !stateDir.isEmpty else { throw ValidationError("--state-dir must not be empty") }
         guard metricsPort.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--metrics-port must be 0-65535") }
+        guard iso8583Port.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--iso8583-port must be 0-65535") }
     }
 
     func run() throws {
         logOptions.bootstrap()
         let logger = Logger(label: "authorizer")
         let endpoint = try redisOptions.endpoint()
-        let scripts = try ScriptLibrary.load()
+        let luaDirectory = try ScriptLibrary.locate()
+        let scripts = try ScriptLibrary.load(directory: luaDirectory)
+        logger.info("lua scripts loaded", metadata: ["dir": "\(luaDirectory)"])
         let listenPort = try port ?? ProcessInfo.processInfo.environment["AUTHORIZER_PORT"].map { text in
             guard let value = Int(text) else { throw ValidationError("AUTHORIZER_PORT must be a number") }
             return value
@@ -106,6 +120,8 @@ struct Serve: ParsableCommand {
         // The journal's fsync happens inside the SLA: a fifth of it, at most 20 ms.
         config.answerMargin = .milliseconds(Int64(min(20, slaMs / 5)))
         config.maxPendingReversals = maxPendingReversals
+        config.replicaAcks = replicaAcks
+        config.replicaAckTimeout = .milliseconds(Int64(replicaAckTimeoutMs))
         let redisConnectionOptions = RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs)))
 
         let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
@@ -193,6 +209,19 @@ struct Serve: ParsableCommand {
         options.tls = try makeTLSContext()
         options.idleTimeout = idleTimeoutS > 0 ? .seconds(Int64(idleTimeoutS)) : nil
         let server = try TerminalServer.start(group: group, authorizer: authorizer, options: options, logger: logger).wait()
+        var isoServer: ISO8583Server?
+        if let iso8583Port {
+            var isoOptions = ISO8583Server.Options()
+            isoOptions.host = host
+            isoOptions.port = iso8583Port
+            isoOptions.maxLinks = maxConnections
+            isoOptions.maxWriteBufferBytes = maxWriteBufferBytes
+            isoOptions.tls = options.tls
+            isoOptions.idleTimeout = options.idleTimeout
+            let started = try ISO8583Server.start(group: group, authorizer: authorizer, options: isoOptions, logger: logger).wait()
+            isoServer = started
+            logger.info("iso8583 listening", metadata: ["host": "\(host)", "port": "\(started.localPort ?? iso8583Port)"])
+        }
         let boundPort = server.localPort ?? listenPort
         logger.info("authorizer listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "redis": "\(endpoint)"])
         if let portFile {
@@ -209,7 +238,9 @@ struct Serve: ParsableCommand {
         }
         stopped.wait()
         logger.info("shutting down: no new connections, answering requests in flight")
+        let isoStopped = isoServer?.shutdown()
         try? server.shutdown().wait()
+        try? isoStopped?.wait()
         // Give the reversals owed a moment to reach Redis; what is left stays
         // in the journal for the next start.
         let owedDeadline = DispatchTime.now() + .seconds(5)

@@ -42,10 +42,23 @@ final class IdentifiersAndDecisionTests: XCTestCase {
         let rejected = Decision.rejected(RejectReason.unknownAccount)
         XCTAssertEqual(rejected.code, .rejected)
         XCTAssertEqual(rejected.reason, "unknown account")
-        XCTAssertNotEqual(Decision.rejected("a"), Decision.rejected("b"))
+        XCTAssertNotEqual(Decision.rejected(.declined("a")), Decision.rejected(.declined("b")))
+        XCTAssertEqual(Decision.rejected(.internalError("boom")).reason, "internal error: boom")
+        XCTAssertEqual(Decision.rejected(.invalidRequest("mcc must be 4 digits")).reason, "mcc must be 4 digits")
     }
 
     func testLineTooLongReasonMatchesTheLimit() {
-        XCTAssertTrue(RejectReason.lineTooLong.contains(String(TransactionRequestParser.maxLineLength)))
+        XCTAssertTrue(RejectReason.lineTooLong.text.contains(String(TransactionRequestParser.maxLineLength)))
+    }
+
+    /// Words read back from Redis (a script's reply, a repeated id's first
+    /// decision) map to the reason that wrote them.
+    func testReasonsSurviveTheirWords() {
+        let reasons: [RejectReason] = [.lineTooLong, .unknownAccount, .accountBusy, .storageUnavailable, .shuttingDown, .internalError(nil)]
+        for reason in reasons {
+            XCTAssertEqual(RejectReason(text: reason.text), reason)
+        }
+        XCTAssertEqual(RejectReason(text: "balance is not an integer amount of cents"), .declined("balance is not an integer amount of cents"))
+        XCTAssertEqual(RejectReason(text: ""), .declined("declined"))
     }
 }

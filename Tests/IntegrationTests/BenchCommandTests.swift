@@ -32,10 +32,23 @@ final class BenchCommandTests: IntegrationTestCase {
     }
 
     func testOpenLoopSendsTheWholeTimetableAndAccountsForEveryRequest() throws {
+        let directory = try TestEnvironment.makeTemporaryDirectory("hgrm")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let hgrm = directory.appendingPathComponent("open.hgrm")
         let report = try bench([
             "--seed", "--rate", "200", "--duration", "2s", "--connections", "4",
-            "--accounts", "50", "--hot-accounts", "2", "--contended", "0.1",
+            "--accounts", "50", "--hot-accounts", "2", "--contended", "0.1", "--hgrm", hgrm.path,
         ])
+        // HdrHistogram's percentile text format, in milliseconds, ending at 100 % with every request counted.
+        let distribution = try String(contentsOf: hgrm, encoding: .utf8).split(separator: "\n").map(String.init)
+        XCTAssertTrue(distribution.first?.contains("Value") == true && distribution.first?.contains("Percentile") == true, "\(distribution.prefix(3))")
+        let rows = distribution.filter { !$0.hasPrefix("#") && !$0.contains("Value") }.map { $0.split(separator: " ").compactMap { Double($0) } }
+        let last = try XCTUnwrap(rows.last)
+        XCTAssertEqual(last[1], 1.0, "the last row is the 100th percentile")
+        XCTAssertEqual(last[2], 400, "every request in the histogram")
+        let maxMs = try XCTUnwrap(report["max_ms"] as? Double)
+        XCTAssertEqual(last[0], maxMs, accuracy: max(0.01, maxMs * 0.002), "values in milliseconds, the maximum last")
+        XCTAssertTrue(distribution.contains { $0.hasPrefix("#[Max") && $0.contains("Total count") }, "summary lines")
         XCTAssertEqual(report["mode"] as? String, "open")
         let (requests, _) = try assertContract(report)
         XCTAssertEqual(requests, 400, "200/s for 2 s")

@@ -48,7 +48,7 @@ final class ClusterRouterTests: XCTestCase {
 
     private func eval(_ router: ClusterRouter, _ account: String, _ value: String) throws -> String? {
         try router.eventLoop.flatSubmit {
-            router.evalScript(self.setBoth, keys: ["account:{\(account)}", "txn:{\(account)}:\(value)"], arguments: [value])
+            router.evalScript(self.setBoth, keys: ["lock:{\(account)}", "txn:{\(account)}:\(value)"], arguments: [value])
         }.wait().string
     }
 
@@ -76,7 +76,7 @@ final class ClusterRouterTests: XCTestCase {
             // gets TRYAGAIN (source: ASK, target: TRYAGAIN while keys are missing)
             // until SETSLOT NODE; it is retried in the background meanwhile.
             let pending = router.eventLoop.flatSubmit {
-                router.evalScript(self.setBoth, keys: ["account:{\(account)}", "txn:{\(account)}:during"], arguments: ["during"])
+                router.evalScript(self.setBoth, keys: ["lock:{\(account)}", "txn:{\(account)}:during"], arguments: ["during"])
             }
             // The first redirection is the evidence that the call is parked on the migration.
             let deadline = Date().addingTimeInterval(5)
@@ -87,7 +87,7 @@ final class ClusterRouterTests: XCTestCase {
             pendingDuring = pending
         }
         XCTAssertEqual(try pendingDuring?.wait().string, "during", "the parked call completes on the new owner")
-        XCTAssertEqual(try target.command("GET", "account:{\(account)}").string, "during")
+        XCTAssertEqual(try target.command("GET", "lock:{\(account)}").string, "during")
         // The router's map still names the source: the next call is MOVED once, then served.
         XCTAssertEqual(try eval(router, account, "after"), "after")
         let seen = redirects.withLockedValue { $0 }

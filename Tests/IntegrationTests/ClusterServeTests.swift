@@ -185,6 +185,30 @@ final class ClusterServeTests: XCTestCase {
         }
     }
 
+    /// The ACL users' refusals hold on every master's slot streams.
+    func testTheLedgerRefusesEachUserWhatItMustNotDoOnTheCluster() throws {
+        let (cluster, _) = try context()
+        let router = ClusterRouter(seeds: [try RedisEndpoint(url: cluster.nodes[0].url)], eventLoop: group.next())
+        try router.connect().wait()
+        var replayerSeed = try RedisEndpoint(url: cluster.nodes[0].url)
+        replayerSeed.username = "replayer"
+        replayerSeed.password = cluster.credentials["REPLAYER_PASSWORD"]
+        let replayerRouter = ClusterRouter(seeds: [replayerSeed], eventLoop: group.next())
+        try replayerRouter.connect().wait()
+        defer { router.close(); replayerRouter.close() }
+        func via(_ router: ClusterRouter) -> ([String]) throws -> RESPValue {
+            { command in try router.send(RedisCommand(command), slot: HashSlot.of(key: command[1])).wait() }
+        }
+        // A stream on each master.
+        var streams: [String] = []
+        for master in try cluster.masters() {
+            let ranges = try cluster.ownedSlots(master)
+            if let slot = ranges.first?.lowerBound { streams.append(Keys.statements(tag: HashSlot.streamTags[slot])) }
+        }
+        XCTAssertEqual(streams.count, 3)
+        try assertLedgerRefusals(authorizer: via(router), replayer: via(replayerRouter), streams: streams)
+    }
+
     /// Rules on a cluster are versioned: `rules load` switches them whole.
     func testRulesLoadedOnTheClusterAreUsedWhole() throws {
         let (cluster, serve) = try context()

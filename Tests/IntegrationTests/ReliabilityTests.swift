@@ -43,7 +43,7 @@ final class TerminalLimitsTests: IntegrationTestCase {
         try? refused.sendLine(Request.line(account: "c", amount: "1", mcc: "5411"))
         XCTAssertNil(try? refused.readLine(), "the fourth connection is closed without an answer")
         XCTAssertEqual(try redis.balances("c"), ["FOOD": 99_700])
-        XCTAssertTrue(serve.child.output.contains("too many terminal connections"))
+        XCTAssertTrue(serve.child.waitForLine(containing: "too many terminal connections"), serve.child.output)
     }
 
     func testIdleConnectionIsClosed() throws {

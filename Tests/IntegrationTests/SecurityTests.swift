@@ -51,10 +51,19 @@ final class SecurityTests: XCTestCase {
     }
 
     func testTheReplayerUserOnlyTouchesStreams() throws {
-        XCTAssertNoThrow(try run(redis.replayerURL, ["XADD", "statements", "*", "type", "test"]))
         XCTAssertNoThrow(try run(redis.replayerURL, ["XLEN", "notifications:{x}"]))
         XCTAssertThrowsError(try run(redis.replayerURL, ["HSET", "account:{x}", "FOOD", "1"]))
         XCTAssertThrowsError(try run(redis.replayerURL, ["XADD", "other", "*", "a", "b"]))
+    }
+
+    /// The ledger can be appended to by the service's scripts and consumed
+    /// by the replayer, and deleted, trimmed, overwritten or forged by neither.
+    func testTheLedgerRefusesEachUserWhatItMustNotDo() throws {
+        try assertLedgerRefusals(
+            authorizer: { try self.run(self.redis.url, $0) },
+            replayer: { try self.run(self.redis.replayerURL, $0) },
+            streams: ["statements"]
+        )
     }
 
     func testWithoutAPasswordNothingIsAllowed() throws {
@@ -63,9 +72,44 @@ final class SecurityTests: XCTestCase {
         }
     }
 
-    private func run(_ url: String, _ command: [String]) throws -> RESPValue {
+    func run(_ url: String, _ command: [String]) throws -> RESPValue {
         let client = RedisClient(endpoint: try RedisEndpoint(url: url), eventLoop: redis.group.next())
         defer { client.close() }
         return try client.send(RedisCommand(command)).wait()
     }
+}
+
+/// What each ACL user may and may not do to the ledger streams (one Redis or a cluster).
+func assertLedgerRefusals(
+    authorizer: ([String]) throws -> RESPValue, replayer: ([String]) throws -> RESPValue, streams: [String],
+    file: StaticString = #filePath, line: UInt = #line
+) throws {
+    func refused(_ user: String, _ command: [String], _ send: ([String]) throws -> RESPValue) {
+        XCTAssertThrowsError(try send(command), "\(user) may not \(command.joined(separator: " "))", file: file, line: line) { error in
+            XCTAssertTrue("\(error)".contains("NOPERM"), "\(error)", file: file, line: line)
+        }
+    }
+    for stream in streams {
+        // The service: no DEL, XTRIM, XDEL, SET or RENAME of the ledger.
+        refused("authorizer", ["DEL", stream], authorizer)
+        refused("authorizer", ["XTRIM", stream, "MAXLEN", "0"], authorizer)
+        refused("authorizer", ["XDEL", stream, "0-1"], authorizer)
+        refused("authorizer", ["SET", stream, "x"], authorizer)
+        refused("authorizer", ["UNLINK", stream], authorizer)
+        // The replayer: no forged entries, no deletion.
+        refused("replayer", ["XADD", stream, "*", "type", "credit"], replayer)
+        refused("replayer", ["DEL", stream], replayer)
+        refused("replayer", ["XDEL", stream, "0-1"], replayer)
+        // What each needs still works.
+        XCTAssertNoThrow(try replayer(["XTRIM", stream, "MINID", "0-1"]), file: file, line: line)
+        XCTAssertNoThrow(try replayer(["XLEN", stream]), file: file, line: line)
+        XCTAssertNoThrow(try authorizer(["XLEN", stream]), file: file, line: line)
+    }
+    // The service may DEL only locks and rules, SET only locks, txn records and rules.
+    refused("authorizer", ["DEL", "account:{ledger-acl}"], authorizer)
+    refused("authorizer", ["DEL", "txn:{ledger-acl}:t1"], authorizer)
+    refused("authorizer", ["SET", "account:{ledger-acl}", "x"], authorizer)
+    XCTAssertNoThrow(try authorizer(["DEL", "lock:{ledger-acl}"]), file: file, line: line)
+    XCTAssertNoThrow(try authorizer(["SET", "lock:{ledger-acl}", "t", "PX", "10"]), file: file, line: line)
+    XCTAssertNoThrow(try replayer(["XADD", "notifications:{ledger-acl}", "*", "text", "x"]), file: file, line: line)
 }

@@ -104,4 +104,64 @@ final class TLSTests: XCTestCase {
         XCTAssertFalse(answer?.contains("\"code\"") ?? false, answer ?? "")
         XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750], "plain TCP moved no money")
     }
+
+    /// `authorizer send` over TLS: served with a certificate from the CA,
+    /// exit 2 without one or when the server's certificate is not trusted.
+    func testSendOverTLS() throws {
+        let serve = try startServe()
+        let target = "127.0.0.1:\(serve.port)"
+        let request = ["--account", "tls", "--amount", "2.50", "--mcc", "5411", "--merchant", "MERCADO", "--timeout-ms", "5000"]
+        let served = try runAuthorizer(
+            ["send", "--target", target, "--tls-ca", path("ca.pem"), "--tls-cert", path("terminal.pem"), "--tls-key", path("terminal.key"), "--id", "tls-send"] + request,
+            expectSuccess: false
+        )
+        XCTAssertEqual(served.status, 0, served.output)
+        XCTAssertTrue(served.output.contains(#"{"id":"tls-send","code":"00"}"#), served.output)
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750])
+
+        let noCertificate = try runAuthorizer(["send", "--target", target, "--tls-ca", path("ca.pem"), "--id", "tls-x"] + request, expectSuccess: false)
+        XCTAssertEqual(noCertificate.status, 2, noCertificate.output)
+        let untrusted = try runAuthorizer(
+            ["send", "--target", target, "--tls-ca", path("stranger-ca.pem"), "--tls-cert", path("terminal.pem"), "--tls-key", path("terminal.key"), "--id", "tls-y"] + request,
+            expectSuccess: false
+        )
+        XCTAssertEqual(untrusted.status, 2, untrusted.output)
+        let plain = try runAuthorizer(["send", "--target", target, "--timeout-ms", "1000", "--id", "tls-z"] + request.dropLast(2), expectSuccess: false)
+        XCTAssertEqual(plain.status, 2, plain.output)
+        XCTAssertEqual(try redis.balances("tls"), ["FOOD": 750], "only the first moved money")
+    }
+
+    /// The ISO 8583 port takes the same TLS options: pyiso8583 over TLS with
+    /// a client certificate from the CA is served; one from another CA is not.
+    func testISO8583LinkOverTLSWithAClientCertificate() throws {
+        let check = Process()
+        check.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        check.arguments = ["python3", "-c", "import iso8583"]
+        check.standardOutput = FileHandle.nullDevice
+        check.standardError = FileHandle.nullDevice
+        do { try check.run() } catch { throw XCTSkip("python3 is not installed") }
+        check.waitUntilExit()
+        guard check.terminationStatus == 0 else { throw XCTSkip("pyiso8583 is not installed (pip install pyiso8583)") }
+        try redis.setBalances("4242", ["FOOD": 1_000])
+        let serve = try ServeProcess(redis: redis, arguments: [
+            "--tls-cert", path("server.pem"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.pem"), "--iso8583-port", "0",
+        ])
+        let script = TestEnvironment.repositoryRoot.appendingPathComponent("scripts/iso8583_interop.py").path
+        func run(_ certificate: String) throws -> (status: Int32?, output: String) {
+            let child = ChildProcess(name: "python", executable: "/usr/bin/env", arguments: [
+                "python3", script, "--port", "\(try XCTUnwrap(serve.iso8583Port))", "--pan", "4242", "--amount", "100",
+                "--tls-ca", path("ca.pem"), "--tls-cert", path("\(certificate).pem"), "--tls-key", path("\(certificate).key"),
+            ])
+            try child.start()
+            let status = child.waitForExit(timeout: 30)
+            if status == 0 { child.waitForLine(containing: "interop ok", timeout: 2) }
+            return (status, child.output)
+        }
+        let served = try run("terminal")
+        XCTAssertEqual(served.status, 0, served.output)
+        XCTAssertTrue(served.output.contains("interop ok"), served.output)
+        let stranger = try run("stranger")
+        XCTAssertNotEqual(stranger.status, 0, stranger.output)
+        XCTAssertEqual(try redis.balances("4242"), ["FOOD": 900])
+    }
 }

@@ -30,6 +30,8 @@ final class RedisCluster: @unchecked Sendable {
                     "--cluster-enabled", "yes",
                     "--cluster-config-file", "nodes-{PORT}.conf",
                     "--cluster-node-timeout", String(nodeTimeoutMs),
+                    // A master down stops only its own slots, not the whole cluster.
+                    "--cluster-require-full-coverage", "no",
                     "--masteruser", "replication",
                     "--masterauth", replication,
                 ]

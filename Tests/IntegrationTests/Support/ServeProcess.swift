@@ -6,6 +6,8 @@ final class ServeProcess: @unchecked Sendable {
     let port: Int
     /// The metrics endpoint's port, when serve was started with --metrics-port (0 included).
     let metricsPort: Int?
+    /// The ISO 8583 port, when serve was started with --iso8583-port (0 included).
+    let iso8583Port: Int?
 
     /// `serve --port 0`: the kernel picks the port and serve reports it, so
     /// two tests can never race for the same free port.
@@ -37,6 +39,15 @@ final class ServeProcess: @unchecked Sendable {
             self.metricsPort = metricsPort
         } else {
             metricsPort = nil
+        }
+        if arguments.contains("--iso8583-port") {
+            guard let line = child.line(containing: "iso8583 listening"), let isoPort = ServeProcess.port(in: line) else {
+                child.terminate(signal: SIGKILL)
+                throw TestFailure("serve did not report its ISO 8583 port:\n\(child.output)")
+            }
+            self.iso8583Port = isoPort
+        } else {
+            iso8583Port = nil
         }
     }
 

@@ -130,6 +130,8 @@ final class ChildProcess: @unchecked Sendable {
     /// Process.waitUntilExit: off the main thread it spins a run loop, and two
     /// spinning threads fill the 2-core machine's global dispatch pool.
     private let exited = DispatchSemaphore(value: 0)
+    /// The read end of the program's standard output and error.
+    private let outputHandle: FileHandle
     let name: String
 
     init(name: String, executable: String, arguments: [String], environment: [String: String]? = nil) {
@@ -153,7 +155,8 @@ final class ChildProcess: @unchecked Sendable {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
-        pipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+        outputHandle = pipe.fileHandleForReading
+        outputHandle.readabilityHandler = { [weak self] handle in
             let data = handle.availableData
             if data.isEmpty {
                 handle.readabilityHandler = nil
@@ -177,6 +180,11 @@ final class ChildProcess: @unchecked Sendable {
         input.fileHandleForWriting.write(Data(text.utf8))
     }
 
+    /// Closes the process's standard input (it reads end-of-file).
+    func closeInput() {
+        try? input.fileHandleForWriting.close()
+    }
+
     private func consume(_ data: Data) {
         lock.lock()
         partial.append(data)
@@ -194,6 +202,10 @@ final class ChildProcess: @unchecked Sendable {
 
     private func closed() {
         lock.lock()
+        guard !outputIsClosed else {
+            lock.unlock()
+            return
+        }
         if !partial.isEmpty {
             lines.append(String(decoding: partial, as: UTF8.self))
             partial.removeAll()
@@ -260,8 +272,12 @@ final class ChildProcess: @unchecked Sendable {
         exited.signal()  // later callers see it too
         // Children of the program may hold the pipe; the group goes with it.
         signalGroup(SIGKILL)
-        if outputClosed.wait(timeout: .now() + 5) == .success {
+        if outputClosed.wait(timeout: .now() + 0.5) == .success {
             outputClosed.signal()
+        } else {
+            // The end-of-file notification can go missing: read what is left
+            // without blocking, since no writer is left after the group.
+            drainOutput()
         }
         if group > 0 {
             ProcessGroups.remove(group)
@@ -270,7 +286,22 @@ final class ChildProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    private func drainOutput() {
+        outputHandle.readabilityHandler = nil
+        let fd = outputHandle.fileDescriptor
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        while true {
+            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard count > 0 else { break }
+            consume(Data(buffer[0..<count]))
+        }
+        closed()
+    }
+
     deinit {
+        // No callback may run on a handle that is being released.
+        outputHandle.readabilityHandler = nil
         guard process.processIdentifier > 0 else { return }  // never started
         signalGroup(SIGKILL)
         _ = exited.wait(timeout: .now() + 10)

@@ -9,7 +9,7 @@ import RedisWire
 /// Every request for an account goes to the same shard, so inside one
 /// process only the head of an account's queue talks to Redis, and its
 /// unlock and the next head's authorize travel in order on one connection.
-final class AccountShard: Sendable {
+final class AccountGate: Sendable {
     let eventLoop: EventLoop
     let redis: any ScriptRunner
     /// Which ledger stream records each account (one, or one per cluster slot).
@@ -86,7 +86,7 @@ final class AccountShard: Sendable {
                 answered.value = true
                 self.metrics.timedOut()
                 self.logger.warning("declined", metadata: ["account": "\(inquiry.account)", "id": "\(inquiry.id)", "reason": "\(RejectReason.timeout)"])
-                promise.succeed(.rejected(RejectReason.timeout))
+                promise.succeed(.rejected(.timeout))
             }
             let sent = NIODeadline.now()
             self.redis.evalScript(self.scripts.balance, keys: [Keys.account(inquiry.account)], arguments: []).assumeIsolated().whenComplete { result in
@@ -104,16 +104,16 @@ final class AccountShard: Sendable {
         switch result {
         case .failure(let error):
             logger.warning("balance inquiry failed", metadata: ["error": "\(error)"])
-            return .rejected(RejectReason.redisUnavailable)
+            return .rejected(.storageUnavailable)
         case .success(let value):
-            guard let items = value.array, let kind = items.first?.string else { return .rejected("internal error") }
-            if kind == "UNKNOWN" { return .rejected(RejectReason.unknownAccount) }
-            guard kind == "BALANCES", items.count % 2 == 1 else { return .rejected("internal error") }
+            guard let items = value.array, let kind = items.first?.string else { return .rejected(.internalError(nil)) }
+            if kind == "UNKNOWN" { return .rejected(.unknownAccount) }
+            guard kind == "BALANCES", items.count % 2 == 1 else { return .rejected(.internalError(nil)) }
             var balances: [CategoryBalance] = []
             var index = 1
             while index + 1 < items.count {
-                guard let category = items[index].string, let text = items[index + 1].string else { return .rejected("internal error") }
-                guard let cents = Int64(text) else { return .rejected("balance is not an integer amount of cents") }
+                guard let category = items[index].string, let text = items[index + 1].string else { return .rejected(.internalError(nil)) }
+                guard let cents = Int64(text) else { return .rejected(.declined("balance is not an integer amount of cents")) }
                 balances.append(CategoryBalance(category: category, balance: Cents(cents)))
                 index += 2
             }
@@ -157,7 +157,7 @@ final class AccountShard: Sendable {
             return
         }
         guard state.value.queues[account]!.count < config.maxQueuedPerAccount else {
-            decline(job, reason: RejectReason.accountBusy)
+            decline(job, reason: .accountBusy)
             return
         }
         state.value.queues[account]!.append(job)
@@ -199,7 +199,7 @@ final class AccountShard: Sendable {
                     resolution.fallbackMode.rawValue,
                     idempotencyTTLArgument,
                     MerchantDescriptor(request.merchant).normalized,
-                ]
+                ] + request.statementFields
             )
         case .reverse(let request, _):
             call = .reverse
@@ -223,7 +223,7 @@ final class AccountShard: Sendable {
                     request.merchant.map { MerchantDescriptor($0).normalized } ?? "",
                     idempotencyTTLArgument,
                     reversalWindowArgument,
-                ]
+                ] + request.statementFields
             )
         }
         reply.assumeIsolated().whenComplete { result in
@@ -241,34 +241,38 @@ final class AccountShard: Sendable {
             if case .authorize = job.operation, !job.answered, !((error as? RedisError)?.neverSent ?? false) {
                 // The script may have run, or may still run once Redis reads
                 // it: owe its reversal before the terminal hears the 07.
-                oweReversal(job, answer: .rejected(RejectReason.redisUnavailable))
+                oweReversal(job, answer: .rejected(.storageUnavailable))
             }
             // The script may have run and taken the lock; release it if the
             // link still works, the TTL covers the rest.
-            finish(job, .rejected(RejectReason.redisUnavailable), unlock: true)
+            finish(job, .rejected(.storageUnavailable), unlock: true)
             return
         case .success(let value):
             do {
                 reply = try AuthorizeReply(value)
             } catch {
                 logger.error("unexpected authorize reply", metadata: ["reply": "\(value)"])
-                finish(job, .rejected("internal error"), unlock: true)
+                finish(job, .rejected(.internalError(nil)), unlock: true)
                 return
             }
         }
         switch reply {
         case .unknownAccount:
-            finish(job, .rejected(RejectReason.unknownAccount), unlock: false)
+            finish(job, .rejected(.unknownAccount), unlock: false)
         case .decided(let decision):
             if !job.waited {
                 let elapsed = Double((NIODeadline.now() - started).nanoseconds)
                 state.value.averageProcessingNanos += (elapsed - state.value.averageProcessingNanos) * 0.05
             }
-            finish(job, decision, unlock: true)
+            guard config.replicaAcks > 0 else {
+                finish(job, decision, unlock: true)
+                return
+            }
+            replicated(job, decision)
         case .locked(let pttl):
             if job.answered {
                 // Answered `07 timeout` already: stop here (this attempt did nothing).
-                finish(job, .rejected(RejectReason.timeout), unlock: false)
+                finish(job, .rejected(.timeout), unlock: false)
                 return
             }
             job.waited = true
@@ -280,9 +284,38 @@ final class AccountShard: Sendable {
         }
     }
 
+    /// `--replica-acks N`: the answer waits for N replicas to hold the
+    /// decision's writes (one WAIT per event-loop tick covers the batch). An
+    /// approval that too few replicas acknowledged in time is not answered
+    /// `00`: it is reversed like a timeout and answered `07 timeout`, so no
+    /// `00` rests on a write only one node holds.
+    private func replicated(_ job: Job, _ decision: Decision) {
+        let left = (job.answerBy ?? (NIODeadline.now() + config.replicaAckTimeout)) - config.answerMargin - NIODeadline.now()
+        let timeoutMs = Int(max(1, min(left.nanoseconds, config.replicaAckTimeout.nanoseconds) / 1_000_000))
+        redis.waitForReplicas(config.replicaAcks, timeoutMs: timeoutMs, afterWritingTo: Keys.account(job.account)).assumeIsolated().whenComplete { result in
+            guard job.phase != .done else { return }
+            let acknowledged = (try? result.get()) ?? 0
+            if acknowledged >= self.config.replicaAcks {
+                self.finish(job, decision, unlock: true)
+                return
+            }
+            self.metrics.unreplicatedDecision()
+            self.logger.warning("decision not acknowledged by enough replicas", metadata: [
+                "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(acknowledged)", "wanted": "\(self.config.replicaAcks)",
+            ])
+            if case .authorize = job.operation, decision.code == .approved, !job.answered {
+                self.metrics.timedOut()
+                self.oweReversal(job, answer: .rejected(.timeout))
+                self.finish(job, .rejected(.timeout), unlock: true)
+            } else {
+                self.finish(job, decision, unlock: true)
+            }
+        }
+    }
+
     private func lockedByAnother(_ job: Job, pttl: Int64) {
         if NIODeadline.now() >= job.deadline {
-            decline(job, reason: RejectReason.accountBusy)
+            decline(job, reason: .accountBusy)
             return
         }
         armDeadline(job)
@@ -353,7 +386,7 @@ final class AccountShard: Sendable {
             job.deadlineTask = nil
             switch job.phase {
             case .queued, .waiting:
-                self.decline(job, reason: RejectReason.accountBusy)
+                self.decline(job, reason: .accountBusy)
             case .attempting, .registering:
                 // The script in flight decides; a LOCKED answer is declined then.
                 break
@@ -367,7 +400,7 @@ final class AccountShard: Sendable {
 
     /// A 07 decided here rather than by the script: recorded in the
     /// statements stream before the terminal hears it.
-    private func decline(_ job: Job, reason: String) {
+    private func decline(_ job: Job, reason: RejectReason) {
         guard job.phase != .done else { return }
         let wasHead = state.value.queues[job.account]?.first === job
         job.phase = .done
@@ -378,7 +411,8 @@ final class AccountShard: Sendable {
         let arguments: [String]
         switch job.operation {
         case .authorize(let request, let resolution):
-            arguments = [request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant, resolution.category, reason]
+            arguments = [request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant, resolution.category, reason.text]
+                + (request.statementFields.isEmpty ? [] : ["authorization", ""] + request.statementFields)
         case .reverse(_, service: true):
             // Nobody to tell and nothing to record: the service tries again later.
             answer(job, decision)
@@ -386,8 +420,8 @@ final class AccountShard: Sendable {
             return
         case .reverse(let request, service: false):
             arguments = [
-                request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason, "reversal", request.original,
-            ]
+                request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason.text, "reversal", request.original,
+            ] + request.statementFields
         }
         let sent = NIODeadline.now()
         let id = job.id
@@ -439,11 +473,11 @@ final class AccountShard: Sendable {
                     self.timeOut(job)
                 case .done:
                     // Declined; its ledger record is not back yet.
-                    self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
+                    self.answer(job, job.declined ?? .rejected(.accountBusy))
                 case .queued, .waiting, .registering:
                     // No script of this job in flight: nothing can run later.
-                    self.decline(job, reason: RejectReason.accountBusy)
-                    self.answer(job, job.declined ?? .rejected(RejectReason.accountBusy))
+                    self.decline(job, reason: .accountBusy)
+                    self.answer(job, job.declined ?? .rejected(.accountBusy))
                 }
             }
         }
@@ -457,7 +491,7 @@ final class AccountShard: Sendable {
     private func timeOut(_ job: Job) {
         metrics.timedOut()
         logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(RejectReason.timeout)"])
-        oweReversal(job, answer: .rejected(RejectReason.timeout))
+        oweReversal(job, answer: .rejected(.timeout))
     }
 
     /// Answers `decision` (a 07) for a job whose script may still run. An
@@ -503,7 +537,7 @@ final class AccountShard: Sendable {
                 self.logger.debug("unlock failed; the lock TTL will release it", metadata: ["account": "\(account)", "error": "\(error)"])
             }
         }
-        if decision.code == .rejected && decision.reason != RejectReason.timeout {
+        if decision.code == .rejected && decision.rejectReason != .timeout {
             logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(decision.reason ?? "")"])
         }
         assert(state.value.queues[job.account]?.first === job, "only the head of a queue talks to redis")
@@ -629,7 +663,7 @@ enum AuthorizeReply {
                 throw RedisError.unexpectedReply("\(value)")
             }
             let detail = items[2].string ?? ""
-            self = .decided(code == .rejected ? .rejected(detail.isEmpty ? "declined" : detail) : Decision(code: code))
+            self = .decided(code == .rejected ? .rejected(RejectReason(text: detail)) : Decision(code: code))
         default:
             throw RedisError.unexpectedReply("\(value)")
         }

@@ -1,0 +1,76 @@
+import NIOCore
+import NIOPosix
+
+/// One terminal connection for single requests, each answer timestamped when
+/// it arrives (for measurements that pace themselves, like the unlock probe).
+public final class LineClient: Sendable {
+    private let channel: Channel
+
+    private init(channel: Channel) {
+        self.channel = channel
+    }
+
+    public static func connect(to target: Target, on loop: EventLoop) -> EventLoopFuture<LineClient> {
+        ClientBootstrap(group: loop)
+            .connectTimeout(.seconds(5))
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(LineClientHandler()) }
+            }
+            .connect(host: target.host, port: target.port)
+            .map { LineClient(channel: $0) }
+            .flatMapErrorThrowing { throw LoadGeneratorError.cannotConnect(target, $0) }
+    }
+
+    /// Sends one line; the future has the answer line and when it arrived.
+    public func request(_ line: String) -> EventLoopFuture<(line: String, at: NIODeadline)> {
+        let promise = channel.eventLoop.makePromise(of: (line: String, at: NIODeadline).self)
+        channel.writeAndFlush(LineClientHandler.Request(line: line, promise: promise), promise: nil)
+        return promise.futureResult
+    }
+
+    public func close() {
+        channel.close(promise: nil)
+    }
+}
+
+final class LineClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Request
+    typealias OutboundOut = ByteBuffer
+
+    struct Request: Sendable {
+        let line: String
+        let promise: EventLoopPromise<(line: String, at: NIODeadline)>
+    }
+
+    private var waiting = CircularBuffer<EventLoopPromise<(line: String, at: NIODeadline)>>()
+    private var received = ByteBuffer()
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let request = unwrapOutboundIn(data)
+        waiting.append(request.promise)
+        context.write(wrapOutboundOut(context.channel.allocator.buffer(string: request.line + "\n")), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let now = NIODeadline.now()
+        var chunk = unwrapInboundIn(data)
+        received.writeBuffer(&chunk)
+        while let newline = received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
+            let line = received.readString(length: newline - received.readerIndex)!
+            received.moveReaderIndex(forwardBy: 1)
+            waiting.popFirst()?.succeed((line, now))
+        }
+        received.discardReadBytes()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        while let promise = waiting.popFirst() { promise.fail(ChannelError.eof) }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        context.close(promise: nil)
+    }
+}

@@ -10,7 +10,7 @@ public enum NotificationProbe {
     public struct Missing: Error, CustomStringConvertible {
         public let events: [String]
         public var description: String {
-            "redis did not publish keyevent notifications for \(events.joined(separator: " and ")); the account lock waits need them. Set `notify-keyspace-events Egx` in redis.conf (E: keyevent channels, g: del, x: expired)."
+            "redis did not publish keyevent notifications for \(events.joined(separator: " and ")); the account lock waits need them. Set `notify-keyspace-events Egxt` in redis.conf (E: keyevent channels, g: del, x: expired; t: xadd, which the replayer listens to on a Redis Cluster)."
         }
     }
 

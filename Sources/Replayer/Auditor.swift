@@ -71,15 +71,33 @@ public struct LedgerBalances: Sendable {
 /// the stream itself, so the audit does not need the replayer to be idle.
 public final class Auditor {
     private let store: StatementStore
-    private let redis: BlockingRedis
     private let group: String
-    private let stream: String
+    /// The ledger stream of an account (`statements`, or its slot's stream on a cluster).
+    private let streamOf: (String) -> String
+    /// Where a stream's commands go (the one Redis, or the master of its slot).
+    private let redisFor: (String) -> any LedgerRedis
+    /// Every account with balances in Redis.
+    private let scanAccounts: () throws -> [String]
 
-    public init(store: StatementStore, redis: BlockingRedis, group: String = Keys.replayGroup, stream: String = Keys.statements) {
+    /// One Redis: the single `stream`.
+    public convenience init(store: StatementStore, redis: BlockingRedis, group: String = Keys.replayGroup, stream: String = Keys.statements) {
+        self.init(
+            store: store, group: group, streamOf: { _ in stream }, redisFor: { _ in redis },
+            scanAccounts: { try Auditor.scanAccounts(on: redis) }
+        )
+    }
+
+    /// Any layout: on a cluster each account's consistency is read against
+    /// the stream of its slot, on the master of that slot.
+    public init(
+        store: StatementStore, group: String, streamOf: @escaping (String) -> String,
+        redisFor: @escaping (String) -> any LedgerRedis, scanAccounts: @escaping () throws -> [String]
+    ) {
         self.store = store
-        self.redis = redis
         self.group = group
-        self.stream = stream
+        self.streamOf = streamOf
+        self.redisFor = redisFor
+        self.scanAccounts = scanAccounts
     }
 
     public struct Mismatch: Sendable, Equatable, CustomStringConvertible {
@@ -98,6 +116,7 @@ public final class Auditor {
 
     public struct Report: Sendable {
         public var accounts = 0
+        public var streams = 0
         public var fromDatabase = 0
         public var fromStream = 0
         public var mismatches: [Mismatch] = []
@@ -113,50 +132,19 @@ public final class Auditor {
 
     public func run() throws -> Report {
         var report = Report()
-        // Below this id every entry is acknowledged by the replayer, hence in the database.
-        let replayed = try redis.oldestNeeded(stream: stream, group: group) ?? .zero
         let accounts = Set(try scanAccounts()).union(try store.accounts())
-        let snapshots = try snapshot(accounts.sorted())
-        report.accounts = snapshots.count
-
+        var byStream: [String: [String]] = [:]
+        for account in accounts { byStream[streamOf(account), default: []].append(account) }
+        report.streams = byStream.count
         var ledger = LedgerBalances()
-        try store.forEachInStreamOrder(below: replayed) { statement in
-            report.fromDatabase += 1
-            if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
-                ledger.apply(statement)
-            }
+        var snapshots: [String: Snapshot] = [:]
+        // Each stream on its own: an account's statements are all in its stream,
+        // and its balances are read against that stream's last id.
+        for (stream, members) in byStream.sorted(by: { $0.key < $1.key }) {
+            let streamSnapshots = try audit(stream: stream, accounts: members.sorted(), into: &ledger, report: &report)
+            snapshots.merge(streamSnapshots) { first, _ in first }
         }
-        let latestCutoff = snapshots.values.map(\.cutoff).max() ?? .zero
-        // The rest from the stream, from `replayed` on. A replayer may apply,
-        // acknowledge and trim entries of that range while this reads: those
-        // are in the database by then, so the database is read again for the
-        // range once the stream has been read, and the two are merged by id.
-        var unreplayed: [StreamID: Statement] = [:]
-        var start = replayed.description
-        pages: while true {
-            let entries = try StreamReply.entries(redis.send(["XRANGE", stream, start, "+", "COUNT", String(Self.streamPage)]))
-            for entry in entries {
-                if entry.id > latestCutoff { break pages }
-                guard let statement = try? Statement(entry: entry) else {
-                    report.unreadableStreamEntries.append(entry.id.description)
-                    continue
-                }
-                report.fromStream += 1
-                unreplayed[statement.entryID] = statement
-            }
-            guard let last = entries.last, entries.count == Self.streamPage else { break }
-            start = "(\(last.id)"
-        }
-        if latestCutoff >= replayed {
-            try store.forEachInStreamOrder(from: replayed, through: latestCutoff) { statement in
-                if unreplayed.updateValue(statement, forKey: statement.entryID) == nil { report.fromDatabase += 1 }
-            }
-        }
-        for (_, statement) in unreplayed.sorted(by: { $0.key < $1.key }) {
-            if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
-                ledger.apply(statement)
-            }
-        }
+        report.accounts = snapshots.count
 
         for (account, snapshot) in snapshots.sorted(by: { $0.key < $1.key }) {
             let expected = ledger.balances[account] ?? [:]
@@ -176,7 +164,55 @@ public final class Auditor {
         return report
     }
 
-    private func scanAccounts() throws -> [String] {
+    /// The statements of one stream, for the accounts written to it.
+    private func audit(stream: String, accounts: [String], into ledger: inout LedgerBalances, report: inout Report) throws -> [String: Snapshot] {
+        let redis = redisFor(stream)
+        // Below this id every entry is acknowledged by the replayer, hence in the database.
+        let replayed = try redis.oldestNeeded(stream: stream, group: group) ?? .zero
+        let snapshots = try snapshot(accounts, stream: stream, redis: redis)
+
+        try store.forEachInStreamOrder(stream: stream, below: replayed) { statement in
+            report.fromDatabase += 1
+            if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
+                ledger.apply(statement)
+            }
+        }
+        let latestCutoff = snapshots.values.map(\.cutoff).max() ?? .zero
+        // The rest from the stream, from `replayed` on. A replayer may apply,
+        // acknowledge and trim entries of that range while this reads: those
+        // are in the database by then, so the database is read again for the
+        // range once the stream has been read, and the two are merged by id.
+        var unreplayed: [StreamID: Statement] = [:]
+        var start = replayed.description
+        pages: while true {
+            let entries = try StreamReply.entries(redis.send(["XRANGE", stream, start, "+", "COUNT", String(Self.streamPage)]))
+            for entry in entries {
+                if entry.id > latestCutoff { break pages }
+                guard let statement = try? Statement(entry: entry) else {
+                    report.unreadableStreamEntries.append(stream == Keys.statements ? entry.id.description : "\(stream) \(entry.id)")
+                    continue
+                }
+                report.fromStream += 1
+                unreplayed[statement.entryID] = statement
+            }
+            guard let last = entries.last, entries.count == Self.streamPage else { break }
+            start = "(\(last.id)"
+        }
+        if latestCutoff >= replayed {
+            try store.forEachInStreamOrder(stream: stream, from: replayed, through: latestCutoff) { statement in
+                if unreplayed.updateValue(statement, forKey: statement.entryID) == nil { report.fromDatabase += 1 }
+            }
+        }
+        for (_, statement) in unreplayed.sorted(by: { $0.key < $1.key }) {
+            if let snapshot = snapshots[statement.account], statement.entryID <= snapshot.cutoff {
+                ledger.apply(statement)
+            }
+        }
+        return snapshots
+    }
+
+    /// The accounts with balances on one Redis node (SCAN is node-local).
+    public static func scanAccounts(on redis: any LedgerRedis) throws -> [String] {
         var cursor = "0"
         var accounts: [String] = []
         repeat {
@@ -203,7 +239,7 @@ public final class Auditor {
     /// read the stream's last id, the balances, the last id again; if no
     /// statement of the account was written in between, the balances match
     /// the first id. Accounts written in between are read again.
-    private func snapshot(_ accounts: [String]) throws -> [String: Snapshot] {
+    private func snapshot(_ accounts: [String], stream: String, redis: any LedgerRedis) throws -> [String: Snapshot] {
         var result: [String: Snapshot] = [:]
         var remaining = accounts
         var attempt = 0
@@ -220,7 +256,7 @@ public final class Auditor {
                 let replies = try redis.pipeline([lastID] + chunk.map { ["HGETALL", Keys.account($0)] } + [lastID])
                 let before = try StreamReply.entries(replies[0]).first?.id ?? .zero
                 let after = try StreamReply.entries(replies[replies.count - 1]).first?.id ?? .zero
-                let written = try accountsWritten(after: before, upTo: after)
+                let written = try accountsWritten(stream: stream, redis: redis, after: before, upTo: after)
                 for (offset, account) in chunk.enumerated() {
                     if written.contains(account) {
                         busy.append(account)
@@ -236,7 +272,7 @@ public final class Auditor {
     }
 
     /// Accounts with a statement in (`start`, `end`].
-    private func accountsWritten(after start: StreamID, upTo end: StreamID) throws -> Set<String> {
+    private func accountsWritten(stream: String, redis: any LedgerRedis, after start: StreamID, upTo end: StreamID) throws -> Set<String> {
         var accounts: Set<String> = []
         var from = start
         while from < end {

@@ -3,12 +3,12 @@ import RedisWire
 /// The names the ledger pipeline uses in Redis (see README, "Statements, replay and audit").
 /// One consumer of one consumer group on one stream, over a blocking connection.
 final class ConsumerGroup: Sendable {
-    let redis: BlockingRedis
+    let redis: any LedgerRedis
     let stream: String
     let group: String
     let consumer: String
 
-    init(redis: BlockingRedis, stream: String, group: String, consumer: String) {
+    init(redis: any LedgerRedis, stream: String, group: String, consumer: String) {
         precondition(!group.isEmpty && !consumer.isEmpty)
         self.redis = redis
         self.stream = stream

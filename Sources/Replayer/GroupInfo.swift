@@ -55,7 +55,7 @@ struct PendingSummary: Sendable, Equatable {
     }
 }
 
-extension BlockingRedis {
+extension LedgerRedis {
     /// The groups of a stream; empty when the stream does not exist.
     func groups(of stream: String) throws -> [GroupInfo] {
         do {

@@ -21,6 +21,11 @@ public final class ReplayRunner {
         public var trimMaxLength: Int? = 1_000_000
         public var trimIntervalSeconds: TimeInterval = 5
         public var progressToTerminal = false
+        /// A Redis Cluster's seed nodes: drain every slot stream of every master.
+        public var clusterSeeds: [RedisEndpoint]?
+        /// On a cluster: how often every master is swept for slot streams
+        /// (the safety net under the xadd keyevents).
+        public var sweepIntervalSeconds: TimeInterval = 5
 
         public init(endpoint: RedisEndpoint, databasePath: String, consumer: String) {
             self.endpoint = endpoint
@@ -57,6 +62,7 @@ public final class ReplayRunner {
     }
 
     public func run(stop: StopSignal) throws -> Summary {
+        if let seeds = configuration.clusterSeeds { return try runCluster(seeds: seeds, stop: stop) }
         let store = try StatementStore(path: configuration.databasePath)
         let timeout = TimeAmount.milliseconds(Int64(configuration.consumerOptions.commandTimeoutMilliseconds))
         let redis = BlockingRedis(endpoint: configuration.endpoint, commandTimeout: timeout, logger: logger)
@@ -119,6 +125,85 @@ public final class ReplayRunner {
         return Summary(replayed: loop.stats, notified: notified, entriesPerSecond: rate, trimmed: trimmed)
     }
 
+    /// The cluster: every slot stream of every master (see ClusterConsumer).
+    private func runCluster(seeds: [RedisEndpoint], stop: StopSignal) throws -> Summary {
+        let store = try StatementStore(path: configuration.databasePath)
+        let timeout = TimeAmount.milliseconds(Int64(configuration.consumerOptions.commandTimeoutMilliseconds))
+        let ledger = try ClusterLedger(seeds: seeds, commandTimeout: timeout, logger: logger)
+        defer { ledger.close() }
+
+        var notifierThread: ClusterNotifierThread?
+        if configuration.notify {
+            let thread = ClusterNotifierThread(configuration: configuration, seeds: seeds, timeout: timeout, stop: stop, logger: logger)
+            thread.start()
+            notifierThread = thread
+        }
+
+        var trimmed = 0
+        var lastTrim = Date()
+        // Streams read since the last trim pass / the last lag report.
+        var touched: Set<String> = []
+        var sinceReport: Set<String> = []
+        func trim(_ streams: Set<String>) {
+            guard let maxLength = configuration.trimMaxLength else { return }
+            for stream in streams.sorted() {
+                do {
+                    let trimmer = StreamTrimmer(redis: ledger.redis(forKey: stream), stream: stream, maxLength: maxLength, logger: logger)
+                    trimmed += try trimmer.trim().removed
+                } catch {
+                    logger.warning("could not trim a statements stream", metadata: ["stream": "\(stream)", "error": "\(error)"])
+                }
+            }
+        }
+        func trimIfDue() {
+            guard Date().timeIntervalSince(lastTrim) >= configuration.trimIntervalSeconds else { return }
+            lastTrim = Date()
+            trim(touched)
+            touched.removeAll()
+        }
+        let progress = ProgressReporter(toTerminal: configuration.progressToTerminal, logger: logger) {
+            // Streams nobody wrote since they were last read have no lag: sum the others.
+            let streams = sinceReport.sorted()
+            sinceReport.removeAll()
+            guard let replies = try? ledger.pipeline(streams.map { ($0, ["XINFO", "GROUPS", $0]) }) else { return "lag unknown" }
+            var lag = 0
+            var pending = 0
+            for reply in replies {
+                guard let info = (try? GroupInfo.parseAll(reply))?.first(where: { $0.name == self.configuration.group }) else { continue }
+                guard let streamLag = info.lag else { return "lag unknown" }
+                lag += streamLag
+                pending += info.pending
+            }
+            return "lag \(lag), pending \(pending) (\(streams.count) streams)"
+        }
+        let consumer = ClusterConsumer(
+            ledger: ledger,
+            sink: StatementStoreSink(store: store, group: configuration.group, consumer: configuration.consumer),
+            group: configuration.group, consumer: configuration.consumer, options: configuration.consumerOptions,
+            sweepInterval: configuration.sweepIntervalSeconds, stop: stop, logger: logger,
+            afterRound: { stats, round in
+                touched.formUnion(round)
+                sinceReport.formUnion(round)
+                progress.update(stats)
+                trimIfDue()
+            }
+        )
+        var loopError: Error?
+        do {
+            try consumer.run()
+        } catch {
+            loopError = error
+            stop.stop()
+        }
+        let rate = progress.finish(consumer.stats)
+        let notified = notifierThread.map { $0.join() }
+        if let loopError { throw loopError }
+        if let failure = notifierThread?.failure { throw failure }
+        // The last pass, after both groups have acknowledged their batches.
+        trim(consumer.known)
+        return Summary(replayed: consumer.stats, notified: notified, entriesPerSecond: rate, trimmed: trimmed)
+    }
+
     private func forgetIdleConsumers(_ group: ConsumerGroup) {
         do {
             try group.createIfMissing()
@@ -177,6 +262,59 @@ private final class NotifierThread: @unchecked Sendable {
             stop.stop()
         }
         stats = loop.stats
+    }
+
+    func join() -> ConsumerStats {
+        done.wait()
+        return stats
+    }
+}
+
+/// The notifier consumer over every slot stream of a cluster, on its own
+/// thread, router and keyevent subscriptions.
+private final class ClusterNotifierThread: @unchecked Sendable {
+    private let configuration: ReplayRunner.Configuration
+    private let seeds: [RedisEndpoint]
+    private let timeout: TimeAmount
+    private let stop: StopSignal
+    private let logger: Logger
+    private let done = DispatchSemaphore(value: 0)
+    private var stats = ConsumerStats()
+    private(set) var failure: Error?
+
+    init(configuration: ReplayRunner.Configuration, seeds: [RedisEndpoint], timeout: TimeAmount, stop: StopSignal, logger: Logger) {
+        self.configuration = configuration
+        self.seeds = seeds
+        self.timeout = timeout
+        self.stop = stop
+        self.logger = logger
+    }
+
+    func start() {
+        let thread = Thread { self.main() }
+        thread.name = "notifier"
+        thread.start()
+    }
+
+    private func main() {
+        defer { done.signal() }
+        do {
+            let ledger = try ClusterLedger(seeds: seeds, commandTimeout: timeout, logger: logger)
+            defer { ledger.close() }
+            var options = configuration.consumerOptions
+            options.killAfterCommits = nil
+            let consumer = ClusterConsumer(
+                ledger: ledger, sink: ClusterNotificationSink(ledger: ledger, maxLength: configuration.notificationMaxLength),
+                group: configuration.notifyGroup, consumer: configuration.consumer, options: options,
+                sweepInterval: configuration.sweepIntervalSeconds, stop: stop, logger: logger
+            )
+            defer { stats = consumer.stats }
+            try consumer.run()
+        } catch {
+            failure = error
+            logger.error("notifier stopped", metadata: ["error": "\(error)"])
+            stop.stop()
+        }
     }
 
     func join() -> ConsumerStats {

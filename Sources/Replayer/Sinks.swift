@@ -16,6 +16,10 @@ final class StatementStoreSink: EntrySink {
     func apply(_ entries: [StreamEntry]) throws -> BatchOutcome {
         try store.apply(entries, group: group, consumer: consumer)
     }
+
+    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) throws -> BatchOutcome {
+        try store.apply(batches, group: group, consumer: consumer)
+    }
 }
 
 /// One notification per decision, appended to the account's capped
@@ -47,6 +51,34 @@ final class NotificationSink: EntrySink {
         // back) or succeed; Redis errors surface to the loop's retry.
         _ = try redis.pipeline(commands)
         return BatchOutcome(applied: commands.count, skipped: entries.count - commands.count)
+    }
+}
+
+/// Notifications on a cluster: each XADD goes to the master of its
+/// account's slot (`notifications:{ID}` shares the slot of `account:{ID}`).
+final class ClusterNotificationSink: MultiStreamSink {
+    private let ledger: ClusterLedger
+    private let maxLength: Int
+
+    init(ledger: ClusterLedger, maxLength: Int) {
+        precondition(maxLength > 0)
+        self.ledger = ledger
+        self.maxLength = maxLength
+    }
+
+    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) throws -> BatchOutcome {
+        var commands: [(key: String, arguments: [String])] = []
+        var total = 0
+        for (_, entries) in batches {
+            total += entries.count
+            for entry in entries {
+                guard let statement = try? Statement(entry: entry), Notification.isNotified(statement) else { continue }
+                let key = Keys.notifications(statement.account)
+                commands.append((key, ["XADD", key, "MAXLEN", "~", String(maxLength), "*"] + Notification(statement).fields.flatMap { [$0.0, $0.1] }))
+            }
+        }
+        _ = try ledger.pipeline(commands)
+        return BatchOutcome(applied: commands.count, skipped: total - commands.count)
     }
 }
 

@@ -46,14 +46,21 @@ public final class StatementStore: Sendable {
                 try migrator.migrate(pool)
                 return pool
             } catch let error as DatabaseError where error.resultCode == .SQLITE_BUSY || error.resultCode == .SQLITE_LOCKED
-                || (error.message ?? "").contains("already exists") || (error.message ?? "").contains("duplicate column name") {
-                // "already exists" / "duplicate column name": the other process
-                // applied the migration between our check and our CREATE or
-                // ALTER; the retry sees it applied.
+                || Self.isConcurrentMigration(error) {
+                // The other process applied a migration between our check
+                // and our change (CREATE: "already exists", ALTER: "duplicate
+                // column", the migration's record: a unique constraint on
+                // grdb_migrations); ours rolled back, the retry sees it applied.
                 guard Date() < deadline else { throw error }
                 Thread.sleep(forTimeInterval: 0.02 + Double.random(in: 0..<0.03))
             }
         }
+    }
+
+    private static func isConcurrentMigration(_ error: DatabaseError) -> Bool {
+        let message = error.message ?? ""
+        return message.contains("already exists") || message.contains("duplicate column")
+            || (error.resultCode == .SQLITE_CONSTRAINT && message.contains("grdb_migrations"))
     }
 
     static var migrator: DatabaseMigrator {
@@ -109,6 +116,59 @@ public final class StatementStore: Sendable {
         migrator.registerMigration("v2: the original of a reversal") { db in
             try db.execute(sql: "ALTER TABLE statements ADD COLUMN original TEXT NOT NULL DEFAULT ''")
         }
+        migrator.registerMigration("v3: keyed by (stream, entry id)") { db in
+            // On a Redis Cluster the ledger is one stream per slot and entry
+            // ids are unique only within a stream. Rows written before were
+            // read from the single `statements` stream.
+            try db.execute(sql: """
+                CREATE TABLE statements_v3 (
+                    stream         TEXT NOT NULL,              -- statements, or statements:{T} on a cluster
+                    entry_id       TEXT NOT NULL,              -- the stream entry id, "<ms>-<seq>"
+                    entry_ms       INTEGER NOT NULL,
+                    entry_seq      INTEGER NOT NULL,
+                    type           TEXT NOT NULL,
+                    txn_id         TEXT NOT NULL,
+                    account        TEXT NOT NULL,
+                    code           TEXT NOT NULL,
+                    amount_cents   INTEGER NOT NULL,
+                    mcc            TEXT NOT NULL,
+                    mcc_used       TEXT NOT NULL,
+                    merchant       TEXT NOT NULL,
+                    category       TEXT NOT NULL,
+                    debits         TEXT NOT NULL,
+                    credits        TEXT NOT NULL,
+                    balances       TEXT NOT NULL,
+                    reason         TEXT NOT NULL,
+                    consumer       TEXT NOT NULL,
+                    replayed_at_ms INTEGER NOT NULL,
+                    original       TEXT NOT NULL DEFAULT '',
+                    PRIMARY KEY (stream, entry_id)
+                );
+                INSERT INTO statements_v3
+                    (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
+                     merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
+                    SELECT 'statements', entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
+                     merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original
+                    FROM statements;
+                DROP TABLE statements;
+                ALTER TABLE statements_v3 RENAME TO statements;
+                CREATE INDEX statements_by_account ON statements(account, entry_ms, entry_seq);
+                CREATE INDEX statements_by_stream ON statements(stream, entry_ms, entry_seq);
+
+                CREATE TABLE rejected_entries_v3 (
+                    stream      TEXT NOT NULL,
+                    entry_id    TEXT NOT NULL,
+                    fields_json TEXT NOT NULL,
+                    error       TEXT NOT NULL,
+                    rejected_at_ms INTEGER NOT NULL,
+                    PRIMARY KEY (stream, entry_id)
+                );
+                INSERT INTO rejected_entries_v3 (stream, entry_id, fields_json, error, rejected_at_ms)
+                    SELECT 'statements', entry_id, fields_json, error, rejected_at_ms FROM rejected_entries;
+                DROP TABLE rejected_entries;
+                ALTER TABLE rejected_entries_v3 RENAME TO rejected_entries;
+                """)
+        }
         return migrator
     }
 
@@ -120,33 +180,41 @@ public final class StatementStore: Sendable {
     /// already present (re-delivered after a crash between commit and XACK,
     /// or claimed from a consumer that had applied it) is ignored by its key.
     public func apply(_ entries: [StreamEntry], group: String, consumer: String) throws -> BatchOutcome {
-        guard let greatest = entries.map(\.id).max() else { return BatchOutcome() }
+        try apply([(Keys.statements, entries)], group: group, consumer: consumer)
+    }
+
+    /// Entries of several streams in one transaction (a cluster's slot
+    /// streams); rows are keyed by (stream, entry id).
+    public func apply(_ batches: [(stream: String, entries: [StreamEntry])], group: String, consumer: String) throws -> BatchOutcome {
+        guard let greatest = batches.flatMap({ $0.entries.map(\.id) }).max() else { return BatchOutcome() }
         let now = Self.nowMilliseconds()
         return try pool.write { db in
             var outcome = BatchOutcome()
             let insert = try db.cachedStatement(sql: """
                 INSERT OR IGNORE INTO statements
-                (entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
+                (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
                  merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """)
-            for entry in entries {
+            for (stream, entries) in batches {
+              for entry in entries {
                 let statement: Statement
                 do {
                     statement = try Statement(entry: entry)
                 } catch let error as StatementError {
-                    try reject(entry, error: error, at: now, in: db)
+                    try reject(entry, stream: stream, error: error, at: now, in: db)
                     outcome.skipped += 1
                     continue
                 }
                 try insert.execute(arguments: [
-                    statement.entryID.description, Int64(statement.entryID.milliseconds), Int64(statement.entryID.sequence),
+                    stream, statement.entryID.description, Int64(statement.entryID.milliseconds), Int64(statement.entryID.sequence),
                     statement.kind.rawValue, statement.transactionID, statement.account, statement.code.rawValue,
                     statement.amount.value, statement.mcc, statement.mccUsed, statement.merchant, statement.category,
                     statement.debitsText, statement.creditsText, statement.balancesText, statement.reason,
                     consumer, now, statement.original,
                 ])
                 if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }
+              }
             }
             try db.execute(sql: """
                 INSERT INTO replay_progress
@@ -170,12 +238,12 @@ public final class StatementStore: Sendable {
         }
     }
 
-    private func reject(_ entry: StreamEntry, error: StatementError, at now: Int64, in db: Database) throws {
+    private func reject(_ entry: StreamEntry, stream: String, error: StatementError, at now: Int64, in db: Database) throws {
         let fields = entry.fields ?? [:]
         let json = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         try db.execute(
-            sql: "INSERT OR IGNORE INTO rejected_entries (entry_id, fields_json, error, rejected_at_ms) VALUES (?, ?, ?, ?)",
-            arguments: [entry.id.description, json, error.description, now]
+            sql: "INSERT OR IGNORE INTO rejected_entries (stream, entry_id, fields_json, error, rejected_at_ms) VALUES (?, ?, ?, ?, ?)",
+            arguments: [stream, entry.id.description, json, error.description, now]
         )
     }
 
@@ -187,7 +255,11 @@ public final class StatementStore: Sendable {
 
     public func rejectedEntries() throws -> [(entryID: String, error: String)] {
         try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT entry_id, error FROM rejected_entries ORDER BY entry_id").map { ($0["entry_id"], $0["error"]) }
+            try Row.fetchAll(db, sql: "SELECT stream, entry_id, error FROM rejected_entries ORDER BY stream, entry_id").map { row in
+                let stream: String = row["stream"]
+                let id: String = row["entry_id"]
+                return (stream == Keys.statements ? id : "\(stream) \(id)", row["error"])
+            }
         }
     }
 
@@ -229,17 +301,17 @@ public final class StatementStore: Sendable {
 
     /// Every statement with an entry id below `bound` (all when nil), in
     /// stream order, streamed from one read snapshot.
-    public func forEachInStreamOrder(below bound: StreamID?, _ body: (Statement) throws -> Void) throws {
+    public func forEachInStreamOrder(stream: String = Keys.statements, below bound: StreamID?, _ body: (Statement) throws -> Void) throws {
         try pool.read { db in
             let cursor: RowCursor
             if let bound {
                 cursor = try Row.fetchCursor(
                     db,
-                    sql: "SELECT * FROM statements WHERE (entry_ms, entry_seq) < (?, ?) ORDER BY entry_ms, entry_seq",
-                    arguments: [Int64(bound.milliseconds), Int64(bound.sequence)]
+                    sql: "SELECT * FROM statements WHERE stream = ? AND (entry_ms, entry_seq) < (?, ?) ORDER BY entry_ms, entry_seq",
+                    arguments: [stream, Int64(bound.milliseconds), Int64(bound.sequence)]
                 )
             } else {
-                cursor = try Row.fetchCursor(db, sql: "SELECT * FROM statements ORDER BY entry_ms, entry_seq")
+                cursor = try Row.fetchCursor(db, sql: "SELECT * FROM statements WHERE stream = ? ORDER BY entry_ms, entry_seq", arguments: [stream])
             }
             while let row = try cursor.next() {
                 try body(try Self.statement(row))
@@ -248,12 +320,12 @@ public final class StatementStore: Sendable {
     }
 
     /// Rows with `start <= entry id <= end`, in stream order.
-    public func forEachInStreamOrder(from start: StreamID, through end: StreamID, _ body: (Statement) throws -> Void) throws {
+    public func forEachInStreamOrder(stream: String = Keys.statements, from start: StreamID, through end: StreamID, _ body: (Statement) throws -> Void) throws {
         try pool.read { db in
             let cursor = try Row.fetchCursor(
                 db,
-                sql: "SELECT * FROM statements WHERE (entry_ms, entry_seq) >= (?, ?) AND (entry_ms, entry_seq) <= (?, ?) ORDER BY entry_ms, entry_seq",
-                arguments: [Int64(start.milliseconds), Int64(start.sequence), Int64(end.milliseconds), Int64(end.sequence)]
+                sql: "SELECT * FROM statements WHERE stream = ? AND (entry_ms, entry_seq) >= (?, ?) AND (entry_ms, entry_seq) <= (?, ?) ORDER BY entry_ms, entry_seq",
+                arguments: [stream, Int64(start.milliseconds), Int64(start.sequence), Int64(end.milliseconds), Int64(end.sequence)]
             )
             while let row = try cursor.next() {
                 try body(try Self.statement(row))
@@ -263,6 +335,16 @@ public final class StatementStore: Sendable {
 
     public func accounts() throws -> [String] {
         try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT account FROM statements") }
+    }
+
+    /// The streams rows were read from.
+    public func streams() throws -> [String] {
+        try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT stream FROM statements ORDER BY stream") }
+    }
+
+    /// Rows per stream and entry id (for checks and tools).
+    public func count(stream: String) throws -> Int {
+        try pool.read { db in try Int.fetchOne(db, sql: "SELECT COUNT(*) FROM statements WHERE stream = ?", arguments: [stream]) ?? 0 }
     }
 
     /// A row, read back through the same checks as a stream entry.

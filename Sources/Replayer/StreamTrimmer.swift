@@ -18,13 +18,13 @@ import RedisWire
 /// `maxLength` until it catches up — memory is bounded by the cap plus the
 /// lag, which is why `serve` watches the lag.
 public final class StreamTrimmer: Sendable {
-    private let redis: BlockingRedis
+    private let redis: any LedgerRedis
     private let stream: String
     /// Entries kept even when acknowledged; 0 trims everything acknowledged.
     public let maxLength: Int
     private let logger: Logger
 
-    public init(redis: BlockingRedis, stream: String = Keys.statements, maxLength: Int, logger: Logger) {
+    public init(redis: any LedgerRedis, stream: String = Keys.statements, maxLength: Int, logger: Logger) {
         precondition(maxLength >= 0)
         self.redis = redis
         self.stream = stream

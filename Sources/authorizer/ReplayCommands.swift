@@ -4,27 +4,48 @@ import Dispatch
 import Foundation
 import Logging
 import NIOCore
+import NIOPosix
 import Replayer
 import RedisWire
+import AuthorizerServer
 
-/// `--redis`, else the role's URL from the environment (`source .data/urls.env`
-/// exports one per Redis user), else the usual AUTHORIZER_REDIS_URL default.
-private func endpoint(_ options: RedisOptions, roleVariable: String) throws -> RedisEndpoint {
-    if options.redis == nil, let url = ProcessInfo.processInfo.environment[roleVariable] {
-        do {
-            return try RedisEndpoint(url: url)
-        } catch {
-            throw ValidationError("\(roleVariable): \(error)")
-        }
+/// The ledger's Redis: one node, or a cluster's seeds (detected by asking
+/// the first node for `cluster_enabled`). `--redis`, else the role's URL(s).
+private func ledgerTarget(_ options: RedisOptions, roleVariable: String) throws -> RedisTarget {
+    var options = options
+    if options.redis == nil, let urls = ProcessInfo.processInfo.environment[roleVariable] {
+        options.redis = urls
     }
-    return try options.endpoint()
+    let endpoints = try options.endpoints()
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    defer { try? group.syncShutdownGracefully() }
+    let probe = RedisClient(endpoint: endpoints[0], eventLoop: group.next(), logger: Logger(label: "authorizer.probe", factory: { _ in SwiftLogNoOpLogHandler() }))
+    defer { probe.close() }
+    let clustered: Bool
+    do {
+        clustered = try RedisTarget.isCluster(probe).wait()
+    } catch RedisError.server(let message) where message.hasPrefix("NOPERM") {
+        // A user without INFO (the read-only operator, an older ACL file):
+        // CLUSTER SLOTS answers on a cluster and refuses on a single Redis.
+        do {
+            clustered = !((try probe.send(RedisCommand("CLUSTER", "SLOTS")).wait().array) ?? []).isEmpty
+        } catch {
+            clustered = false
+        }
+    } catch {
+        throw ValidationError("cannot use \(endpoints[0]): \(error)")
+    }
+    if clustered { return .cluster(seeds: endpoints) }
+    guard endpoints.count == 1 else { throw ValidationError("several --redis URLs are seeds of a Redis Cluster, but \(endpoints[0]) is not in cluster mode") }
+    return .single(endpoints[0])
 }
 
 struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Drain the statements stream into SQLite (exactly once).",
+        abstract: "Drain the statements stream(s) into SQLite (exactly once).",
         discussion: """
-            Reads the `statements` stream with a consumer group, writes each batch to SQLite in one \
+            Reads the `statements` stream (on a Redis Cluster: every slot stream `statements:{T}` of every master, \
+            woken by each master's xadd keyevents, with a periodic sweep) with a consumer group, writes each batch to SQLite in one \
             transaction (rows keyed by entry id, plus the consumer's progress), then XACKs it. \
             Runs until SIGINT/SIGTERM (finishes the batch, commits, acks, exits 0), or with --drain \
             until nothing is new or unacknowledged. --notify also runs the notifier group, which \
@@ -69,12 +90,16 @@ struct Replay: ParsableCommand {
     @Option(help: "Approximate length cap of each notifications:{ID} stream.")
     var notifyMaxlen = 100
 
+    @Option(help: "On a Redis Cluster: how often every master is swept for slot streams, in ms (the safety net under the xadd keyevents).")
+    var sweepMs = 5_000
+
     @Option(help: .hidden)
     var killAfterCommits: Int?
 
     func validate() throws {
         guard ConsumerOptions.batchSizeRange.contains(batch) else { throw ValidationError("--batch must be 1-10000") }
         guard ConsumerOptions.blockRange.contains(blockMs) else { throw ValidationError("--block-ms must be 10-30000") }
+        guard (100...600_000).contains(sweepMs) else { throw ValidationError("--sweep-ms must be 100-600000") }
         guard claimIdleMs >= 100 else { throw ValidationError("--claim-idle-ms must be at least 100") }
         guard trimMaxlen >= 0 else { throw ValidationError("--trim-maxlen must not be negative") }
         guard (1...100_000).contains(notifyMaxlen) else { throw ValidationError("--notify-maxlen must be 1-100000") }
@@ -84,11 +109,14 @@ struct Replay: ParsableCommand {
     func run() throws {
         logOptions.bootstrap()
         let logger = Logger(label: "authorizer.replay")
+        let target = try ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
         var configuration = ReplayRunner.Configuration(
-            endpoint: try endpoint(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL"),
+            endpoint: target.primary,
             databasePath: db,
             consumer: consumer ?? ReplayRunner.defaultConsumerName()
         )
+        if case .cluster(let seeds) = target { configuration.clusterSeeds = seeds }
+        configuration.sweepIntervalSeconds = Double(sweepMs) / 1000
         configuration.group = group
         configuration.consumerOptions.batchSize = batch
         configuration.consumerOptions.blockMilliseconds = blockMs
@@ -115,7 +143,7 @@ struct Replay: ParsableCommand {
 
         logger.info("replaying statements", metadata: [
             "redis": "\(configuration.endpoint)", "db": "\(db)", "group": "\(group)", "consumer": "\(configuration.consumer)",
-            "drain": "\(drain)", "notify": "\(notify)",
+            "drain": "\(drain)", "notify": "\(notify)", "cluster": "\(target.isCluster)",
         ])
         let summary = try ReplayRunner(configuration: configuration, logger: logger).run(stop: stop)
         let replayed = summary.replayed.outcome
@@ -187,12 +215,24 @@ struct Audit: ParsableCommand {
         } catch let error as StatementStore.OpenError {
             throw fail("\(error)")
         }
-        let redis = BlockingRedis(
-            endpoint: try endpoint(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL"),
-            logger: Logger(label: "authorizer.audit", factory: { _ in SwiftLogNoOpLogHandler() })
-        )
-        defer { redis.close() }
-        let report = try Auditor(store: store, redis: redis, group: group).run()
+        let quiet = Logger(label: "authorizer.audit", factory: { _ in SwiftLogNoOpLogHandler() })
+        let report: Auditor.Report
+        switch try ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL") {
+        case .single(let endpoint):
+            let redis = BlockingRedis(endpoint: endpoint, logger: quiet)
+            defer { redis.close() }
+            report = try Auditor(store: store, redis: redis, group: group).run()
+        case .cluster(let seeds):
+            // Each account against the stream of its slot, on the master of that slot.
+            let ledger = try ClusterLedger(seeds: seeds, logger: quiet)
+            defer { ledger.close() }
+            report = try Auditor(
+                store: store, group: group,
+                streamOf: { Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account($0))]) },
+                redisFor: { ledger.redis(forKey: $0) },
+                scanAccounts: { try ledger.accounts() }
+            ).run()
+        }
         print("audit: \(report.accounts) accounts, \(report.fromDatabase) statements from \(db), \(report.fromStream) not yet replayed read from the stream")
         let problems: [String] = report.mismatches.map { "mismatch: \($0)" }
             + report.breaks.map { "break in the books: \($0)" }

@@ -1,0 +1,504 @@
+import AuthorizerCore
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import RedisWire
+
+/// The ledger of a Redis Cluster as the replayer sees it: one stream per
+/// slot (`statements:{T}`), each on the master of its slot. A router on its
+/// own event loop sends each stream's commands to the master of its slot
+/// (MOVED updates the slot map and resends).
+public final class ClusterLedger: @unchecked Sendable {
+    private let group: MultiThreadedEventLoopGroup
+    public let router: ClusterRouter
+    private let credentials: RedisEndpoint
+
+    public init(seeds: [RedisEndpoint], commandTimeout: TimeAmount = .seconds(5), logger: Logger) throws {
+        precondition(!seeds.isEmpty)
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        credentials = seeds[0]
+        router = ClusterRouter(
+            seeds: seeds, eventLoop: group.next(),
+            options: RedisConnection.Options(commandTimeout: commandTimeout, connectTimeout: .seconds(2)), logger: logger
+        )
+        do {
+            try router.connect().wait()
+        } catch {
+            close()
+            throw error
+        }
+    }
+
+    public var eventLoop: EventLoop { router.eventLoop }
+
+    /// Commands about `stream` (or any key of its slot) go to its slot's master.
+    public func redis(forKey key: String) -> SlotRedis {
+        SlotRedis(router: router, key: key)
+    }
+
+    /// The masters as the router knows them now, after re-reading the slot map.
+    public func masters(refresh: Bool = true) throws -> [ClusterTopology.Node] {
+        if refresh { try router.eventLoop.flatSubmit { self.router.refresh() }.wait() }
+        return try router.topology.wait().masters
+    }
+
+    /// A command on one node (node-local commands: SCAN).
+    public func send(_ arguments: [String], on node: ClusterTopology.Node) throws -> RESPValue {
+        try router.eventLoop.flatSubmit { self.router.client(for: node).send(RedisCommand(arguments)) }.wait()
+    }
+
+    /// The endpoint of a node, with the seeds' user and password.
+    public func endpoint(of node: ClusterTopology.Node) -> RedisEndpoint {
+        var endpoint = credentials
+        endpoint.host = node.host
+        endpoint.port = node.port
+        return endpoint
+    }
+
+    /// The statement streams a master holds (SCAN is node-local).
+    public func streams(on node: ClusterTopology.Node) throws -> [String] {
+        var cursor = "0"
+        var streams: [String] = []
+        repeat {
+            let reply = try send(["SCAN", cursor, "MATCH", "statements:*", "COUNT", "1000", "TYPE", "stream"], on: node)
+            guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
+                throw RedisError.unexpectedReply("SCAN: \(reply)")
+            }
+            streams += (parts[1].array ?? []).compactMap(\.string).filter { Keys.isStatementsStream($0) && $0 != Keys.statements }
+            cursor = next
+        } while cursor != "0"
+        return streams
+    }
+
+    /// The accounts with balances on every master.
+    public func accounts() throws -> [String] {
+        var accounts: [String] = []
+        for node in try masters() {
+            accounts += try Auditor.scanAccounts(on: NodeRedis(ledger: self, node: node))
+        }
+        return accounts
+    }
+
+    /// One command per key, each to the master of its key's slot, all in
+    /// flight at once; replies in order. Fails with the first error.
+    public func pipeline(_ commands: [(key: String, arguments: [String])]) throws -> [RESPValue] {
+        let futures = commands.map { router.send(RedisCommand($0.arguments), slot: HashSlot.of(key: $0.key)) }
+        return try futures.map { try $0.wait() }
+    }
+
+    /// Same, keeping each command's error instead of failing.
+    func pipelineResults(_ commands: [(key: String, arguments: [String])]) -> [Result<RESPValue, Error>] {
+        let futures = commands.map { router.send(RedisCommand($0.arguments), slot: HashSlot.of(key: $0.key)) }
+        return futures.map { future in Result { try future.wait() } }
+    }
+
+    public func close() {
+        router.close()
+        try? group.syncShutdownGracefully()
+    }
+}
+
+/// One node of the cluster, for node-local commands.
+struct NodeRedis: LedgerRedis {
+    let ledger: ClusterLedger
+    let node: ClusterTopology.Node
+
+    func send(_ arguments: [String]) throws -> RESPValue { try ledger.send(arguments, on: node) }
+    func pipeline(_ commands: [[String]]) throws -> [RESPValue] { try commands.map { try send($0) } }
+}
+
+/// Streams that changed, as the `xadd` keyevents of the masters tell, and a
+/// wait for the next one.
+final class StreamWakeups: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var changed: Set<String> = []
+    private var gap = false
+
+    func mark(_ stream: String) {
+        condition.lock()
+        let inserted = changed.insert(stream).inserted
+        if inserted { condition.signal() }
+        condition.unlock()
+    }
+
+    /// A subscriber lost its link: events may have been missed.
+    func markGap() {
+        condition.lock()
+        gap = true
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// The streams marked since the last call, and whether a gap was seen.
+    func take() -> (streams: Set<String>, gap: Bool) {
+        condition.lock()
+        defer { condition.unlock() }
+        let result = (changed, gap)
+        changed.removeAll()
+        gap = false
+        return result
+    }
+
+    /// Waits until something is marked or `deadline`.
+    func wait(until deadline: Date) {
+        condition.lock()
+        while changed.isEmpty && !gap && Date() < deadline {
+            _ = condition.wait(until: deadline)
+        }
+        condition.unlock()
+    }
+}
+
+/// A sink for entries of several streams at once.
+protocol MultiStreamSink: AnyObject {
+    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) throws -> BatchOutcome
+}
+
+extension StatementStoreSink: MultiStreamSink {}
+
+/// One consumer of one group over every slot stream of a cluster.
+///
+/// Idle, it costs the masters almost nothing: it listens to each master's
+/// `__keyevent@0__:xadd` (node-local notifications, `t` in
+/// notify-keyspace-events) and reads only the streams named there. A slow
+/// sweep (SCAN `statements:*` on every master, then one pipelined read of
+/// every stream found; at start and every `sweepInterval`) is the safety
+/// net for missed events (a subscriber reconnecting, a config without `t`)
+/// and finds the masters of a changed topology. A sweep first asks each
+/// master how many XADDs it has executed (`INFO commandstats`): a master
+/// whose count has not moved since the last sweep has no new entry and is
+/// neither scanned nor read, so an idle cluster costs one INFO per master
+/// per sweep. Each round pipelines one
+/// XREADGROUP per changed stream (a multi-stream XREADGROUP across slots
+/// is CROSSSLOT), applies everything read in one sink call, then XACKs.
+final class ClusterConsumer {
+    private let ledger: ClusterLedger
+    private let sink: MultiStreamSink
+    private let group: String
+    private let consumer: String
+    private let options: ConsumerOptions
+    private let sweepInterval: TimeInterval
+    private let stop: StopSignal
+    private let logger: Logger
+    /// After every round, with the streams that had entries in it.
+    private let afterRound: (ConsumerStats, Set<String>) -> Void
+    private let wakeups = StreamWakeups()
+    private var subscribers: [ClusterTopology.Node: RedisSubscriber] = [:]
+    /// Testing only: no keyevent subscription (the sweep alone).
+    private let listen: Bool
+
+    private(set) var stats = ConsumerStats()
+    /// Every slot stream seen.
+    private(set) var known: Set<String> = []
+    /// Streams whose group exists and whose own pending entries were re-read.
+    private var ready: Set<String> = []
+    private var lastSweep = Date.distantPast
+    private var lastClaim = Date.distantPast
+    private var caughtUp = false
+    /// Streams read since the last claim check (nil: check every known stream).
+    private var claimCandidates: Set<String>?
+    /// Each master's XADD count at the last sweep that read its streams.
+    private var xaddCalls: [ClusterTopology.Node: Int] = [:]
+    private var consecutiveFailures = 0
+
+    init(
+        ledger: ClusterLedger, sink: MultiStreamSink, group: String, consumer: String, options: ConsumerOptions,
+        sweepInterval: TimeInterval, listen: Bool = true, stop: StopSignal, logger: Logger,
+        afterRound: @escaping (ConsumerStats, Set<String>) -> Void = { _, _ in }
+    ) {
+        self.ledger = ledger
+        self.sink = sink
+        self.group = group
+        self.consumer = consumer
+        self.options = options
+        self.sweepInterval = sweepInterval
+        self.listen = listen
+        self.stop = stop
+        self.logger = logger
+        self.afterRound = afterRound
+    }
+
+    func run() throws {
+        defer { subscribers.values.forEach { $0.close() } }
+        var dirty: Set<String> = []
+        logger.info("cluster consumer ready", metadata: ["group": "\(group)", "consumer": "\(consumer)"])
+        while !stop.isStopped {
+            var done = false
+            try retryingRedis {
+                let woken = self.wakeups.take()
+                dirty.formUnion(woken.streams)
+                // Drain mode sweeps every round, whole: it must see every stream.
+                if self.options.drain || woken.gap || Date().timeIntervalSince(self.lastSweep) >= self.sweepInterval {
+                    dirty.formUnion(try self.sweep(whole: self.options.drain || woken.gap))
+                }
+                let round = dirty
+                self.claimCandidates?.formUnion(round)
+                var read = 0
+                var withEntries: Set<String> = []
+                if !round.isEmpty {
+                    let (full, count, streams) = try self.readNew(round)
+                    read = count
+                    dirty = full
+                    withEntries = streams
+                }
+                // After the read: the streams are prepared (group, own pending) by then.
+                if Date().timeIntervalSince(self.lastClaim) * 1000 >= Double(self.options.claimIdleMilliseconds / 2) {
+                    try self.claimFromIdleConsumers()
+                }
+                self.afterRound(self.stats, withEntries)
+                if self.options.drain && read == 0 && dirty.isEmpty {
+                    if try self.pendingCount() == 0 {
+                        done = true
+                    } else {
+                        // Someone else holds entries: claim them once idle long enough.
+                        try self.claimFromIdleConsumers()
+                        self.wakeups.wait(until: Date().addingTimeInterval(0.1))
+                    }
+                    return
+                }
+                if dirty.isEmpty && !self.options.drain {
+                    if !self.caughtUp {
+                        self.caughtUp = true
+                        self.logger.info("cluster consumer caught up", metadata: ["group": "\(self.group)", "streams": "\(self.known.count)"])
+                    }
+                    let next = min(self.lastSweep.addingTimeInterval(self.sweepInterval), Date().addingTimeInterval(Double(self.options.blockMilliseconds) / 1000))
+                    self.wakeups.wait(until: next)
+                }
+            }
+            if done { break }
+        }
+    }
+
+    // MARK: - Streams and masters
+
+    /// SCAN the masters for slot streams; subscribe to the keyevents of
+    /// masters not yet listened to (a new master, a promoted replica).
+    /// Unless `whole`, a master whose XADD count has not moved since its
+    /// last sweep is skipped. Returns the streams to read.
+    private func sweep(whole: Bool) throws -> Set<String> {
+        lastSweep = Date()
+        let masters = try ledger.masters()
+        if listen {
+            for node in masters where subscribers[node] == nil {
+                let wakeups = self.wakeups
+                let subscriber = RedisSubscriber(
+                    endpoint: ledger.endpoint(of: node), eventLoop: ledger.eventLoop, logger: logger,
+                    onMessage: { _, key in
+                        if Keys.isStatementsStream(key) && key != Keys.statements { wakeups.mark(key) }
+                    },
+                    onResubscribed: { wakeups.markGap() }
+                )
+                do {
+                    try subscriber.subscribe([Self.xaddChannel]).wait()
+                    subscribers[node] = subscriber
+                } catch {
+                    subscriber.close()
+                    logger.warning("cannot listen to the xadd keyevents of a master; the sweep alone finds its entries", metadata: [
+                        "node": "\(node)", "error": "\(error)",
+                    ])
+                }
+            }
+            for (node, subscriber) in subscribers where !masters.contains(node) {
+                subscriber.close()
+                subscribers[node] = nil
+            }
+        }
+        var found: Set<String> = []
+        for node in masters {
+            // Read before the scan: an XADD after it moves the count for the next sweep.
+            let calls: Int?
+            do {
+                calls = try xaddCount(on: node)
+            } catch {
+                logger.debug("cannot read the xadd count of a master", metadata: ["node": "\(node)", "error": "\(error)"])
+                calls = nil
+            }
+            if !whole, let calls, calls == xaddCalls[node] { continue }
+            logger.debug("sweeping a master", metadata: ["node": "\(node)", "xadd_calls": "\(calls.map(String.init) ?? "?")", "whole": "\(whole)"])
+            let streams = try ledger.streams(on: node)
+            known.formUnion(streams)
+            found.formUnion(streams)
+            xaddCalls[node] = calls
+        }
+        for node in xaddCalls.keys where !masters.contains(node) { xaddCalls[node] = nil }
+        return found
+    }
+
+    /// How many XADDs a node has executed (scripts' included), from
+    /// `INFO commandstats`; nil when the user may not run INFO.
+    private func xaddCount(on node: ClusterTopology.Node) throws -> Int? {
+        guard let text = try ledger.send(["INFO", "commandstats"], on: node).string else { return nil }
+        guard let line = text.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_xadd:") }) else { return 0 }
+        guard let calls = line.split(separator: ",").first?.split(separator: "=").last else { return nil }
+        return Int(calls)
+    }
+
+    static let xaddChannel = "__keyevent@0__:xadd"
+
+    /// Creates the group on streams seen for the first time and re-reads
+    /// what this consumer was delivered there and never acknowledged.
+    private func prepare(_ streams: Set<String>) throws {
+        let fresh = streams.subtracting(ready).sorted()
+        guard !fresh.isEmpty else { return }
+        let created = ledger.pipelineResults(fresh.map { ($0, ["XGROUP", "CREATE", $0, group, "0", "MKSTREAM"]) })
+        for result in created {
+            if case .failure(let error) = result {
+                if case RedisError.server(let message) = error, message.hasPrefix("BUSYGROUP") { continue }
+                throw error
+            }
+        }
+        var cursors = Dictionary(uniqueKeysWithValues: fresh.map { ($0, StreamID.zero) })
+        while !cursors.isEmpty && !stop.isStopped {
+            let names = cursors.keys.sorted()
+            let replies = try ledger.pipeline(names.map { name in
+                (name, ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(options.batchSize), "STREAMS", name, cursors[name]!.description])
+            })
+            var batches: [(stream: String, entries: [StreamEntry])] = []
+            for (name, reply) in zip(names, replies) {
+                let entries = try StreamReply.readGroup(reply)
+                if let last = entries.last {
+                    batches.append((name, entries))
+                    cursors[name] = last.id
+                } else {
+                    cursors[name] = nil
+                }
+            }
+            if !batches.isEmpty {
+                logger.info("re-applying entries delivered before a restart", metadata: ["count": "\(batches.reduce(0) { $0 + $1.entries.count })"])
+                try handle(batches)
+            }
+        }
+        ready.formUnion(fresh)
+    }
+
+    /// One XREADGROUP per stream, pipelined; returns the streams that gave
+    /// a full batch (more to read), how many entries were read, and the
+    /// streams that had any.
+    private func readNew(_ streams: Set<String>) throws -> (full: Set<String>, read: Int, withEntries: Set<String>) {
+        known.formUnion(streams)
+        try prepare(streams)
+        let names = streams.sorted()
+        let replies = try ledger.pipeline(names.map { name in
+            (name, ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(options.batchSize), "STREAMS", name, ">"])
+        })
+        var batches: [(stream: String, entries: [StreamEntry])] = []
+        var full: Set<String> = []
+        var read = 0
+        for (name, reply) in zip(names, replies) {
+            let entries = try StreamReply.readGroup(reply)
+            guard !entries.isEmpty else { continue }
+            batches.append((name, entries))
+            read += entries.count
+            if entries.count >= options.batchSize { full.insert(name) }
+        }
+        // One transaction per batchSize entries or so.
+        var chunk: [(stream: String, entries: [StreamEntry])] = []
+        var chunkSize = 0
+        for batch in batches {
+            chunk.append(batch)
+            chunkSize += batch.entries.count
+            if chunkSize >= options.batchSize {
+                try handle(chunk)
+                chunk = []
+                chunkSize = 0
+            }
+        }
+        if !chunk.isEmpty { try handle(chunk) }
+        return (full, read, Set(batches.map(\.stream)))
+    }
+
+    /// Apply (commit), then acknowledge. A crash between the two re-delivers
+    /// the batch, which the sink ignores by (stream, id).
+    private func handle(_ batches: [(stream: String, entries: [StreamEntry])]) throws {
+        let total = batches.reduce(0) { $0 + $1.entries.count }
+        let outcome: BatchOutcome
+        do {
+            outcome = try sink.apply(batches)
+        } catch {
+            throw SinkFailure(underlying: error)
+        }
+        precondition(outcome.total == total, "the sink accounts for every entry of the batch")
+        stats.batches += 1
+        stats.outcome += outcome
+        if let limit = options.killAfterCommits, stats.batches >= limit {
+            logger.critical("killing myself after commit, before XACK (--kill-after-commits)")
+            kill(getpid(), SIGKILL)
+        }
+        _ = try ledger.pipeline(batches.map { ($0.stream, ["XACK", $0.stream, group] + $0.entries.map(\.id.description)) })
+    }
+
+    /// Entries delivered to anyone in the group and not acknowledged, over every known stream.
+    private func pendingCount() throws -> Int {
+        let names = known.sorted()
+        let replies = try ledger.pipelineResults(names.map { ($0, ["XPENDING", $0, group]) })
+        var total = 0
+        for result in replies {
+            switch result {
+            case .success(let reply): total += try PendingSummary.parse(reply).count
+            case .failure(RedisError.server(let message)) where message.hasPrefix("NOGROUP"): continue
+            case .failure(let error): throw error
+            }
+        }
+        return total
+    }
+
+    /// Takes over entries other consumers left unacknowledged too long, on
+    /// the streams that have any.
+    /// A consumer can only hold entries of streams that were written, which
+    /// this consumer read too: after a first check over every known stream,
+    /// only the streams read since the last check are looked at.
+    private func claimFromIdleConsumers() throws {
+        lastClaim = Date()
+        let candidates = claimCandidates ?? known
+        claimCandidates = []
+        let names = candidates.intersection(ready).sorted()
+        guard !names.isEmpty else { return }
+        let summaries = try ledger.pipeline(names.map { ($0, ["XPENDING", $0, group]) })
+        for (name, reply) in zip(names, summaries) where try PendingSummary.parse(reply).count > 0 {
+            let redis = ledger.redis(forKey: name)
+            var cursor = StreamID.zero
+            repeat {
+                let claimed = try StreamReply.autoClaim(redis.send([
+                    "XAUTOCLAIM", name, group, consumer, String(options.claimIdleMilliseconds), cursor.description,
+                    "COUNT", String(options.batchSize),
+                ]))
+                let entries = claimed.entries + claimed.deleted.map { StreamEntry(id: $0, fields: nil) }
+                if !entries.isEmpty {
+                    logger.info("claimed entries from an idle consumer", metadata: ["stream": "\(name)", "count": "\(entries.count)"])
+                    stats.claimed += entries.count
+                    try handle([(name, entries)])
+                }
+                cursor = claimed.cursor
+            } while cursor != .zero && !stop.isStopped
+        }
+    }
+
+    /// Runs `body`, retrying Redis failures with back-off (50 ms doubling to
+    /// 2 s) until it succeeds or a stop is requested. Sink failures pass through.
+    private func retryingRedis(_ body: () throws -> Void) throws {
+        var delay = 0.05
+        while true {
+            do {
+                try body()
+                consecutiveFailures = 0
+                return
+            } catch let error where !(error is SinkFailure) {
+                consecutiveFailures += 1
+                // A batch may have been applied and not acknowledged: re-read own pending everywhere.
+                ready.removeAll()
+                lastSweep = .distantPast
+                xaddCalls.removeAll()
+                claimCandidates = nil
+                if options.drain && consecutiveFailures >= options.maxDrainFailures { throw error }
+                if stop.isStopped {
+                    logger.warning("stopping while redis fails", metadata: ["group": "\(group)", "error": "\(error)"])
+                    return
+                }
+                logger.warning("redis failed; retrying", metadata: ["group": "\(group)", "error": "\(error)", "retry_in_ms": "\(Int(delay * 1000))"])
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 2)
+            }
+        }
+    }
+}

@@ -71,7 +71,7 @@ wait_for_line() {
 free_port() {
     local port
     while :; do
-        port=$((20000 + RANDOM % 40000))
+        port=$((40000 + RANDOM % 20000))
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
     done
 }
@@ -186,9 +186,13 @@ if [ "${BENCH_CLUSTER:-1}" = 1 ]; then
     kill "$SERVE_PID" 2>/dev/null || true
     rcli shutdown nosave >/dev/null 2>&1 || true
     CLUSTER_PORTS=()
+    # Nodes on 20000-29999, so no node's port is another's bus port (+10000).
     while [ ${#CLUSTER_PORTS[@]} -lt 6 ]; do
-        port=$(free_port)
-        [ $port -le 55000 ] && ! (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && CLUSTER_PORTS+=("$port")
+        port=$((20000 + RANDOM % 10000))
+        [[ " ${CLUSTER_PORTS[*]} " == *" $port "* ]] && continue
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
+        (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && continue
+        CLUSTER_PORTS+=("$port")
     done
     for port in "${CLUSTER_PORTS[@]}"; do
         mkdir -p "$WORK/cluster/$port"

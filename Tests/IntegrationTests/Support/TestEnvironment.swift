@@ -131,7 +131,7 @@ final class ChildProcess: @unchecked Sendable {
     /// spinning threads fill the 2-core machine's global dispatch pool.
     private let exited = DispatchSemaphore(value: 0)
     /// The read end of the program's standard output and error.
-    private let outputHandle: FileHandle
+    private let outputPipe: Pipe
     let name: String
 
     init(name: String, executable: String, arguments: [String], environment: [String: String]? = nil) {
@@ -155,20 +155,37 @@ final class ChildProcess: @unchecked Sendable {
         let pipe = Pipe()
         process.standardOutput = pipe
         process.standardError = pipe
-        outputHandle = pipe.fileHandleForReading
-        outputHandle.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            if data.isEmpty {
-                handle.readabilityHandler = nil
-                self?.closed()
-                return
+        outputPipe = pipe
+    }
+
+    /// A thread of its own reads the output with blocking reads until end
+    /// of file, holding the pipe open until then: no dispatch source can
+    /// fire on a handle released under it, and no end-of-file goes missing.
+    private func startReading() {
+        let pipe = outputPipe
+        let fd = pipe.fileHandleForReading.fileDescriptor
+        let thread = Thread { [weak self] in
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if count > 0 {
+                    self?.consume(Data(buffer[0..<count]))
+                } else if count < 0 && errno == EINTR {
+                    continue
+                } else {
+                    break
+                }
             }
-            self?.consume(data)
+            withExtendedLifetime(pipe) {}
+            self?.closed()
         }
+        thread.name = "output of \(name)"
+        thread.start()
     }
 
     func start() throws {
         try process.run()
+        startReading()
         let pid = process.processIdentifier
         // Only a group of its own may be killed as a group.
         group = getpgid(pid) == pid ? pid : 0
@@ -274,10 +291,6 @@ final class ChildProcess: @unchecked Sendable {
         signalGroup(SIGKILL)
         if outputClosed.wait(timeout: .now() + 0.5) == .success {
             outputClosed.signal()
-        } else {
-            // The end-of-file notification can go missing: read what is left
-            // without blocking, since no writer is left after the group.
-            drainOutput()
         }
         if group > 0 {
             ProcessGroups.remove(group)
@@ -286,22 +299,7 @@ final class ChildProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    private func drainOutput() {
-        outputHandle.readabilityHandler = nil
-        let fd = outputHandle.fileDescriptor
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        while true {
-            let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-            guard count > 0 else { break }
-            consume(Data(buffer[0..<count]))
-        }
-        closed()
-    }
-
     deinit {
-        // No callback may run on a handle that is being released.
-        outputHandle.readabilityHandler = nil
         guard process.processIdentifier > 0 else { return }  // never started
         signalGroup(SIGKILL)
         _ = exited.wait(timeout: .now() + 10)

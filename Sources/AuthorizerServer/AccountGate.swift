@@ -282,7 +282,12 @@ final class AccountGate: Sendable {
             // unlock that landed before the subscription was live is not missed.
             job.phase = .registering
             let boundJob = NIOLoopBound(job, eventLoop: eventLoop)
-            watcher.register(lockKey: Keys.lock(job.account), on: eventLoop) {
+            watcher.register(
+                lockKey: Keys.lock(job.account),
+                // On a cluster: the master that just answered LOCKED owns the slot now.
+                owner: (redis as? ClusterRouter)?.master(ofSlot: HashSlot.of(key: Keys.lock(job.account))),
+                on: eventLoop
+            ) {
                 // Runs on this shard's event loop.
                 self.woken(boundJob.value)
             }.assumeIsolated().whenComplete { result in

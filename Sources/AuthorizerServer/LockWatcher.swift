@@ -79,9 +79,12 @@ public final class LockWatcher: Sendable {
     /// Registers `wake` to run on `loop` whenever `lockKey` is released. The
     /// future completes once the keyevent subscription is live, so an unlock
     /// that happens after it completes is never missed.
-    func register(lockKey: String, on loop: EventLoop, wake: @escaping @Sendable () -> Void) -> EventLoopFuture<WaiterRegistry.Ticket> {
+    ///
+    /// `owner`: the master that just answered for the lock's slot (a
+    /// cluster), which beats this watcher's own map right after a reshard.
+    func register(lockKey: String, owner: ClusterTopology.Node? = nil, on loop: EventLoop, wake: @escaping @Sendable () -> Void) -> EventLoopFuture<WaiterRegistry.Ticket> {
         eventLoop.flatSubmit {
-            let watch = self.watch(for: lockKey)
+            let watch = self.watch(for: lockKey, owner: owner)
             return watch.registry.register(lockKey: lockKey, on: loop, wake: wake).map { ticket in
                 WaiterRegistry.Ticket(lockKey: ticket.lockKey, id: ticket.id, registry: watch.registry)
             }
@@ -93,9 +96,15 @@ public final class LockWatcher: Sendable {
     }
 
     /// The watch of the node serving `lockKey`, created on first use.
-    private func watch(for lockKey: String) -> Watch {
+    private func watch(for lockKey: String, owner: ClusterTopology.Node?) -> Watch {
         eventLoop.assertInEventLoop()
-        guard let endpoint = nodeOf(lockKey) else { return primary }
+        var endpoint = nodeOf(lockKey)
+        if let owner, var known = endpoint {
+            known.host = owner.host
+            known.port = owner.port
+            endpoint = known
+        }
+        guard let endpoint else { return primary }
         let name = "\(endpoint.host):\(endpoint.port)"
         if name == primaryNode { return primary }
         if let watch = watches.value[name] { return watch }

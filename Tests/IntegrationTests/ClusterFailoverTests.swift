@@ -149,5 +149,19 @@ final class ClusterFailoverTests: XCTestCase {
                 XCTAssertTrue(recorded.contains(answer.id), "\(answer.id) answered 00 has no statement")
             }
         }
+
+        // The ledger of every slot stream replays into SQLite and the audit passes.
+        let live = cluster.nodes.filter(\.isRunning)
+        let database = cluster.users.appendingPathComponent("failover.sqlite").path
+        let replay = ChildProcess(name: "replay", executable: TestEnvironment.authorizerBinary, arguments: [
+            "replay", "--drain", "--redis", live.map(\.replayerURL).joined(separator: ","), "--db", database,
+        ])
+        try replay.start()
+        XCTAssertEqual(replay.waitForExit(timeout: 120), 0, replay.output)
+        let audit = ChildProcess(name: "audit", executable: TestEnvironment.authorizerBinary, arguments: [
+            "audit", "--redis", live.map(\.operatorURL).joined(separator: ","), "--db", database,
+        ])
+        try audit.start()
+        XCTAssertEqual(audit.waitForExit(timeout: 120), 0, audit.output)
     }
 }

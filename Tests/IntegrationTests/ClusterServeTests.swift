@@ -322,6 +322,17 @@ final class ClusterServeTests: XCTestCase {
         XCTAssertTrue(codes.isSubset(of: ["00", "51"]), "answers during the migration: \(codes) \(byID.values.filter { $0.answer?.code == "07" }.prefix(3).map { $0.answer?.reason ?? "" })")
         XCTAssertTrue(try cluster.master(ofSlot: slot) === target, "the slot moved")
         try assertMatchesOracle(byID, start: start, cluster: cluster)
+
+        // A wait for a moved account listens on its new master's keyevents.
+        try setBalances([first: ["FOOD": 1_000]], on: cluster)
+        try target.command("SET", Keys.lock(first), "held-by-hand")
+        let client = try serve.connect()
+        try client.sendLine(Request.line(id: "after-move", account: first, amount: "1.00", mcc: "5411"))
+        try target.waitUntilKeyeventSubscribers(1)
+        let released = Date()
+        try target.command("DEL", Keys.lock(first))
+        XCTAssertEqual(try client.readResponse().code, "00")
+        XCTAssertLessThan(Date().timeIntervalSince(released), 1.0, "woken by the new owner's del event, not the deadline")
     }
 }
 

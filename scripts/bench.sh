@@ -186,9 +186,10 @@ if [ "${BENCH_CLUSTER:-1}" = 1 ]; then
     kill "$SERVE_PID" 2>/dev/null || true
     rcli shutdown nosave >/dev/null 2>&1 || true
     CLUSTER_PORTS=()
-    # Nodes on 20000-29999, so no node's port is another's bus port (+10000).
+    # Nodes on 20000-22399: no node's port is another's bus port (+10000), and both stay
+    # below the kernel's ephemeral range (32768+), where a client socket may hold a port.
     while [ ${#CLUSTER_PORTS[@]} -lt 6 ]; do
-        port=$((20000 + RANDOM % 10000))
+        port=$((20000 + RANDOM % 2400))
         [[ " ${CLUSTER_PORTS[*]} " == *" $port "* ]] && continue
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && continue
         (exec 3<>"/dev/tcp/127.0.0.1/$((port + 10000))") 2>/dev/null && continue

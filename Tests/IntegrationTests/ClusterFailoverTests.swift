@@ -136,7 +136,7 @@ final class ClusterFailoverTests: XCTestCase {
             let spent = approved.map(\.cents).reduce(0, +)
             let reply = try router.send(RedisCommand("HGET", Keys.account(id), "FOOD"), slot: HashSlot.of(key: Keys.account(id))).wait()
             XCTAssertEqual(reply.int, start - spent, "account \(id)\(onVictim(id) ? " (on the killed master)" : "")")
-            let stream = Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account(id))])
+            let stream = RedisCluster.streamKey(id)
             let entries = try router.send(RedisCommand("XRANGE", stream, "-", "+"), slot: HashSlot.of(key: stream)).wait().array ?? []
             let recorded = Set(entries.compactMap { entry -> String? in
                 guard let fields = entry.array?.last?.array else { return nil }

@@ -49,29 +49,11 @@ final class ClusterServeTests: XCTestCase {
         return (cluster, serve)
     }
 
-    /// Sets balances through Lua/adjust.lua (what `authorizer account set`
-    /// runs), routed by slot, pipelined: a `set` statement in each slot stream.
     private func setBalances(_ accounts: [String: [String: Int64]], on cluster: RedisCluster) throws {
-        let source = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Lua/adjust.lua"), encoding: .utf8)
-        let adjust = LuaScript(name: "adjust", source: source)
-        let router = ClusterRouter(seeds: [try RedisEndpoint(url: cluster.nodes[0].url)], eventLoop: group.next(), scripts: [adjust])
-        try router.connect().wait()
-        defer { router.close() }
-        let replies = try router.eventLoop.submit {
-            accounts.map { id, balances in
-                router.evalScript(
-                    adjust,
-                    keys: [Keys.account(id), Self.streamKey(id)],
-                    arguments: ["set", "set-\(id)", id] + balances.sorted { $0.key < $1.key }.flatMap { [$0.key, String($0.value)] }
-                )
-            }
-        }.wait()
-        for reply in replies { _ = try reply.wait() }
+        try cluster.setBalances(accounts, on: group.next())
     }
 
-    static func streamKey(_ account: String) -> String {
-        Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account(account))])
-    }
+    static func streamKey(_ account: String) -> String { RedisCluster.streamKey(account) }
 
     /// The entries of an account's slot stream, read from the master of its slot.
     private func entries(of account: String, in cluster: RedisCluster) throws -> [[String: String]] {

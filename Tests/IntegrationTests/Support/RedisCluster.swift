@@ -1,4 +1,7 @@
+import AuthorizerCore
+import AuthorizerServer
 import Foundation
+import NIOCore
 import RedisWire
 
 /// A real Redis Cluster: `masters` masters with one replica each, every node
@@ -121,6 +124,31 @@ final class RedisCluster: @unchecked Sendable {
         for other in try masters() where other !== source && other !== target {
             try other.command("CLUSTER", "SETSLOT", String(slot), "NODE", targetID)
         }
+    }
+
+    /// The ledger stream of an account on a cluster (`statements:{T}`, T the
+    /// smallest integer whose slot is the account's), as the README states it.
+    static func streamKey(_ account: String) -> String {
+        Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account(account))])
+    }
+
+    /// Sets balances through Lua/adjust.lua (what `authorizer account set`
+    /// runs), routed by slot and pipelined: a `set` statement in each slot stream.
+    func setBalances(_ accounts: [String: [String: Int64]], on loop: EventLoop) throws {
+        let scripts = try ScriptLibrary.load(directory: TestEnvironment.repositoryRoot.appendingPathComponent("Lua").path)
+        let router = ClusterRouter(seeds: [try RedisEndpoint(url: nodes[0].url)], eventLoop: loop, scripts: [scripts.adjust])
+        try router.connect().wait()
+        defer { router.close() }
+        let replies = try loop.submit {
+            accounts.map { id, balances in
+                router.run(.adjust(
+                    kind: "set", operation: "set-\(id)-\(UUID().uuidString)", account: id,
+                    changes: balances.sorted { $0.key < $1.key }.map { (category: $0.key, cents: Cents($0.value)) },
+                    statements: Self.streamKey(id)
+                ), in: scripts)
+            }
+        }.wait()
+        for reply in replies { _ = try reply.wait() }
     }
 
     static func isFree(_ port: Int) -> Bool {

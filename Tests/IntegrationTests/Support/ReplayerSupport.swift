@@ -94,25 +94,11 @@ class LedgerTestCase: XCTestCase {
 
     /// Rows of a query in the sqlite3 shell, columns separated by `|`.
     func sqlite(_ sql: String) throws -> [String] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
-        process.arguments = ["-batch", "-cmd", ".timeout 5000", database, sql]
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw TestFailure("sqlite3 \(sql): \(errorText)") }
-        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+        try SQLiteShell.rows(database, sql)
     }
 
     func sqliteInt(_ sql: String) throws -> Int {
-        let rows = try sqlite(sql)
-        guard rows.count == 1, let value = Int(rows[0]) else { throw TestFailure("\(sql) returned \(rows)") }
-        return value
+        try SQLiteShell.int(database, sql)
     }
 
     func streamLength() throws -> Int {
@@ -238,5 +224,32 @@ enum TerminalLoad {
             defer { lock.unlock() }
             return try values.map { try XCTUnwrap($0).get() }
         }
+    }
+}
+
+/// The sqlite3 shell, for looking into a statements database from a test
+/// (another program than the replayer's GRDB).
+enum SQLiteShell {
+    /// Rows of a query, columns separated by `|`; waits up to 5 s for a lock.
+    static func rows(_ database: String, _ sql: String) throws -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/sqlite3")
+        process.arguments = ["-batch", "-cmd", ".timeout 5000", database, sql]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let errorText = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TestFailure("sqlite3 \(sql): \(errorText)") }
+        return String(decoding: data, as: UTF8.self).split(separator: "\n").map(String.init)
+    }
+
+    static func int(_ database: String, _ sql: String) throws -> Int {
+        let rows = try rows(database, sql)
+        guard rows.count == 1, let value = Int(rows[0]) else { throw TestFailure("\(sql) returned \(rows)") }
+        return value
     }
 }

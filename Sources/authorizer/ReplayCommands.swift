@@ -1,13 +1,14 @@
-import AuthorizerCore
 import ArgumentParser
+import AuthorizerCore
+import AuthorizerServer
 import Dispatch
 import Foundation
+import Ledger
 import Logging
 import NIOCore
 import NIOPosix
-import Replayer
 import RedisWire
-import AuthorizerServer
+import Replayer
 
 /// The ledger's Redis: one node, or a cluster's seeds (detected by asking
 /// the first node for `cluster_enabled`). `--redis`, else the role's URL(s).

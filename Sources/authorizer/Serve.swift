@@ -1,7 +1,9 @@
 import ArgumentParser
+import AuthorizerCore
 import AuthorizerServer
 import Dispatch
 import Foundation
+import Ledger
 import Logging
 import NIOCore
 import NIOPosix
@@ -193,13 +195,18 @@ struct Serve: ParsableCommand {
         )
         try authorizer.connect().wait()
         authorizer.applyOwedReversals()
-        let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, readsStream: !target.isCluster, logger: logger)
-        // Off the hot path: warns (and the metrics sampler exports the lag) while the replayer falls behind.
         // One Redis only: on a cluster the ledger is one stream per slot.
-        let lagWatch = target.isCluster ? nil : ReplayerLagMonitor(
-            redis: admin, group: "replayer",
-            threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger
-        ).start(every: .seconds(10))
+        let lagReader: ReplayerLagReader? = target.isCluster ? nil : ReplayerLagReader.single(admin)
+        var readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?
+        if let lagReader { readLag = { lagReader.read() } }
+        let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, readLag: readLag, logger: logger)
+        // Off the hot path: warns (and the metrics sampler exports the lag) while the replayer falls behind.
+        let lagWatch = lagReader.map { reader in
+            ReplayerLagMonitor(
+                eventLoop: admin.eventLoop, group: Keys.replayGroup,
+                threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger
+            ) { reader.read() }.start(every: .seconds(10))
+        }
 
         var options = TerminalServer.Options()
         options.host = host
@@ -264,14 +271,15 @@ struct Serve: ParsableCommand {
 
     /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.
     private func startMetrics(
-        _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient, readsStream: Bool, logger: Logger
+        _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient,
+        readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?, logger: Logger
     ) throws -> (server: MetricsServer, sampler: MetricsSampler)? {
         guard let metricsPort else { return nil }
         var options = MetricsServer.Options()
         options.host = metricsHost
         options.port = metricsPort
         let server = try MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).wait()
-        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, readsStream: readsStream, logger: logger)
+        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, readLag: readLag, logger: logger)
         logger.info("metrics listening", metadata: ["host": "\(metricsHost)", "port": "\(server.localPort ?? metricsPort)", "path": "/metrics"])
         return (server, sampler)
     }

@@ -1,8 +1,9 @@
 import ArgumentParser
 import AuthorizerCore
 import AuthorizerServer
-import MetricsScrape
 import Foundation
+import Ledger
+import MetricsScrape
 import NIOCore
 import NIOPosix
 import RedisWire
@@ -67,7 +68,7 @@ struct TopSnapshot {
     var time: Date
     var metrics: PrometheusSample?
     var metricsError: String?
-    var stream: StatementsStreamStatus?
+    var stream: ReplayerLag?
     var locks: LockScan?
     var redisError: String?
 
@@ -95,7 +96,7 @@ struct TopSource {
         let loop = redis.group.next()
         let scrape = MetricsScraper.get(metrics, on: loop)
         do {
-            snapshot.stream = try StatementsStreamStatus.read(from: redis.client).wait()
+            snapshot.stream = try ReplayerLagReader.single(redis.client).read().wait()
             snapshot.locks = try scanLocks()
         } catch {
             snapshot.redisError = "\(error)"
@@ -221,12 +222,12 @@ struct TopView {
         out += "\nSTATEMENTS\n"
         if let stream = now.stream {
             out += "  stream length \(stream.length)\n"
-            let entries = stream.lagEntries.map { "\(stream.lagIsLowerBound ? "at least " : "")\($0)" } ?? "unknown"
+            let entries = stream.undelivered.map { "\(stream.undeliveredIsLowerBound ? "at least " : "")\($0)" } ?? "unknown"
             let age = stream.lagSeconds.map { String(format: "oldest %.1f s", $0) } ?? "age unknown"
             if stream.groupExists {
-                out += "  replayer lag \(entries) entries (\(age))   pending \(stream.pendingEntries)   consumers \(stream.consumers)\n"
+                out += "  replayer lag \(entries) entries (\(age))   pending \(stream.pending)   consumers \(stream.consumers)\n"
             } else {
-                out += "  replayer lag \(entries) entries (\(age); no `\(StatementsStreamStatus.replayerGroup)` consumer group yet)\n"
+                out += "  replayer lag \(entries) entries (\(age); no `\(Keys.replayGroup)` consumer group yet)\n"
             }
         } else {
             out += "  redis unreachable: \(now.redisError ?? "unknown error")\n"

@@ -148,7 +148,7 @@ public struct ReplayerLagReader: Sendable {
 
     /// Every stream of `streams`, summed; `nowMillis` stamps the result.
     public func read(streams: [String], nowMillis: UInt64) -> EventLoopFuture<ReplayerLag> {
-        let each = streams.map { read(stream: $0) }
+        let each = streams.map { readWithoutClock(stream: $0) }
         return EventLoopFuture.whenAllSucceed(each, on: eventLoop).map { lags in
             var total = lags.reduce(ReplayerLag(), +)
             total.nowMillis = nowMillis
@@ -158,11 +158,13 @@ public struct ReplayerLagReader: Sendable {
 
     /// One stream, with Redis' clock (TIME, or the local clock when this user may not run it).
     public func read(stream: String = Keys.statements) -> EventLoopFuture<ReplayerLag> {
-        let time = send(stream, RedisCommand("TIME")).map { ReplayerLag.millis(time: $0) }.recover { _ in nil }
-        return readWithoutClock(stream: stream).and(time).map { lag, time in
-            var lag = lag
-            lag.nowMillis = time ?? ReplayerLag.localMillis()
-            return lag
+        readWithoutClock(stream: stream).flatMap { lag in
+            // The clock after the reads: no entry read is newer than it.
+            send(stream, RedisCommand("TIME")).map { ReplayerLag.millis(time: $0) }.recover { _ in nil }.map { time in
+                var lag = lag
+                lag.nowMillis = time ?? ReplayerLag.localMillis()
+                return lag
+            }
         }
     }
 

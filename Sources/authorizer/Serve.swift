@@ -195,17 +195,26 @@ struct Serve: ParsableCommand {
         )
         try authorizer.connect().wait()
         authorizer.applyOwedReversals()
-        // One Redis only: on a cluster the ledger is one stream per slot.
-        let lagReader: ReplayerLagReader? = target.isCluster ? nil : ReplayerLagReader.single(admin)
-        var readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?
-        if let lagReader { readLag = { lagReader.read() } }
-        let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, readLag: readLag, logger: logger)
-        // Off the hot path: warns (and the metrics sampler exports the lag) while the replayer falls behind.
-        let lagWatch = lagReader.map { reader in
-            ReplayerLagMonitor(
-                eventLoop: admin.eventLoop, group: Keys.replayGroup,
-                threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger
-            ) { reader.read() }.start(every: .seconds(10))
+        // The replayer's lag, read off the hot path. One Redis: the sampler
+        // sets the gauges every second and the monitor warns. A cluster: the
+        // ledger is one stream per slot, summed over the masters, so it is
+        // read only by the monitor (every 10 s), whose readings set the gauges.
+        let readLag: @Sendable () -> EventLoopFuture<ReplayerLag>
+        if let adminRouter {
+            let reader = ClusterLagReader(router: adminRouter)
+            readLag = { reader.read() }
+        } else {
+            let reader = ReplayerLagReader.single(admin)
+            readLag = { reader.read() }
+        }
+        let metricsEndpoint = try startMetrics(
+            metrics, group: group, authorizer: authorizer, redis: admin, readLag: adminRouter == nil ? readLag : nil, logger: logger
+        )
+        let lagWatch = ReplayerLagMonitor(
+            eventLoop: admin.eventLoop, group: Keys.replayGroup,
+            threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger, read: readLag
+        ).start(every: .seconds(10)) { lag in
+            if adminRouter != nil { metrics.statementsStream(lag) }
         }
 
         var options = TerminalServer.Options()
@@ -257,7 +266,7 @@ struct Serve: ParsableCommand {
         if journal.count > 0 {
             logger.warning("reversals still owed at stop; they stay in the journal for the next start", metadata: ["count": "\(journal.count)", "journal": "\(journal.path)"])
         }
-        lagWatch?.cancel()
+        lagWatch.cancel()
         metricsEndpoint?.sampler.stop()
         try? metricsEndpoint?.server.close().wait()
         rules.stop()

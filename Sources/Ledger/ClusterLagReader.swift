@@ -1,5 +1,4 @@
 import AuthorizerCore
-import NIOConcurrencyHelpers
 import NIOCore
 import RedisWire
 
@@ -32,16 +31,12 @@ public final class ClusterLagReader: Sendable {
     private let router: ClusterRouter
     private let group: String
     private let readings: NIOLoopBoundBox<[Node: Reading]>
-    /// Masters read in full (not from their last reading), since start; for tests and measurements.
-    private let fullReads = NIOLockedValueBox(0)
 
     public init(router: ClusterRouter, group: String = Keys.replayGroup) {
         self.router = router
         self.group = group
         self.readings = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: router.eventLoop)
     }
-
-    public var mastersReadInFull: Int { fullReads.withLockedValue { $0 } }
 
     /// The lag summed over every master, stamped with Redis' clock.
     public func read() -> EventLoopFuture<ReplayerLag> {
@@ -77,7 +72,6 @@ public final class ClusterLagReader: Sendable {
             if let signature, let last = self.readings.value[node], last.signature == signature, last.slots == slots {
                 return loop.makeSucceededFuture(last.lag)
             }
-            self.fullReads.withLockedValue { $0 += 1 }
             return self.readInFull(client: client, slots: slots).map { lag in
                 if let signature { self.readings.value[node] = Reading(signature: signature, slots: slots, lag: lag) }
                 return lag

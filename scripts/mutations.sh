@@ -43,6 +43,7 @@ declare -A TESTS=(
   [service-may-delete-the-ledger]='IntegrationTests.(SecurityTests|ClusterServeTests)'
   [replay-ignores-xadd-keyevents]='IntegrationTests.ClusterReplayTests/testRunningReplayerWakesOnXadd'
   [replay-sweeps-once]='IntegrationTests.ClusterReplayTests/testSweepFindsEntries'
+  [cluster-ack-before-commit]='IntegrationTests.ClusterReplayTests/testKilledBetweenCommitAndAck'
   [cluster-lag-reading-kept]='IntegrationTests.ClusterReplayTests/testServeExports'
   [statements-keyed-by-entry-id-alone]='IntegrationTests.(ClusterReplayTests/testDrainTakes|StatementStoreMigrationTests)'
   [iso-secondary-bitmap-read-as-field]='IntegrationTests.ISO8583Tests/testEcho'

@@ -421,6 +421,56 @@ final class ClusterReplayTests: XCTestCase {
 }
 
 extension ClusterReplayTests {
+    /// A replayer SIGKILLed between its SQLite commit and its XACK
+    /// (`--kill-after-commits`: it kills itself right after the commit, so
+    /// the moment is certain), then restarted under the same name: the
+    /// committed batch, spread over several slot streams, is still pending,
+    /// re-read from its own pending entries, ignored by (stream, id), and
+    /// every entry is in SQLite exactly once; the audit passes.
+    func testKilledBetweenCommitAndAckAndRestartedLeavesEveryEntryExactlyOnce() throws {
+        let (cluster, serve) = try context()
+        let accounts = (0..<150).map { "ka\($0)" }
+        try setBalances(Dictionary(uniqueKeysWithValues: accounts.map { ($0, ["FOOD": Int64(5_000), "CASH": 1_000]) }), on: cluster)
+        try authorize(accounts, rounds: 2, prefix: "ka", serve: serve)
+        let db = database("killed")
+        let group = "killed-test"
+        let doomed = ChildProcess(name: "replay", executable: TestEnvironment.authorizerBinary, arguments: [
+            "replay", "--drain", "--redis", replayerSeeds(cluster), "--db", db, "--group", group, "--consumer", "k1",
+            "--batch", "50", "--kill-after-commits", "3",
+        ])
+        try doomed.start()
+        XCTAssertNotNil(doomed.waitForExit(timeout: 60), doomed.output)
+        XCTAssertEqual(doomed.process.terminationReason, .uncaughtSignal, doomed.output)
+        XCTAssertTrue(doomed.output.contains("killing myself after commit, before XACK"), doomed.output)
+        let committed = try sqliteInt(db, "SELECT COUNT(*) FROM statements")
+        XCTAssertGreaterThan(committed, 0)
+        // Pending: what was read and not acknowledged, among it the last batch, committed.
+        var pending: Set<String> = []
+        for master in try cluster.masters() {
+            for stream in try cluster.streams(on: master) {
+                guard let rows = try? master.command("XPENDING", stream, group, "-", "+", "10000").array else { continue }
+                pending.formUnion(rows.compactMap { $0.array?.first?.string.map { "\(stream) \($0)" } })
+            }
+        }
+        let committedRows = Set(try sqlite(db, "SELECT stream || ' ' || entry_id FROM statements"))
+        let committedPending = pending.intersection(committedRows)
+        XCTAssertGreaterThan(committedPending.count, 0, "the batch committed before the kill is still pending")
+        XCTAssertGreaterThan(Set(committedPending.map { $0.split(separator: " ")[0] }).count, 1, "that batch spans several slot streams")
+
+        try drain(cluster, db: db, group: group, extra: ["--consumer", "k1"])
+        let (inRedis, _) = try streamEntries(cluster)
+        let rows = try sqlite(db, "SELECT stream || ' ' || entry_id FROM statements")
+        XCTAssertEqual(rows.count, inRedis.count, "one row per entry")
+        XCTAssertEqual(Set(rows), Set(inRedis), "the same (stream, entry id) pairs")
+        XCTAssertEqual(try sqliteInt(db, "SELECT SUM(duplicates) FROM replay_progress WHERE group_name = '\(group)'"), committedPending.count,
+                       "exactly the committed, unacknowledged entries came back and were ignored")
+        XCTAssertEqual(try sqliteInt(db, "SELECT SUM(applied) FROM replay_progress WHERE group_name = '\(group)'"), inRedis.count)
+        let audit = try audit(cluster, db: db, group: group)
+        XCTAssertEqual(audit.status, 0, audit.output)
+    }
+}
+
+extension ClusterReplayTests {
     /// `serve`'s replayer gauges and lag warning on a cluster (metric names
     /// as on one Redis): the lag of the `replayer` group summed over the slot
     /// streams of every master. It appears while no replayer runs, goes to

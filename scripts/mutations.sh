@@ -44,6 +44,7 @@ declare -A TESTS=(
   [replay-ignores-xadd-keyevents]='IntegrationTests.ClusterReplayTests/testRunningReplayerWakesOnXadd'
   [replay-sweeps-once]='IntegrationTests.ClusterReplayTests/testSweepFindsEntries'
   [cluster-ack-before-commit]='IntegrationTests.ClusterReplayTests/testKilledBetweenCommitAndAck'
+  [cluster-replay-gives-up-on-failover]='IntegrationTests.ClusterFailoverTests'
   [cluster-lag-reading-kept]='IntegrationTests.ClusterReplayTests/testServeExports'
   [statements-keyed-by-entry-id-alone]='IntegrationTests.(ClusterReplayTests/testDrainTakes|StatementStoreMigrationTests)'
   [iso-secondary-bitmap-read-as-field]='IntegrationTests.ISO8583Tests/testEcho'

@@ -198,23 +198,39 @@ struct Serve: ParsableCommand {
         // The replayer's lag, read off the hot path. One Redis: the sampler
         // sets the gauges every second and the monitor warns. A cluster: the
         // ledger is one stream per slot, summed over the masters, so it is
-        // read only by the monitor (every 10 s), whose readings set the gauges.
+        // read only by the monitor (every 10 s), whose readings set the gauges,
+        // on a thread and connections of its own: a full reading handles
+        // thousands of replies, which must not delay a shard's terminals.
         let readLag: @Sendable () -> EventLoopFuture<ReplayerLag>
-        if let adminRouter {
-            let reader = ClusterLagReader(router: adminRouter)
+        let lagLoop: EventLoop
+        var lagGroup: MultiThreadedEventLoopGroup?
+        var lagRouter: ClusterRouter?
+        if case .cluster(let seeds) = target {
+            let ownGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            lagGroup = ownGroup
+            let router = ClusterRouter(seeds: seeds, eventLoop: ownGroup.next(), logger: logger)
+            lagRouter = router
+            try router.connect().wait()
+            let reader = ClusterLagReader(router: router)
             readLag = { reader.read() }
+            lagLoop = router.eventLoop
         } else {
             let reader = ReplayerLagReader.single(admin)
             readLag = { reader.read() }
+            lagLoop = admin.eventLoop
+        }
+        defer {
+            lagRouter?.close()
+            try? lagGroup?.syncShutdownGracefully()
         }
         let metricsEndpoint = try startMetrics(
-            metrics, group: group, authorizer: authorizer, redis: admin, readLag: adminRouter == nil ? readLag : nil, logger: logger
+            metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : readLag, logger: logger
         )
         let lagWatch = ReplayerLagMonitor(
-            eventLoop: admin.eventLoop, group: Keys.replayGroup,
+            eventLoop: lagLoop, group: Keys.replayGroup,
             threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger, read: readLag
-        ).start(every: .seconds(10)) { lag in
-            if adminRouter != nil { metrics.statementsStream(lag) }
+        ).start(every: .seconds(10)) { [isCluster = target.isCluster] lag in
+            if isCluster { metrics.statementsStream(lag) }
         }
 
         var options = TerminalServer.Options()

@@ -45,6 +45,7 @@ declare -A TESTS=(
   [replay-sweeps-once]='IntegrationTests.ClusterReplayTests/testSweepFindsEntries'
   [cluster-ack-before-commit]='IntegrationTests.ClusterReplayTests/testKilledBetweenCommitAndAck'
   [cluster-replay-gives-up-on-failover]='IntegrationTests.ClusterFailoverTests'
+  [wake-during-attempt-lost]='IntegrationTests.JobStateMachineTests'
   [cluster-lag-reading-kept]='IntegrationTests.ClusterReplayTests/testServeExports'
   [statements-keyed-by-entry-id-alone]='IntegrationTests.(ClusterReplayTests/testDrainTakes|StatementStoreMigrationTests)'
   [iso-secondary-bitmap-read-as-field]='IntegrationTests.ISO8583Tests/testEcho'

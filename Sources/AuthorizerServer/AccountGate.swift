@@ -165,8 +165,7 @@ final class AccountGate: Sendable {
     // MARK: - The head of an account's queue
 
     private func attempt(_ job: Job) {
-        job.phase = .attempting
-        job.wokenDuringAttempt = false
+        job.machine.attemptStarted()
         let started = NIODeadline.now()
         let call: ServerMetrics.RedisCall
         let reply: EventLoopFuture<RESPValue>
@@ -191,7 +190,7 @@ final class AccountGate: Sendable {
     }
 
     private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, started: NIODeadline) {
-        guard job.phase != .done else { return }
+        guard !job.machine.isDone else { return }
         let reply: AuthorizeReply
         switch result {
         case .failure(let error):
@@ -251,7 +250,7 @@ final class AccountGate: Sendable {
         let left = (job.answerBy ?? (NIODeadline.now() + config.replicaAckTimeout)) - config.answerMargin - NIODeadline.now()
         let timeoutMs = Int(max(1, min(left.nanoseconds, config.replicaAckTimeout.nanoseconds) / 1_000_000))
         redis.waitForReplicas(config.replicaAcks, timeoutMs: timeoutMs, afterWritingTo: Keys.account(job.account)).assumeIsolated().whenComplete { result in
-            guard job.phase != .done else { return }
+            guard !job.machine.isDone else { return }
             let acknowledged = (try? result.get()) ?? 0
             if acknowledged >= self.config.replicaAcks {
                 self.finish(job, decision, unlock: true)
@@ -272,66 +271,59 @@ final class AccountGate: Sendable {
     }
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {
-        if NIODeadline.now() >= job.deadline {
+        switch job.machine.locked(pastDeadline: NIODeadline.now() >= job.deadline, registered: job.ticket != nil) {
+        case .declineBusy:
             decline(job, reason: .accountBusy)
-            return
-        }
-        armDeadline(job)
-        guard job.ticket != nil else {
-            // First LOCKED: register, then look at the lock once more, so an
-            // unlock that landed before the subscription was live is not missed.
-            job.phase = .registering
-            let boundJob = NIOLoopBound(job, eventLoop: eventLoop)
-            watcher.register(
-                lockKey: Keys.lock(job.account),
-                // On a cluster: the master that just answered LOCKED owns the slot now.
-                owner: (redis as? ClusterRouter)?.master(ofSlot: HashSlot.of(key: Keys.lock(job.account))),
-                on: eventLoop
-            ) {
-                // Runs on this shard's event loop.
-                self.woken(boundJob.value)
-            }.assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let ticket):
-                    job.ticket = ticket
-                    if job.phase == .done {
-                        self.watcher.unregister(ticket)
-                    } else {
-                        self.attempt(job)
-                    }
-                case .failure(let error):
-                    // No notifications: fall back to the holder's TTL and the deadline.
-                    self.logger.warning("lock watch failed", metadata: ["error": "\(error)"])
-                    guard job.phase != .done else { return }
-                    job.phase = .waiting
-                    self.scheduleRetry(job, after: .milliseconds(max(1, min(pttl, 5))))
-                }
-            }
-            return
-        }
-        if job.wokenDuringAttempt {
+        case .register:
+            armDeadline(job)
+            register(job, pttl: pttl)
+        case .attemptAgain:
+            armDeadline(job)
             attempt(job)
-            return
+        case .wait:
+            armDeadline(job)
+            if pttl >= 0 {
+                // Redis expires keys lazily: retry when the holder's TTL is over
+                // rather than waiting for the `expired` event alone.
+                scheduleRetry(job, after: .milliseconds(pttl + 1))
+            }
         }
-        job.phase = .waiting
-        if pttl >= 0 {
-            // Redis expires keys lazily: retry when the holder's TTL is over
-            // rather than waiting for the `expired` event alone.
-            scheduleRetry(job, after: .milliseconds(pttl + 1))
+    }
+
+    /// First LOCKED: register, then look at the lock once more, so an
+    /// unlock that landed before the subscription was live is not missed.
+    private func register(_ job: Job, pttl: Int64) {
+        let boundJob = NIOLoopBound(job, eventLoop: eventLoop)
+        watcher.register(
+            lockKey: Keys.lock(job.account),
+            // On a cluster: the master that just answered LOCKED owns the slot now.
+            owner: (redis as? ClusterRouter)?.master(ofSlot: HashSlot.of(key: Keys.lock(job.account))),
+            on: eventLoop
+        ) {
+            // Runs on this shard's event loop.
+            self.woken(boundJob.value)
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let ticket):
+                job.ticket = ticket
+                switch job.machine.registrationSucceeded() {
+                case .unregister: self.watcher.unregister(ticket)
+                case .attempt: self.attempt(job)
+                }
+            case .failure(let error):
+                // No notifications: fall back to the holder's TTL and the deadline.
+                self.logger.warning("lock watch failed", metadata: ["error": "\(error)"])
+                guard job.machine.registrationFailed() else { return }
+                self.scheduleRetry(job, after: .milliseconds(max(1, min(pttl, 5))))
+            }
         }
     }
 
     private func woken(_ job: Job) {
-        switch job.phase {
-        case .waiting:
-            job.retryTask?.cancel()
-            job.retryTask = nil
-            attempt(job)
-        case .attempting, .registering:
-            job.wokenDuringAttempt = true
-        case .queued, .done:
-            break
-        }
+        guard job.machine.woken() == .attempt else { return }
+        job.retryTask?.cancel()
+        job.retryTask = nil
+        attempt(job)
     }
 
     private func scheduleRetry(_ job: Job, after delay: TimeAmount) {
@@ -339,7 +331,7 @@ final class AccountGate: Sendable {
         guard NIODeadline.now() + delay < job.deadline else { return }
         job.retryTask = eventLoop.assumeIsolated().scheduleTask(in: delay) {
             job.retryTask = nil
-            if job.phase == .waiting { self.attempt(job) }
+            if job.machine.retryIsDue { self.attempt(job) }
         }
     }
 
@@ -347,15 +339,7 @@ final class AccountGate: Sendable {
         guard job.deadlineTask == nil else { return }
         job.deadlineTask = eventLoop.assumeIsolated().scheduleTask(deadline: job.deadline) {
             job.deadlineTask = nil
-            switch job.phase {
-            case .queued, .waiting:
-                self.decline(job, reason: .accountBusy)
-            case .attempting, .registering:
-                // The script in flight decides; a LOCKED answer is declined then.
-                break
-            case .done:
-                break
-            }
+            if job.machine.lockDeadlinePassed() == .declineBusy { self.decline(job, reason: .accountBusy) }
         }
     }
 
@@ -364,9 +348,9 @@ final class AccountGate: Sendable {
     /// A 07 decided here rather than by the script: recorded in the
     /// statements stream before the terminal hears it.
     private func decline(_ job: Job, reason: RejectReason) {
-        guard job.phase != .done else { return }
+        guard !job.machine.isDone else { return }
         let wasHead = state.value.queues[job.account]?.first === job
-        job.phase = .done
+        job.machine.finished()
         cancelTimers(job)
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: true) }
         let decision = Decision.rejected(reason)
@@ -421,7 +405,7 @@ final class AccountGate: Sendable {
         job.answerTask = eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - config.answerMargin) {
             job.answerTask = nil
             guard !job.answered else { return }
-            if job.phase == .attempting {
+            if job.machine.answerMarginReached() == .timeOut {
                 self.timeOut(job)
                 return
             }
@@ -429,13 +413,13 @@ final class AccountGate: Sendable {
             job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - .microseconds(500)) {
                 job.answerTask = nil
                 guard !job.answered else { return }
-                switch job.phase {
-                case .attempting:
+                switch job.machine.lastMomentReached() {
+                case .timeOut:
                     self.timeOut(job)
-                case .done:
+                case .answerDeclined:
                     // Declined; its ledger record is not back yet.
                     self.answer(job, job.declined ?? .rejected(.accountBusy))
-                case .queued, .waiting, .registering:
+                case .declineAndAnswer:
                     // No script of this job in flight: nothing can run later.
                     self.decline(job, reason: .accountBusy)
                     self.answer(job, job.declined ?? .rejected(.accountBusy))
@@ -484,8 +468,8 @@ final class AccountGate: Sendable {
     }
 
     private func finish(_ job: Job, _ decision: Decision, unlock: Bool) {
-        assert(job.phase != .done)
-        job.phase = .done
+        assert(!job.machine.isDone)
+        job.machine.finished()
         cancelTimers(job)
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: false) }
         answer(job, decision)
@@ -521,7 +505,7 @@ final class AccountGate: Sendable {
     private func advance(_ account: String) {
         guard var queue = state.value.queues.removeValue(forKey: account) else { return }
         _ = queue.popFirst()
-        while let head = queue.first, head.phase == .done { _ = queue.popFirst() }
+        while let head = queue.first, head.machine.isDone { _ = queue.popFirst() }
         guard let next = queue.first else { return }
         state.value.queues[account] = queue
         attempt(next)
@@ -535,7 +519,7 @@ final class AccountGate: Sendable {
             var waiters = 0
             for queue in self.state.value.queues.values {
                 var waiting = 0
-                for (index, job) in queue.enumerated() where job.phase != .done {
+                for (index, job) in queue.enumerated() where !job.machine.isDone {
                     if index > 0 || job.waited { waiting += 1 }
                 }
                 if waiting > 0 {
@@ -557,7 +541,6 @@ enum Operation {
 
 /// One request inside a shard. Confined to the shard's event loop.
 private final class Job {
-    enum Phase { case queued, attempting, registering, waiting, done }
 
     let operation: Operation
     let account: String
@@ -572,11 +555,11 @@ private final class Job {
     var answerTask: Scheduled<Void>?
     /// The 07 given by `decline`, answered when its record is back or at `answerBy`.
     var declined: Decision?
-    var phase: Phase = .queued
+    /// The phase, and what each event asks of the gate.
+    var machine = JobStateMachine()
     var waited = false
     /// When the request started waiting for its account (queued or LOCKED), if it did.
     var waitStartedAt: NIODeadline?
-    var wokenDuringAttempt = false
     var ticket: WaiterRegistry.Ticket?
     var deadlineTask: Scheduled<Void>?
     var retryTask: Scheduled<Void>?

@@ -38,12 +38,25 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The ledger streams as Redis keeps them: stream ids, entry and XINFO
+        // decoding, consumer-group info and the one definition of replayer lag.
+        .target(
+            name: "Ledger",
+            dependencies: [
+                "AuthorizerCore",
+                "RedisWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Terminal server, authorization flow, per-account gate, rules cache.
         .target(
             name: "AuthorizerServer",
             dependencies: [
                 "AuthorizerCore",
                 "RedisWire",
+                "Ledger",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -62,6 +75,7 @@ let package = Package(
             dependencies: [
                 "AuthorizerCore",
                 "RedisWire",
+                "Ledger",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -92,6 +106,7 @@ let package = Package(
                 "AuthorizerCore",
                 "RedisWire",
                 "AuthorizerServer",
+                "Ledger",
                 "Replayer",
                 "LoadGenerator",
                 "MetricsScrape",
@@ -104,6 +119,7 @@ let package = Package(
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
         .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
+        .testTarget(name: "LedgerTests", dependencies: ["Ledger", "RedisWire"]),
         .testTarget(
             name: "MetricsScrapeTests",
             dependencies: [

@@ -178,12 +178,11 @@ final class AccountGate: Sendable {
     private func keepsLock(_ job: Job) -> Bool {
         if job.isReversal || config.replicaAcks > 0 { return true }
         guard let queue = state.value.queues[job.account] else { return false }
-        return queue.contains { $0 !== job && $0.phase != .done }
+        return queue.contains { $0 !== job && !$0.machine.isDone }
     }
 
     private func attempt(_ job: Job) {
-        job.phase = .attempting
-        job.wokenDuringAttempt = false
+        job.machine.attemptStarted()
         if let inherited = state.value.heldLocks.removeValue(forKey: job.account) {
             job.lockToken = inherited
             job.inheritedLock = true
@@ -222,7 +221,7 @@ final class AccountGate: Sendable {
     }
 
     private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, started: NIODeadline) {
-        guard job.phase != .done else { return }
+        guard !job.machine.isDone else { return }
         let reply: AuthorizeReply
         switch result {
         case .failure(let error):
@@ -284,7 +283,7 @@ final class AccountGate: Sendable {
         let left = (job.answerBy ?? (NIODeadline.now() + config.replicaAckTimeout)) - config.answerMargin - NIODeadline.now()
         let timeoutMs = Int(max(1, min(left.nanoseconds, config.replicaAckTimeout.nanoseconds) / 1_000_000))
         redis.waitForReplicas(config.replicaAcks, timeoutMs: timeoutMs, afterWritingTo: Keys.account(job.account)).assumeIsolated().whenComplete { result in
-            guard job.phase != .done else { return }
+            guard !job.machine.isDone else { return }
             let acknowledged = (try? result.get()) ?? 0
             if acknowledged >= self.config.replicaAcks {
                 self.finish(job, decision, unlock: true)
@@ -305,66 +304,59 @@ final class AccountGate: Sendable {
     }
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {
-        if NIODeadline.now() >= job.deadline {
+        switch job.machine.locked(pastDeadline: NIODeadline.now() >= job.deadline, registered: job.ticket != nil) {
+        case .declineBusy:
             decline(job, reason: .accountBusy)
-            return
-        }
-        armDeadline(job)
-        guard job.ticket != nil else {
-            // First LOCKED: register, then look at the lock once more, so an
-            // unlock that landed before the subscription was live is not missed.
-            job.phase = .registering
-            let boundJob = NIOLoopBound(job, eventLoop: eventLoop)
-            watcher.register(
-                lockKey: Keys.lock(job.account),
-                // On a cluster: the master that just answered LOCKED owns the slot now.
-                owner: (redis as? ClusterRouter)?.master(ofSlot: HashSlot.of(key: Keys.lock(job.account))),
-                on: eventLoop
-            ) {
-                // Runs on this shard's event loop.
-                self.woken(boundJob.value)
-            }.assumeIsolated().whenComplete { result in
-                switch result {
-                case .success(let ticket):
-                    job.ticket = ticket
-                    if job.phase == .done {
-                        self.watcher.unregister(ticket)
-                    } else {
-                        self.attempt(job)
-                    }
-                case .failure(let error):
-                    // No notifications: fall back to the holder's TTL and the deadline.
-                    self.logger.warning("lock watch failed", metadata: ["error": "\(error)"])
-                    guard job.phase != .done else { return }
-                    job.phase = .waiting
-                    self.scheduleRetry(job, after: .milliseconds(max(1, min(pttl, 5))))
-                }
-            }
-            return
-        }
-        if job.wokenDuringAttempt {
+        case .register:
+            armDeadline(job)
+            register(job, pttl: pttl)
+        case .attemptAgain:
+            armDeadline(job)
             attempt(job)
-            return
+        case .wait:
+            armDeadline(job)
+            if pttl >= 0 {
+                // Redis expires keys lazily: retry when the holder's TTL is over
+                // rather than waiting for the `expired` event alone.
+                scheduleRetry(job, after: .milliseconds(pttl + 1))
+            }
         }
-        job.phase = .waiting
-        if pttl >= 0 {
-            // Redis expires keys lazily: retry when the holder's TTL is over
-            // rather than waiting for the `expired` event alone.
-            scheduleRetry(job, after: .milliseconds(pttl + 1))
+    }
+
+    /// First LOCKED: register, then look at the lock once more, so an
+    /// unlock that landed before the subscription was live is not missed.
+    private func register(_ job: Job, pttl: Int64) {
+        let boundJob = NIOLoopBound(job, eventLoop: eventLoop)
+        watcher.register(
+            lockKey: Keys.lock(job.account),
+            // On a cluster: the master that just answered LOCKED owns the slot now.
+            owner: (redis as? ClusterRouter)?.master(ofSlot: HashSlot.of(key: Keys.lock(job.account))),
+            on: eventLoop
+        ) {
+            // Runs on this shard's event loop.
+            self.woken(boundJob.value)
+        }.assumeIsolated().whenComplete { result in
+            switch result {
+            case .success(let ticket):
+                job.ticket = ticket
+                switch job.machine.registrationSucceeded() {
+                case .unregister: self.watcher.unregister(ticket)
+                case .attempt: self.attempt(job)
+                }
+            case .failure(let error):
+                // No notifications: fall back to the holder's TTL and the deadline.
+                self.logger.warning("lock watch failed", metadata: ["error": "\(error)"])
+                guard job.machine.registrationFailed() else { return }
+                self.scheduleRetry(job, after: .milliseconds(max(1, min(pttl, 5))))
+            }
         }
     }
 
     private func woken(_ job: Job) {
-        switch job.phase {
-        case .waiting:
-            job.retryTask?.cancel()
-            job.retryTask = nil
-            attempt(job)
-        case .attempting, .registering:
-            job.wokenDuringAttempt = true
-        case .queued, .done:
-            break
-        }
+        guard job.machine.woken() == .attempt else { return }
+        job.retryTask?.cancel()
+        job.retryTask = nil
+        attempt(job)
     }
 
     private func scheduleRetry(_ job: Job, after delay: TimeAmount) {
@@ -372,7 +364,7 @@ final class AccountGate: Sendable {
         guard NIODeadline.now() + delay < job.deadline else { return }
         job.retryTask = eventLoop.assumeIsolated().scheduleTask(in: delay) {
             job.retryTask = nil
-            if job.phase == .waiting { self.attempt(job) }
+            if job.machine.retryIsDue { self.attempt(job) }
         }
     }
 
@@ -380,15 +372,7 @@ final class AccountGate: Sendable {
         guard job.deadlineTask == nil else { return }
         job.deadlineTask = eventLoop.assumeIsolated().scheduleTask(deadline: job.deadline) {
             job.deadlineTask = nil
-            switch job.phase {
-            case .queued, .waiting:
-                self.decline(job, reason: .accountBusy)
-            case .attempting, .registering:
-                // The script in flight decides; a LOCKED answer is declined then.
-                break
-            case .done:
-                break
-            }
+            if job.machine.lockDeadlinePassed() == .declineBusy { self.decline(job, reason: .accountBusy) }
         }
     }
 
@@ -397,9 +381,9 @@ final class AccountGate: Sendable {
     /// A 07 decided here rather than by the script: recorded in the
     /// statements stream before the terminal hears it.
     private func decline(_ job: Job, reason: RejectReason) {
-        guard job.phase != .done else { return }
+        guard !job.machine.isDone else { return }
         let wasHead = state.value.queues[job.account]?.first === job
-        job.phase = .done
+        job.machine.finished()
         cancelTimers(job)
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: true) }
         let decision = Decision.rejected(reason)
@@ -454,7 +438,7 @@ final class AccountGate: Sendable {
         job.answerTask = eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - config.answerMargin) {
             job.answerTask = nil
             guard !job.answered else { return }
-            if job.phase == .attempting {
+            if job.machine.answerMarginReached() == .timeOut {
                 self.timeOut(job)
                 return
             }
@@ -462,13 +446,13 @@ final class AccountGate: Sendable {
             job.answerTask = self.eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - .microseconds(500)) {
                 job.answerTask = nil
                 guard !job.answered else { return }
-                switch job.phase {
-                case .attempting:
+                switch job.machine.lastMomentReached() {
+                case .timeOut:
                     self.timeOut(job)
-                case .done:
+                case .answerDeclined:
                     // Declined; its ledger record is not back yet.
                     self.answer(job, job.declined ?? .rejected(.accountBusy))
-                case .queued, .waiting, .registering:
+                case .declineAndAnswer:
                     // No script of this job in flight: nothing can run later.
                     self.decline(job, reason: .accountBusy)
                     self.answer(job, job.declined ?? .rejected(.accountBusy))
@@ -519,8 +503,8 @@ final class AccountGate: Sendable {
     /// `unlock`: the job may hold the account lock (under `lockToken`). Its
     /// next request inherits it, or it is released (see `advance`).
     private func finish(_ job: Job, _ decision: Decision, unlock: Bool) {
-        assert(job.phase != .done)
-        job.phase = .done
+        assert(!job.machine.isDone)
+        job.machine.finished()
         cancelTimers(job)
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: false) }
         answer(job, decision)
@@ -553,7 +537,7 @@ final class AccountGate: Sendable {
             return
         }
         _ = queue.popFirst()
-        while let head = queue.first, head.phase == .done { _ = queue.popFirst() }
+        while let head = queue.first, head.machine.isDone { _ = queue.popFirst() }
         guard let next = queue.first else {
             releaseHeldLock(account)
             return
@@ -581,7 +565,7 @@ final class AccountGate: Sendable {
             var waiters = 0
             for queue in self.state.value.queues.values {
                 var waiting = 0
-                for (index, job) in queue.enumerated() where job.phase != .done {
+                for (index, job) in queue.enumerated() where !job.machine.isDone {
                     if index > 0 || job.waited { waiting += 1 }
                 }
                 if waiting > 0 {
@@ -603,7 +587,6 @@ enum Operation {
 
 /// One request inside a shard. Confined to the shard's event loop.
 private final class Job {
-    enum Phase { case queued, attempting, registering, waiting, done }
 
     let operation: Operation
     let account: String
@@ -624,11 +607,11 @@ private final class Job {
     var answerTask: Scheduled<Void>?
     /// The 07 given by `decline`, answered when its record is back or at `answerBy`.
     var declined: Decision?
-    var phase: Phase = .queued
+    /// The phase, and what each event asks of the gate.
+    var machine = JobStateMachine()
     var waited = false
     /// When the request started waiting for its account (queued or LOCKED), if it did.
     var waitStartedAt: NIODeadline?
-    var wokenDuringAttempt = false
     var ticket: WaiterRegistry.Ticket?
     var deadlineTask: Scheduled<Void>?
     var retryTask: Scheduled<Void>?

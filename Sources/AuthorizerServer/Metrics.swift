@@ -1,4 +1,5 @@
 import AuthorizerCore
+import Ledger
 import Metrics
 #if canImport(Glibc)
 import Glibc
@@ -331,12 +332,12 @@ public final class ServerMetrics: Sendable {
 
     // MARK: - Statements stream
 
-    public func statementsStream(_ status: StatementsStreamStatus) {
-        streamLength.record(status.length)
+    public func statementsStream(_ lag: ReplayerLag) {
+        streamLength.record(lag.length)
         // NaN (Prometheus' "unknown") when the Redis user may not look.
-        replayerLagEntries.record(status.lagEntries.map(Double.init) ?? .nan)
-        replayerLagSeconds.record(status.lagSeconds ?? .nan)
-        replayerPending.record(status.pendingEntries)
+        replayerLagEntries.record(lag.undelivered.map(Double.init) ?? .nan)
+        replayerLagSeconds.record(lag.lagSeconds ?? .nan)
+        replayerPending.record(lag.pending)
     }
 
     // MARK: - Exposition

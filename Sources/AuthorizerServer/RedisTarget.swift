@@ -23,9 +23,16 @@ public enum RedisTarget: Sendable {
     }
 
     /// Whether the node behind `client` runs in cluster mode (INFO cluster).
+    /// A user without INFO (the read-only operator): CLUSTER SLOTS answers
+    /// on a cluster and refuses on a single Redis.
     public static func isCluster(_ client: RedisClient) -> EventLoopFuture<Bool> {
         client.send(RedisCommand("INFO", "cluster")).map { reply in
             (reply.string ?? "").contains("cluster_enabled:1")
+        }.flatMapError { error in
+            guard case RedisError.server(let message) = error, message.hasPrefix("NOPERM") else {
+                return client.eventLoop.makeFailedFuture(error)
+            }
+            return client.send(RedisCommand("CLUSTER", "SLOTS")).map { !($0.array ?? []).isEmpty }.recover { _ in false }
         }
     }
 

@@ -1,3 +1,4 @@
+import Ledger
 import RedisWire
 
 /// The names the ledger pipeline uses in Redis (see README, "Statements, replay and audit").

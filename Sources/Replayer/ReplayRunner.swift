@@ -1,5 +1,6 @@
 import AuthorizerCore
 import Foundation
+import Ledger
 import Logging
 import NIOCore
 import RedisWire

@@ -1,4 +1,5 @@
 import AuthorizerCore
+import Ledger
 import RedisWire
 
 /// Statements into SQLite, exactly once by entry id.

@@ -1,4 +1,5 @@
 import AuthorizerCore
+import Ledger
 
 /// What a statement records (the stream's `type` field).
 public enum StatementKind: String, Sendable, CaseIterable {

@@ -1,6 +1,7 @@
 import AuthorizerCore
 import Foundation
 import GRDB
+import Ledger
 
 /// The statements database: one row per stream entry, keyed by the entry id,
 /// so applying an entry twice is a no-op (exactly-once effect).

@@ -1,4 +1,5 @@
 import AuthorizerCore
+import Ledger
 import Logging
 import RedisWire
 

@@ -1,13 +1,14 @@
-import AuthorizerCore
 import ArgumentParser
+import AuthorizerCore
+import AuthorizerServer
 import Dispatch
 import Foundation
+import Ledger
 import Logging
 import NIOCore
 import NIOPosix
-import Replayer
 import RedisWire
-import AuthorizerServer
+import Replayer
 
 /// The ledger's Redis: one node, or a cluster's seeds (detected by asking
 /// the first node for `cluster_enabled`). `--redis`, else the role's URL(s).
@@ -16,28 +17,9 @@ private func ledgerTarget(_ options: RedisOptions, roleVariable: String) throws 
     if options.redis == nil, let urls = ProcessInfo.processInfo.environment[roleVariable] {
         options.redis = urls
     }
-    let endpoints = try options.endpoints()
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     defer { try? group.syncShutdownGracefully() }
-    let probe = RedisClient(endpoint: endpoints[0], eventLoop: group.next(), logger: Logger(label: "authorizer.probe", factory: { _ in SwiftLogNoOpLogHandler() }))
-    defer { probe.close() }
-    let clustered: Bool
-    do {
-        clustered = try RedisTarget.isCluster(probe).wait()
-    } catch RedisError.server(let message) where message.hasPrefix("NOPERM") {
-        // A user without INFO (the read-only operator, an older ACL file):
-        // CLUSTER SLOTS answers on a cluster and refuses on a single Redis.
-        do {
-            clustered = !((try probe.send(RedisCommand("CLUSTER", "SLOTS")).wait().array) ?? []).isEmpty
-        } catch {
-            clustered = false
-        }
-    } catch {
-        throw ValidationError("cannot use \(endpoints[0]): \(error)")
-    }
-    if clustered { return .cluster(seeds: endpoints) }
-    guard endpoints.count == 1 else { throw ValidationError("several --redis URLs are seeds of a Redis Cluster, but \(endpoints[0]) is not in cluster mode") }
-    return .single(endpoints[0])
+    return try options.target(on: group.next())
 }
 
 struct Replay: ParsableCommand {

@@ -1,7 +1,9 @@
 import ArgumentParser
+import AuthorizerCore
 import AuthorizerServer
 import Dispatch
 import Foundation
+import Ledger
 import Logging
 import NIOCore
 import NIOPosix
@@ -199,13 +201,43 @@ struct Serve: ParsableCommand {
         )
         try authorizer.connect().wait()
         authorizer.applyOwedReversals()
-        let metricsEndpoint = try startMetrics(metrics, group: group, authorizer: authorizer, redis: admin, readsStream: !target.isCluster, logger: logger)
-        // Off the hot path: warns (and the metrics sampler exports the lag) while the replayer falls behind.
-        // One Redis only: on a cluster the ledger is one stream per slot.
-        let lagWatch = target.isCluster ? nil : ReplayerLagMonitor(
-            redis: admin, group: "replayer",
-            threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger
-        ).start(every: .seconds(10))
+        // The replayer's lag, read off the hot path. One Redis: the sampler
+        // sets the gauges every second and the monitor warns. A cluster: the
+        // ledger is one stream per slot, summed over the masters, so it is
+        // read only by the monitor (every 10 s), whose readings set the gauges,
+        // on a thread and connections of its own: a full reading handles
+        // thousands of replies, which must not delay a shard's terminals.
+        let readLag: @Sendable () -> EventLoopFuture<ReplayerLag>
+        let lagLoop: EventLoop
+        var lagGroup: MultiThreadedEventLoopGroup?
+        var lagRouter: ClusterRouter?
+        if case .cluster(let seeds) = target {
+            let ownGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            lagGroup = ownGroup
+            let router = ClusterRouter(seeds: seeds, eventLoop: ownGroup.next(), logger: logger)
+            lagRouter = router
+            try router.connect().wait()
+            let reader = ClusterLagReader(router: router)
+            readLag = { reader.read() }
+            lagLoop = router.eventLoop
+        } else {
+            let reader = ReplayerLagReader.single(admin)
+            readLag = { reader.read() }
+            lagLoop = admin.eventLoop
+        }
+        defer {
+            lagRouter?.close()
+            try? lagGroup?.syncShutdownGracefully()
+        }
+        let metricsEndpoint = try startMetrics(
+            metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : readLag, logger: logger
+        )
+        let lagWatch = ReplayerLagMonitor(
+            eventLoop: lagLoop, group: Keys.replayGroup,
+            threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger, read: readLag
+        ).start(every: .seconds(10)) { [isCluster = target.isCluster] lag in
+            if isCluster { metrics.statementsStream(lag) }
+        }
 
         var options = TerminalServer.Options()
         options.host = host
@@ -256,7 +288,7 @@ struct Serve: ParsableCommand {
         if journal.count > 0 {
             logger.warning("reversals still owed at stop; they stay in the journal for the next start", metadata: ["count": "\(journal.count)", "journal": "\(journal.path)"])
         }
-        lagWatch?.cancel()
+        lagWatch.cancel()
         metricsEndpoint?.sampler.stop()
         try? metricsEndpoint?.server.close().wait()
         rules.stop()
@@ -270,14 +302,15 @@ struct Serve: ParsableCommand {
 
     /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.
     private func startMetrics(
-        _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient, readsStream: Bool, logger: Logger
+        _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient,
+        readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?, logger: Logger
     ) throws -> (server: MetricsServer, sampler: MetricsSampler)? {
         guard let metricsPort else { return nil }
         var options = MetricsServer.Options()
         options.host = metricsHost
         options.port = metricsPort
         let server = try MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).wait()
-        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, readsStream: readsStream, logger: logger)
+        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, readLag: readLag, logger: logger)
         logger.info("metrics listening", metadata: ["host": "\(metricsHost)", "port": "\(server.localPort ?? metricsPort)", "path": "/metrics"])
         return (server, sampler)
     }

@@ -1,8 +1,9 @@
 import ArgumentParser
 import AuthorizerCore
 import AuthorizerServer
-import MetricsScrape
 import Foundation
+import Ledger
+import MetricsScrape
 import NIOCore
 import NIOPosix
 import RedisWire
@@ -35,9 +36,9 @@ struct Top: ParsableCommand {
 
     func run() throws {
         let url = try MetricsURL(metrics)
-        let redis = CLIRedis(endpoint: try redisOptions.endpoint())
+        let redis = try CLIRedis(options: redisOptions)
         defer { redis.shutdown() }
-        let source = TopSource(redis: redis, metrics: url)
+        let source = TopSource(redis: redis, metrics: url, clusterLag: redis.router.map { ClusterLagReader(router: $0) })
         if once {
             let snapshot = source.sample()
             print(TopView(redisLabel: "\(redis.client.endpoint)", metricsLabel: url.description).render(snapshot, previous: nil), terminator: "")
@@ -67,7 +68,7 @@ struct TopSnapshot {
     var time: Date
     var metrics: PrometheusSample?
     var metricsError: String?
-    var stream: StatementsStreamStatus?
+    var stream: ReplayerLag?
     var locks: LockScan?
     var redisError: String?
 
@@ -89,13 +90,15 @@ struct LockScan {
 struct TopSource {
     let redis: CLIRedis
     let metrics: MetricsURL
+    /// On a cluster: the lag summed over every master's slot streams.
+    let clusterLag: ClusterLagReader?
 
     func sample() -> TopSnapshot {
         var snapshot = TopSnapshot(time: Date())
         let loop = redis.group.next()
         let scrape = MetricsScraper.get(metrics, on: loop)
         do {
-            snapshot.stream = try StatementsStreamStatus.read(from: redis.client).wait()
+            snapshot.stream = try (clusterLag?.read() ?? ReplayerLagReader.single(redis.client).read()).wait()
             snapshot.locks = try scanLocks()
         } catch {
             snapshot.redisError = "\(error)"
@@ -109,27 +112,38 @@ struct TopSource {
         return snapshot
     }
 
+    /// Every Redis that holds keys: the one, or each master (SCAN is node-local).
+    private func lockHolders() throws -> [RedisClient] {
+        guard let router = redis.router else { return [redis.client] }
+        return try router.eventLoop.flatSubmit {
+            router.topology.map { $0.masters.map { router.client(for: $0) } }
+        }.wait()
+    }
+
     private func scanLocks() throws -> LockScan {
         var scan = LockScan()
-        var cursor = "0"
         var calls = 0
-        var keys: [String] = []
-        repeat {
-            let reply = try redis.send(RedisCommand("SCAN", cursor, "MATCH", "lock:*", "COUNT", String(LockScan.countPerCall)))
-            guard let items = reply.array, items.count == 2, let next = items[0].string else {
-                throw RedisError.unexpectedReply("\(reply)")
-            }
-            let batch = items[1].array ?? []
-            scan.count += batch.count
-            for key in batch where keys.count < LockScan.shown {
-                if let key = key.string { keys.append(key) }
-            }
-            cursor = next
-            calls += 1
-        } while cursor != "0" && calls < LockScan.maxCalls
-        scan.complete = cursor == "0"
-        let ttls = keys.map { redis.client.send(RedisCommand("PTTL", $0)) }
-        for (key, ttl) in zip(keys, ttls) {
+        var keys: [(key: String, holder: RedisClient)] = []
+        for holder in try lockHolders() {
+            var cursor = "0"
+            repeat {
+                let reply = try holder.send(RedisCommand("SCAN", cursor, "MATCH", "lock:*", "COUNT", String(LockScan.countPerCall))).wait()
+                guard let items = reply.array, items.count == 2, let next = items[0].string else {
+                    throw RedisError.unexpectedReply("\(reply)")
+                }
+                let batch = items[1].array ?? []
+                scan.count += batch.count
+                for key in batch where keys.count < LockScan.shown {
+                    if let key = key.string { keys.append((key, holder)) }
+                }
+                cursor = next
+                calls += 1
+            } while cursor != "0" && calls < LockScan.maxCalls
+            // The bound is over every node together.
+            if cursor != "0" { scan.complete = false }
+        }
+        let ttls = keys.map { $0.holder.send(RedisCommand("PTTL", $0.key)) }
+        for ((key, _), ttl) in zip(keys, ttls) {
             let pttl = try ttl.wait().int ?? -2
             if pttl != -2 { scan.sample.append((key, pttl)) }
         }
@@ -220,13 +234,13 @@ struct TopView {
         }
         out += "\nSTATEMENTS\n"
         if let stream = now.stream {
-            out += "  stream length \(stream.length)\n"
-            let entries = stream.lagEntries.map { "\(stream.lagIsLowerBound ? "at least " : "")\($0)" } ?? "unknown"
+            out += "  stream length \(stream.length)" + (stream.streams > 1 ? " (\(stream.streams) slot streams)\n" : "\n")
+            let entries = stream.undelivered.map { "\(stream.undeliveredIsLowerBound ? "at least " : "")\($0)" } ?? "unknown"
             let age = stream.lagSeconds.map { String(format: "oldest %.1f s", $0) } ?? "age unknown"
             if stream.groupExists {
-                out += "  replayer lag \(entries) entries (\(age))   pending \(stream.pendingEntries)   consumers \(stream.consumers)\n"
+                out += "  replayer lag \(entries) entries (\(age))   pending \(stream.pending)   consumers \(stream.consumers)\n"
             } else {
-                out += "  replayer lag \(entries) entries (\(age); no `\(StatementsStreamStatus.replayerGroup)` consumer group yet)\n"
+                out += "  replayer lag \(entries) entries (\(age); no `\(Keys.replayGroup)` consumer group yet)\n"
             }
         } else {
             out += "  redis unreachable: \(now.redisError ?? "unknown error")\n"

@@ -10,7 +10,9 @@ import XCTest
 /// promoted, requests for its slots are refused fast during the gap and
 /// approved again afterwards without restarting serve, and the books are
 /// exact: every `00` answered is in its account's balance and its slot
-/// stream, and every other answer left no debit.
+/// stream, and every other answer left no debit. A replayer running through
+/// the failover (no restart) takes every entry of every slot stream exactly
+/// once, every `00` among them, and the audit passes.
 final class ClusterFailoverTests: XCTestCase {
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
 
@@ -76,6 +78,18 @@ final class ClusterFailoverTests: XCTestCase {
             }
         }
         try victim.waitUntil(timeout: 20) { answers().filter { $0.code == "00" && onVictim($0.account) }.count > 50 }
+
+        // A replayer runs through the failover (its own group and database),
+        // draining the slot streams while their master dies.
+        let liveDatabase = cluster.users.appendingPathComponent("live.sqlite").path
+        let liveReplay = ChildProcess(name: "replay", executable: TestEnvironment.authorizerBinary, arguments: [
+            "replay", "--redis", cluster.nodes.map(\.replayerURL).joined(separator: ","), "--db", liveDatabase,
+            "--group", "live", "--batch", "50", "--sweep-ms", "1000",
+        ])
+        try liveReplay.start()
+        defer { if liveReplay.process.isRunning { liveReplay.terminate(signal: SIGKILL) } }
+        XCTAssertTrue(liveReplay.waitForLine(containing: "cluster consumer ready", timeout: 30), liveReplay.output)
+        try victim.waitUntil(timeout: 30) { (try? SQLiteShell.int(liveDatabase, "SELECT COUNT(*) FROM statements")) ?? 0 > 0 }
 
         // The kill.
         let killedAt = Date()
@@ -150,8 +164,35 @@ final class ClusterFailoverTests: XCTestCase {
             }
         }
 
-        // The ledger of every slot stream replays into SQLite and the audit passes.
+        // The replayer that ran through the failover, without a restart,
+        // takes every entry of every slot stream exactly once, every 00 among them.
         let live = cluster.nodes.filter(\.isRunning)
+        var inRedis: Set<String> = []
+        for master in try cluster.masters() {
+            for stream in try cluster.streams(on: master) {
+                let ids = (try master.command("XRANGE", stream, "-", "+").array ?? []).compactMap { $0.array?.first?.string }
+                inRedis.formUnion(ids.map { "\(stream) \($0)" })
+            }
+        }
+        try victim.waitUntil(timeout: 60) {
+            (try? SQLiteShell.int(liveDatabase, "SELECT COUNT(*) FROM statements")) ?? 0 >= inRedis.count
+        }
+        liveReplay.terminate(signal: SIGTERM)
+        XCTAssertEqual(liveReplay.waitForExit(timeout: 30), 0, liveReplay.output)
+        let liveRows = try SQLiteShell.rows(liveDatabase, "SELECT stream || ' ' || entry_id FROM statements")
+        XCTAssertEqual(liveRows.count, Set(liveRows).count, "no entry twice")
+        XCTAssertEqual(Set(liveRows), inRedis, "every entry of every slot stream, and nothing else")
+        let replayedApprovals = try SQLiteShell.rows(liveDatabase, "SELECT txn_id FROM statements WHERE type = 'authorization' AND code = '00'")
+        XCTAssertEqual(replayedApprovals.count, Set(replayedApprovals).count, "no approval twice")
+        let approvedIDs = Set(all.filter { $0.code == "00" }.map(\.id))
+        XCTAssertTrue(approvedIDs.isSubset(of: Set(replayedApprovals)), "approvals missing from SQLite: \(approvedIDs.subtracting(replayedApprovals).sorted().prefix(10))")
+        let liveAudit = ChildProcess(name: "audit", executable: TestEnvironment.authorizerBinary, arguments: [
+            "audit", "--redis", live.map(\.operatorURL).joined(separator: ","), "--db", liveDatabase, "--group", "live",
+        ])
+        try liveAudit.start()
+        XCTAssertEqual(liveAudit.waitForExit(timeout: 120), 0, liveAudit.output)
+
+        // The ledger of every slot stream replays into SQLite and the audit passes.
         let database = cluster.users.appendingPathComponent("failover.sqlite").path
         let replay = ChildProcess(name: "replay", executable: TestEnvironment.authorizerBinary, arguments: [
             "replay", "--drain", "--redis", live.map(\.replayerURL).joined(separator: ","), "--db", database,

@@ -1,5 +1,6 @@
 import AuthorizerCore
 import Foundation
+import MetricsScrape
 import NIOCore
 import NIOPosix
 import RedisWire
@@ -416,6 +417,170 @@ final class ClusterReplayTests: XCTestCase {
         for (master, (without, with)) in zip(masters, zip(baseline, withReplayer)) {
             XCTAssertLessThan(with - without, 1.0, "master \(master.port): \(report)")
         }
+    }
+}
+
+extension ClusterReplayTests {
+    /// A replayer SIGKILLed between its SQLite commit and its XACK
+    /// (`--kill-after-commits`: it kills itself right after the commit, so
+    /// the moment is certain), then restarted under the same name: the
+    /// committed batch, spread over several slot streams, is still pending,
+    /// re-read from its own pending entries, ignored by (stream, id), and
+    /// every entry is in SQLite exactly once; the audit passes.
+    func testKilledBetweenCommitAndAckAndRestartedLeavesEveryEntryExactlyOnce() throws {
+        let (cluster, serve) = try context()
+        let accounts = (0..<150).map { "ka\($0)" }
+        try setBalances(Dictionary(uniqueKeysWithValues: accounts.map { ($0, ["FOOD": Int64(5_000), "CASH": 1_000]) }), on: cluster)
+        try authorize(accounts, rounds: 2, prefix: "ka", serve: serve)
+        let db = database("killed")
+        let group = "killed-test"
+        let doomed = ChildProcess(name: "replay", executable: TestEnvironment.authorizerBinary, arguments: [
+            "replay", "--drain", "--redis", replayerSeeds(cluster), "--db", db, "--group", group, "--consumer", "k1",
+            "--batch", "50", "--kill-after-commits", "3",
+        ])
+        try doomed.start()
+        XCTAssertNotNil(doomed.waitForExit(timeout: 60), doomed.output)
+        XCTAssertEqual(doomed.process.terminationReason, .uncaughtSignal, doomed.output)
+        XCTAssertTrue(doomed.output.contains("killing myself after commit, before XACK"), doomed.output)
+        let committed = try sqliteInt(db, "SELECT COUNT(*) FROM statements")
+        XCTAssertGreaterThan(committed, 0)
+        // Pending: what was read and not acknowledged, among it the last batch, committed.
+        var pending: Set<String> = []
+        for master in try cluster.masters() {
+            for stream in try cluster.streams(on: master) {
+                guard let rows = try? master.command("XPENDING", stream, group, "-", "+", "10000").array else { continue }
+                pending.formUnion(rows.compactMap { $0.array?.first?.string.map { "\(stream) \($0)" } })
+            }
+        }
+        let committedRows = Set(try sqlite(db, "SELECT stream || ' ' || entry_id FROM statements"))
+        let committedPending = pending.intersection(committedRows)
+        XCTAssertGreaterThan(committedPending.count, 0, "the batch committed before the kill is still pending")
+        XCTAssertGreaterThan(Set(committedPending.map { $0.split(separator: " ")[0] }).count, 1, "that batch spans several slot streams")
+
+        try drain(cluster, db: db, group: group, extra: ["--consumer", "k1"])
+        let (inRedis, _) = try streamEntries(cluster)
+        let rows = try sqlite(db, "SELECT stream || ' ' || entry_id FROM statements")
+        XCTAssertEqual(rows.count, inRedis.count, "one row per entry")
+        XCTAssertEqual(Set(rows), Set(inRedis), "the same (stream, entry id) pairs")
+        XCTAssertEqual(try sqliteInt(db, "SELECT SUM(duplicates) FROM replay_progress WHERE group_name = '\(group)'"), committedPending.count,
+                       "exactly the committed, unacknowledged entries came back and were ignored")
+        XCTAssertEqual(try sqliteInt(db, "SELECT SUM(applied) FROM replay_progress WHERE group_name = '\(group)'"), inRedis.count)
+        let audit = try audit(cluster, db: db, group: group)
+        XCTAssertEqual(audit.status, 0, audit.output)
+    }
+}
+
+extension ClusterReplayTests {
+    /// `serve`'s replayer gauges and lag warning on a cluster (metric names
+    /// as on one Redis): the lag of the `replayer` group summed over the slot
+    /// streams of every master. It appears while no replayer runs, goes to
+    /// zero after a replay, and `top` against that serve shows it too. What
+    /// reading it costs the masters is measured and printed.
+    func testServeExportsTheReplayerLagSummedOverEverySlotStream() throws {
+        let (cluster, serve) = try context()
+        let watcher = try ServeProcess(url: cluster.seeds, stateParent: cluster.users, arguments: [
+            "--metrics-port", "0", "--replayer-lag-warn-entries", "10", "--log-format", "json",
+        ])
+        let metricsURL = try MetricsURL("http://127.0.0.1:\(try XCTUnwrap(watcher.metricsPort))/metrics")
+        func scrape() throws -> PrometheusSample { PrometheusSample(text: try MetricsScraper.get(metricsURL, on: group.next()).wait()) }
+        let accounts = (0..<60).map { "lg\($0)" }
+        try setBalances(Dictionary(uniqueKeysWithValues: accounts.map { ($0, ["FOOD": Int64(10_000)]) }), on: cluster)
+        try authorize(accounts, rounds: 2, prefix: "lg", serve: serve)
+        let (entries, masters) = try streamEntries(cluster)
+        XCTAssertEqual(masters.count, 3, "entries on every master")
+
+        // No `replayer` group anywhere yet: every entry of every slot stream is lag.
+        var sample = try scrape()
+        try waitUntil(timeout: 30, "the lag of every slot stream exported (\(entries.count))") {
+            sample = try scrape()
+            return sample.sum("authorizer_replayer_lag_entries") == Double(entries.count)
+                && sample.sum("authorizer_statements_stream_length") == Double(entries.count)
+        }
+        XCTAssertTrue(watcher.child.waitForLine(containing: "replayer is lagging", timeout: 30), watcher.child.output)
+        let top = try runAuthorizer(["top", "--once", "--redis", operatorSeeds(cluster), "--metrics", metricsURL.description])
+        XCTAssertGreaterThan(sample.sum("authorizer_replayer_lag_seconds"), 0, watcher.child.output + top.output)
+        XCTAssertTrue(top.output.contains("replayer lag \(entries.count) entries"), top.output)
+        XCTAssertTrue(top.output.contains("REQUESTS"), top.output)
+
+        try drain(cluster, db: database("lag"), group: Keys.replayGroup)
+        try waitUntil(timeout: 30, "no lag after the replay") {
+            sample = try scrape()
+            return sample.sum("authorizer_replayer_lag_entries") == 0 && sample.sum("authorizer_replayer_pending_entries") == 0
+                && sample.sum("authorizer_replayer_lag_seconds") == 0
+        }
+        XCTAssertTrue(watcher.child.waitForLine(containing: "replayer caught up", timeout: 30), watcher.child.output)
+        let after = try runAuthorizer(["top", "--once", "--redis", operatorSeeds(cluster), "--metrics", metricsURL.description])
+        XCTAssertTrue(after.output.contains("replayer lag 0 entries"), after.output)
+
+        try measureLagReadingCost(cluster)
+    }
+
+    /// The Redis time of the lag readings (each serve's, every 10 s) on each
+    /// master, from INFO commandstats, over 10 s: idle (one INFO per master per
+    /// reading), then with a stream write on every master every second
+    /// (every reading reads each master in full: one XLEN per slot, XINFO
+    /// of the streams with entries).
+    private func measureLagReadingCost(_ cluster: RedisCluster) throws {
+        let masters = try cluster.masters()
+        let reads: Set<String> = ["info", "time", "xlen", "xinfo|stream", "xinfo|groups", "xrange", "xpending"]
+        func usec(_ node: RedisServer) throws -> [String: (calls: Int, usec: Int)] {
+            guard let text = try node.command("INFO", "commandstats").string else { throw TestFailure("INFO") }
+            var result: [String: (Int, Int)] = [:]
+            for line in text.split(whereSeparator: \.isNewline) where line.hasPrefix("cmdstat_") {
+                let name = String(line.dropFirst(8).prefix { $0 != ":" })
+                let fields = Dictionary(uniqueKeysWithValues: line.split(separator: ":").last!.split(separator: ",").compactMap { pair -> (String, Int)? in
+                    let parts = pair.split(separator: "=")
+                    guard parts.count == 2, let value = Int(parts[1]) else { return nil }
+                    return (String(parts[0]), value)
+                })
+                result[name] = (fields["calls"] ?? 0, fields["usec"] ?? 0)
+            }
+            return result
+        }
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        func cpuSeconds(_ node: RedisServer) throws -> Double {
+            let text = try String(contentsOfFile: "/proc/\(node.child.pid)/stat", encoding: .utf8)
+            guard let close = text.lastIndex(of: ")") else { throw TestFailure("stat: \(text)") }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { throw TestFailure("stat: \(text)") }
+            return (user + system) / ticksPerSecond
+        }
+        func window(writing: Bool) throws -> [String] {
+            let before = try masters.map(usec)
+            let cpuBefore = try masters.map(cpuSeconds)
+            let start = Date()
+            while Date().timeIntervalSince(start) < 10 {
+                if writing {
+                    for master in masters {
+                        let slot = try cluster.ownedSlots(master)[0].lowerBound
+                        try master.command("XADD", "lagcost:{\(HashSlot.streamTags[slot])}", "MAXLEN", "0", "*", "f", "x")
+                    }
+                }
+                Thread.sleep(forTimeInterval: 1)  // the pace of the writes, and the measurement window
+            }
+            let elapsed = Date().timeIntervalSince(start)
+            let after = try masters.map(usec)
+            let cpu = try zip(masters.map(cpuSeconds), cpuBefore).map { ($0 - $1) / elapsed * 100 }
+            return zip(zip(masters, cpu), zip(before, after)).map { masterAndCPU, pair in
+                let (master, cpu) = masterAndCPU
+                var calls: [String] = []
+                var total = 0
+                for name in reads.sorted() {
+                    let delta = (pair.1[name]?.calls ?? 0) - (pair.0[name]?.calls ?? 0)
+                    let time = (pair.1[name]?.usec ?? 0) - (pair.0[name]?.usec ?? 0)
+                    guard delta > 0 else { continue }
+                    calls.append("\(name) \(delta)")
+                    total += time
+                }
+                let share = Double(total) / elapsed / 10_000
+                // A loose bound (1 % of a core): it catches a reader gone wild, not a small regression.
+                XCTAssertLessThan(share, 1.0, "master \(master.port): lag readings cost \(share) % of a core")
+                return String(format: "master %d: %d µs of command time in %.0f s (%.3f %% of a core; the process: %.2f %%): %@",
+                              master.port, total, elapsed, share, cpu, calls.joined(separator: ", "))
+            }
+        }
+        print("lag readings, idle:\n" + (try window(writing: false)).joined(separator: "\n"))
+        print("lag readings, a stream write on every master every second:\n" + (try window(writing: true)).joined(separator: "\n"))
     }
 }
 

@@ -128,6 +128,19 @@ final class RedisCluster: @unchecked Sendable {
 
     /// The ledger stream of an account on a cluster (`statements:{T}`, T the
     /// smallest integer whose slot is the account's), as the README states it.
+    /// The slot streams `statements:{T}` a master holds (SCAN is node-local).
+    func streams(on master: RedisServer) throws -> [String] {
+        var streams: [String] = []
+        var cursor = "0"
+        repeat {
+            let reply = try master.command("SCAN", cursor, "MATCH", "statements:*", "COUNT", "1000", "TYPE", "stream")
+            guard let parts = reply.array, parts.count == 2, let next = parts[0].string else { throw TestFailure("SCAN: \(reply)") }
+            streams += (parts[1].array ?? []).compactMap(\.string)
+            cursor = next
+        } while cursor != "0"
+        return streams
+    }
+
     static func streamKey(_ account: String) -> String {
         Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account(account))])
     }

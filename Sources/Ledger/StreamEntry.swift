@@ -13,16 +13,16 @@ public struct StreamEntry: Sendable, Equatable {
 }
 
 /// Decoding of the stream replies (RESP2 shapes).
-enum StreamReply {
+public enum StreamReply {
     /// `[[id, [field, value, ...]], ...]` as returned by XRANGE and inside
     /// XREADGROUP and XAUTOCLAIM replies.
-    static func entries(_ value: RESPValue) throws -> [StreamEntry] {
+    public static func entries(_ value: RESPValue) throws -> [StreamEntry] {
         if value.isNull { return [] }
         guard let items = value.array else { throw RedisError.unexpectedReply("stream entries: \(value)") }
         return try items.map(entry)
     }
 
-    static func entry(_ value: RESPValue) throws -> StreamEntry {
+    public static func entry(_ value: RESPValue) throws -> StreamEntry {
         guard let pair = value.array, pair.count == 2, let text = pair[0].string, let id = StreamID(text) else {
             throw RedisError.unexpectedReply("stream entry: \(value)")
         }
@@ -44,7 +44,7 @@ enum StreamReply {
     }
 
     /// XREADGROUP over one stream: nil (timed out) or `[[key, entries]]`.
-    static func readGroup(_ value: RESPValue) throws -> [StreamEntry] {
+    public static func readGroup(_ value: RESPValue) throws -> [StreamEntry] {
         if value.isNull { return [] }
         guard let streams = value.array else { throw RedisError.unexpectedReply("XREADGROUP: \(value)") }
         var result: [StreamEntry] = []
@@ -56,7 +56,7 @@ enum StreamReply {
     }
 
     /// XAUTOCLAIM (Redis 7): `[next cursor, entries, deleted ids]`.
-    static func autoClaim(_ value: RESPValue) throws -> (cursor: StreamID, entries: [StreamEntry], deleted: [StreamID]) {
+    public static func autoClaim(_ value: RESPValue) throws -> (cursor: StreamID, entries: [StreamEntry], deleted: [StreamID]) {
         guard let parts = value.array, parts.count >= 2, let text = parts[0].string, let cursor = StreamID(text) else {
             throw RedisError.unexpectedReply("XAUTOCLAIM: \(value)")
         }
@@ -65,7 +65,7 @@ enum StreamReply {
     }
 
     /// A flat `[name, value, name, value]` reply (XINFO, HGETALL) as a dictionary.
-    static func pairs(_ value: RESPValue) -> [String: RESPValue] {
+    public static func pairs(_ value: RESPValue) -> [String: RESPValue] {
         var result: [String: RESPValue] = [:]
         let flat = value.array ?? []
         var index = 0

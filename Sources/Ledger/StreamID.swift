@@ -30,4 +30,9 @@ public struct StreamID: Hashable, Comparable, Sendable, CustomStringConvertible 
     }
 
     public var description: String { "\(milliseconds)-\(sequence)" }
+
+    /// Seconds between this entry's time and `nowMillis` (0 when the entry is newer).
+    public func age(nowMillis: UInt64) -> Double {
+        nowMillis > milliseconds ? Double(nowMillis - milliseconds) / 1_000 : 0
+    }
 }

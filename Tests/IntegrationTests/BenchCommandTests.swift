@@ -5,6 +5,10 @@ import XCTest
 /// correctness only (valid JSON, every request accounted for, no errors),
 /// never for speed.
 final class BenchCommandTests: IntegrationTestCase {
+    // Correctness, not speed: on a loaded machine a 100 ms SLA could turn the
+    // unlock probe's 20 ms wait into an `07 account busy` before the release.
+    override var serveArguments: [String] { ["--sla-ms", "2000"] }
+
     private func bench(_ arguments: [String]) throws -> [String: Any] {
         let output = try runAuthorizer(
             ["bench", "--target", "127.0.0.1:\(serve.port)", "--redis", redis.url, "--json"] + arguments

@@ -11,24 +11,22 @@ import AuthorizerServer
 
 /// The ledger's Redis: one node, or a cluster's seeds (detected by asking
 /// the first node for `cluster_enabled`). `--redis`, else the role's URL(s).
-private func ledgerTarget(_ options: RedisOptions, roleVariable: String) throws -> RedisTarget {
+private func ledgerTarget(_ options: RedisOptions, roleVariable: String) async throws -> RedisTarget {
     var options = options
     if options.redis == nil, let urls = ProcessInfo.processInfo.environment[roleVariable] {
         options.redis = urls
     }
     let endpoints = try options.endpoints()
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    defer { try? group.syncShutdownGracefully() }
-    let probe = RedisClient(endpoint: endpoints[0], eventLoop: group.next(), logger: Logger(label: "authorizer.probe", factory: { _ in SwiftLogNoOpLogHandler() }))
+    let probe = RedisClient(endpoint: endpoints[0], eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: quietLogger)
     defer { probe.close() }
     let clustered: Bool
     do {
-        clustered = try RedisTarget.isCluster(probe).wait()
+        clustered = try await RedisTarget.isCluster(probe).get()
     } catch RedisError.server(let message) where message.hasPrefix("NOPERM") {
         // A user without INFO (the read-only operator, an older ACL file):
         // CLUSTER SLOTS answers on a cluster and refuses on a single Redis.
         do {
-            clustered = !((try probe.send(RedisCommand("CLUSTER", "SLOTS")).wait().array) ?? []).isEmpty
+            clustered = !((try await probe.send(RedisCommand("CLUSTER", "SLOTS")).get().array) ?? []).isEmpty
         } catch {
             clustered = false
         }
@@ -40,7 +38,7 @@ private func ledgerTarget(_ options: RedisOptions, roleVariable: String) throws 
     return .single(endpoints[0])
 }
 
-struct Replay: ParsableCommand {
+struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Drain the statements stream(s) into SQLite (exactly once).",
         discussion: """
@@ -106,10 +104,10 @@ struct Replay: ParsableCommand {
         if let consumer, consumer.isEmpty || consumer.count > 200 { throw ValidationError("--consumer must be 1-200 characters") }
     }
 
-    func run() throws {
+    func run() async throws {
         logOptions.bootstrap()
         let logger = Logger(label: "authorizer.replay")
-        let target = try ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
+        let target = try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
         var configuration = ReplayRunner.Configuration(
             endpoint: target.primary,
             databasePath: db,
@@ -159,7 +157,7 @@ struct Replay: ParsableCommand {
     }
 }
 
-struct StatementCommand: ParsableCommand {
+struct StatementCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "statement", abstract: "Print an account's statement from SQLite.")
 
     @Option(help: "SQLite database written by `authorizer replay`.")
@@ -175,7 +173,7 @@ struct StatementCommand: ParsableCommand {
         guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be 1-10000") }
     }
 
-    func run() throws {
+    func run() async throws {
         let store: StatementStore
         do {
             store = try StatementStore(path: db, create: false)
@@ -187,7 +185,7 @@ struct StatementCommand: ParsableCommand {
     }
 }
 
-struct Audit: ParsableCommand {
+struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Recompute balances from the replayed statements and compare with Redis.",
         discussion: """
@@ -208,7 +206,7 @@ struct Audit: ParsableCommand {
     @Option(help: "Most mismatches printed.")
     var show = 50
 
-    func run() throws {
+    func run() async throws {
         let store: StatementStore
         do {
             store = try StatementStore(path: db, create: false)
@@ -217,7 +215,7 @@ struct Audit: ParsableCommand {
         }
         let quiet = Logger(label: "authorizer.audit", factory: { _ in SwiftLogNoOpLogHandler() })
         let report: Auditor.Report
-        switch try ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL") {
+        switch try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL") {
         case .single(let endpoint):
             let redis = BlockingRedis(endpoint: endpoint, logger: quiet)
             defer { redis.close() }

@@ -8,7 +8,7 @@ import NIOPosix
 import RedisWire
 
 /// `authorizer top`: a live view of one server (its /metrics) and of Redis.
-struct Top: ParsableCommand {
+struct Top: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Live view: throughput by code, latency, contention, locks held, statements stream and replayer lag."
     )
@@ -33,13 +33,13 @@ struct Top: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let url = try MetricsURL(metrics)
-        let redis = CLIRedis(endpoint: try redisOptions.endpoint())
-        defer { redis.shutdown() }
+        let redis = RedisSession(endpoint: try redisOptions.endpoint())
+        defer { redis.close() }
         let source = TopSource(redis: redis, metrics: url)
         if once {
-            let snapshot = source.sample()
+            let snapshot = await source.sample()
             print(TopView(redisLabel: "\(redis.client.endpoint)", metricsLabel: url.description).render(snapshot, previous: nil), terminator: "")
             if snapshot.failed { throw ExitCode.failure }
             return
@@ -49,13 +49,13 @@ struct Top: ParsableCommand {
         var previous: TopSnapshot?
         while true {
             let started = Date()
-            let snapshot = source.sample()
+            let snapshot = await source.sample()
             let frame = view.render(snapshot, previous: previous)
             // Home and clear, then the frame: one write per refresh.
             FileHandle.standardOutput.write(Data((onTerminal ? "\u{1B}[H\u{1B}[2J" + frame : frame + "\n").utf8))
             if snapshot.metrics != nil { previous = snapshot }
             let pause = interval - Date().timeIntervalSince(started)
-            if pause > 0 { Thread.sleep(forTimeInterval: pause) }
+            if pause > 0 { try await Task.sleep(for: .seconds(pause)) }
         }
     }
 }
@@ -87,21 +87,20 @@ struct LockScan {
 }
 
 struct TopSource {
-    let redis: CLIRedis
+    let redis: RedisSession
     let metrics: MetricsURL
 
-    func sample() -> TopSnapshot {
+    func sample() async -> TopSnapshot {
         var snapshot = TopSnapshot(time: Date())
-        let loop = redis.group.next()
-        let scrape = MetricsScraper.get(metrics, on: loop)
+        let scrape = MetricsScraper.get(metrics, on: redis.eventLoop)
         do {
-            snapshot.stream = try StatementsStreamStatus.read(from: redis.client).wait()
-            snapshot.locks = try scanLocks()
+            snapshot.stream = try await StatementsStreamStatus.read(from: redis.client).get()
+            snapshot.locks = try await scanLocks()
         } catch {
             snapshot.redisError = "\(error)"
         }
         do {
-            snapshot.metrics = PrometheusSample(text: try scrape.wait())
+            snapshot.metrics = PrometheusSample(text: try await scrape.get())
         } catch {
             snapshot.metricsError = "\(error)"
         }
@@ -109,13 +108,13 @@ struct TopSource {
         return snapshot
     }
 
-    private func scanLocks() throws -> LockScan {
+    private func scanLocks() async throws -> LockScan {
         var scan = LockScan()
         var cursor = "0"
         var calls = 0
         var keys: [String] = []
         repeat {
-            let reply = try redis.send(RedisCommand("SCAN", cursor, "MATCH", "lock:*", "COUNT", String(LockScan.countPerCall)))
+            let reply = try await redis.send(RedisCommand("SCAN", cursor, "MATCH", "lock:*", "COUNT", String(LockScan.countPerCall)))
             guard let items = reply.array, items.count == 2, let next = items[0].string else {
                 throw RedisError.unexpectedReply("\(reply)")
             }
@@ -130,7 +129,7 @@ struct TopSource {
         scan.complete = cursor == "0"
         let ttls = keys.map { redis.client.send(RedisCommand("PTTL", $0)) }
         for (key, ttl) in zip(keys, ttls) {
-            let pttl = try ttl.wait().int ?? -2
+            let pttl = try await ttl.get().int ?? -2
             if pttl != -2 { scan.sample.append((key, pttl)) }
         }
         return scan

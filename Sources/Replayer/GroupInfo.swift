@@ -57,23 +57,23 @@ struct PendingSummary: Sendable, Equatable {
 
 extension LedgerRedis {
     /// The groups of a stream; empty when the stream does not exist.
-    func groups(of stream: String) throws -> [GroupInfo] {
+    func groups(of stream: String) async throws -> [GroupInfo] {
         do {
-            return try GroupInfo.parseAll(send(["XINFO", "GROUPS", stream]))
+            return try await GroupInfo.parseAll(send(["XINFO", "GROUPS", stream]))
         } catch RedisError.server(let message) where message.contains("no such key") {
             return []
         }
     }
 
-    func pendingSummary(stream: String, group: String) throws -> PendingSummary {
-        try PendingSummary.parse(send(["XPENDING", stream, group]))
+    func pendingSummary(stream: String, group: String) async throws -> PendingSummary {
+        try await PendingSummary.parse(send(["XPENDING", stream, group]))
     }
 
     /// The oldest entry `group` still needs (see GroupInfo.oldestNeeded);
     /// nil when the group does not exist.
-    func oldestNeeded(stream: String, group: String) throws -> StreamID? {
-        guard let info = try groups(of: stream).first(where: { $0.name == group }) else { return nil }
-        let smallest = info.pending > 0 ? try pendingSummary(stream: stream, group: group).smallest : nil
+    func oldestNeeded(stream: String, group: String) async throws -> StreamID? {
+        guard let info = try await groups(of: stream).first(where: { $0.name == group }) else { return nil }
+        let smallest = info.pending > 0 ? try await pendingSummary(stream: stream, group: group).smallest : nil
         return info.oldestNeeded(smallestPending: smallest)
     }
 }

@@ -179,16 +179,21 @@ public final class StatementStore: Sendable {
     /// skipped) so nothing read is ever lost. An entry
     /// already present (re-delivered after a crash between commit and XACK,
     /// or claimed from a consumer that had applied it) is ignored by its key.
-    public func apply(_ entries: [StreamEntry], group: String, consumer: String) throws -> BatchOutcome {
-        try apply([(Keys.statements, entries)], group: group, consumer: consumer)
+    public func apply(_ entries: [StreamEntry], group: String, consumer: String) async throws -> BatchOutcome {
+        try await apply([(Keys.statements, entries)], group: group, consumer: consumer)
     }
 
     /// Entries of several streams in one transaction (a cluster's slot
     /// streams); rows are keyed by (stream, entry id).
-    public func apply(_ batches: [(stream: String, entries: [StreamEntry])], group: String, consumer: String) throws -> BatchOutcome {
+    public func apply(_ batches: [(stream: String, entries: [StreamEntry])], group: String, consumer: String) async throws -> BatchOutcome {
         guard let greatest = batches.flatMap({ $0.entries.map(\.id) }).max() else { return BatchOutcome() }
         let now = Self.nowMilliseconds()
-        return try pool.write { db in
+        // In a task of its own: a stop (the caller's cancellation) must not
+        // interrupt the commit of a batch already read; the stop waits for it
+        // and for its XACK instead.
+        let pool = self.pool
+        return try await Task {
+          try await pool.write { db in
             var outcome = BatchOutcome()
             let insert = try db.cachedStatement(sql: """
                 INSERT OR IGNORE INTO statements
@@ -202,7 +207,7 @@ public final class StatementStore: Sendable {
                 do {
                     statement = try Statement(entry: entry)
                 } catch let error as StatementError {
-                    try reject(entry, stream: stream, error: error, at: now, in: db)
+                    try Self.reject(entry, stream: stream, error: error, at: now, in: db)
                     outcome.skipped += 1
                     continue
                 }
@@ -235,10 +240,11 @@ public final class StatementStore: Sendable {
                     outcome.applied, outcome.duplicates, outcome.skipped, now,
                 ])
             return outcome
-        }
+          }
+        }.value
     }
 
-    private func reject(_ entry: StreamEntry, stream: String, error: StatementError, at now: Int64, in db: Database) throws {
+    private static func reject(_ entry: StreamEntry, stream: String, error: StatementError, at now: Int64, in db: Database) throws {
         let fields = entry.fields ?? [:]
         let json = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         try db.execute(

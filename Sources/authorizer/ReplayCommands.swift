@@ -1,11 +1,11 @@
 import AuthorizerCore
 import ArgumentParser
-import Dispatch
 import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import Replayer
+import ServiceLifecycle
 import RedisWire
 import AuthorizerServer
 
@@ -126,24 +126,37 @@ struct Replay: AsyncParsableCommand {
         configuration.trimMaxLength = noTrim ? nil : trimMaxlen
         configuration.progressToTerminal = isatty(STDERR_FILENO) == 1
 
-        let stop = StopSignal()
-        let signals = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler {
-                logger.info("stopping: finishing the batch in hand")
-                stop.stop()
-            }
-            source.resume()
-            return source
-        }
-        defer { signals.forEach { $0.cancel() } }
-
         logger.info("replaying statements", metadata: [
             "redis": "\(configuration.endpoint)", "db": "\(db)", "group": "\(group)", "consumer": "\(configuration.consumer)",
             "drain": "\(drain)", "notify": "\(notify)", "cluster": "\(target.isCluster)",
         ])
-        let summary = try ReplayRunner(configuration: configuration, logger: logger).run(stop: stop)
+        let services = ServiceGroup(configuration: .init(
+            // Done (--drain) is a normal end, not a failure of the group.
+            services: [.init(
+                service: ReplayService(runner: ReplayRunner(configuration: configuration, logger: logger), logger: logger),
+                successTerminationBehavior: .gracefullyShutdownGroup
+            )],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await services.run()
+    }
+}
+
+/// The replayer as a service: SIGTERM/SIGINT cancel its consumers, which
+/// finish the batch in hand (commit, then XACK) and stop; with --drain it
+/// ends by itself once caught up.
+struct ReplayService: Service {
+    let runner: ReplayRunner
+    let logger: Logger
+
+    func run() async throws {
+        let runner = self.runner
+        let summary = try await withGracefulShutdownHandler {
+            try await cancelWhenGracefulShutdown { try await runner.run() }
+        } onGracefulShutdown: {
+            logger.info("stopping: finishing the batch in hand")
+        }
         let replayed = summary.replayed.outcome
         var metadata: Logger.Metadata = [
             "applied": "\(replayed.applied)", "duplicates": "\(replayed.duplicates)", "rejected": "\(replayed.skipped)",
@@ -217,18 +230,18 @@ struct Audit: AsyncParsableCommand {
         let report: Auditor.Report
         switch try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL") {
         case .single(let endpoint):
-            let redis = BlockingRedis(endpoint: endpoint, logger: quiet)
+            let redis = RedisLink(endpoint: endpoint, logger: quiet)
             defer { redis.close() }
-            report = try Auditor(store: store, redis: redis, group: group).run()
+            report = try await Auditor(store: store, redis: redis, group: group).run()
         case .cluster(let seeds):
             // Each account against the stream of its slot, on the master of that slot.
-            let ledger = try ClusterLedger(seeds: seeds, logger: quiet)
+            let ledger = try await ClusterLedger.connect(seeds: seeds, logger: quiet)
             defer { ledger.close() }
-            report = try Auditor(
+            report = try await Auditor(
                 store: store, group: group,
                 streamOf: { Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account($0))]) },
                 redisFor: { ledger.redis(forKey: $0) },
-                scanAccounts: { try ledger.accounts() }
+                scanAccounts: { try await ledger.accounts() }
             ).run()
         }
         print("audit: \(report.accounts) accounts, \(report.fromDatabase) statements from \(db), \(report.fromStream) not yet replayed read from the stream")

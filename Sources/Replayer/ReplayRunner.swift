@@ -66,7 +66,7 @@ public final class ReplayRunner: Sendable {
     /// hand) or, with `drain`, until caught up.
     public func run() async throws -> Summary {
         if let seeds = configuration.clusterSeeds { return try await runCluster(seeds: seeds) }
-        let store = try StatementStore(path: configuration.databasePath)
+        let store = try await StatementStore(path: configuration.databasePath)
         let redis = RedisLink(endpoint: configuration.endpoint, commandTimeout: commandTimeout, logger: logger)
         defer { redis.close() }
         let trimmer = configuration.trimMaxLength.map { StreamTrimmer(redis: redis, maxLength: $0, logger: logger) }
@@ -82,7 +82,7 @@ public final class ReplayRunner: Sendable {
 
     /// The cluster: every slot stream of every master (see ClusterConsumer).
     private func runCluster(seeds: [RedisEndpoint]) async throws -> Summary {
-        let store = try StatementStore(path: configuration.databasePath)
+        let store = try await StatementStore(path: configuration.databasePath)
         let ledger = try await ClusterLedger.connect(seeds: seeds, commandTimeout: commandTimeout, logger: logger)
         defer { ledger.close() }
         let (replayed, notified) = try await runConsumers(

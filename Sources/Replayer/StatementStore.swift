@@ -22,7 +22,7 @@ public final class StatementStore: Sendable {
     }
 
     /// Opens (and, when `create`, creates) the database and brings its schema up to date.
-    public init(path: String, create: Bool = true) throws {
+    public init(path: String, create: Bool = true) async throws {
         if !create && !FileManager.default.fileExists(atPath: path) { throw OpenError.missing(path) }
         var configuration = Configuration()
         // Two replayer processes may share the file; a writer waits for the other's commit.
@@ -31,14 +31,14 @@ public final class StatementStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         self.path = path
-        self.pool = try Self.openRetryingWhileBusy(path: path, configuration: configuration)
+        self.pool = try await Self.openRetryingWhileBusy(path: path, configuration: configuration)
     }
 
     /// Switching a new file to WAL needs a moment of exclusive access, which
     /// SQLite's busy timeout does not cover, and two migrators can both find
     /// the schema missing: two replayers starting together on a new file
     /// retry the open (bounded) instead of failing.
-    private static func openRetryingWhileBusy(path: String, configuration: Configuration) throws -> DatabasePool {
+    private static func openRetryingWhileBusy(path: String, configuration: Configuration) async throws -> DatabasePool {
         let deadline = Date().addingTimeInterval(10)
         while true {
             do {
@@ -52,7 +52,7 @@ public final class StatementStore: Sendable {
                 // column", the migration's record: a unique constraint on
                 // grdb_migrations); ours rolled back, the retry sees it applied.
                 guard Date() < deadline else { throw error }
-                Thread.sleep(forTimeInterval: 0.02 + Double.random(in: 0..<0.03))
+                try await Task.sleep(for: .milliseconds(Int.random(in: 20..<50)))
             }
         }
     }

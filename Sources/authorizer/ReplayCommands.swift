@@ -189,7 +189,7 @@ struct StatementCommand: AsyncParsableCommand {
     func run() async throws {
         let store: StatementStore
         do {
-            store = try StatementStore(path: db, create: false)
+            store = try await StatementStore(path: db, create: false)
         } catch let error as StatementStore.OpenError {
             throw fail("\(error)")
         }
@@ -222,7 +222,7 @@ struct Audit: AsyncParsableCommand {
     func run() async throws {
         let store: StatementStore
         do {
-            store = try StatementStore(path: db, create: false)
+            store = try await StatementStore(path: db, create: false)
         } catch let error as StatementStore.OpenError {
             throw fail("\(error)")
         }

@@ -1,4 +1,7 @@
 import AuthorizerCore
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import RedisWire
@@ -174,13 +177,13 @@ final class AccountGate: Sendable {
         case .authorize(let request, let resolution):
             call = .authorize
             reply = redis.run(.authorize(
-                request, resolution, token: job.token, lockTTLms: lockTTLms, recordTTLSeconds: config.idempotencyTTLSeconds,
+                request, resolution, token: job.token, lockTTLms: lockTTLms, idempotency: idempotencyScope(),
                 statements: target.statementsKey(forAccount: request.account)
             ), in: scripts)
         case .reverse(let request, _):
             call = .reverse
             reply = redis.run(.reverse(
-                request, token: job.token, lockTTLms: lockTTLms, recordTTLSeconds: config.idempotencyTTLSeconds,
+                request, token: job.token, lockTTLms: lockTTLms, idempotency: idempotencyScope(),
                 windowMs: Int64(config.reversalWindowSeconds) * 1000, statements: target.statementsKey(forAccount: request.account)
             ), in: scripts)
         }
@@ -188,6 +191,15 @@ final class AccountGate: Sendable {
             self.metrics.redisRoundTrip(call, since: started)
             self.attemptFinished(job, result, started: started)
         }
+    }
+
+    /// The day buckets to name, from this process's clock (Redis's decides).
+    private func idempotencyScope() -> IdempotencyScope {
+        let now = Int64(time(nil))
+        return IdempotencyScope(
+            today: UTCDay(unixSeconds: now), reversalWindowSeconds: config.reversalWindowSeconds,
+            retentionSeconds: config.idempotencyTTLSeconds, readOlderKeys: now < config.olderRecordsReadUntil
+        )
     }
 
     private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, started: NIODeadline) {

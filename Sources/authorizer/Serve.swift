@@ -176,6 +176,12 @@ struct Serve: AsyncParsableCommand {
         if try await store.installDefaultsIfMissing().get() {
             logger.info("no rules in redis: installed the default rules")
         }
+        config.olderRecordsReadUntil = try await OlderRecords.readUntil(
+            store: store, nowMs: Int64(Date().timeIntervalSince1970 * 1000), lifetimeSeconds: config.idempotencyTTLSeconds
+        ).get()
+        if config.olderRecordsReadUntil > 0 {
+            logger.info("reading the older one-key idempotency records too", metadata: ["until": "\(config.olderRecordsReadUntil)"])
+        }
         let rules = RulesCache(initial: try await store.load().get(), store: store, logger: logger)
         let metrics = metricsPort == nil ? ServerMetrics.disabled : ServerMetrics()
         let nodeOfLock: @Sendable (String) -> RedisEndpoint? = { lockKey in

@@ -1,3 +1,4 @@
+import AuthorizerCore
 import RedisWire
 import XCTest
 
@@ -118,6 +119,7 @@ final class AuthorizationTests: IntegrationTestCase {
         XCTAssertEqual(answer.reason, "unknown account")
         XCTAssertEqual(try redis.statements().count, 0)
         XCTAssertEqual(try redis.command("EXISTS", "account:{nobody}", "lock:{nobody}", "txn:{nobody}:u1").int, 0)
+        XCTAssertEqual(try redis.command("KEYS", "txns:{nobody}:*").array?.count, 0, "no day bucket either")
     }
 
     func testRepeatedIdReturnsTheFirstDecisionAndDebitsOnce() throws {
@@ -136,10 +138,16 @@ final class AuthorizationTests: IntegrationTestCase {
         try redis.setBalances("5", ["FOOD": 1_000])
         XCTAssertEqual(try client.request(second).code, "51", "even once the balance would cover it")
         XCTAssertEqual(try redis.statements().count, 2)
-        let ttl = try XCTUnwrap(redis.command("TTL", "txn:{5}:dup-1").int)
-        // Kept for the 24 h reversal window plus a day.
-        XCTAssertGreaterThan(ttl, 2 * 86_400 - 400)
-        XCTAssertLessThanOrEqual(ttl, 2 * 86_400)
+        // Remembered in today's bucket (Redis's clock), which outlives its day
+        // by the 24 h reversal window plus a day.
+        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
+        let bucket = Keys.transactions(account: "5", day: UTCDay(unixSeconds: now))
+        XCTAssertEqual(try redis.command("HLEN", bucket).int, 2, "dup-1 and dup-2, one field each")
+        XCTAssertTrue(try redis.command("HGET", bucket, "dup-1").string?.hasPrefix("00|FOOD:600|600|5411|") ?? false)
+        XCTAssertEqual(try redis.command("EXISTS", "txn:{5}:dup-1").int, 0, "no one-key record any more")
+        let ttl = try XCTUnwrap(redis.command("TTL", bucket).int)
+        let endOfDay = (now / 86_400 + 1) * 86_400
+        XCTAssertEqual(Double(ttl), Double(endOfDay - now + 2 * 86_400), accuracy: 2)
     }
 
     func testThousandPipelinedRequestsAreAnsweredInOrder() throws {

@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Foundation
 import XCTest
 
@@ -107,9 +108,14 @@ final class LockTests: IntegrationTestCase {
         try account("f", ["FOOD": 1_000])
         try redis.command("SET", "lock:{f}", "someone-else", "PX", "10000")
         let authorize = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Lua/authorize.lua"), encoding: .utf8)
+        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
+        let today = UTCDay(unixSeconds: now)
         let reply = try redis.command([
-            "EVAL", authorize, "4", "account:{f}", "lock:{f}", "txn:{f}:t", "statements",
-            "my-token", "200", "t", "f", "100", "5411", "5411", "M", "FOOD", "CASH", "whole", "60",
+            "EVAL", authorize, "7", "account:{f}", "lock:{f}", "statements", "txn:{f}:t",
+            Keys.transactions(account: "f", day: today.adding(days: 1)), Keys.transactions(account: "f", day: today),
+            Keys.transactions(account: "f", day: today.adding(days: -1)),
+            "my-token", "200", "t", "f", "100", "5411", "5411", "M", "FOOD", "CASH", "whole",
+            String(today.number + 1), MerchantDescriptor("M").digest, "172800", "0",
         ])
         XCTAssertEqual(reply.array?.first?.string, "LOCKED")
         XCTAssertGreaterThan(reply.array?[1].int ?? 0, 9_000)

@@ -193,16 +193,25 @@ public final class StatementStore: Sendable {
         // and for its XACK instead.
         let pool = self.pool
         return try await Task {
-          try await pool.write { db in
-            var outcome = BatchOutcome()
-            let insert = try db.cachedStatement(sql: """
-                INSERT OR IGNORE INTO statements
-                (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
-                 merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for (stream, entries) in batches {
-              for entry in entries {
+            try await pool.write { db in
+                try Self.insert(batches, greatest: greatest, group: group, consumer: consumer, at: now, in: db)
+            }
+        }.value
+    }
+
+    /// The rows of one batch and the consumer's progress, inside the caller's transaction.
+    private static func insert(
+        _ batches: [(stream: String, entries: [StreamEntry])], greatest: StreamID, group: String, consumer: String, at now: Int64, in db: Database
+    ) throws -> BatchOutcome {
+        var outcome = BatchOutcome()
+        let insert = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO statements
+            (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
+             merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for (stream, entries) in batches {
+            for entry in entries {
                 let statement: Statement
                 do {
                     statement = try Statement(entry: entry)
@@ -219,29 +228,27 @@ public final class StatementStore: Sendable {
                     consumer, now, statement.original,
                 ])
                 if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }
-              }
             }
-            try db.execute(sql: """
-                INSERT INTO replay_progress
-                (group_name, consumer, last_entry_id, last_ms, last_seq, applied, duplicates, rejected, updated_at_ms)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (group_name, consumer) DO UPDATE SET
-                    last_entry_id = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
-                                         THEN excluded.last_entry_id ELSE last_entry_id END,
-                    last_seq = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
-                                    THEN excluded.last_seq ELSE last_seq END,
-                    last_ms = MAX(last_ms, excluded.last_ms),
-                    applied = applied + excluded.applied,
-                    duplicates = duplicates + excluded.duplicates,
-                    rejected = rejected + excluded.rejected,
-                    updated_at_ms = excluded.updated_at_ms
-                """, arguments: [
-                    group, consumer, greatest.description, Int64(greatest.milliseconds), Int64(greatest.sequence),
-                    outcome.applied, outcome.duplicates, outcome.skipped, now,
-                ])
-            return outcome
-          }
-        }.value
+        }
+        try db.execute(sql: """
+            INSERT INTO replay_progress
+            (group_name, consumer, last_entry_id, last_ms, last_seq, applied, duplicates, rejected, updated_at_ms)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (group_name, consumer) DO UPDATE SET
+                last_entry_id = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
+                                     THEN excluded.last_entry_id ELSE last_entry_id END,
+                last_seq = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
+                                THEN excluded.last_seq ELSE last_seq END,
+                last_ms = MAX(last_ms, excluded.last_ms),
+                applied = applied + excluded.applied,
+                duplicates = duplicates + excluded.duplicates,
+                rejected = rejected + excluded.rejected,
+                updated_at_ms = excluded.updated_at_ms
+            """, arguments: [
+                group, consumer, greatest.description, Int64(greatest.milliseconds), Int64(greatest.sequence),
+                outcome.applied, outcome.duplicates, outcome.skipped, now,
+            ])
+        return outcome
     }
 
     private static func reject(_ entry: StreamEntry, stream: String, error: StatementError, at now: Int64, in db: Database) throws {

@@ -16,7 +16,9 @@
                                      still names Redis's today)
 
     ARGV[1]  lock token (random per request)
-    ARGV[2]  lock ttl in milliseconds
+    ARGV[2]  lock ttl in milliseconds; 0: nothing of the caller follows on
+             this account, so the lock is not kept past this execution (it
+             is only checked, and released if the caller held it)
     ARGV[3]  transaction id
     ARGV[4]  account id
     ARGV[5]  amount in cents (integer, > 0)
@@ -47,8 +49,12 @@
                                               seen before (nothing debited or written)
     error "ERR clock …"                       Redis's day is not among KEYS[5..]
                                               (the caller's clock is off by a day)
-  The caller holds the lock after LOCKED is not returned, and releases it
-  with unlock.lua.
+  With a ttl, the caller holds the lock after LOCKED is not returned, and
+  releases it with unlock.lua (or passes it to its next request for the
+  account, which calls with the same token). Without (ttl 0), taking and
+  releasing inside one atomic execution could not be observed by anybody:
+  the lock is only checked (another holder: LOCKED), and a lock the caller
+  held is released here (its DEL wakes the waiters).
 
   Redis's clock (TIME) decides the day: the decision is remembered in
   today's bucket, and an id is looked up in today's bucket and in every
@@ -83,7 +89,15 @@ if not categoryRaw and not fallbackRaw and redis.call('EXISTS', account) == 0 th
 end
 
 local token = ARGV[1]
-if not redis.call('SET', lock, token, 'NX', 'PX', ARGV[2]) then
+if ARGV[2] == '0' then
+  local holder = redis.call('GET', lock)
+  if holder then
+    if holder ~= token then
+      return {'LOCKED', redis.call('PTTL', lock)}
+    end
+    redis.call('DEL', lock)
+  end
+elseif not redis.call('SET', lock, token, 'NX', 'PX', ARGV[2]) then
   if redis.call('GET', lock) ~= token then
     return {'LOCKED', redis.call('PTTL', lock)}
   end

@@ -24,6 +24,10 @@ final class TerminalHandler: ChannelDuplexHandler {
     private var firstSequence: UInt64 = 0
     private var readHeld = false
     private var closeWhenDrained = false
+    /// A graceful shutdown asked for the close (see `linger`).
+    private var quiescing = false
+    /// Output closed after the last answer; input is read and dropped.
+    private var lingering = false
     private var flushScheduled = false
     private var active = true
 
@@ -34,7 +38,12 @@ final class TerminalHandler: ChannelDuplexHandler {
         self.logger = logger
     }
 
+    /// How long a connection closed by a graceful shutdown keeps draining
+    /// the terminal's input after its last answer.
+    static let lingerLimit = TimeAmount.seconds(2)
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if lingering { return }  // sent after the shutdown began: never read, never answered
         switch unwrapInboundIn(data) {
         case .tooLong:
             let id = TransactionID.make()
@@ -114,8 +123,13 @@ final class TerminalHandler: ChannelDuplexHandler {
         }
         if wrote { scheduleFlush(context: context) }
         if closeWhenDrained && answers.isEmpty {
+            let quiescing = self.quiescing
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+                if quiescing {
+                    self.linger(context: context)
+                } else {
+                    context.close(promise: nil)
+                }
             }
             active = false
             return
@@ -136,7 +150,24 @@ final class TerminalHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Closing a socket with unread input sends RST, and the terminal's
+    /// kernel then drops the answers it has not read yet. So after the last
+    /// answer of a graceful shutdown: FIN, then read and drop the input until
+    /// the terminal closes, bounded by `lingerLimit`.
+    private func linger(context: ChannelHandlerContext) {
+        lingering = true
+        let closed = context.eventLoop.makePromise(of: Void.self)
+        closed.futureResult.assumeIsolated().whenFailure { _ in context.close(promise: nil) }  // no half-close (TLS): close
+        context.close(mode: .output, promise: closed)
+        context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerLimit) { context.close(promise: nil) }
+        context.read()
+    }
+
     func read(context: ChannelHandlerContext) {
+        if lingering {
+            context.read()
+            return
+        }
         if closeWhenDrained || answers.count >= maxInFlight {
             readHeld = true
             return
@@ -153,9 +184,14 @@ final class TerminalHandler: ChannelDuplexHandler {
             }
             return
         }
+        if lingering && event as? ChannelEvent == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
         if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
             // Graceful shutdown, or the terminal finished sending (half-close):
             // answer what was accepted, then close.
+            if event is ChannelShouldQuiesceEvent && !closeWhenDrained { quiescing = true }
             closeWhenDrained = true
             readHeld = true
             writeReady(context: context)

@@ -104,23 +104,23 @@ extension RedisError {
 
 extension LedgerRedis {
     /// The groups of a stream; empty when the stream does not exist.
-    public func groups(of stream: String) throws -> [GroupInfo] {
+    public func groups(of stream: String) async throws -> [GroupInfo] {
         do {
-            return try GroupInfo.parseAll(send(["XINFO", "GROUPS", stream]))
+            return try await GroupInfo.parseAll(send(["XINFO", "GROUPS", stream]))
         } catch let error as RedisError where error.isNoSuchKey {
             return []
         }
     }
 
-    public func pendingSummary(stream: String, group: String) throws -> PendingSummary {
-        try PendingSummary.parse(send(["XPENDING", stream, group]))
+    public func pendingSummary(stream: String, group: String) async throws -> PendingSummary {
+        try await PendingSummary.parse(send(["XPENDING", stream, group]))
     }
 
     /// The oldest entry `group` still needs (see GroupInfo.oldestNeeded);
     /// nil when the group does not exist.
-    public func oldestNeeded(stream: String, group: String) throws -> StreamID? {
-        guard let info = try groups(of: stream).first(where: { $0.name == group }) else { return nil }
-        let smallest = info.pending > 0 ? try pendingSummary(stream: stream, group: group).smallest : nil
+    public func oldestNeeded(stream: String, group: String) async throws -> StreamID? {
+        guard let info = try await groups(of: stream).first(where: { $0.name == group }) else { return nil }
+        let smallest = info.pending > 0 ? try await pendingSummary(stream: stream, group: group).smallest : nil
         return info.oldestNeeded(smallestPending: smallest)
     }
 }

@@ -1,21 +1,56 @@
+import Logging
 import NIOCore
+import NIOPosix
 import RedisWire
 
 /// Where the ledger pipeline sends the commands of one stream: the one Redis
-/// (`BlockingRedis`), or on a cluster the master of the stream's slot
+/// (`RedisLink`), or on a cluster the master of the stream's slot
 /// (`SlotRedis`, which follows MOVED through the router).
 public protocol LedgerRedis: Sendable {
     @discardableResult
-    func send(_ arguments: [String]) throws -> RESPValue
+    func send(_ arguments: [String]) async throws -> RESPValue
     /// Every command at once, replies in order; fails with the first error.
-    func pipeline(_ commands: [[String]]) throws -> [RESPValue]
+    func pipeline(_ commands: [[String]]) async throws -> [RESPValue]
 }
 
-extension BlockingRedis: LedgerRedis {}
+/// One connection to one Redis, for one consumer (an XREADGROUP BLOCK holds
+/// its connection, so each consumer has its own). Runs on the shared event
+/// loop group: a blocked read holds a connection, never a thread.
+public final class RedisLink: LedgerRedis {
+    public let endpoint: RedisEndpoint
+    private let client: RedisClient
 
-/// The master of one slot, through a `ClusterRouter` (blocking calls; never
-/// from the router's event loop). A MOVED reply updates the router's slot map
-/// and the command is resent to the new owner.
+    /// `commandTimeout` must exceed the longest BLOCK this connection issues.
+    public init(endpoint: RedisEndpoint, commandTimeout: TimeAmount = .seconds(5), logger: Logger) {
+        self.endpoint = endpoint
+        self.client = RedisClient(
+            endpoint: endpoint,
+            eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
+            options: RedisConnection.Options(commandTimeout: commandTimeout, connectTimeout: .seconds(2)),
+            logger: logger
+        )
+    }
+
+    @discardableResult
+    public func send(_ arguments: [String]) async throws -> RESPValue {
+        try await client.send(RedisCommand(arguments)).get()
+    }
+
+    public func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
+        let futures = commands.map { client.send(RedisCommand($0)) }
+        var replies: [RESPValue] = []
+        replies.reserveCapacity(futures.count)
+        for future in futures { replies.append(try await future.get()) }
+        return replies
+    }
+
+    public func close() {
+        client.close()
+    }
+}
+
+/// The master of one slot, through a `ClusterRouter`. A MOVED reply updates
+/// the router's slot map and the command is resent to the new owner.
 public struct SlotRedis: LedgerRedis {
     public let router: ClusterRouter
     public let slot: Int
@@ -30,12 +65,14 @@ public struct SlotRedis: LedgerRedis {
     }
 
     @discardableResult
-    public func send(_ arguments: [String]) throws -> RESPValue {
-        try router.send(RedisCommand(arguments), slot: slot).wait()
+    public func send(_ arguments: [String]) async throws -> RESPValue {
+        try await router.send(RedisCommand(arguments), slot: slot).get()
     }
 
-    public func pipeline(_ commands: [[String]]) throws -> [RESPValue] {
+    public func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
         let futures = commands.map { router.send(RedisCommand($0), slot: slot) }
-        return try futures.map { try $0.wait() }
+        var replies: [RESPValue] = []
+        for future in futures { replies.append(try await future.get()) }
+        return replies
     }
 }

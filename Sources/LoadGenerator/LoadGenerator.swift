@@ -1,23 +1,35 @@
-import Dispatch
+import NIOConcurrencyHelpers
 import Histogram
 import NIOCore
 import NIOPosix
 
 public enum LoadGenerator {
     /// Connects, runs the load, and returns when every answer is in (or the
-    /// drain timeout passed). Blocks the calling thread, which must not be an
-    /// event loop; `onProgress` is called on it about once a second.
+    /// drain timeout passed); `onProgress` is called about once a second.
     public static func run(
         _ options: LoadOptions,
         onConnected: (Int) -> Void = { _ in },
         onProgress: (LoadProgress) -> Void = { _ in }
-    ) throws -> LoadReport {
+    ) async throws -> LoadReport {
         precondition(!options.targets.isEmpty && options.connections > 0 && options.pipeline > 0 && options.rate >= 0)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: max(1, options.threads))
-        defer { try? group.syncShutdownGracefully() }
         let loops = Array(group.makeIterator())
-        let workers = try loops.map { loop in
-            try loop.submit { NIOLoopBound(Worker(loop: loop, options: options), eventLoop: loop) }.wait()
+        do {
+            let report = try await run(options, loops: loops, onConnected: onConnected, onProgress: onProgress)
+            try await group.shutdownGracefully()
+            return report
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    private static func run(
+        _ options: LoadOptions, loops: [EventLoop], onConnected: (Int) -> Void, onProgress: (LoadProgress) -> Void
+    ) async throws -> LoadReport {
+        var workers: [NIOLoopBound<Worker>] = []
+        for loop in loops {
+            workers.append(try await loop.submit { NIOLoopBound(Worker(loop: loop, options: options), eventLoop: loop) }.get())
         }
 
         // Connect in bounded batches so a large --connections does not
@@ -38,7 +50,7 @@ public enum LoadGenerator {
                     .connect(host: target.host, port: target.port)
                     .flatMapErrorThrowing { throw LoadGeneratorError.cannotConnect(target, $0) }
             }
-            _ = try EventLoopFuture.whenAllSucceed(futures, on: loops[0]).wait()
+            _ = try await EventLoopFuture.whenAllSucceed(futures, on: loops[0]).get()
         }
         onConnected(options.connections)
 
@@ -47,12 +59,12 @@ public enum LoadGenerator {
             worker.eventLoop.flatSubmit { worker.value.start(at: start) }
         }
         let all = EventLoopFuture.whenAllSucceed(results, on: loops[0])
-        let finished = DispatchSemaphore(value: 0)
-        all.whenComplete { _ in finished.signal() }
-        while finished.wait(timeout: .now() + .seconds(1)) == .timedOut {
-            let snapshots = try EventLoopFuture.whenAllSucceed(
+        let finished = NIOLockedValueBox(false)
+        all.whenComplete { _ in finished.withLockedValue { $0 = true } }
+        while !(await Self.waitFor(finished, upTo: .seconds(1))) {
+            let snapshots = try await EventLoopFuture.whenAllSucceed(
                 workers.map { worker in worker.eventLoop.submit { worker.value.snapshot() } }, on: loops[0]
-            ).wait()
+            ).get()
             var progress = LoadProgress(elapsed: NIODeadline.now() - start, sent: 0, answered: 0, errors: 0, recent: makeLatencyHistogram())
             for snapshot in snapshots {
                 progress.sent += snapshot.sent
@@ -63,7 +75,18 @@ public enum LoadGenerator {
             onProgress(progress)
         }
         var report = LoadReport()
-        for part in try all.wait() { report.merge(part) }
+        for part in try await all.get() { report.merge(part) }
         return report
+    }
+
+    /// True once `flag` is set, false after `limit` (checked every 10 ms,
+    /// so the run ends promptly without a thread parked on a semaphore).
+    private static func waitFor(_ flag: NIOLockedValueBox<Bool>, upTo limit: Duration) async -> Bool {
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            if flag.withLockedValue({ $0 }) { return true }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        return flag.withLockedValue { $0 }
     }
 }

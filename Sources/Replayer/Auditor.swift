@@ -78,13 +78,13 @@ public final class Auditor {
     /// Where a stream's commands go (the one Redis, or the master of its slot).
     private let redisFor: (String) -> any LedgerRedis
     /// Every account with balances in Redis.
-    private let scanAccounts: () throws -> [String]
+    private let scanAccounts: @Sendable () async throws -> [String]
 
     /// One Redis: the single `stream`.
-    public convenience init(store: StatementStore, redis: BlockingRedis, group: String = Keys.replayGroup, stream: String = Keys.statements) {
+    public convenience init(store: StatementStore, redis: any LedgerRedis, group: String = Keys.replayGroup, stream: String = Keys.statements) {
         self.init(
             store: store, group: group, streamOf: { _ in stream }, redisFor: { _ in redis },
-            scanAccounts: { try Auditor.scanAccounts(on: redis) }
+            scanAccounts: { try await Auditor.scanAccounts(on: redis) }
         )
     }
 
@@ -92,7 +92,7 @@ public final class Auditor {
     /// the stream of its slot, on the master of that slot.
     public init(
         store: StatementStore, group: String, streamOf: @escaping (String) -> String,
-        redisFor: @escaping (String) -> any LedgerRedis, scanAccounts: @escaping () throws -> [String]
+        redisFor: @escaping (String) -> any LedgerRedis, scanAccounts: @escaping @Sendable () async throws -> [String]
     ) {
         self.store = store
         self.group = group
@@ -131,9 +131,9 @@ public final class Auditor {
     static let snapshotChunk = 256
     static let streamPage = 1_000
 
-    public func run() throws -> Report {
+    public func run() async throws -> Report {
         var report = Report()
-        let accounts = Set(try scanAccounts()).union(try store.accounts())
+        let accounts = Set(try await scanAccounts()).union(try store.accounts())
         var byStream: [String: [String]] = [:]
         for account in accounts { byStream[streamOf(account), default: []].append(account) }
         report.streams = byStream.count
@@ -142,7 +142,7 @@ public final class Auditor {
         // Each stream on its own: an account's statements are all in its stream,
         // and its balances are read against that stream's last id.
         for (stream, members) in byStream.sorted(by: { $0.key < $1.key }) {
-            let streamSnapshots = try audit(stream: stream, accounts: members.sorted(), into: &ledger, report: &report)
+            let streamSnapshots = try await audit(stream: stream, accounts: members.sorted(), into: &ledger, report: &report)
             snapshots.merge(streamSnapshots) { first, _ in first }
         }
         report.accounts = snapshots.count
@@ -166,11 +166,11 @@ public final class Auditor {
     }
 
     /// The statements of one stream, for the accounts written to it.
-    private func audit(stream: String, accounts: [String], into ledger: inout LedgerBalances, report: inout Report) throws -> [String: Snapshot] {
+    private func audit(stream: String, accounts: [String], into ledger: inout LedgerBalances, report: inout Report) async throws -> [String: Snapshot] {
         let redis = redisFor(stream)
         // Below this id every entry is acknowledged by the replayer, hence in the database.
-        let replayed = try redis.oldestNeeded(stream: stream, group: group) ?? .zero
-        let snapshots = try snapshot(accounts, stream: stream, redis: redis)
+        let replayed = try await redis.oldestNeeded(stream: stream, group: group) ?? .zero
+        let snapshots = try await snapshot(accounts, stream: stream, redis: redis)
 
         try store.forEachInStreamOrder(stream: stream, below: replayed) { statement in
             report.fromDatabase += 1
@@ -186,7 +186,7 @@ public final class Auditor {
         var unreplayed: [StreamID: Statement] = [:]
         var start = replayed.description
         pages: while true {
-            let entries = try StreamReply.entries(redis.send(["XRANGE", stream, start, "+", "COUNT", String(Self.streamPage)]))
+            let entries = try await StreamReply.entries(redis.send(["XRANGE", stream, start, "+", "COUNT", String(Self.streamPage)]))
             for entry in entries {
                 if entry.id > latestCutoff { break pages }
                 guard let statement = try? Statement(entry: entry) else {
@@ -213,11 +213,11 @@ public final class Auditor {
     }
 
     /// The accounts with balances on one Redis node (SCAN is node-local).
-    public static func scanAccounts(on redis: any LedgerRedis) throws -> [String] {
+    public static func scanAccounts(on redis: any LedgerRedis) async throws -> [String] {
         var cursor = "0"
         var accounts: [String] = []
         repeat {
-            let reply = try redis.send(["SCAN", cursor, "MATCH", "account:{*}", "COUNT", "1000", "TYPE", "hash"])
+            let reply = try await redis.send(["SCAN", cursor, "MATCH", "account:{*}", "COUNT", "1000", "TYPE", "hash"])
             guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
                 throw RedisError.unexpectedReply("SCAN: \(reply)")
             }
@@ -240,7 +240,7 @@ public final class Auditor {
     /// read the stream's last id, the balances, the last id again; if no
     /// statement of the account was written in between, the balances match
     /// the first id. Accounts written in between are read again.
-    private func snapshot(_ accounts: [String], stream: String, redis: any LedgerRedis) throws -> [String: Snapshot] {
+    private func snapshot(_ accounts: [String], stream: String, redis: any LedgerRedis) async throws -> [String: Snapshot] {
         var result: [String: Snapshot] = [:]
         var remaining = accounts
         var attempt = 0
@@ -254,10 +254,10 @@ public final class Auditor {
             while index < remaining.count {
                 let chunk = Array(remaining[index..<min(index + Self.snapshotChunk, remaining.count)])
                 let lastID = ["XREVRANGE", stream, "+", "-", "COUNT", "1"]
-                let replies = try redis.pipeline([lastID] + chunk.map { ["HGETALL", Keys.account($0)] } + [lastID])
+                let replies = try await redis.pipeline([lastID] + chunk.map { ["HGETALL", Keys.account($0)] } + [lastID])
                 let before = try StreamReply.entries(replies[0]).first?.id ?? .zero
                 let after = try StreamReply.entries(replies[replies.count - 1]).first?.id ?? .zero
-                let written = try accountsWritten(stream: stream, redis: redis, after: before, upTo: after)
+                let written = try await accountsWritten(stream: stream, redis: redis, after: before, upTo: after)
                 for (offset, account) in chunk.enumerated() {
                     if written.contains(account) {
                         busy.append(account)
@@ -273,11 +273,11 @@ public final class Auditor {
     }
 
     /// Accounts with a statement in (`start`, `end`].
-    private func accountsWritten(stream: String, redis: any LedgerRedis, after start: StreamID, upTo end: StreamID) throws -> Set<String> {
+    private func accountsWritten(stream: String, redis: any LedgerRedis, after start: StreamID, upTo end: StreamID) async throws -> Set<String> {
         var accounts: Set<String> = []
         var from = start
         while from < end {
-            let entries = try StreamReply.entries(redis.send(["XRANGE", stream, "(\(from)", end.description, "COUNT", String(Self.streamPage)]))
+            let entries = try await StreamReply.entries(redis.send(["XRANGE", stream, "(\(from)", end.description, "COUNT", String(Self.streamPage)]))
             guard let last = entries.last else { break }
             for entry in entries { if let account = entry.fields?["account"] { accounts.insert(account) } }
             from = last.id

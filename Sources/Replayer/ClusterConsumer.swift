@@ -3,32 +3,37 @@ import Foundation
 import Ledger
 import Logging
 import NIOCore
+import NIOConcurrencyHelpers
 import NIOPosix
 import RedisWire
 
 /// The ledger of a Redis Cluster as the replayer sees it: one stream per
-/// slot (`statements:{T}`), each on the master of its slot. A router on its
-/// own event loop sends each stream's commands to the master of its slot
-/// (MOVED updates the slot map and resends).
-public final class ClusterLedger: @unchecked Sendable {
-    private let group: MultiThreadedEventLoopGroup
+/// slot (`statements:{T}`), each on the master of its slot. A router sends
+/// each stream's commands to the master of its slot (MOVED updates the slot
+/// map and resends).
+public final class ClusterLedger: Sendable {
     public let router: ClusterRouter
     private let credentials: RedisEndpoint
 
-    public init(seeds: [RedisEndpoint], commandTimeout: TimeAmount = .seconds(5), logger: Logger) throws {
+    private init(router: ClusterRouter, credentials: RedisEndpoint) {
+        self.router = router
+        self.credentials = credentials
+    }
+
+    /// A router on one event loop of the shared group, connected to the seeds.
+    public static func connect(seeds: [RedisEndpoint], commandTimeout: TimeAmount = .seconds(5), logger: Logger) async throws -> ClusterLedger {
         precondition(!seeds.isEmpty)
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        credentials = seeds[0]
-        router = ClusterRouter(
-            seeds: seeds, eventLoop: group.next(),
+        let router = ClusterRouter(
+            seeds: seeds, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
             options: RedisConnection.Options(commandTimeout: commandTimeout, connectTimeout: .seconds(2)), logger: logger
         )
         do {
-            try router.connect().wait()
+            try await router.connect().get()
         } catch {
-            close()
+            router.close()
             throw error
         }
+        return ClusterLedger(router: router, credentials: seeds[0])
     }
 
     public var eventLoop: EventLoop { router.eventLoop }
@@ -39,14 +44,14 @@ public final class ClusterLedger: @unchecked Sendable {
     }
 
     /// The masters as the router knows them now, after re-reading the slot map.
-    public func masters(refresh: Bool = true) throws -> [ClusterTopology.Node] {
-        if refresh { try router.eventLoop.flatSubmit { self.router.refresh() }.wait() }
-        return try router.topology.wait().masters
+    public func masters(refresh: Bool = true) async throws -> [ClusterTopology.Node] {
+        if refresh { try await router.eventLoop.flatSubmit { self.router.refresh() }.get() }
+        return try await router.topology.get().masters
     }
 
     /// A command on one node (node-local commands: SCAN).
-    public func send(_ arguments: [String], on node: ClusterTopology.Node) throws -> RESPValue {
-        try router.eventLoop.flatSubmit { self.router.client(for: node).send(RedisCommand(arguments)) }.wait()
+    public func send(_ arguments: [String], on node: ClusterTopology.Node) async throws -> RESPValue {
+        try await router.eventLoop.flatSubmit { self.router.client(for: node).send(RedisCommand(arguments)) }.get()
     }
 
     /// The endpoint of a node, with the seeds' user and password.
@@ -58,11 +63,11 @@ public final class ClusterLedger: @unchecked Sendable {
     }
 
     /// The statement streams a master holds (SCAN is node-local).
-    public func streams(on node: ClusterTopology.Node) throws -> [String] {
+    public func streams(on node: ClusterTopology.Node) async throws -> [String] {
         var cursor = "0"
         var streams: [String] = []
         repeat {
-            let reply = try send(["SCAN", cursor, "MATCH", "statements:*", "COUNT", "1000", "TYPE", "stream"], on: node)
+            let reply = try await send(["SCAN", cursor, "MATCH", "statements:*", "COUNT", "1000", "TYPE", "stream"], on: node)
             guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
                 throw RedisError.unexpectedReply("SCAN: \(reply)")
             }
@@ -73,30 +78,40 @@ public final class ClusterLedger: @unchecked Sendable {
     }
 
     /// The accounts with balances on every master.
-    public func accounts() throws -> [String] {
+    public func accounts() async throws -> [String] {
         var accounts: [String] = []
-        for node in try masters() {
-            accounts += try Auditor.scanAccounts(on: NodeRedis(ledger: self, node: node))
+        for node in try await masters() {
+            accounts += try await Auditor.scanAccounts(on: NodeRedis(ledger: self, node: node))
         }
         return accounts
     }
 
     /// One command per key, each to the master of its key's slot, all in
     /// flight at once; replies in order. Fails with the first error.
-    public func pipeline(_ commands: [(key: String, arguments: [String])]) throws -> [RESPValue] {
+    public func pipeline(_ commands: [(key: String, arguments: [String])]) async throws -> [RESPValue] {
         let futures = commands.map { router.send(RedisCommand($0.arguments), slot: HashSlot.of(key: $0.key)) }
-        return try futures.map { try $0.wait() }
+        var replies: [RESPValue] = []
+        replies.reserveCapacity(futures.count)
+        for future in futures { replies.append(try await future.get()) }
+        return replies
     }
 
     /// Same, keeping each command's error instead of failing.
-    func pipelineResults(_ commands: [(key: String, arguments: [String])]) -> [Result<RESPValue, Error>] {
+    func pipelineResults(_ commands: [(key: String, arguments: [String])]) async -> [Result<RESPValue, Error>] {
         let futures = commands.map { router.send(RedisCommand($0.arguments), slot: HashSlot.of(key: $0.key)) }
-        return futures.map { future in Result { try future.wait() } }
+        var results: [Result<RESPValue, Error>] = []
+        for future in futures {
+            do {
+                results.append(.success(try await future.get()))
+            } catch {
+                results.append(.failure(error))
+            }
+        }
+        return results
     }
 
     public func close() {
         router.close()
-        try? group.syncShutdownGracefully()
     }
 }
 
@@ -105,55 +120,88 @@ struct NodeRedis: LedgerRedis {
     let ledger: ClusterLedger
     let node: ClusterTopology.Node
 
-    func send(_ arguments: [String]) throws -> RESPValue { try ledger.send(arguments, on: node) }
-    func pipeline(_ commands: [[String]]) throws -> [RESPValue] { try commands.map { try send($0) } }
+    func send(_ arguments: [String]) async throws -> RESPValue { try await ledger.send(arguments, on: node) }
+    func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
+        var replies: [RESPValue] = []
+        for command in commands { replies.append(try await send(command)) }
+        return replies
+    }
 }
 
 /// Streams that changed, as the `xadd` keyevents of the masters tell, and a
-/// wait for the next one.
-final class StreamWakeups: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var changed: Set<String> = []
-    private var gap = false
+/// wait for the next one (one waiter: the consumer's task).
+final class StreamWakeups: Sendable {
+    private struct State {
+        var changed: Set<String> = []
+        var gap = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = NIOLockedValueBox(State())
 
     func mark(_ stream: String) {
-        condition.lock()
-        let inserted = changed.insert(stream).inserted
-        if inserted { condition.signal() }
-        condition.unlock()
+        state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            guard state.changed.insert(stream).inserted else { return nil }
+            defer { state.waiter = nil }
+            return state.waiter
+        }?.resume()
     }
 
     /// A subscriber lost its link: events may have been missed.
     func markGap() {
-        condition.lock()
-        gap = true
-        condition.signal()
-        condition.unlock()
+        state.withLockedValue { state -> CheckedContinuation<Void, Never>? in
+            state.gap = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }?.resume()
     }
 
     /// The streams marked since the last call, and whether a gap was seen.
     func take() -> (streams: Set<String>, gap: Bool) {
-        condition.lock()
-        defer { condition.unlock() }
-        let result = (changed, gap)
-        changed.removeAll()
-        gap = false
-        return result
+        state.withLockedValue { state in
+            defer {
+                state.changed.removeAll()
+                state.gap = false
+            }
+            return (state.changed, state.gap)
+        }
     }
 
-    /// Waits until something is marked or `deadline`.
-    func wait(until deadline: Date) {
-        condition.lock()
-        while changed.isEmpty && !gap && Date() < deadline {
-            _ = condition.wait(until: deadline)
+    /// Waits until something is marked, `limit` passed, or the task is cancelled.
+    func wait(upTo limit: Duration) async {
+        guard limit > .zero else { return }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.nextMark() }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
         }
-        condition.unlock()
+    }
+
+    private func nextMark() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                // Under the lock that `onCancel` takes too: a cancellation is
+                // either seen here or finds the waiter stored.
+                let ready = state.withLockedValue { state in
+                    if !state.changed.isEmpty || state.gap || Task.isCancelled { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLockedValue { state in
+                defer { state.waiter = nil }
+                return state.waiter
+            }?.resume()
+        }
     }
 }
 
 /// A sink for entries of several streams at once.
 protocol MultiStreamSink: AnyObject {
-    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) throws -> BatchOutcome
+    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) async throws -> BatchOutcome
 }
 
 extension StatementStoreSink: MultiStreamSink {}
@@ -173,6 +221,8 @@ extension StatementStoreSink: MultiStreamSink {}
 /// per sweep. Each round pipelines one
 /// XREADGROUP per changed stream (a multi-stream XREADGROUP across slots
 /// is CROSSSLOT), applies everything read in one sink call, then XACKs.
+/// Stops when its task is cancelled, after the round in hand (applied and
+/// acknowledged).
 final class ClusterConsumer {
     private let ledger: ClusterLedger
     private let sink: MultiStreamSink
@@ -180,10 +230,9 @@ final class ClusterConsumer {
     private let consumer: String
     private let options: ConsumerOptions
     private let sweepInterval: TimeInterval
-    private let stop: StopSignal
     private let logger: Logger
     /// After every round, with the streams that had entries in it.
-    private let afterRound: (ConsumerStats, Set<String>) -> Void
+    private let afterRound: (ConsumerStats, Set<String>) async -> Void
     private let wakeups = StreamWakeups()
     private var subscribers: [ClusterTopology.Node: RedisSubscriber] = [:]
     /// Testing only: no keyevent subscription (the sweep alone).
@@ -205,8 +254,8 @@ final class ClusterConsumer {
 
     init(
         ledger: ClusterLedger, sink: MultiStreamSink, group: String, consumer: String, options: ConsumerOptions,
-        sweepInterval: TimeInterval, listen: Bool = true, stop: StopSignal, logger: Logger,
-        afterRound: @escaping (ConsumerStats, Set<String>) -> Void = { _, _ in }
+        sweepInterval: TimeInterval, listen: Bool = true, logger: Logger,
+        afterRound: @escaping (ConsumerStats, Set<String>) async -> Void = { _, _ in }
     ) {
         self.ledger = ledger
         self.sink = sink
@@ -215,46 +264,45 @@ final class ClusterConsumer {
         self.options = options
         self.sweepInterval = sweepInterval
         self.listen = listen
-        self.stop = stop
         self.logger = logger
         self.afterRound = afterRound
     }
 
-    func run() throws {
+    func run() async throws {
         defer { subscribers.values.forEach { $0.close() } }
         var dirty: Set<String> = []
         logger.info("cluster consumer ready", metadata: ["group": "\(group)", "consumer": "\(consumer)"])
-        while !stop.isStopped {
+        while !Task.isCancelled {
             var done = false
-            try retryingRedis {
+            try await retryingRedis {
                 let woken = self.wakeups.take()
                 dirty.formUnion(woken.streams)
                 // Drain mode sweeps every round, whole: it must see every stream.
                 if self.options.drain || woken.gap || Date().timeIntervalSince(self.lastSweep) >= self.sweepInterval {
-                    dirty.formUnion(try self.sweep(whole: self.options.drain || woken.gap))
+                    dirty.formUnion(try await self.sweep(whole: self.options.drain || woken.gap))
                 }
                 let round = dirty
                 self.claimCandidates?.formUnion(round)
                 var read = 0
                 var withEntries: Set<String> = []
                 if !round.isEmpty {
-                    let (full, count, streams) = try self.readNew(round)
+                    let (full, count, streams) = try await self.readNew(round)
                     read = count
                     dirty = full
                     withEntries = streams
                 }
                 // After the read: the streams are prepared (group, own pending) by then.
                 if Date().timeIntervalSince(self.lastClaim) * 1000 >= Double(self.options.claimIdleMilliseconds / 2) {
-                    try self.claimFromIdleConsumers()
+                    try await self.claimFromIdleConsumers()
                 }
-                self.afterRound(self.stats, withEntries)
+                await self.afterRound(self.stats, withEntries)
                 if self.options.drain && read == 0 && dirty.isEmpty {
-                    if try self.pendingCount() == 0 {
+                    if try await self.pendingCount() == 0 {
                         done = true
                     } else {
                         // Someone else holds entries: claim them once idle long enough.
-                        try self.claimFromIdleConsumers()
-                        self.wakeups.wait(until: Date().addingTimeInterval(0.1))
+                        try await self.claimFromIdleConsumers()
+                        await self.wakeups.wait(upTo: .milliseconds(100))
                     }
                     return
                 }
@@ -264,7 +312,7 @@ final class ClusterConsumer {
                         self.logger.info("cluster consumer caught up", metadata: ["group": "\(self.group)", "streams": "\(self.known.count)"])
                     }
                     let next = min(self.lastSweep.addingTimeInterval(self.sweepInterval), Date().addingTimeInterval(Double(self.options.blockMilliseconds) / 1000))
-                    self.wakeups.wait(until: next)
+                    await self.wakeups.wait(upTo: .milliseconds(Int(next.timeIntervalSinceNow * 1000)))
                 }
             }
             if done { break }
@@ -277,9 +325,9 @@ final class ClusterConsumer {
     /// masters not yet listened to (a new master, a promoted replica).
     /// Unless `whole`, a master whose XADD count has not moved since its
     /// last sweep is skipped. Returns the streams to read.
-    private func sweep(whole: Bool) throws -> Set<String> {
+    private func sweep(whole: Bool) async throws -> Set<String> {
         lastSweep = Date()
-        let masters = try ledger.masters()
+        let masters = try await ledger.masters()
         if listen {
             for node in masters where subscribers[node] == nil {
                 let wakeups = self.wakeups
@@ -291,7 +339,7 @@ final class ClusterConsumer {
                     onResubscribed: { wakeups.markGap() }
                 )
                 do {
-                    try subscriber.subscribe([Self.xaddChannel]).wait()
+                    try await subscriber.subscribe([Self.xaddChannel]).get()
                     subscribers[node] = subscriber
                 } catch {
                     subscriber.close()
@@ -310,14 +358,14 @@ final class ClusterConsumer {
             // Read before the scan: an XADD after it moves the count for the next sweep.
             let calls: Int?
             do {
-                calls = try xaddCount(on: node)
+                calls = try await xaddCount(on: node)
             } catch {
                 logger.debug("cannot read the xadd count of a master", metadata: ["node": "\(node)", "error": "\(error)"])
                 calls = nil
             }
             if !whole, let calls, calls == xaddCalls[node] { continue }
             logger.debug("sweeping a master", metadata: ["node": "\(node)", "xadd_calls": "\(calls.map(String.init) ?? "?")", "whole": "\(whole)"])
-            let streams = try ledger.streams(on: node)
+            let streams = try await ledger.streams(on: node)
             known.formUnion(streams)
             found.formUnion(streams)
             xaddCalls[node] = calls
@@ -328,8 +376,8 @@ final class ClusterConsumer {
 
     /// How many XADDs a node has executed (scripts' included), from
     /// `INFO commandstats`; nil when the user may not run INFO.
-    private func xaddCount(on node: ClusterTopology.Node) throws -> Int? {
-        guard let text = try ledger.send(["INFO", "commandstats"], on: node).string else { return nil }
+    private func xaddCount(on node: ClusterTopology.Node) async throws -> Int? {
+        guard let text = try await ledger.send(["INFO", "commandstats"], on: node).string else { return nil }
         guard let line = text.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("cmdstat_xadd:") }) else { return 0 }
         guard let calls = line.split(separator: ",").first?.split(separator: "=").last else { return nil }
         return Int(calls)
@@ -339,10 +387,10 @@ final class ClusterConsumer {
 
     /// Creates the group on streams seen for the first time and re-reads
     /// what this consumer was delivered there and never acknowledged.
-    private func prepare(_ streams: Set<String>) throws {
+    private func prepare(_ streams: Set<String>) async throws {
         let fresh = streams.subtracting(ready).sorted()
         guard !fresh.isEmpty else { return }
-        let created = ledger.pipelineResults(fresh.map { ($0, ["XGROUP", "CREATE", $0, group, "0", "MKSTREAM"]) })
+        let created = await ledger.pipelineResults(fresh.map { ($0, ["XGROUP", "CREATE", $0, group, "0", "MKSTREAM"]) })
         for result in created {
             if case .failure(let error) = result {
                 if case RedisError.server(let message) = error, message.hasPrefix("BUSYGROUP") { continue }
@@ -350,9 +398,9 @@ final class ClusterConsumer {
             }
         }
         var cursors = Dictionary(uniqueKeysWithValues: fresh.map { ($0, StreamID.zero) })
-        while !cursors.isEmpty && !stop.isStopped {
+        while !cursors.isEmpty && !Task.isCancelled {
             let names = cursors.keys.sorted()
-            let replies = try ledger.pipeline(names.map { name in
+            let replies = try await ledger.pipeline(names.map { name in
                 (name, ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(options.batchSize), "STREAMS", name, cursors[name]!.description])
             })
             var batches: [(stream: String, entries: [StreamEntry])] = []
@@ -367,7 +415,7 @@ final class ClusterConsumer {
             }
             if !batches.isEmpty {
                 logger.info("re-applying entries delivered before a restart", metadata: ["count": "\(batches.reduce(0) { $0 + $1.entries.count })"])
-                try handle(batches)
+                try await handle(batches)
             }
         }
         ready.formUnion(fresh)
@@ -376,11 +424,11 @@ final class ClusterConsumer {
     /// One XREADGROUP per stream, pipelined; returns the streams that gave
     /// a full batch (more to read), how many entries were read, and the
     /// streams that had any.
-    private func readNew(_ streams: Set<String>) throws -> (full: Set<String>, read: Int, withEntries: Set<String>) {
+    private func readNew(_ streams: Set<String>) async throws -> (full: Set<String>, read: Int, withEntries: Set<String>) {
         known.formUnion(streams)
-        try prepare(streams)
+        try await prepare(streams)
         let names = streams.sorted()
-        let replies = try ledger.pipeline(names.map { name in
+        let replies = try await ledger.pipeline(names.map { name in
             (name, ["XREADGROUP", "GROUP", group, consumer, "COUNT", String(options.batchSize), "STREAMS", name, ">"])
         })
         var batches: [(stream: String, entries: [StreamEntry])] = []
@@ -400,22 +448,22 @@ final class ClusterConsumer {
             chunk.append(batch)
             chunkSize += batch.entries.count
             if chunkSize >= options.batchSize {
-                try handle(chunk)
+                try await handle(chunk)
                 chunk = []
                 chunkSize = 0
             }
         }
-        if !chunk.isEmpty { try handle(chunk) }
+        if !chunk.isEmpty { try await handle(chunk) }
         return (full, read, Set(batches.map(\.stream)))
     }
 
     /// Apply (commit), then acknowledge. A crash between the two re-delivers
     /// the batch, which the sink ignores by (stream, id).
-    private func handle(_ batches: [(stream: String, entries: [StreamEntry])]) throws {
+    private func handle(_ batches: [(stream: String, entries: [StreamEntry])]) async throws {
         let total = batches.reduce(0) { $0 + $1.entries.count }
         let outcome: BatchOutcome
         do {
-            outcome = try sink.apply(batches)
+            outcome = try await sink.apply(batches)
         } catch {
             throw SinkFailure(underlying: error)
         }
@@ -426,13 +474,13 @@ final class ClusterConsumer {
             logger.critical("killing myself after commit, before XACK (--kill-after-commits)")
             kill(getpid(), SIGKILL)
         }
-        _ = try ledger.pipeline(batches.map { ($0.stream, ["XACK", $0.stream, group] + $0.entries.map(\.id.description)) })
+        _ = try await ledger.pipeline(batches.map { ($0.stream, ["XACK", $0.stream, group] + $0.entries.map(\.id.description)) })
     }
 
     /// Entries delivered to anyone in the group and not acknowledged, over every known stream.
-    private func pendingCount() throws -> Int {
+    private func pendingCount() async throws -> Int {
         let names = known.sorted()
-        let replies = try ledger.pipelineResults(names.map { ($0, ["XPENDING", $0, group]) })
+        let replies = await ledger.pipelineResults(names.map { ($0, ["XPENDING", $0, group]) })
         var total = 0
         for result in replies {
             switch result {
@@ -449,18 +497,18 @@ final class ClusterConsumer {
     /// A consumer can only hold entries of streams that were written, which
     /// this consumer read too: after a first check over every known stream,
     /// only the streams read since the last check are looked at.
-    private func claimFromIdleConsumers() throws {
+    private func claimFromIdleConsumers() async throws {
         lastClaim = Date()
         let candidates = claimCandidates ?? known
         claimCandidates = []
         let names = candidates.intersection(ready).sorted()
         guard !names.isEmpty else { return }
-        let summaries = try ledger.pipeline(names.map { ($0, ["XPENDING", $0, group]) })
+        let summaries = try await ledger.pipeline(names.map { ($0, ["XPENDING", $0, group]) })
         for (name, reply) in zip(names, summaries) where try PendingSummary.parse(reply).count > 0 {
             let redis = ledger.redis(forKey: name)
             var cursor = StreamID.zero
             repeat {
-                let claimed = try StreamReply.autoClaim(redis.send([
+                let claimed = try await StreamReply.autoClaim(redis.send([
                     "XAUTOCLAIM", name, group, consumer, String(options.claimIdleMilliseconds), cursor.description,
                     "COUNT", String(options.batchSize),
                 ]))
@@ -468,20 +516,20 @@ final class ClusterConsumer {
                 if !entries.isEmpty {
                     logger.info("claimed entries from an idle consumer", metadata: ["stream": "\(name)", "count": "\(entries.count)"])
                     stats.claimed += entries.count
-                    try handle([(name, entries)])
+                    try await handle([(name, entries)])
                 }
                 cursor = claimed.cursor
-            } while cursor != .zero && !stop.isStopped
+            } while cursor != .zero && !Task.isCancelled
         }
     }
 
     /// Runs `body`, retrying Redis failures with back-off (50 ms doubling to
-    /// 2 s) until it succeeds or a stop is requested. Sink failures pass through.
-    private func retryingRedis(_ body: () throws -> Void) throws {
+    /// 2 s) until it succeeds or the task is cancelled. Sink failures pass through.
+    private func retryingRedis(_ body: () async throws -> Void) async throws {
         var delay = 0.05
         while true {
             do {
-                try body()
+                try await body()
                 consecutiveFailures = 0
                 return
             } catch let error where !(error is SinkFailure) {
@@ -492,12 +540,12 @@ final class ClusterConsumer {
                 xaddCalls.removeAll()
                 claimCandidates = nil
                 if options.drain && consecutiveFailures >= options.maxDrainFailures { throw error }
-                if stop.isStopped {
+                if Task.isCancelled {
                     logger.warning("stopping while redis fails", metadata: ["group": "\(group)", "error": "\(error)"])
                     return
                 }
                 logger.warning("redis failed; retrying", metadata: ["group": "\(group)", "error": "\(error)", "retry_in_ms": "\(Int(delay * 1000))"])
-                Thread.sleep(forTimeInterval: delay)
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 delay = min(delay * 2, 2)
             }
         }

@@ -2,7 +2,7 @@ import Ledger
 import RedisWire
 
 /// The names the ledger pipeline uses in Redis (see README, "Statements, replay and audit").
-/// One consumer of one consumer group on one stream, over a blocking connection.
+/// One consumer of one consumer group on one stream.
 final class ConsumerGroup: Sendable {
     let redis: any LedgerRedis
     let stream: String
@@ -19,9 +19,9 @@ final class ConsumerGroup: Sendable {
 
     /// Creates the group at the start of the stream (so a first replay sees
     /// every entry still in it); an existing group is left where it is.
-    func createIfMissing() throws {
+    func createIfMissing() async throws {
         do {
-            try redis.send(["XGROUP", "CREATE", stream, group, "0", "MKSTREAM"])
+            try await redis.send(["XGROUP", "CREATE", stream, group, "0", "MKSTREAM"])
         } catch let error as RedisError where error.kind == .busyGroup {
             return
         }
@@ -29,15 +29,15 @@ final class ConsumerGroup: Sendable {
 
     /// Entries delivered to this consumer earlier and not acknowledged (it
     /// crashed or was stopped between read and XACK), after `cursor`.
-    func ownPending(after cursor: StreamID, count: Int) throws -> [StreamEntry] {
-        try StreamReply.readGroup(redis.send([
+    func ownPending(after cursor: StreamID, count: Int) async throws -> [StreamEntry] {
+        try await StreamReply.readGroup(redis.send([
             "XREADGROUP", "GROUP", group, consumer, "COUNT", String(count), "STREAMS", stream, cursor.description,
         ]))
     }
 
     /// New entries, waiting up to `blockMilliseconds` when there are none.
-    func readNew(count: Int, blockMilliseconds: Int) throws -> [StreamEntry] {
-        try StreamReply.readGroup(redis.send([
+    func readNew(count: Int, blockMilliseconds: Int) async throws -> [StreamEntry] {
+        try await StreamReply.readGroup(redis.send([
             "XREADGROUP", "GROUP", group, consumer, "COUNT", String(count), "BLOCK", String(blockMilliseconds),
             "STREAMS", stream, ">",
         ]))
@@ -46,33 +46,33 @@ final class ConsumerGroup: Sendable {
     /// Takes over entries other consumers were delivered but have not
     /// acknowledged for `minIdleMilliseconds` (a dead or stuck consumer).
     /// Entries deleted from the stream meanwhile come back without fields.
-    func claimIdle(minIdleMilliseconds: Int, after cursor: StreamID, count: Int) throws -> (next: StreamID, entries: [StreamEntry]) {
-        let reply = try StreamReply.autoClaim(redis.send([
+    func claimIdle(minIdleMilliseconds: Int, after cursor: StreamID, count: Int) async throws -> (next: StreamID, entries: [StreamEntry]) {
+        let reply = try await StreamReply.autoClaim(redis.send([
             "XAUTOCLAIM", stream, group, consumer, String(minIdleMilliseconds), cursor.description, "COUNT", String(count),
         ]))
         return (reply.cursor, reply.entries + reply.deleted.map { StreamEntry(id: $0, fields: nil) })
     }
 
-    func acknowledge(_ ids: [StreamID]) throws {
+    func acknowledge(_ ids: [StreamID]) async throws {
         guard !ids.isEmpty else { return }
-        try redis.send(["XACK", stream, group] + ids.map(\.description))
+        try await redis.send(["XACK", stream, group] + ids.map(\.description))
     }
 
     /// Entries of the group delivered and not yet acknowledged, by anyone.
-    func pendingCount() throws -> Int {
-        try redis.pendingSummary(stream: stream, group: group).count
+    func pendingCount() async throws -> Int {
+        try await redis.pendingSummary(stream: stream, group: group).count
     }
 
     /// Removes consumers that hold nothing and have not been heard from for
     /// `idleMilliseconds` (replayers that were restarted under a new name).
-    func forgetIdleConsumers(idleMilliseconds: Int) throws -> [String] {
-        let reply = try redis.send(["XINFO", "CONSUMERS", stream, group])
+    func forgetIdleConsumers(idleMilliseconds: Int) async throws -> [String] {
+        let reply = try await redis.send(["XINFO", "CONSUMERS", stream, group])
         var forgotten: [String] = []
         for item in reply.array ?? [] {
             let info = StreamReply.pairs(item)
             guard let name = info["name"]?.string, name != consumer,
                   info["pending"]?.int == 0, let idle = info["idle"]?.int, idle >= idleMilliseconds else { continue }
-            try redis.send(["XGROUP", "DELCONSUMER", stream, group, name])
+            try await redis.send(["XGROUP", "DELCONSUMER", stream, group, name])
             forgotten.append(name)
         }
         return forgotten

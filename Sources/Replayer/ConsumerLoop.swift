@@ -6,7 +6,7 @@ import RedisWire
 /// Where a consumer puts the entries it reads. `apply` must be durable when
 /// it returns: the loop acknowledges the entries right after.
 public protocol EntrySink: AnyObject {
-    func apply(_ entries: [StreamEntry]) throws -> BatchOutcome
+    func apply(_ entries: [StreamEntry]) async throws -> BatchOutcome
 }
 
 /// What a sink did with each entry of a batch; the three add up to the batch.
@@ -33,31 +33,11 @@ public struct BatchOutcome: Sendable, Equatable {
     }
 }
 
-/// A stop request shared by the loops of one process (signals, a failed sibling).
-public final class StopSignal: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stopped = false
-
-    public init() {}
-
-    public func stop() {
-        lock.lock()
-        stopped = true
-        lock.unlock()
-    }
-
-    public var isStopped: Bool {
-        lock.lock()
-        defer { lock.unlock() }
-        return stopped
-    }
-}
-
 public struct ConsumerOptions: Sendable {
     /// Entries per XREADGROUP / XAUTOCLAIM (and per database transaction).
     public var batchSize = 500
     /// How long one XREADGROUP waits for new entries; also bounds how long a
-    /// stop request waits.
+    /// stop (the consumer task's cancellation) waits.
     public var blockMilliseconds = 1_000
     /// Pending entries of another consumer idle this long are claimed.
     public var claimIdleMilliseconds = 30_000
@@ -89,14 +69,17 @@ public struct ConsumerStats: Sendable, Equatable {
 /// XACK. On start it first re-reads what this consumer was delivered and never
 /// acknowledged; every `claimIdleMilliseconds / 2` (and whenever a drain finds
 /// nothing new) it claims entries other consumers left pending too long.
+///
+/// Stops when its task is cancelled, between batches: a batch read is
+/// applied and acknowledged first (the stop waits for it), so a stop never
+/// loses an entry nor applies one twice.
 public final class ConsumerLoop {
     private let group: ConsumerGroup
     private let sink: EntrySink
     private let options: ConsumerOptions
-    private let stop: StopSignal
     private let logger: Logger
-    private let afterBatch: (ConsumerStats) -> Void
-    private let whenIdle: (ConsumerStats) -> Void
+    private let afterBatch: (ConsumerStats) async -> Void
+    private let whenIdle: (ConsumerStats) async -> Void
     private(set) public var stats = ConsumerStats()
     private var lastClaim = Date.distantPast
     private var consecutiveFailures = 0
@@ -107,47 +90,47 @@ public final class ConsumerLoop {
     /// `afterBatch` runs after every acknowledged batch, `whenIdle` after a
     /// read that found nothing (housekeeping: progress, trimming).
     init(
-        group: ConsumerGroup, sink: EntrySink, options: ConsumerOptions, stop: StopSignal, logger: Logger,
-        afterBatch: @escaping (ConsumerStats) -> Void = { _ in }, whenIdle: @escaping (ConsumerStats) -> Void = { _ in }
+        group: ConsumerGroup, sink: EntrySink, options: ConsumerOptions, logger: Logger,
+        afterBatch: @escaping (ConsumerStats) async -> Void = { _ in }, whenIdle: @escaping (ConsumerStats) async -> Void = { _ in }
     ) {
         precondition(ConsumerOptions.batchSizeRange.contains(options.batchSize))
         precondition(ConsumerOptions.blockRange.contains(options.blockMilliseconds))
         self.group = group
         self.sink = sink
         self.options = options
-        self.stop = stop
         self.logger = logger
         self.afterBatch = afterBatch
         self.whenIdle = whenIdle
     }
 
-    /// Runs until stopped or, with `drain`, until caught up. Redis failures
-    /// are retried with back-off; sink failures (the database) end the loop.
-    public func run() throws {
-        try retryingRedis { try self.group.createIfMissing() }
-        try retryingRedis { try self.recoverOwnPending() }
+    /// Runs until its task is cancelled or, with `drain`, until caught up.
+    /// Redis failures are retried with back-off; sink failures (the
+    /// database) end the loop.
+    public func run() async throws {
+        try await retryingRedis { try await self.group.createIfMissing() }
+        try await retryingRedis { try await self.recoverOwnPending() }
         logger.info("consumer ready", metadata: ["group": "\(group.group)", "consumer": "\(group.consumer)"])
-        while !stop.isStopped {
+        while !Task.isCancelled {
             var caughtUp = false
-            try retryingRedis {
-                if self.mustRecoverOwnPending { try self.recoverOwnPending() }
+            try await retryingRedis {
+                if self.mustRecoverOwnPending { try await self.recoverOwnPending() }
                 if Date().timeIntervalSince(self.lastClaim) * 1000 >= Double(self.options.claimIdleMilliseconds / 2) {
-                    try self.claimFromIdleConsumers()
+                    try await self.claimFromIdleConsumers()
                 }
                 let block = self.options.drain ? min(self.options.blockMilliseconds, 100) : self.options.blockMilliseconds
-                let entries = try self.group.readNew(count: self.options.batchSize, blockMilliseconds: block)
+                let entries = try await self.group.readNew(count: self.options.batchSize, blockMilliseconds: block)
                 if !entries.isEmpty {
-                    try self.handle(entries)
+                    try await self.handle(entries)
                     return
                 }
-                self.whenIdle(self.stats)
+                await self.whenIdle(self.stats)
                 if self.options.drain {
                     // Nothing new: done once nobody holds unacknowledged entries;
                     // otherwise wait for them to be acked or to become claimable.
-                    if try self.group.pendingCount() == 0 {
+                    if try await self.group.pendingCount() == 0 {
                         caughtUp = true
                     } else {
-                        try self.claimFromIdleConsumers()
+                        try await self.claimFromIdleConsumers()
                     }
                 }
             }
@@ -155,42 +138,42 @@ public final class ConsumerLoop {
         }
     }
 
-    private func recoverOwnPending() throws {
+    private func recoverOwnPending() async throws {
         var cursor = StreamID.zero
-        while !stop.isStopped {
-            let entries = try group.ownPending(after: cursor, count: options.batchSize)
+        while !Task.isCancelled {
+            let entries = try await group.ownPending(after: cursor, count: options.batchSize)
             guard let last = entries.last else {
                 mustRecoverOwnPending = false
                 return
             }
             logger.info("re-applying entries delivered before a restart", metadata: ["count": "\(entries.count)"])
-            try handle(entries)
+            try await handle(entries)
             cursor = last.id
         }
     }
 
-    private func claimFromIdleConsumers() throws {
+    private func claimFromIdleConsumers() async throws {
         lastClaim = Date()
         var cursor = StreamID.zero
         repeat {
-            let (next, entries) = try group.claimIdle(
+            let (next, entries) = try await group.claimIdle(
                 minIdleMilliseconds: options.claimIdleMilliseconds, after: cursor, count: options.batchSize
             )
             if !entries.isEmpty {
                 logger.info("claimed entries from an idle consumer", metadata: ["count": "\(entries.count)"])
                 stats.claimed += entries.count
-                try handle(entries)
+                try await handle(entries)
             }
             cursor = next
-        } while cursor != .zero && !stop.isStopped
+        } while cursor != .zero && !Task.isCancelled
     }
 
     /// Apply (commit), then acknowledge. A crash between the two re-delivers
     /// the batch, which the sink ignores by key.
-    private func handle(_ entries: [StreamEntry]) throws {
+    private func handle(_ entries: [StreamEntry]) async throws {
         let outcome: BatchOutcome
         do {
-            outcome = try sink.apply(entries)
+            outcome = try await sink.apply(entries)
         } catch {
             throw SinkFailure(underlying: error)
         }
@@ -201,21 +184,21 @@ public final class ConsumerLoop {
             logger.critical("killing myself after commit, before XACK (--kill-after-commits)")
             kill(getpid(), SIGKILL)
         }
-        try group.acknowledge(entries.map(\.id))
+        try await group.acknowledge(entries.map(\.id))
         logger.debug("batch committed and acknowledged", metadata: [
             "group": "\(group.group)", "entries": "\(entries.count)", "applied": "\(outcome.applied)",
             "duplicates": "\(outcome.duplicates)", "total_applied": "\(stats.outcome.applied)",
         ])
-        afterBatch(stats)
+        await afterBatch(stats)
     }
 
     /// Runs `body`, retrying Redis failures with back-off (50 ms doubling to
-    /// 2 s) until it succeeds or a stop is requested. Sink failures pass through.
-    private func retryingRedis(_ body: () throws -> Void) throws {
+    /// 2 s) until it succeeds or the task is cancelled. Sink failures pass through.
+    private func retryingRedis(_ body: () async throws -> Void) async throws {
         var delay = 0.05
         while true {
             do {
-                try body()
+                try await body()
                 consecutiveFailures = 0
                 return
             } catch let error where !(error is SinkFailure) {
@@ -223,13 +206,14 @@ public final class ConsumerLoop {
                 consecutiveFailures += 1
                 mustRecoverOwnPending = true
                 if options.drain && consecutiveFailures >= options.maxDrainFailures { throw error }
-                if stop.isStopped {
+                if Task.isCancelled {
                     // Whatever was in hand stays pending in Redis and is applied (once) after a restart.
                     logger.warning("stopping while redis fails", metadata: ["group": "\(group.group)", "error": "\(error)"])
                     return
                 }
                 logger.warning("redis failed; retrying", metadata: ["group": "\(group.group)", "error": "\(error)", "retry_in_ms": "\(Int(delay * 1000))"])
-                Thread.sleep(forTimeInterval: delay)
+                // Cut short by a stop; the next failure (or success) then ends the wait.
+                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
                 delay = min(delay * 2, 2)
             }
         }

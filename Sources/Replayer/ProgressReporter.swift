@@ -7,7 +7,7 @@ final class ProgressReporter {
     private let toTerminal: Bool
     private let logger: Logger
     private let interval: TimeInterval
-    private let lag: () -> String
+    private let lag: () async -> String
     private var firstBatch: Date?
     private var lastBatch = Date()
     private var firstBatchSize = 0
@@ -17,7 +17,7 @@ final class ProgressReporter {
     private var wroteStatusLine = false
 
     /// `lag` describes the group's backlog; it is asked only when a report is due.
-    init(toTerminal: Bool, logger: Logger, lag: @escaping () -> String) {
+    init(toTerminal: Bool, logger: Logger, lag: @escaping () async -> String) {
         self.toTerminal = toTerminal
         self.logger = logger
         self.interval = toTerminal ? 0.5 : 5
@@ -25,7 +25,7 @@ final class ProgressReporter {
     }
 
     /// Called after every batch and every empty read.
-    func update(_ stats: ConsumerStats) {
+    func update(_ stats: ConsumerStats) async {
         let now = Date()
         if stats.outcome.total != lastSeenTotal {
             if firstBatch == nil {
@@ -44,7 +44,7 @@ final class ProgressReporter {
         lastReport = now
         // A log line only when something happened; a terminal line always (it shows the lag).
         if idle && !toTerminal { return }
-        let backlog = lag()
+        let backlog = await lag()
         if toTerminal {
             let line = "replayed \(stats.outcome.applied) (duplicates \(stats.outcome.duplicates), rejected \(stats.outcome.skipped))  \(Int(rate)) entries/s  \(backlog)"
             FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))

@@ -14,12 +14,12 @@ final class StatementStoreSink: EntrySink {
         self.consumer = consumer
     }
 
-    func apply(_ entries: [StreamEntry]) throws -> BatchOutcome {
-        try store.apply(entries, group: group, consumer: consumer)
+    func apply(_ entries: [StreamEntry]) async throws -> BatchOutcome {
+        try await store.apply(entries, group: group, consumer: consumer)
     }
 
-    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) throws -> BatchOutcome {
-        try store.apply(batches, group: group, consumer: consumer)
+    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) async throws -> BatchOutcome {
+        try await store.apply(batches, group: group, consumer: consumer)
     }
 }
 
@@ -28,16 +28,16 @@ final class StatementStoreSink: EntrySink {
 /// crash notifies again, with the same `statement` field for the client to
 /// dedupe on.
 final class NotificationSink: EntrySink {
-    private let redis: BlockingRedis
+    private let redis: any LedgerRedis
     private let maxLength: Int
 
-    init(redis: BlockingRedis, maxLength: Int) {
+    init(redis: any LedgerRedis, maxLength: Int) {
         precondition(maxLength > 0)
         self.redis = redis
         self.maxLength = maxLength
     }
 
-    func apply(_ entries: [StreamEntry]) throws -> BatchOutcome {
+    func apply(_ entries: [StreamEntry]) async throws -> BatchOutcome {
         var commands: [[String]] = []
         commands.reserveCapacity(entries.count)
         for entry in entries {
@@ -50,7 +50,7 @@ final class NotificationSink: EntrySink {
         }
         // The XADDs fail as a whole (the batch is not acknowledged and comes
         // back) or succeed; Redis errors surface to the loop's retry.
-        _ = try redis.pipeline(commands)
+        _ = try await redis.pipeline(commands)
         return BatchOutcome(applied: commands.count, skipped: entries.count - commands.count)
     }
 }
@@ -67,7 +67,7 @@ final class ClusterNotificationSink: MultiStreamSink {
         self.maxLength = maxLength
     }
 
-    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) throws -> BatchOutcome {
+    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) async throws -> BatchOutcome {
         var commands: [(key: String, arguments: [String])] = []
         var total = 0
         for (_, entries) in batches {
@@ -78,7 +78,7 @@ final class ClusterNotificationSink: MultiStreamSink {
                 commands.append((key, ["XADD", key, "MAXLEN", "~", String(maxLength), "*"] + Notification(statement).fields.flatMap { [$0.0, $0.1] }))
             }
         }
-        _ = try ledger.pipeline(commands)
+        _ = try await ledger.pipeline(commands)
         return BatchOutcome(applied: commands.count, skipped: total - commands.count)
     }
 }

@@ -23,7 +23,7 @@ public final class StatementStore: Sendable {
     }
 
     /// Opens (and, when `create`, creates) the database and brings its schema up to date.
-    public init(path: String, create: Bool = true) throws {
+    public init(path: String, create: Bool = true) async throws {
         if !create && !FileManager.default.fileExists(atPath: path) { throw OpenError.missing(path) }
         var configuration = Configuration()
         // Two replayer processes may share the file; a writer waits for the other's commit.
@@ -32,14 +32,14 @@ public final class StatementStore: Sendable {
             try db.execute(sql: "PRAGMA synchronous = FULL")
         }
         self.path = path
-        self.pool = try Self.openRetryingWhileBusy(path: path, configuration: configuration)
+        self.pool = try await Self.openRetryingWhileBusy(path: path, configuration: configuration)
     }
 
     /// Switching a new file to WAL needs a moment of exclusive access, which
     /// SQLite's busy timeout does not cover, and two migrators can both find
     /// the schema missing: two replayers starting together on a new file
     /// retry the open (bounded) instead of failing.
-    private static func openRetryingWhileBusy(path: String, configuration: Configuration) throws -> DatabasePool {
+    private static func openRetryingWhileBusy(path: String, configuration: Configuration) async throws -> DatabasePool {
         let deadline = Date().addingTimeInterval(10)
         while true {
             do {
@@ -53,7 +53,7 @@ public final class StatementStore: Sendable {
                 // column", the migration's record: a unique constraint on
                 // grdb_migrations); ours rolled back, the retry sees it applied.
                 guard Date() < deadline else { throw error }
-                Thread.sleep(forTimeInterval: 0.02 + Double.random(in: 0..<0.03))
+                try await Task.sleep(for: .milliseconds(Int.random(in: 20..<50)))
             }
         }
     }
@@ -180,30 +180,44 @@ public final class StatementStore: Sendable {
     /// skipped) so nothing read is ever lost. An entry
     /// already present (re-delivered after a crash between commit and XACK,
     /// or claimed from a consumer that had applied it) is ignored by its key.
-    public func apply(_ entries: [StreamEntry], group: String, consumer: String) throws -> BatchOutcome {
-        try apply([(Keys.statements, entries)], group: group, consumer: consumer)
+    public func apply(_ entries: [StreamEntry], group: String, consumer: String) async throws -> BatchOutcome {
+        try await apply([(Keys.statements, entries)], group: group, consumer: consumer)
     }
 
     /// Entries of several streams in one transaction (a cluster's slot
     /// streams); rows are keyed by (stream, entry id).
-    public func apply(_ batches: [(stream: String, entries: [StreamEntry])], group: String, consumer: String) throws -> BatchOutcome {
+    public func apply(_ batches: [(stream: String, entries: [StreamEntry])], group: String, consumer: String) async throws -> BatchOutcome {
         guard let greatest = batches.flatMap({ $0.entries.map(\.id) }).max() else { return BatchOutcome() }
         let now = Self.nowMilliseconds()
-        return try pool.write { db in
-            var outcome = BatchOutcome()
-            let insert = try db.cachedStatement(sql: """
-                INSERT OR IGNORE INTO statements
-                (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
-                 merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-                """)
-            for (stream, entries) in batches {
-              for entry in entries {
+        // In a task of its own: a stop (the caller's cancellation) must not
+        // interrupt the commit of a batch already read; the stop waits for it
+        // and for its XACK instead.
+        let pool = self.pool
+        return try await Task {
+            try await pool.write { db in
+                try Self.insert(batches, greatest: greatest, group: group, consumer: consumer, at: now, in: db)
+            }
+        }.value
+    }
+
+    /// The rows of one batch and the consumer's progress, inside the caller's transaction.
+    private static func insert(
+        _ batches: [(stream: String, entries: [StreamEntry])], greatest: StreamID, group: String, consumer: String, at now: Int64, in db: Database
+    ) throws -> BatchOutcome {
+        var outcome = BatchOutcome()
+        let insert = try db.cachedStatement(sql: """
+            INSERT OR IGNORE INTO statements
+            (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
+             merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """)
+        for (stream, entries) in batches {
+            for entry in entries {
                 let statement: Statement
                 do {
                     statement = try Statement(entry: entry)
                 } catch let error as StatementError {
-                    try reject(entry, stream: stream, error: error, at: now, in: db)
+                    try Self.reject(entry, stream: stream, error: error, at: now, in: db)
                     outcome.skipped += 1
                     continue
                 }
@@ -215,31 +229,30 @@ public final class StatementStore: Sendable {
                     consumer, now, statement.original,
                 ])
                 if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }
-              }
             }
-            try db.execute(sql: """
-                INSERT INTO replay_progress
-                (group_name, consumer, last_entry_id, last_ms, last_seq, applied, duplicates, rejected, updated_at_ms)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (group_name, consumer) DO UPDATE SET
-                    last_entry_id = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
-                                         THEN excluded.last_entry_id ELSE last_entry_id END,
-                    last_seq = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
-                                    THEN excluded.last_seq ELSE last_seq END,
-                    last_ms = MAX(last_ms, excluded.last_ms),
-                    applied = applied + excluded.applied,
-                    duplicates = duplicates + excluded.duplicates,
-                    rejected = rejected + excluded.rejected,
-                    updated_at_ms = excluded.updated_at_ms
-                """, arguments: [
-                    group, consumer, greatest.description, Int64(greatest.milliseconds), Int64(greatest.sequence),
-                    outcome.applied, outcome.duplicates, outcome.skipped, now,
-                ])
-            return outcome
         }
+        try db.execute(sql: """
+            INSERT INTO replay_progress
+            (group_name, consumer, last_entry_id, last_ms, last_seq, applied, duplicates, rejected, updated_at_ms)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (group_name, consumer) DO UPDATE SET
+                last_entry_id = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
+                                     THEN excluded.last_entry_id ELSE last_entry_id END,
+                last_seq = CASE WHEN (excluded.last_ms, excluded.last_seq) > (last_ms, last_seq)
+                                THEN excluded.last_seq ELSE last_seq END,
+                last_ms = MAX(last_ms, excluded.last_ms),
+                applied = applied + excluded.applied,
+                duplicates = duplicates + excluded.duplicates,
+                rejected = rejected + excluded.rejected,
+                updated_at_ms = excluded.updated_at_ms
+            """, arguments: [
+                group, consumer, greatest.description, Int64(greatest.milliseconds), Int64(greatest.sequence),
+                outcome.applied, outcome.duplicates, outcome.skipped, now,
+            ])
+        return outcome
     }
 
-    private func reject(_ entry: StreamEntry, stream: String, error: StatementError, at now: Int64, in db: Database) throws {
+    private static func reject(_ entry: StreamEntry, stream: String, error: StatementError, at now: Int64, in db: Database) throws {
         let fields = entry.fields ?? [:]
         let json = (try? JSONSerialization.data(withJSONObject: fields, options: [.sortedKeys])).map { String(decoding: $0, as: UTF8.self) } ?? "{}"
         try db.execute(

@@ -42,21 +42,21 @@ public final class StreamTrimmer: Sendable {
     /// One trim pass. Does nothing when the stream has no consumer group
     /// (nobody has declared what they still need).
     @discardableResult
-    public func trim() throws -> Pass {
-        let groups = try redis.groups(of: stream)
+    public func trim() async throws -> Pass {
+        let groups = try await redis.groups(of: stream)
         guard !groups.isEmpty else { return Pass(removed: 0, floor: nil, lengthBefore: 0) }
         var floor: StreamID?
         for group in groups {
-            let smallest = group.pending > 0 ? try redis.pendingSummary(stream: stream, group: group.name).smallest : nil
+            let smallest = group.pending > 0 ? try await redis.pendingSummary(stream: stream, group: group.name).smallest : nil
             let needed = group.oldestNeeded(smallestPending: smallest)
             floor = floor.map { min($0, needed) } ?? needed
         }
         guard let floor else { return Pass(removed: 0, floor: nil, lengthBefore: 0) }
-        let length = Int(try redis.send(["XLEN", stream]).int ?? 0)
+        let length = Int(try await redis.send(["XLEN", stream]).int ?? 0)
         let excess = length - maxLength
         // LIMIT 0 would mean "no limit": never send it.
         guard excess > 0 else { return Pass(removed: 0, floor: floor, lengthBefore: length) }
-        let removed = Int(try redis.send(["XTRIM", stream, "MINID", "~", floor.description, "LIMIT", String(excess)]).int ?? 0)
+        let removed = Int(try await redis.send(["XTRIM", stream, "MINID", "~", floor.description, "LIMIT", String(excess)]).int ?? 0)
         assert(removed <= excess, "XTRIM removed more than its LIMIT")
         if removed > 0 {
             logger.debug("trimmed statements", metadata: ["removed": "\(removed)", "below": "\(floor)", "length": "\(length - removed)"])

@@ -4,7 +4,7 @@ import AuthorizerServer
 import Foundation
 import RedisWire
 
-struct AccountCommand: ParsableCommand {
+struct AccountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "account",
         abstract: "Show or change an account's balances (each change is a statement).",
@@ -27,17 +27,17 @@ struct AccountCommand: ParsableCommand {
         }
     }
 
-    static func adjust(kind: String, account: String, changes: [(String, Cents)], redisOptions: RedisOptions) throws {
+    static func adjust(kind: String, account: String, changes: [(String, Cents)], redisOptions: RedisOptions) async throws {
         guard Identifier.isValid(account) else { throw ValidationError("account must be 1-64 characters of A-Z a-z 0-9 . _ : -") }
         let scripts = try ScriptLibrary.load()
-        let redis = try CLIRedis(options: redisOptions, scripts: scripts.all)
-        defer { redis.shutdown() }
+        let redis = try await RedisSession.open(redisOptions, scripts: scripts.all)
+        defer { redis.close() }
         let operation = "\(kind)-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt32.random(in: .min ... .max))"
         let call = ScriptCall.adjust(
             kind: kind, operation: operation, account: account, changes: changes.map { (category: $0.0, cents: $0.1) },
             statements: redis.target.statementsKey(forAccount: account)
         )
-        let reply = try redis.eval(scripts[call.script], keys: call.keys, arguments: call.arguments)
+        let reply = try await redis.eval(scripts[call.script], keys: call.keys, arguments: call.arguments)
         guard let items = reply.array, items.count == 2, let balances = items[1].string else {
             throw RedisError.unexpectedReply("\(reply)")
         }
@@ -52,51 +52,51 @@ struct AccountCommand: ParsableCommand {
         }.joined(separator: " ")
     }
 
-    struct Set: ParsableCommand {
+    struct Set: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Set balances, e.g. `account set 123 FOOD=1000.00 MEAL=500`.")
         @OptionGroup var redisOptions: RedisOptions
         @Flag(help: "Do nothing when the account already exists.") var ifMissing = false
         @Argument(help: "Account id.") var account: String
         @Argument(help: "CATEGORY=AMOUNT pairs.") var balances: [String]
 
-        func run() throws {
+        func run() async throws {
             let changes = try AccountCommand.parseChanges(balances, allowZero: true)
             guard !changes.isEmpty else { throw ValidationError("give at least one CATEGORY=AMOUNT") }
             if ifMissing {
-                let redis = try CLIRedis(options: redisOptions)
-                let exists = try redis.send(RedisCommand("EXISTS", Keys.account(account)), key: Keys.account(account)).int == 1
-                redis.shutdown()
+                let redis = try await RedisSession.open(redisOptions)
+                defer { redis.close() }
+                let exists = try await redis.send(RedisCommand("EXISTS", Keys.account(account)), key: Keys.account(account)).int == 1
                 if exists {
                     print("account \(account) exists; left unchanged")
                     return
                 }
             }
-            try AccountCommand.adjust(kind: "set", account: account, changes: changes, redisOptions: redisOptions)
+            try await AccountCommand.adjust(kind: "set", account: account, changes: changes, redisOptions: redisOptions)
         }
     }
 
-    struct Credit: ParsableCommand {
+    struct Credit: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Add to balances, e.g. `account credit 123 MEAL=50.00`.")
         @OptionGroup var redisOptions: RedisOptions
         @Argument(help: "Account id.") var account: String
         @Argument(help: "CATEGORY=AMOUNT pairs.") var amounts: [String]
 
-        func run() throws {
+        func run() async throws {
             let changes = try AccountCommand.parseChanges(amounts, allowZero: false)
             guard !changes.isEmpty else { throw ValidationError("give at least one CATEGORY=AMOUNT") }
-            try AccountCommand.adjust(kind: "credit", account: account, changes: changes, redisOptions: redisOptions)
+            try await AccountCommand.adjust(kind: "credit", account: account, changes: changes, redisOptions: redisOptions)
         }
     }
 
-    struct Show: ParsableCommand {
+    struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print an account's balances and its lock, if held.")
         @OptionGroup var redisOptions: RedisOptions
         @Argument(help: "Account id.") var account: String
 
-        func run() throws {
-            let redis = try CLIRedis(options: redisOptions)
-            defer { redis.shutdown() }
-            let reply = try redis.send(RedisCommand("HGETALL", Keys.account(account)), key: Keys.account(account))
+        func run() async throws {
+            let redis = try await RedisSession.open(redisOptions)
+            defer { redis.close() }
+            let reply = try await redis.send(RedisCommand("HGETALL", Keys.account(account)), key: Keys.account(account))
             guard let items = reply.array, !items.isEmpty else {
                 throw fail("account \(account) does not exist")
             }
@@ -113,14 +113,14 @@ struct AccountCommand: ParsableCommand {
             for (category, balance) in rows.sorted(by: { $0.0 < $1.0 }) {
                 print("  \(category.padding(toLength: 12, withPad: " ", startingAt: 0)) \(String(repeating: " ", count: width - balance.count))\(balance)")
             }
-            let holder = try redis.send(RedisCommand("GET", Keys.lock(account)), key: Keys.lock(account))
+            let holder = try await redis.send(RedisCommand("GET", Keys.lock(account)), key: Keys.lock(account))
             if let token = holder.string {
-                let pttl = try redis.send(RedisCommand("PTTL", Keys.lock(account)), key: Keys.lock(account)).int ?? -2
+                let pttl = try await redis.send(RedisCommand("PTTL", Keys.lock(account)), key: Keys.lock(account)).int ?? -2
                 print("  locked by \(token) for \(pttl) ms more")
             }
             if let router = redis.router {
                 let slot = HashSlot.of(key: Keys.account(account))
-                let node = try router.eventLoop.submit { router.master(ofSlot: slot) }.wait()
+                let node = try await router.eventLoop.submit { router.master(ofSlot: slot) }.get()
                 print("  slot \(slot) on \(node.map(\.description) ?? "no master") · ledger stream \(redis.target.statementsKey(forAccount: account))")
             }
         }

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct AuthorizerCommand: ParsableCommand {
+struct AuthorizerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "authorizer",
         abstract: "A Redis-native benefits card authorizer.",

@@ -8,7 +8,7 @@ import NIOCore
 import NIOPosix
 import RedisWire
 
-struct Bench: ParsableCommand {
+struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Load generator over the terminal protocol.",
         discussion: """
@@ -89,18 +89,18 @@ struct Bench: ParsableCommand {
 
     private var targets: [Target] { target.split(separator: ",").compactMap { Target(String($0)) } }
 
-    func run() throws {
+    func run() async throws {
         let runID = String(UInt64.random(in: .min ... .max), radix: 36)
         if seed {
             let started = Date()
-            try Self.seed(options: redisOptions, accounts: accounts, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
+            try await Self.seed(options: redisOptions, accounts: accounts, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
             log(String(format: "seeded %d accounts and %d hot accounts in %.2f s", accounts, hotAccounts, Date().timeIntervalSince(started)))
         }
         let report: LoadReport
         let description: String
         if let unlockProbes {
             description = "unlock probes: \(unlockProbes) requests waiting on a lock held from outside, timed from the release"
-            report = try Self.probeUnlocks(unlockProbes, target: targets[0], endpoint: try redisOptions.endpoint(), runID: runID)
+            report = try await Self.probeUnlocks(unlockProbes, target: targets[0], endpoint: try redisOptions.endpoint(), runID: runID)
         } else {
             description = rate == 0
                 ? "closed loop for \(duration), \(connections) connections x \(pipeline) in flight"
@@ -118,7 +118,7 @@ struct Bench: ParsableCommand {
             options.wire = LoadProtocol(rawValue: wire) ?? .line
             options.drainTimeout = .nanoseconds(drainTimeout.nanoseconds)
             let progress = ProgressLine()
-            report = try LoadGenerator.run(
+            report = try await LoadGenerator.run(
                 options,
                 onConnected: { log("connected \($0) connections to \(target)") },
                 onProgress: progress.show
@@ -142,18 +142,18 @@ struct Bench: ParsableCommand {
     static let ampleBalance = "1000000000000"  // 10^10.00 per category: a run is all 00
 
     /// One Redis or a cluster (each account's hash on the master of its slot).
-    static func seed(options: RedisOptions, accounts: Int, hotAccounts: Int, wire: LoadProtocol = .line) throws {
-        let redis = try CLIRedis(options: options)
-        defer { redis.shutdown() }
-        _ = try options.rulesStore(redis).installDefaultsIfMissing().wait()
+    static func seed(options: RedisOptions, accounts: Int, hotAccounts: Int, wire: LoadProtocol = .line) async throws {
+        let redis = try await RedisSession.open(options)
+        defer { redis.close() }
+        _ = try await redis.rulesStore.installDefaultsIfMissing().get()
         let ids = (0..<accounts).map { wire.account(UInt64($0), hot: false) } + (0..<hotAccounts).map { wire.account(UInt64($0), hot: true) }
         // Pipelined, a bounded batch at a time.
         for first in stride(from: 0, to: ids.count, by: 4_096) {
             let replies = ids[first..<min(first + 4_096, ids.count)].map { id in
                 let command = RedisCommand("HSET", Keys.account(id), "FOOD", ampleBalance, "CASH", ampleBalance)
-                return redis.router.map { $0.send(command, slot: HashSlot.of(key: Keys.account(id))) } ?? redis.client.send(command)
+                return redis.future(command, key: Keys.account(id))
             }
-            _ = try EventLoopFuture.whenAllSucceed(replies, on: redis.client.eventLoop).wait()
+            _ = try await EventLoopFuture.whenAllSucceed(replies, on: redis.eventLoop).get()
         }
     }
 
@@ -162,30 +162,26 @@ struct Bench: ParsableCommand {
     /// A lock released from outside wakes the waiting request: each sample is
     /// the time from sending the DEL to the answer arriving, so it covers the
     /// keyevent notification, the retried authorize and the answer.
-    static func probeUnlocks(_ count: Int, target: Target, endpoint: RedisEndpoint, runID: String) throws -> LoadReport {
-        let redis = CLIRedis(endpoint: endpoint)
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer {
-            redis.shutdown()
-            try? group.syncShutdownGracefully()
-        }
-        let client = try LineClient.connect(to: target, on: group.next()).wait()
+    static func probeUnlocks(_ count: Int, target: Target, endpoint: RedisEndpoint, runID: String) async throws -> LoadReport {
+        let redis = RedisSession(endpoint: endpoint)
+        defer { redis.close() }
+        let client = try await LineClient.connect(to: target, on: MultiThreadedEventLoopGroup.singleton.next()).get()
         defer { client.close() }
         let account = "probe-0"
         let lock = Keys.lock(account)
-        _ = try redis.send(RedisCommand("HSET", Keys.account(account), "FOOD", ampleBalance, "CASH", ampleBalance))
+        _ = try await redis.send(RedisCommand("HSET", Keys.account(account), "FOOD", ampleBalance, "CASH", ampleBalance))
         var report = LoadReport()
         let started = NIODeadline.now()
         for index in 0..<count {
-            _ = try redis.send(RedisCommand("SET", lock, "probe-\(runID)", "PX", "5000"))
+            _ = try await redis.send(RedisCommand("SET", lock, "probe-\(runID)", "PX", "5000"))
             let answer = client.request(
                 #"{"id":"\#(runID)-probe-\#(index)","account":"\#(account)","totalAmount":1.00,"mcc":"5411","merchant":"BENCH PROBE"}"#
             )
             report.sent += 1
-            Thread.sleep(forTimeInterval: 0.02)  // the request is now waiting for the lock
+            try await Task.sleep(for: .milliseconds(20))  // the request is now waiting for the lock
             let releasedAt = NIODeadline.now()
-            let released = try redis.send(RedisCommand("DEL", lock)).int == 1
-            let (line, at) = try answer.wait()
+            let released = try await redis.send(RedisCommand("DEL", lock)).int == 1
+            let (line, at) = try await answer.get()
             let object = try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
             guard let code = object?["code"] as? String else {
                 report.errors["unreadable answer", default: 0] += 1
@@ -283,7 +279,7 @@ struct Bench: ParsableCommand {
 }
 
 /// `authorizer bench plot`: latency by percentile from .hgrm files, as SVG.
-struct BenchPlot: ParsableCommand {
+struct BenchPlot: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plot",
         abstract: "Draw latency by percentile (50 % to 99.99 %) from .hgrm files as an SVG chart, one curve each.",
@@ -307,7 +303,7 @@ struct BenchPlot: ParsableCommand {
         guard slaMs >= 0, slaMs.isFinite else { throw ValidationError("--sla-ms must be 0 or more") }
     }
 
-    func run() throws {
+    func run() async throws {
         let curves = try files.map { argument -> LatencyPlot.Curve in
             var label = ((argument as NSString).lastPathComponent as NSString).deletingPathExtension
             var path = argument

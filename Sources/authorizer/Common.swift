@@ -29,13 +29,13 @@ struct RedisOptions: ParsableArguments {
     }
 
     /// One Redis or a cluster: asks the first node (`cluster_enabled:1`).
-    func target(on loop: EventLoop) throws -> RedisTarget {
+    func target(on loop: EventLoop) async throws -> RedisTarget {
         let endpoints = try endpoints()
-        let probe = RedisClient(endpoint: endpoints[0], eventLoop: loop, logger: Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() }))
+        let probe = RedisClient(endpoint: endpoints[0], eventLoop: loop, logger: quietLogger)
         defer { probe.close() }
         let clustered: Bool
         do {
-            clustered = try RedisTarget.isCluster(probe).wait()
+            clustered = try await RedisTarget.isCluster(probe).get()
         } catch {
             throw ValidationError("cannot use \(endpoints[0]): \(error)")
         }
@@ -44,6 +44,9 @@ struct RedisOptions: ParsableArguments {
         return .single(endpoints[0])
     }
 }
+
+/// The CLI's commands log nothing of their Redis links: errors reach the user as messages.
+let quietLogger = Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() })
 
 struct LogOptions: ParsableArguments {
     @Option(name: .long, help: "trace, debug, info, notice, warning, error or critical.")
@@ -72,82 +75,76 @@ struct LogOptions: ParsableArguments {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-extension RedisOptions {
-    /// The rules store for `redis` (its first node): versioned rules on a cluster.
-    func rulesStore(_ redis: CLIRedis) throws -> RulesStore {
-        switch try target(on: redis.client.eventLoop) {
-        case .single:
-            return RulesStore(redis: redis.client)
-        case .cluster(let seeds):
-            let router = ClusterRouter(
-                seeds: seeds, eventLoop: redis.client.eventLoop,
-                logger: Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() })
-            )
-            try router.connect().wait()
-            return RulesStore(redis: redis.client, router: router)
-        }
-    }
-}
-
-/// A one-shot Redis client for the CLI's own commands.
-struct CLIRedis {
-    let group: MultiThreadedEventLoopGroup
+/// The Redis of one CLI command, async: on a cluster, a command about a
+/// key goes to the master of the key's slot (MOVED followed by the router).
+/// Runs on the shared event loop group, so nothing here needs shutting down
+/// but the connections.
+final class RedisSession: Sendable {
     let client: RedisClient
-    /// One Redis or a cluster; on a cluster, commands go to the master of their key's slot.
+    /// One Redis or a cluster (detected, not declared).
     let target: RedisTarget
     let router: ClusterRouter?
 
-    init(endpoint: RedisEndpoint, scripts: [LuaScript] = []) {
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        client = RedisClient(
-            endpoint: endpoint,
-            eventLoop: group.next(),
-            scripts: scripts,
-            logger: Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() })
-        )
-        target = .single(endpoint)
-        router = nil
+    private init(client: RedisClient, target: RedisTarget, router: ClusterRouter?) {
+        self.client = client
+        self.target = target
+        self.router = router
     }
 
-    /// The Redis or cluster `--redis` names (a cluster is detected, not declared).
-    init(options: RedisOptions, scripts: [LuaScript] = []) throws {
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    /// One Redis, as given: no cluster probe.
+    convenience init(endpoint: RedisEndpoint, scripts: [LuaScript] = []) {
+        let client = RedisClient(endpoint: endpoint, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), scripts: scripts, logger: quietLogger)
+        self.init(client: client, target: .single(endpoint), router: nil)
+    }
+
+    /// The Redis or cluster `--redis` names.
+    static func open(_ options: RedisOptions, scripts: [LuaScript] = []) async throws -> RedisSession {
         let endpoint = try options.endpoint()
-        let quiet = Logger(label: "authorizer.cli", factory: { _ in SwiftLogNoOpLogHandler() })
-        client = RedisClient(endpoint: endpoint, eventLoop: group.next(), scripts: scripts, logger: quiet)
+        let client = RedisClient(endpoint: endpoint, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), scripts: scripts, logger: quietLogger)
         do {
-            target = try options.target(on: client.eventLoop)
-            if case .cluster(let seeds) = target {
-                let router = ClusterRouter(seeds: seeds, eventLoop: client.eventLoop, scripts: scripts, logger: quiet)
-                try router.connect().wait()
-                self.router = router
-            } else {
-                router = nil
+            let target = try await options.target(on: client.eventLoop)
+            guard case .cluster(let seeds) = target else { return RedisSession(client: client, target: target, router: nil) }
+            let router = ClusterRouter(seeds: seeds, eventLoop: client.eventLoop, scripts: scripts, logger: quietLogger)
+            do {
+                try await router.connect().get()
+            } catch {
+                router.close()
+                throw error
             }
+            return RedisSession(client: client, target: target, router: router)
         } catch {
             client.close()
-            try? group.syncShutdownGracefully()
             throw error
         }
     }
 
+    var eventLoop: EventLoop { client.eventLoop }
+
+    /// The rules, versioned on a cluster.
+    var rulesStore: RulesStore { RulesStore(redis: client, router: router) }
+
     /// A command; on a cluster it goes to the master serving `key`.
-    func send(_ command: RedisCommand, key: String? = nil) throws -> RESPValue {
-        if let router, let key { return try router.send(command, slot: HashSlot.of(key: key)).wait() }
-        return try client.send(command).wait()
+    func send(_ command: RedisCommand, key: String? = nil) async throws -> RESPValue {
+        try await future(command, key: key).get()
     }
 
-    func eval(_ script: LuaScript, keys: [String], arguments: [String]) throws -> RESPValue {
+    /// The reply, not awaited yet (to pipeline several).
+    func future(_ command: RedisCommand, key: String? = nil) -> EventLoopFuture<RESPValue> {
+        if let router, let key { return router.send(command, slot: HashSlot.of(key: key)) }
+        return client.send(command)
+    }
+
+    func eval(_ script: LuaScript, keys: [String], arguments: [String]) async throws -> RESPValue {
         if let router {
-            return try router.eventLoop.flatSubmit { router.evalScript(script, keys: keys, arguments: arguments) }.wait()
+            return try await router.eventLoop.flatSubmit { router.evalScript(script, keys: keys, arguments: arguments) }.get()
         }
-        return try client.eventLoop.flatSubmit { client.evalScript(script, keys: keys, arguments: arguments) }.wait()
+        let client = self.client
+        return try await client.eventLoop.flatSubmit { client.evalScript(script, keys: keys, arguments: arguments) }.get()
     }
 
-    func shutdown() {
+    func close() {
         router?.close()
         client.close()
-        try? group.syncShutdownGracefully()
     }
 }
 

@@ -1,7 +1,6 @@
 import ArgumentParser
 import AuthorizerCore
 import AuthorizerServer
-import Dispatch
 import Foundation
 import Ledger
 import Logging
@@ -9,20 +8,19 @@ import NIOCore
 import NIOPosix
 import RedisWire
 import Replayer
+import ServiceLifecycle
 
 /// The ledger's Redis: one node, or a cluster's seeds (detected by asking
 /// the first node for `cluster_enabled`). `--redis`, else the role's URL(s).
-private func ledgerTarget(_ options: RedisOptions, roleVariable: String) throws -> RedisTarget {
+private func ledgerTarget(_ options: RedisOptions, roleVariable: String) async throws -> RedisTarget {
     var options = options
     if options.redis == nil, let urls = ProcessInfo.processInfo.environment[roleVariable] {
         options.redis = urls
     }
-    let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    defer { try? group.syncShutdownGracefully() }
-    return try options.target(on: group.next())
+    return try await options.target(on: MultiThreadedEventLoopGroup.singleton.next())
 }
 
-struct Replay: ParsableCommand {
+struct Replay: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Drain the statements stream(s) into SQLite (exactly once).",
         discussion: """
@@ -88,10 +86,10 @@ struct Replay: ParsableCommand {
         if let consumer, consumer.isEmpty || consumer.count > 200 { throw ValidationError("--consumer must be 1-200 characters") }
     }
 
-    func run() throws {
+    func run() async throws {
         logOptions.bootstrap()
         let logger = Logger(label: "authorizer.replay")
-        let target = try ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
+        let target = try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
         var configuration = ReplayRunner.Configuration(
             endpoint: target.primary,
             databasePath: db,
@@ -110,24 +108,37 @@ struct Replay: ParsableCommand {
         configuration.trimMaxLength = noTrim ? nil : trimMaxlen
         configuration.progressToTerminal = isatty(STDERR_FILENO) == 1
 
-        let stop = StopSignal()
-        let signals = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler {
-                logger.info("stopping: finishing the batch in hand")
-                stop.stop()
-            }
-            source.resume()
-            return source
-        }
-        defer { signals.forEach { $0.cancel() } }
-
         logger.info("replaying statements", metadata: [
             "redis": "\(configuration.endpoint)", "db": "\(db)", "group": "\(group)", "consumer": "\(configuration.consumer)",
             "drain": "\(drain)", "notify": "\(notify)", "cluster": "\(target.isCluster)",
         ])
-        let summary = try ReplayRunner(configuration: configuration, logger: logger).run(stop: stop)
+        let services = ServiceGroup(configuration: .init(
+            // Done (--drain) is a normal end, not a failure of the group.
+            services: [.init(
+                service: ReplayService(runner: ReplayRunner(configuration: configuration, logger: logger), logger: logger),
+                successTerminationBehavior: .gracefullyShutdownGroup
+            )],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await services.run()
+    }
+}
+
+/// The replayer as a service: SIGTERM/SIGINT cancel its consumers, which
+/// finish the batch in hand (commit, then XACK) and stop; with --drain it
+/// ends by itself once caught up.
+struct ReplayService: Service {
+    let runner: ReplayRunner
+    let logger: Logger
+
+    func run() async throws {
+        let runner = self.runner
+        let summary = try await withGracefulShutdownHandler {
+            try await cancelWhenGracefulShutdown { try await runner.run() }
+        } onGracefulShutdown: {
+            logger.info("stopping: finishing the batch in hand")
+        }
         let replayed = summary.replayed.outcome
         var metadata: Logger.Metadata = [
             "applied": "\(replayed.applied)", "duplicates": "\(replayed.duplicates)", "rejected": "\(replayed.skipped)",
@@ -141,7 +152,7 @@ struct Replay: ParsableCommand {
     }
 }
 
-struct StatementCommand: ParsableCommand {
+struct StatementCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "statement", abstract: "Print an account's statement from SQLite.")
 
     @Option(help: "SQLite database written by `authorizer replay`.")
@@ -157,10 +168,10 @@ struct StatementCommand: ParsableCommand {
         guard (1...10_000).contains(limit) else { throw ValidationError("--limit must be 1-10000") }
     }
 
-    func run() throws {
+    func run() async throws {
         let store: StatementStore
         do {
-            store = try StatementStore(path: db, create: false)
+            store = try await StatementStore(path: db, create: false)
         } catch let error as StatementStore.OpenError {
             throw fail("\(error)")
         }
@@ -169,7 +180,7 @@ struct StatementCommand: ParsableCommand {
     }
 }
 
-struct Audit: ParsableCommand {
+struct Audit: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Recompute balances from the replayed statements and compare with Redis.",
         discussion: """
@@ -190,29 +201,29 @@ struct Audit: ParsableCommand {
     @Option(help: "Most mismatches printed.")
     var show = 50
 
-    func run() throws {
+    func run() async throws {
         let store: StatementStore
         do {
-            store = try StatementStore(path: db, create: false)
+            store = try await StatementStore(path: db, create: false)
         } catch let error as StatementStore.OpenError {
             throw fail("\(error)")
         }
         let quiet = Logger(label: "authorizer.audit", factory: { _ in SwiftLogNoOpLogHandler() })
         let report: Auditor.Report
-        switch try ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL") {
+        switch try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL") {
         case .single(let endpoint):
-            let redis = BlockingRedis(endpoint: endpoint, logger: quiet)
+            let redis = RedisLink(endpoint: endpoint, logger: quiet)
             defer { redis.close() }
-            report = try Auditor(store: store, redis: redis, group: group).run()
+            report = try await Auditor(store: store, redis: redis, group: group).run()
         case .cluster(let seeds):
             // Each account against the stream of its slot, on the master of that slot.
-            let ledger = try ClusterLedger(seeds: seeds, logger: quiet)
+            let ledger = try await ClusterLedger.connect(seeds: seeds, logger: quiet)
             defer { ledger.close() }
-            report = try Auditor(
+            report = try await Auditor(
                 store: store, group: group,
                 streamOf: { Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account($0))]) },
                 redisFor: { ledger.redis(forKey: $0) },
-                scanAccounts: { try ledger.accounts() }
+                scanAccounts: { try await ledger.accounts() }
             ).run()
         }
         print("audit: \(report.accounts) accounts, \(report.fromDatabase) statements from \(db), \(report.fromStream) not yet replayed read from the stream")

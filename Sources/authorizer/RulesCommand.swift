@@ -3,19 +3,19 @@ import AuthorizerCore
 import AuthorizerServer
 import Foundation
 
-struct RulesCommand: ParsableCommand {
+struct RulesCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "rules",
         abstract: "Show or change the category rules in Redis.",
         subcommands: [Load.self, Show.self, Init.self]
     )
 
-    struct Load: ParsableCommand {
+    struct Load: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Replace the rules with those of a JSON or YAML file.")
         @OptionGroup var redisOptions: RedisOptions
         @Argument(help: "Rules file (.json, .yaml or .yml).") var file: String
 
-        func run() throws {
+        func run() async throws {
             let text: String
             do {
                 text = try String(contentsOfFile: file, encoding: .utf8)
@@ -28,33 +28,33 @@ struct RulesCommand: ParsableCommand {
             } catch {
                 throw fail("\(file): \(error)")
             }
-            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
-            defer { redis.shutdown() }
-            try redisOptions.rulesStore(redis).save(rules).wait()
+            let redis = try await RedisSession.open(redisOptions)
+            defer { redis.close() }
+            try await redis.rulesStore.save(rules).get()
             print("loaded \(rules.mccCategories.count) mcc rules and \(rules.merchantMCCs.count) merchant rules; fallback \(rules.fallbackCategory) (\(rules.fallbackMode.rawValue))")
         }
     }
 
-    struct Init: ParsableCommand {
+    struct Init: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Install the default rules when Redis holds none.")
         @OptionGroup var redisOptions: RedisOptions
 
-        func run() throws {
-            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
-            defer { redis.shutdown() }
-            let installed = try redisOptions.rulesStore(redis).installDefaultsIfMissing().wait()
+        func run() async throws {
+            let redis = try await RedisSession.open(redisOptions)
+            defer { redis.close() }
+            let installed = try await redis.rulesStore.installDefaultsIfMissing().get()
             print(installed ? "installed the default rules" : "rules already present; left unchanged")
         }
     }
 
-    struct Show: ParsableCommand {
+    struct Show: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Print the rules in Redis (as a YAML rules file).")
         @OptionGroup var redisOptions: RedisOptions
 
-        func run() throws {
-            let redis = CLIRedis(endpoint: try redisOptions.endpoint())
-            defer { redis.shutdown() }
-            let rules = try redisOptions.rulesStore(redis).load().wait()
+        func run() async throws {
+            let redis = try await RedisSession.open(redisOptions)
+            defer { redis.close() }
+            let rules = try await redis.rulesStore.load().get()
             print("mcc:")
             for (mcc, category) in rules.mccCategories.sorted(by: { $0.key < $1.key }) {
                 print("  \"\(mcc)\": \(category)")

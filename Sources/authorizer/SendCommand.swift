@@ -9,7 +9,7 @@ import NIOSSL
 /// A terminal for people and scripts: sends one request (or several lines,
 /// pipelined on one connection) to a running `serve` and prints the answers
 /// in order.
-struct Send: ParsableCommand {
+struct Send: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send a transaction to a running serve and print the answer.",
         discussion: """
@@ -67,7 +67,7 @@ struct Send: ParsableCommand {
     @Option(help: "Name to expect in the server certificate (and to send as SNI). Default: the --target host; an IP address is checked against the certificate's IP addresses.")
     var tlsServerName: String?
 
-    func run() throws {
+    func run() async throws {
         let target: Target
         let requests: [String]
         let timeout: TimeAmount
@@ -88,13 +88,11 @@ struct Send: ParsableCommand {
             throw Self.exit(Self.transportFailure, "error: TLS configuration: \(error)")
         }
 
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        defer { try? group.syncShutdownGracefully() }
         let exchange = SendExchange(
             target: target, requests: requests, tls: tlsContext,
-            serverName: tlsServerName, timeout: timeout, eventLoop: group.next()
+            serverName: tlsServerName, timeout: timeout, eventLoop: MultiThreadedEventLoopGroup.singleton.next()
         )
-        let outcome = exchange.run()
+        let outcome = await exchange.run()
         // Printed here, off the event loop: stdout may be a slow pipe.
         for answer in outcome.answers { print(answer) }
         if let failure = outcome.failure {
@@ -217,7 +215,7 @@ extension Send.UsageError: CustomStringConvertible {
 
 /// One connection: every request written at once, the answers collected in
 /// order until each request has one, the server closes, or the deadline.
-/// Everything here runs on the event loop; the caller waits on its own thread.
+/// Everything here runs on the event loop; the caller awaits the outcome.
 final class SendExchange: @unchecked Sendable {
     struct Outcome {
         var answers: [String]
@@ -240,8 +238,8 @@ final class SendExchange: @unchecked Sendable {
         self.eventLoop = eventLoop
     }
 
-    /// Blocks the calling thread (never an event loop thread) until done.
-    func run() -> Outcome {
+    /// Resolves once every answer is in, the server closed, or the deadline.
+    func run() async -> Outcome {
         let done = eventLoop.makePromise(of: Outcome.self)
         let collector = AnswerCollector(expected: requests.count, done: done)
         let deadline = eventLoop.scheduleTask(in: timeout) {
@@ -281,7 +279,7 @@ final class SendExchange: @unchecked Sendable {
                     }
                 }
             }
-        let outcome = (try? done.futureResult.wait()) ?? Outcome(answers: [], failure: "interrupted")
+        let outcome = (try? await done.futureResult.get()) ?? Outcome(answers: [], failure: "interrupted")
         deadline.cancel()
         return outcome
     }

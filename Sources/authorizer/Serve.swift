@@ -1,7 +1,6 @@
 import ArgumentParser
 import AuthorizerCore
 import AuthorizerServer
-import Dispatch
 import Foundation
 import Ledger
 import Logging
@@ -10,8 +9,9 @@ import NIOPosix
 import NIOSSL
 import RedisWire
 import Replayer
+import ServiceLifecycle
 
-struct Serve: ParsableCommand {
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Serve terminals over line-delimited JSON on TCP.")
 
     @OptionGroup var redisOptions: RedisOptions
@@ -101,7 +101,7 @@ struct Serve: ParsableCommand {
         guard iso8583Port.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--iso8583-port must be 0-65535") }
     }
 
-    func run() throws {
+    func run() async throws {
         logOptions.bootstrap()
         let logger = Logger(label: "authorizer")
         let endpoint = try redisOptions.endpoint()
@@ -114,7 +114,18 @@ struct Serve: ParsableCommand {
         } ?? 7070
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads ?? System.coreCount)
-        defer { try? group.syncShutdownGracefully() }
+        do {
+            try await serve(on: group, endpoint: endpoint, scripts: scripts, listenPort: listenPort, logger: logger)
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+        try await group.shutdownGracefully()
+    }
+
+    private func serve(
+        on group: MultiThreadedEventLoopGroup, endpoint: RedisEndpoint, scripts: ScriptLibrary, listenPort: Int, logger: Logger
+    ) async throws {
 
         var config = AuthorizerConfig()
         config.sla = .milliseconds(Int64(slaMs))
@@ -127,7 +138,7 @@ struct Serve: ParsableCommand {
         let redisConnectionOptions = RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs)))
 
         let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
-        let target = try redisOptions.target(on: admin.eventLoop)
+        let target = try await redisOptions.target(on: admin.eventLoop)
         // On a cluster: the admin loop's own slot map, for the rules, the
         // probes and the lock waits (keyevents are published by the master
         // that owns the lock's slot only).
@@ -135,28 +146,28 @@ struct Serve: ParsableCommand {
         if case .cluster(let seeds) = target {
             let router = ClusterRouter(seeds: seeds, eventLoop: admin.eventLoop, logger: logger)
             do {
-                try router.connect().wait()
+                try await router.connect().get()
             } catch {
                 throw ValidationError("cannot use the Redis Cluster at \(endpoint): \(error)")
             }
             adminRouter = router
-            let masters = try router.topology.wait().masters.map(\.description)
+            let masters = try await router.topology.get().masters.map(\.description)
             logger.info("redis cluster", metadata: ["masters": "\(masters)"])
         } else {
             adminRouter = nil
         }
         do {
             if let adminRouter {
-                for node in try adminRouter.topology.wait().masters {
+                for node in try await adminRouter.topology.get().masters {
                     var nodeEndpoint = endpoint
                     nodeEndpoint.host = node.host
                     nodeEndpoint.port = node.port
-                    let client = try admin.eventLoop.submit { adminRouter.client(for: node) }.wait()
-                    let topology = try adminRouter.topology.wait()
-                    try NotificationProbe.run(endpoint: nodeEndpoint, redis: client, servedHere: { topology.master(ofSlot: HashSlot.of(key: $0)) == node }).wait()
+                    let client = try await admin.eventLoop.submit { adminRouter.client(for: node) }.get()
+                    let topology = try await adminRouter.topology.get()
+                    try await NotificationProbe.run(endpoint: nodeEndpoint, redis: client, servedHere: { topology.master(ofSlot: HashSlot.of(key: $0)) == node }).get()
                 }
             } else {
-                try NotificationProbe.run(endpoint: endpoint, redis: admin).wait()
+                try await NotificationProbe.run(endpoint: endpoint, redis: admin).get()
             }
         } catch let error as RedisError {
             throw ValidationError("cannot use \(endpoint): \(error)")
@@ -164,16 +175,16 @@ struct Serve: ParsableCommand {
             throw ValidationError("\(error)")
         }
         let store = RulesStore(redis: admin, router: adminRouter)
-        if try store.installDefaultsIfMissing().wait() {
+        if try await store.installDefaultsIfMissing().get() {
             logger.info("no rules in redis: installed the default rules")
         }
-        config.olderRecordsReadUntil = try OlderRecords.readUntil(
+        config.olderRecordsReadUntil = try await OlderRecords.readUntil(
             store: store, nowMs: Int64(Date().timeIntervalSince1970 * 1000), lifetimeSeconds: config.idempotencyTTLSeconds
-        ).wait()
+        ).get()
         if config.olderRecordsReadUntil > 0 {
             logger.info("reading the older one-key idempotency records too", metadata: ["until": "\(config.olderRecordsReadUntil)"])
         }
-        let rules = RulesCache(initial: try store.load().wait(), store: store, logger: logger)
+        let rules = RulesCache(initial: try await store.load().get(), store: store, logger: logger)
         let metrics = metricsPort == nil ? ServerMetrics.disabled : ServerMetrics()
         let nodeOfLock: @Sendable (String) -> RedisEndpoint? = { lockKey in
             guard let adminRouter, let node = adminRouter.master(ofSlot: HashSlot.of(key: lockKey)) else { return nil }
@@ -185,7 +196,7 @@ struct Serve: ParsableCommand {
         let watcher = LockWatcher(endpoint: endpoint, eventLoop: admin.eventLoop, logger: logger, metrics: metrics, nodeOf: nodeOfLock) {
             rules.refresh()
         }
-        try watcher.start().wait()
+        try await watcher.start().get()
         if rulesRefreshMs > 0 { rules.startPeriodicRefresh(every: .milliseconds(Int64(rulesRefreshMs))) }
 
         let journal: ReversalJournal
@@ -199,24 +210,22 @@ struct Serve: ParsableCommand {
             group: group, target: target, scripts: scripts, rules: rules, watcher: watcher,
             config: config, redisOptions: redisConnectionOptions, logger: logger, metrics: metrics, journal: journal
         )
-        try authorizer.connect().wait()
+        try await authorizer.connect().get()
         authorizer.applyOwedReversals()
         // The replayer's lag, read off the hot path. One Redis: the sampler
         // sets the gauges every second and the monitor warns. A cluster: the
         // ledger is one stream per slot, summed over the masters, so it is
         // read only by the monitor (every 10 s), whose readings set the gauges,
-        // on a thread and connections of its own: a full reading handles
-        // thousands of replies, which must not delay a shard's terminals.
+        // on a thread and connections of its own (the shared singleton group,
+        // not a shard's loop): a full reading handles thousands of replies,
+        // which must not delay a shard's terminals.
         let readLag: @Sendable () -> EventLoopFuture<ReplayerLag>
         let lagLoop: EventLoop
-        var lagGroup: MultiThreadedEventLoopGroup?
         var lagRouter: ClusterRouter?
         if case .cluster(let seeds) = target {
-            let ownGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-            lagGroup = ownGroup
-            let router = ClusterRouter(seeds: seeds, eventLoop: ownGroup.next(), logger: logger)
+            let router = ClusterRouter(seeds: seeds, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
             lagRouter = router
-            try router.connect().wait()
+            try await router.connect().get()
             let reader = ClusterLagReader(router: router)
             readLag = { reader.read() }
             lagLoop = router.eventLoop
@@ -225,11 +234,8 @@ struct Serve: ParsableCommand {
             readLag = { reader.read() }
             lagLoop = admin.eventLoop
         }
-        defer {
-            lagRouter?.close()
-            try? lagGroup?.syncShutdownGracefully()
-        }
-        let metricsEndpoint = try startMetrics(
+        defer { lagRouter?.close() }
+        let metricsEndpoint = try await startMetrics(
             metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : readLag, logger: logger
         )
         let lagWatch = ReplayerLagMonitor(
@@ -246,7 +252,7 @@ struct Serve: ParsableCommand {
         options.maxWriteBufferBytes = maxWriteBufferBytes
         options.tls = try makeTLSContext()
         options.idleTimeout = idleTimeoutS > 0 ? .seconds(Int64(idleTimeoutS)) : nil
-        let server = try TerminalServer.start(group: group, authorizer: authorizer, options: options, logger: logger).wait()
+        let server = try await TerminalServer.start(group: group, authorizer: authorizer, options: options, logger: logger).get()
         var isoServer: ISO8583Server?
         if let iso8583Port {
             var isoOptions = ISO8583Server.Options()
@@ -256,7 +262,7 @@ struct Serve: ParsableCommand {
             isoOptions.maxWriteBufferBytes = maxWriteBufferBytes
             isoOptions.tls = options.tls
             isoOptions.idleTimeout = options.idleTimeout
-            let started = try ISO8583Server.start(group: group, authorizer: authorizer, options: isoOptions, logger: logger).wait()
+            let started = try await ISO8583Server.start(group: group, authorizer: authorizer, options: isoOptions, logger: logger).get()
             isoServer = started
             logger.info("iso8583 listening", metadata: ["host": "\(host)", "port": "\(started.localPort ?? iso8583Port)"])
         }
@@ -266,37 +272,17 @@ struct Serve: ParsableCommand {
             try "\(boundPort)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
         }
 
-        let stopped = DispatchSemaphore(value: 0)
-        let signals = [SIGINT, SIGTERM].map { signalNumber -> DispatchSourceSignal in
-            signal(signalNumber, SIG_IGN)
-            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-            source.setEventHandler { stopped.signal() }
-            source.resume()
-            return source
-        }
-        stopped.wait()
-        logger.info("shutting down: no new connections, answering requests in flight")
-        let isoStopped = isoServer?.shutdown()
-        try? server.shutdown().wait()
-        try? isoStopped?.wait()
-        // Give the reversals owed a moment to reach Redis; what is left stays
-        // in the journal for the next start.
-        let owedDeadline = DispatchTime.now() + .seconds(5)
-        while journal.count > 0 && DispatchTime.now() < owedDeadline {
-            Thread.sleep(forTimeInterval: 0.01)
-        }
-        if journal.count > 0 {
-            logger.warning("reversals still owed at stop; they stay in the journal for the next start", metadata: ["count": "\(journal.count)", "journal": "\(journal.path)"])
-        }
-        lagWatch.cancel()
-        metricsEndpoint?.sampler.stop()
-        try? metricsEndpoint?.server.close().wait()
-        rules.stop()
-        watcher.close()
-        try? authorizer.shutdown().wait()
-        adminRouter?.close()
-        admin.close()
-        signals.forEach { $0.cancel() }
+        // Signals and the stop, through the group (see ServeServices.swift).
+        let services = ServiceGroup(configuration: .init(
+            services: [
+                RedisSideService(rules: rules, watcher: watcher, authorizer: authorizer, adminRouter: adminRouter, admin: admin),
+                MetricsService(server: metricsEndpoint?.server, sampler: metricsEndpoint?.sampler, lagWatch: lagWatch),
+                ListenerService(terminals: server, iso8583: isoServer, journal: journal, logger: logger),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await services.run()
         logger.info("stopped")
     }
 
@@ -304,12 +290,12 @@ struct Serve: ParsableCommand {
     private func startMetrics(
         _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient,
         readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?, logger: Logger
-    ) throws -> (server: MetricsServer, sampler: MetricsSampler)? {
+    ) async throws -> (server: MetricsServer, sampler: MetricsSampler)? {
         guard let metricsPort else { return nil }
         var options = MetricsServer.Options()
         options.host = metricsHost
         options.port = metricsPort
-        let server = try MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).wait()
+        let server = try await MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).get()
         let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, readLag: readLag, logger: logger)
         logger.info("metrics listening", metadata: ["host": "\(metricsHost)", "port": "\(server.localPort ?? metricsPort)", "path": "/metrics"])
         return (server, sampler)

@@ -9,7 +9,7 @@ import NIOPosix
 import RedisWire
 
 /// `authorizer top`: a live view of one server (its /metrics) and of Redis.
-struct Top: ParsableCommand {
+struct Top: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Live view: throughput by code, latency, contention, locks held, statements stream and replayer lag."
     )
@@ -34,13 +34,13 @@ struct Top: ParsableCommand {
         }
     }
 
-    func run() throws {
+    func run() async throws {
         let url = try MetricsURL(metrics)
-        let redis = try CLIRedis(options: redisOptions)
-        defer { redis.shutdown() }
+        let redis = try await RedisSession.open(redisOptions)
+        defer { redis.close() }
         let source = TopSource(redis: redis, metrics: url, clusterLag: redis.router.map { ClusterLagReader(router: $0) })
         if once {
-            let snapshot = source.sample()
+            let snapshot = await source.sample()
             print(TopView(redisLabel: "\(redis.client.endpoint)", metricsLabel: url.description).render(snapshot, previous: nil), terminator: "")
             if snapshot.failed { throw ExitCode.failure }
             return
@@ -50,13 +50,13 @@ struct Top: ParsableCommand {
         var previous: TopSnapshot?
         while true {
             let started = Date()
-            let snapshot = source.sample()
+            let snapshot = await source.sample()
             let frame = view.render(snapshot, previous: previous)
             // Home and clear, then the frame: one write per refresh.
             FileHandle.standardOutput.write(Data((onTerminal ? "\u{1B}[H\u{1B}[2J" + frame : frame + "\n").utf8))
             if snapshot.metrics != nil { previous = snapshot }
             let pause = interval - Date().timeIntervalSince(started)
-            if pause > 0 { Thread.sleep(forTimeInterval: pause) }
+            if pause > 0 { try await Task.sleep(for: .seconds(pause)) }
         }
     }
 }
@@ -88,23 +88,22 @@ struct LockScan {
 }
 
 struct TopSource {
-    let redis: CLIRedis
+    let redis: RedisSession
     let metrics: MetricsURL
     /// On a cluster: the lag summed over every master's slot streams.
     let clusterLag: ClusterLagReader?
 
-    func sample() -> TopSnapshot {
+    func sample() async -> TopSnapshot {
         var snapshot = TopSnapshot(time: Date())
-        let loop = redis.group.next()
-        let scrape = MetricsScraper.get(metrics, on: loop)
+        let scrape = MetricsScraper.get(metrics, on: redis.eventLoop)
         do {
-            snapshot.stream = try (clusterLag?.read() ?? ReplayerLagReader.single(redis.client).read()).wait()
-            snapshot.locks = try scanLocks()
+            snapshot.stream = try await (clusterLag?.read() ?? ReplayerLagReader.single(redis.client).read()).get()
+            snapshot.locks = try await scanLocks()
         } catch {
             snapshot.redisError = "\(error)"
         }
         do {
-            snapshot.metrics = PrometheusSample(text: try scrape.wait())
+            snapshot.metrics = PrometheusSample(text: try await scrape.get())
         } catch {
             snapshot.metricsError = "\(error)"
         }
@@ -113,21 +112,21 @@ struct TopSource {
     }
 
     /// Every Redis that holds keys: the one, or each master (SCAN is node-local).
-    private func lockHolders() throws -> [RedisClient] {
+    private func lockHolders() async throws -> [RedisClient] {
         guard let router = redis.router else { return [redis.client] }
-        return try router.eventLoop.flatSubmit {
+        return try await router.eventLoop.flatSubmit {
             router.topology.map { $0.masters.map { router.client(for: $0) } }
-        }.wait()
+        }.get()
     }
 
-    private func scanLocks() throws -> LockScan {
+    private func scanLocks() async throws -> LockScan {
         var scan = LockScan()
         var calls = 0
         var keys: [(key: String, holder: RedisClient)] = []
-        for holder in try lockHolders() {
+        for holder in try await lockHolders() {
             var cursor = "0"
             repeat {
-                let reply = try holder.send(RedisCommand("SCAN", cursor, "MATCH", "lock:*", "COUNT", String(LockScan.countPerCall))).wait()
+                let reply = try await holder.send(RedisCommand("SCAN", cursor, "MATCH", "lock:*", "COUNT", String(LockScan.countPerCall))).get()
                 guard let items = reply.array, items.count == 2, let next = items[0].string else {
                     throw RedisError.unexpectedReply("\(reply)")
                 }
@@ -144,7 +143,7 @@ struct TopSource {
         }
         let ttls = keys.map { $0.holder.send(RedisCommand("PTTL", $0.key)) }
         for ((key, _), ttl) in zip(keys, ttls) {
-            let pttl = try ttl.wait().int ?? -2
+            let pttl = try await ttl.get().int ?? -2
             if pttl != -2 { scan.sample.append((key, pttl)) }
         }
         return scan

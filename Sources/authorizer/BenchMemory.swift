@@ -1,0 +1,121 @@
+import AuthorizerCore
+import Foundation
+import RedisWire
+
+/// Redis memory retained by a bench phase, split into the statement streams
+/// and everything else (the idempotency records, whatever their key layout).
+/// Summed over the masters of a cluster.
+///
+/// The streams are trimmed to empty before the phase and again after it
+/// (what the replayer's trimmer does once statements are stored), so
+///   stream = used_memory after the phase − used_memory after the trim
+///   rest   = used_memory after the trim − used_memory before the phase
+/// add up to the whole change. Streams the phase created are deleted at the
+/// end: an empty per-slot stream is a fixed cost, not one per authorization.
+struct RedisMemoryProbe {
+    /// used_memory samples, each after a pause so that replies, keyevent
+    /// messages and replication have drained from the buffers.
+    struct Reading: Encodable, Equatable {
+        var before: Int64 = 0
+        var after: Int64 = 0
+        var afterTrim: Int64 = 0
+        var nodes: Int = 0
+        var streamsCreated: Int = 0
+
+        var stream: Int64 { after - afterTrim }
+        var rest: Int64 { afterTrim - before }
+
+        enum CodingKeys: String, CodingKey {
+            case before = "used_memory_before", after = "used_memory_after", afterTrim = "used_memory_after_trim"
+            case nodes, streamsCreated = "streams_created"
+        }
+    }
+
+    static let settle: TimeInterval = 0.5
+    /// SCAN batch; a cluster holds at most one stream per slot (16,384).
+    static let scanCount = 1_000
+
+    let redis: CLIRedis
+    private var streamsBefore: Set<String> = []
+    private(set) var reading = Reading()
+
+    init(redis: CLIRedis) {
+        self.redis = redis
+    }
+
+    mutating func begin() throws {
+        let streams = try allStreams()
+        for (node, key) in streams { _ = try send(["XTRIM", key, "MAXLEN", "0"], on: node) }
+        streamsBefore = Set(streams.map(\.key))
+        Thread.sleep(forTimeInterval: Self.settle)
+        let nodes = try self.nodes()
+        reading.nodes = nodes.count
+        reading.before = try usedMemory(nodes)
+    }
+
+    mutating func end() throws {
+        Thread.sleep(forTimeInterval: Self.settle)
+        let nodes = try self.nodes()
+        reading.after = try usedMemory(nodes)
+        for (node, key) in try allStreams() {
+            if streamsBefore.contains(key) {
+                _ = try send(["XTRIM", key, "MAXLEN", "0"], on: node)
+            } else {
+                _ = try send(["DEL", key], on: node)
+                reading.streamsCreated += 1
+            }
+        }
+        Thread.sleep(forTimeInterval: Self.settle)
+        reading.afterTrim = try usedMemory(nodes)
+    }
+
+    // MARK: - Nodes
+
+    /// nil: the one Redis of a non-cluster target.
+    private func nodes() throws -> [ClusterTopology.Node?] {
+        guard let router = redis.router else { return [nil] }
+        return try router.topology.wait().masters
+    }
+
+    private func send(_ parts: [String], on node: ClusterTopology.Node?) throws -> RESPValue {
+        let command = RedisCommand(parts)
+        let reply: RESPValue
+        if let node, let router = redis.router {
+            reply = try router.eventLoop.flatSubmit { router.client(for: node).send(command) }.wait()
+        } else {
+            reply = try redis.client.send(command).wait()
+        }
+        if case .error(let message) = reply { throw RedisError.unexpectedReply("\(parts[0]): \(message)") }
+        return reply
+    }
+
+    private func usedMemory(_ nodes: [ClusterTopology.Node?]) throws -> Int64 {
+        var total: Int64 = 0
+        for node in nodes {
+            let info = try send(["INFO", "memory"], on: node).string ?? ""
+            guard let line = info.split(whereSeparator: \.isNewline).first(where: { $0.hasPrefix("used_memory:") }),
+                  let bytes = Int64(line.dropFirst("used_memory:".count)) else {
+                throw RedisError.unexpectedReply("INFO memory without used_memory")
+            }
+            total += bytes
+        }
+        return total
+    }
+
+    /// Every statement stream (`statements`, `statements:{T}`) on every node (SCAN is node-local).
+    private func allStreams() throws -> [(node: ClusterTopology.Node?, key: String)] {
+        var found: [(node: ClusterTopology.Node?, key: String)] = []
+        for node in try nodes() {
+            var cursor = "0"
+            repeat {
+                let reply = try send(["SCAN", cursor, "MATCH", "statements*", "COUNT", String(Self.scanCount), "TYPE", "stream"], on: node)
+                guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
+                    throw RedisError.unexpectedReply("SCAN: \(reply)")
+                }
+                found += (parts[1].array ?? []).compactMap(\.string).filter(Keys.isStatementsStream).map { (node, $0) }
+                cursor = next
+            } while cursor != "0"
+        }
+        return found
+    }
+}

@@ -104,6 +104,7 @@ let package = Package(
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
         .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
+        .testTarget(name: "LoadGeneratorTests", dependencies: ["LoadGenerator"]),
         .testTarget(
             name: "MetricsScrapeTests",
             dependencies: [

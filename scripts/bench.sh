@@ -97,7 +97,9 @@ cpu_row() {
     echo "$out"
 }
 memory_row() {
-    echo "$(nested memory_bytes_per_auth idempotency "$1") + $(nested memory_bytes_per_auth stream "$1") = $(nested memory_bytes_per_auth total "$1") B ($(field answered "$1") auths)"
+    local created
+    created=$(nested memory streams_created "$1")
+    echo "$(nested memory_bytes_per_auth idempotency "$1") + $(nested memory_bytes_per_auth stream "$1") = $(nested memory_bytes_per_auth total "$1") B ($(field answered "$1") auths${created:+, $created new streams})"
 }
 code_count() {
     local count
@@ -254,9 +256,12 @@ if [ "${BENCH_CLUSTER:-1}" = 1 ]; then
     done
     REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") \
         --cluster-replicas 1 --cluster-yes >/dev/null
-    for _ in $(seq 1 200); do
-        REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD redis-cli -p "${CLUSTER_PORTS[0]}" cluster info | grep -q cluster_state:ok && break
-        sleep 0.05
+    # Until every node sees the cluster as up (a node still joining answers CLUSTERDOWN).
+    for port in "${CLUSTER_PORTS[@]}"; do
+        for _ in $(seq 1 200); do
+            REDISCLI_AUTH=$REDIS_ADMIN_PASSWORD redis-cli -p "$port" cluster info | grep -q cluster_state:ok && break
+            sleep 0.05
+        done
     done
     SEEDS=$(printf "redis://authorizer:$AUTHORIZER_PASSWORD@127.0.0.1:%s/0," "${CLUSTER_PORTS[@]:0:3}")
     SEEDS=${SEEDS%,}

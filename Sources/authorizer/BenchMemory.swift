@@ -21,17 +21,24 @@ struct RedisMemoryProbe {
         var afterTrim: Int64 = 0
         var nodes: Int = 0
         var streamsCreated: Int = 0
+        /// False when used_memory was still moving (keys expiring, say) when the phase began.
+        var steadyBefore = true
 
         var stream: Int64 { after - afterTrim }
         var rest: Int64 { afterTrim - before }
 
         enum CodingKeys: String, CodingKey {
             case before = "used_memory_before", after = "used_memory_after", afterTrim = "used_memory_after_trim"
-            case nodes, streamsCreated = "streams_created"
+            case nodes, streamsCreated = "streams_created", steadyBefore = "steady_before"
         }
     }
 
     static let settle: TimeInterval = 0.5
+    /// Before the phase, used_memory must move less than this between two
+    /// readings `settle` apart (expiring keys of an earlier run free memory
+    /// in the background), waiting at most `steadyLimit`.
+    static let steadyBytes: Int64 = 64 * 1_024
+    static let steadyLimit: TimeInterval = 20
     /// SCAN batch; a cluster holds at most one stream per slot (16,384).
     static let scanCount = 1_000
 
@@ -47,10 +54,20 @@ struct RedisMemoryProbe {
         let streams = try allStreams()
         for (node, key) in streams { _ = try send(["XTRIM", key, "MAXLEN", "0"], on: node) }
         streamsBefore = Set(streams.map(\.key))
-        Thread.sleep(forTimeInterval: Self.settle)
         let nodes = try self.nodes()
         reading.nodes = nodes.count
-        reading.before = try usedMemory(nodes)
+        let giveUp = Date().addingTimeInterval(Self.steadyLimit)
+        var previous = try usedMemory(nodes)
+        while true {
+            Thread.sleep(forTimeInterval: Self.settle)
+            reading.before = try usedMemory(nodes)
+            if abs(reading.before - previous) < Self.steadyBytes { break }
+            if Date() > giveUp {
+                reading.steadyBefore = false
+                break
+            }
+            previous = reading.before
+        }
     }
 
     mutating func end() throws {

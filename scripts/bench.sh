@@ -232,8 +232,10 @@ kill "$IDLE_PID" 2>/dev/null || true
 
 # 6. A local Redis Cluster of 3 masters and 3 replicas (on the same 2
 # cores: it cannot be faster than one Redis; the row shows what routing,
-# six processes and per-slot streams cost), closed loop, and the latency
-# cost of --replica-acks 1 (open loop at RATE/2, without and with WAIT).
+# six processes and per-slot streams cost), closed loop, open loop at RATE/2
+# and RATE, memory per authorization summed over the masters, and the latency
+# cost of --replica-acks 1 (open loop at RATE/2, without and with WAIT). CPU
+# is summed over the masters (`redis`) and over the replicas (`replicas`).
 if [ "${BENCH_CLUSTER:-1}" = 1 ]; then
     kill "$SERVE_PID" 2>/dev/null || true
     rcli shutdown nosave >/dev/null 2>&1 || true

@@ -1,16 +1,24 @@
 --[[
   Authorize one card transaction: take the account lock, check idempotency,
-  choose the category to debit, debit it and append the statement, all in one
-  atomic execution.
+  choose the category to debit, debit it, append the statement and remember
+  the decision, all in one atomic execution.
 
   Input:
-    KEYS[1]  account:{ID}        HASH category -> balance in cents
-    KEYS[2]  lock:{ID}           STRING lock token
-    KEYS[3]  txn:{ID}:TXNID      STRING first decision for this transaction id
-    KEYS[4]  statements          STREAM the ledger
+    KEYS[1]  account:{ID}            HASH category -> balance in cents
+    KEYS[2]  lock:{ID}               STRING lock token
+    KEYS[3]  statements              STREAM the ledger (statements:{T} on a cluster)
+    KEYS[4]  txn:{ID}:TXNID          STRING the older one-key-per-transaction record,
+                                     read only when ARGV[15] is "1"
+    KEYS[5..] txns:{ID}:YYYYMMDD     HASH transaction id -> record, one per account
+                                     and UTC day: consecutive days, newest first,
+                                     KEYS[5] being the caller's tomorrow (so that a
+                                     caller whose clock is a little behind Redis's
+                                     still names Redis's today)
 
     ARGV[1]  lock token (random per request)
-    ARGV[2]  lock ttl in milliseconds
+    ARGV[2]  lock ttl in milliseconds; 0: nothing of the caller follows on
+             this account, so the lock is not kept past this execution (it
+             is only checked, and released if the caller held it)
     ARGV[3]  transaction id
     ARGV[4]  account id
     ARGV[5]  amount in cents (integer, > 0)
@@ -20,9 +28,12 @@
     ARGV[9]  category the rules chose
     ARGV[10] fallback category
     ARGV[11] fallback mode: "whole" or "split"
-    ARGV[12] idempotency record ttl in seconds (the reversal window plus a day)
-    ARGV[13] merchant descriptor normalized (kept for a reversal's match check)
-    ARGV[14..] optional: extra statement fields as name, value pairs appended
+    ARGV[12] the day of KEYS[5], in days since 1970-01-01 (UTC)
+    ARGV[13] digest of the normalized merchant descriptor (8 hex digits; kept
+             for a reversal's match check)
+    ARGV[14] seconds a day's bucket outlives its day (the reversal window plus a day)
+    ARGV[15] "1": also read KEYS[4] (records written before the day buckets)
+    ARGV[16..] optional: extra statement fields as name, value pairs appended
              to the statement after the usual ones (the ISO 8583 port sends
              channel, stan, rrn, terminal, merchant_id); none from the
              line-JSON port
@@ -36,102 +47,131 @@
                                               00, reason for 07, "" for 51;
                                               replayed = 1 when the transaction id was
                                               seen before (nothing debited or written)
-  The caller holds the lock after LOCKED is not returned, and releases it
-  with unlock.lua.
+    error "ERR clock …"                       Redis's day is not among KEYS[5..]
+                                              (the caller's clock is off by a day)
+  With a ttl, the caller holds the lock after LOCKED is not returned, and
+  releases it with unlock.lua (or passes it to its next request for the
+  account, which calls with the same token). Without (ttl 0), taking and
+  releasing inside one atomic execution could not be observed by anybody:
+  the lock is only checked (another holder: LOCKED), and a lock the caller
+  held is released here (its DEL wakes the waiters).
 
-  The idempotency record txn:{ID}:TXNID is
-    CODE|DETAIL|AMOUNT|MCC|TIME_MS|REVERSED_BY|MERCHANT
+  Redis's clock (TIME) decides the day: the decision is remembered in
+  today's bucket, and an id is looked up in today's bucket and in every
+  older one named in KEYS (yesterday's at least: an id is recognised for
+  24 hours at least). A record is
+    CODE|DETAIL|AMOUNT|MCC|SECOND|REVERSED_BY|MERCHANT_DIGEST
   CODE 00/51/07; DETAIL the debits of a 00 (MEAL:700,CASH:300), the reason of
-  a 07, empty for a 51; AMOUNT in cents; TIME_MS when it was decided (Redis
-  clock); REVERSED_BY the id of the reversal that reversed it, empty until
-  then; MERCHANT normalized, last because it may contain '|'. reverse.lua
-  reads and updates it; a tombstone left by a reversal whose original was
-  never seen is such a record with CODE 07 and DETAIL "reversed". A record
-  starting with "RV|" belongs to a reversal's own id (see reverse.lua).
-  Records written before this format (CODE|DETAIL) are still understood.
+  a 07, empty for a 51; AMOUNT in cents; SECOND of the bucket's day when it
+  was decided; REVERSED_BY the id of the reversal that reversed it, empty
+  until then. reverse.lua reads and updates it; a tombstone left by a
+  reversal whose original was never seen is such a record with CODE 07 and
+  DETAIL "reversed". A record starting with "RV|" belongs to a reversal's own
+  id (see reverse.lua). The older one-key form (KEYS[4]) is
+  CODE|DETAIL|AMOUNT|MCC|TIME_MS|REVERSED_BY|MERCHANT or CODE|DETAIL.
 ]]
-local account, lock, txn, statements = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local token, ttl = ARGV[1], ARGV[2]
+local account, lock, statements = KEYS[1], KEYS[2], KEYS[3]
 
-if redis.call('EXISTS', account) == 0 then
+local now = redis.call('TIME')
+local seconds = tonumber(now[1])
+local day = math.floor(seconds / 86400)
+local todayKey = 5 + tonumber(ARGV[12]) - day
+if todayKey < 5 or todayKey >= #KEYS then
+  return redis.error_reply('ERR clock: Redis day ' .. day .. ' is not among the buckets named (newest ' .. ARGV[12] .. ')')
+end
+
+-- The balances first: a missing account has neither field (EXISTS only then).
+local category, fallback = ARGV[9], ARGV[10]
+local balances = redis.call('HMGET', account, category, fallback)
+local categoryRaw, fallbackRaw = balances[1], balances[2]
+if not categoryRaw and not fallbackRaw and redis.call('EXISTS', account) == 0 then
   return {'UNKNOWN'}
 end
 
-if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then
+local token = ARGV[1]
+if ARGV[2] == '0' then
+  local holder = redis.call('GET', lock)
+  if holder then
+    if holder ~= token then
+      return {'LOCKED', redis.call('PTTL', lock)}
+    end
+    redis.call('DEL', lock)
+  end
+elseif not redis.call('SET', lock, token, 'NX', 'PX', ARGV[2]) then
   if redis.call('GET', lock) ~= token then
     return {'LOCKED', redis.call('PTTL', lock)}
   end
-  redis.call('PEXPIRE', lock, ttl)
+  redis.call('PEXPIRE', lock, ARGV[2])
 end
 
-local prior = redis.call('GET', txn)
+local id = ARGV[3]
+local prior
+for k = todayKey, #KEYS do
+  prior = redis.call('HGET', KEYS[k], id)
+  if prior then break end
+end
+if not prior and ARGV[15] == '1' then prior = redis.call('GET', KEYS[4]) end
 if prior then
   local code, rest = string.match(prior, '^(%d%d)|(.*)$')
   if not code then
     return {'DONE', '07', 'id already used by a reversal', 1, ''}
   end
-  local detail = string.match(rest, '^([^|]*)')
-  return {'DONE', code, detail, 1, ''}
+  return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end
 
-local id, accountId = ARGV[3], ARGV[4]
-local amount = tonumber(ARGV[5])
-local category, fallback, mode = ARGV[9], ARGV[10], ARGV[11]
+local amountText = ARGV[5]
+local amount = tonumber(amountText)
+local mode = ARGV[11]
 
--- Balances are integer cents; anything else is refused rather than guessed.
+-- Balances are integer cents (below 2^53: string.format('%d') prints them
+-- exactly); anything else is refused rather than guessed.
 local function balanceOf(value)
   if not value then return 0, true end
   if not string.match(value, '^%-?%d+$') then return 0, false end
   return tonumber(value), true
 end
-
-local categoryRaw, fallbackRaw = unpack(redis.call('HMGET', account, category, fallback))
 local categoryBalance, categoryOk = balanceOf(categoryRaw)
 local fallbackBalance, fallbackOk = balanceOf(fallbackRaw)
 
-local code, reason = '51', ''
-local debits = {}
+local code, reason, debitText, balanceText = '51', '', '', ''
 if not (categoryOk and fallbackOk) then
   code, reason = '07', 'balance is not an integer amount of cents'
 elseif categoryBalance >= amount then
-  debits = {{category, amount}}
-elseif category ~= fallback then
-  if mode == 'split' then
-    local fromCategory = math.max(0, categoryBalance)
-    if fallbackBalance >= amount - fromCategory then
-      debits = {{category, fromCategory}, {fallback, amount - fromCategory}}
-      if fromCategory == 0 then debits = {{fallback, amount}} end
-    end
-  elseif fallbackBalance >= amount then
-    debits = {{fallback, amount}}
-  end
-end
-
-local debitList, balanceList = {}, {}
-if #debits > 0 then
   code = '00'
-  for i, debit in ipairs(debits) do
-    local after = redis.call('HINCRBY', account, debit[1], string.format('%d', -debit[2]))
-    debitList[i] = debit[1] .. ':' .. string.format('%d', debit[2])
-    balanceList[i] = debit[1] .. ':' .. string.format('%d', after)
+  debitText = category .. ':' .. amountText
+  balanceText = category .. ':' .. string.format('%d', redis.call('HINCRBY', account, category, -amount))
+elseif category ~= fallback then
+  local fromCategory = 0
+  if mode == 'split' then fromCategory = math.max(0, categoryBalance) end
+  if fallbackBalance >= amount - fromCategory then
+    code = '00'
+    local fromFallback = amount - fromCategory
+    local after = redis.call('HINCRBY', account, fallback, -fromFallback)
+    if fromCategory > 0 then
+      local categoryAfter = redis.call('HINCRBY', account, category, -fromCategory)
+      debitText = category .. ':' .. string.format('%d', fromCategory) .. ',' .. fallback .. ':' .. string.format('%d', fromFallback)
+      balanceText = category .. ':' .. string.format('%d', categoryAfter) .. ',' .. fallback .. ':' .. string.format('%d', after)
+    else
+      debitText = fallback .. ':' .. amountText
+      balanceText = fallback .. ':' .. string.format('%d', after)
+    end
   end
 end
-local debitText = table.concat(debitList, ',')
 
 local fields = {
   'type', 'authorization',
   'id', id,
-  'account', accountId,
+  'account', ARGV[4],
   'code', code,
-  'amount', ARGV[5],
+  'amount', amountText,
   'mcc', ARGV[6],
   'mcc_used', ARGV[7],
   'merchant', ARGV[8],
   'category', category,
   'debits', debitText,
-  'balances', table.concat(balanceList, ','),
+  'balances', balanceText,
   'reason', reason}
-for i = 14, #ARGV - 1, 2 do
+for i = 16, #ARGV - 1, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end
@@ -139,7 +179,9 @@ local entry = redis.call('XADD', statements, '*', unpack(fields))
 
 local detail = debitText
 if code == '07' then detail = reason end
-local now = redis.call('TIME')
-local nowMs = string.format('%d', tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000))
-redis.call('SET', txn, table.concat({code, detail, ARGV[5], ARGV[6], nowMs, '', ARGV[13] or ''}, '|'), 'EX', ARGV[12])
+local bucket = KEYS[todayKey]
+redis.call('HSET', bucket, id, code .. '|' .. detail .. '|' .. amountText .. '|' .. ARGV[6] .. '|'
+  .. (seconds - day * 86400) .. '||' .. ARGV[13])
+-- NX: set once per bucket (no expire keyevent on every decision).
+redis.call('EXPIREAT', bucket, (day + 1) * 86400 + tonumber(ARGV[14]), 'NX')
 return {'DONE', code, detail, 0, entry}

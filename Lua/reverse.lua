@@ -10,11 +10,16 @@
   debits nothing.
 
   Input:
-    KEYS[1]  account:{ID}        HASH category -> balance in cents
-    KEYS[2]  lock:{ID}           STRING lock token
-    KEYS[3]  txn:{ID}:ORIGINAL   STRING the original's record (see authorize.lua)
-    KEYS[4]  txn:{ID}:REVID      STRING the reversal's own record: "RV|00|ORIGINAL|CREDITS"
-    KEYS[5]  statements          STREAM the ledger
+    KEYS[1]  account:{ID}            HASH category -> balance in cents
+    KEYS[2]  lock:{ID}               STRING lock token
+    KEYS[3]  statements              STREAM the ledger (statements:{T} on a cluster)
+    KEYS[4]  txn:{ID}:ORIGINAL       STRING the original's older one-key record
+    KEYS[5]  txn:{ID}:REVID          STRING the reversal's older one-key record
+                                     (both read only when ARGV[13] is "1")
+    KEYS[6..] txns:{ID}:YYYYMMDD     HASH the day buckets (see authorize.lua):
+                                     consecutive days, newest first, KEYS[6] being
+                                     the caller's tomorrow; every bucket from
+                                     Redis's today on is read
 
     ARGV[1]  lock token (random per request)
     ARGV[2]  lock ttl in milliseconds
@@ -24,10 +29,13 @@
     ARGV[6]  amount in cents the terminal gave, or "" (then not checked)
     ARGV[7]  mcc the terminal gave, or ""
     ARGV[8]  merchant descriptor the terminal gave, normalized, or ""
-    ARGV[9]  record ttl in seconds (as authorize.lua's ARGV[12])
+    ARGV[9]  digest of ARGV[8] (8 hex digits), or ""
     ARGV[10] reversal window in milliseconds: an original decided longer ago
              than this is "original not found"
-    ARGV[11..] optional: extra statement fields as name, value pairs appended
+    ARGV[11] the day of KEYS[6], in days since 1970-01-01 (UTC)
+    ARGV[12] seconds a day's bucket outlives its day (as authorize.lua's ARGV[14])
+    ARGV[13] "1": also read KEYS[4] and KEYS[5] (records written before the day buckets)
+    ARGV[14..] optional: extra statement fields as name, value pairs appended
              to the reversal statement (the ISO 8583 port sends channel, stan,
              rrn, terminal, merchant_id); none from the line-JSON port
 
@@ -44,11 +52,22 @@
   record: a corrected retry is processed normally. The caller releases the
   lock with unlock.lua.
 ]]
-local account, lock, original, own, statements = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local account, lock, statements = KEYS[1], KEYS[2], KEYS[3]
 local token, ttl = ARGV[1], ARGV[2]
 local reversalId, accountId, originalId = ARGV[3], ARGV[4], ARGV[5]
-local givenAmount, givenMcc, givenMerchant = ARGV[6], ARGV[7], ARGV[8]
-local recordTTL, window = ARGV[9], tonumber(ARGV[10])
+local givenAmount, givenMcc, givenMerchant, givenDigest = ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+local window = tonumber(ARGV[10])
+local legacy = ARGV[13] == '1'
+
+local now = redis.call('TIME')
+local seconds = tonumber(now[1])
+local nowMs = seconds * 1000 + math.floor(tonumber(now[2]) / 1000)
+local day = math.floor(seconds / 86400)
+local todayKey = 6 + tonumber(ARGV[11]) - day
+if todayKey < 6 or todayKey >= #KEYS then
+  return redis.error_reply('ERR clock: Redis day ' .. day .. ' is not among the buckets named (newest ' .. ARGV[11] .. ')')
+end
+local today = KEYS[todayKey]
 
 if redis.call('EXISTS', account) == 0 then
   return {'UNKNOWN'}
@@ -61,7 +80,21 @@ if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then
   redis.call('PEXPIRE', lock, ttl)
 end
 
-local mine = redis.call('GET', own)
+-- An id's record and where it is: the index of its bucket in KEYS, or 0
+-- for the older key.
+local function find(id, legacyKey)
+  for k = todayKey, #KEYS do
+    local record = redis.call('HGET', KEYS[k], id)
+    if record then return k, record end
+  end
+  if legacy then
+    local record = redis.call('GET', legacyKey)
+    if record then return 0, record end
+  end
+  return nil, nil
+end
+
+local _, mine = find(reversalId, KEYS[5])
 if mine then
   local credits = string.match(mine, '^RV|%d%d|[^|]*|(.*)$')
   if credits then
@@ -70,20 +103,18 @@ if mine then
   return {'DONE', '07', 'id already used by an authorization', 1, ''}
 end
 
-local now = redis.call('TIME')
-local nowMs = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local nowText = string.format('%d', nowMs)
-
--- The original's record: CODE|DETAIL|AMOUNT|MCC|TIME_MS|REVERSED_BY|MERCHANT
--- (or CODE|DETAIL, written before that format).
-local record = redis.call('GET', original)
-local code, detail, amount, mcc, decidedAt, reversedBy, merchant
+-- The original's record: CODE|DETAIL|AMOUNT|MCC|SECOND|REVERSED_BY|DIGEST in
+-- a bucket; CODE|DETAIL|AMOUNT|MCC|TIME_MS|REVERSED_BY|MERCHANT or
+-- CODE|DETAIL in the older key.
+local where, record = find(originalId, KEYS[4])
+local inBucket = where and where > 0
+local code, detail, amount, mcc, decided, reversedBy, merchant
 if record then
-  code, detail, amount, mcc, decidedAt, reversedBy, merchant =
+  code, detail, amount, mcc, decided, reversedBy, merchant =
     string.match(record, '^(%d%d)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|([^|]*)|(.*)$')
   if not code then
     code, detail = string.match(record, '^(%d%d)|([^|]*)$')
-    amount, mcc, decidedAt, reversedBy, merchant = '', '', '', '', ''
+    amount, mcc, decided, reversedBy, merchant = '', '', '', '', ''
   end
   if not code then
     return {'DONE', '07', 'original is a reversal', 0, ''}
@@ -106,11 +137,16 @@ local function statement(resultCode, statementAmount, credits, balances, reason,
     'credits', credits,
     'balances', balances,
     'reason', reason}
-  for i = 11, #ARGV - 1, 2 do
+  for i = 14, #ARGV - 1, 2 do
     fields[#fields + 1] = ARGV[i]
     fields[#fields + 1] = ARGV[i + 1]
   end
   return redis.call('XADD', statements, '*', unpack(fields))
+end
+
+local function remember(id, value)
+  redis.call('HSET', today, id, value)
+  redis.call('EXPIREAT', today, (day + 1) * 86400 + tonumber(ARGV[12]), 'NX')
 end
 
 local function refuse(reason)
@@ -118,23 +154,33 @@ local function refuse(reason)
   return {'DONE', '07', reason, 0, entry}
 end
 
-local function acknowledge(statementAmount, credits, balances, reason, statementMcc, statementMerchant)
+-- The merchant a reversal statement names: the older record's text, else the terminal's.
+local statementMerchant = givenMerchant
+if record and not inBucket and merchant ~= '' then statementMerchant = merchant end
+
+local function acknowledge(statementAmount, credits, balances, reason, statementMcc)
   local entry = statement('00', statementAmount, credits, balances, reason, statementMcc, statementMerchant)
-  redis.call('SET', own, 'RV|00|' .. originalId .. '|' .. credits, 'EX', recordTTL)
+  remember(reversalId, 'RV|00|' .. originalId .. '|' .. credits)
   return {'DONE', '00', credits, 0, entry}
 end
 
 if not record then
   -- Never seen: leave the tombstone, so the original is refused if it comes.
-  redis.call('SET', original,
-    table.concat({'07', 'reversed', givenAmount, givenMcc, nowText, reversalId, givenMerchant}, '|'),
-    'EX', recordTTL)
+  remember(originalId, table.concat({'07', 'reversed', givenAmount, givenMcc, seconds - day * 86400, reversalId, givenDigest}, '|'))
   local statementAmount = givenAmount
   if statementAmount == '' then statementAmount = '0' end
-  return acknowledge(statementAmount, '', '', 'original not seen; tombstone left', givenMcc, givenMerchant)
+  return acknowledge(statementAmount, '', '', 'original not seen; tombstone left', givenMcc)
 end
 
-if decidedAt ~= '' and tonumber(decidedAt) and nowMs - tonumber(decidedAt) > window then
+-- When the original was decided, in ms: a bucket keeps the second of its day.
+local decidedAt
+if inBucket and tonumber(decided) then
+  local bucketDay = tonumber(ARGV[11]) - (where - 6)
+  decidedAt = (bucketDay * 86400 + tonumber(decided)) * 1000
+elseif tonumber(decided) then
+  decidedAt = tonumber(decided)
+end
+if decidedAt and nowMs - decidedAt > window then
   return refuse('original not found')
 end
 if givenAmount ~= '' and amount ~= '' and givenAmount ~= amount then
@@ -143,7 +189,9 @@ end
 if givenMcc ~= '' and mcc ~= '' and givenMcc ~= mcc then
   return refuse('mcc does not match the original')
 end
-if givenMerchant ~= '' and merchant ~= '' and givenMerchant ~= merchant then
+local givenMerchantKey = givenMerchant
+if inBucket then givenMerchantKey = givenDigest end
+if givenMerchantKey ~= '' and merchant ~= '' and givenMerchantKey ~= merchant then
   return refuse('merchant does not match the original')
 end
 
@@ -151,17 +199,21 @@ local recordAmount = amount
 if recordAmount == '' then recordAmount = '0' end
 
 if reversedBy ~= '' then
-  return acknowledge(recordAmount, '', '', 'already reversed', mcc, merchant)
+  return acknowledge(recordAmount, '', '', 'already reversed', mcc)
 end
 
 local function markReversed()
-  redis.call('SET', original,
-    table.concat({code, detail, amount, mcc, decidedAt, reversalId, merchant}, '|'), 'KEEPTTL')
+  local value = table.concat({code, detail, amount, mcc, decided, reversalId, merchant}, '|')
+  if inBucket then
+    redis.call('HSET', KEYS[where], originalId, value)
+  else
+    redis.call('SET', KEYS[4], value, 'KEEPTTL')
+  end
 end
 
 if code ~= '00' then
   markReversed()
-  return acknowledge(recordAmount, '', '', 'original declined', mcc, merchant)
+  return acknowledge(recordAmount, '', '', 'original declined', mcc)
 end
 
 -- Credit back exactly the recorded debits. Balances are integer cents:
@@ -182,4 +234,4 @@ for i, debit in ipairs(debits) do
   total = total + tonumber(debit[2])
 end
 markReversed()
-return acknowledge(string.format('%d', total), table.concat(credits, ','), table.concat(balances, ','), '', mcc, merchant)
+return acknowledge(string.format('%d', total), table.concat(credits, ','), table.concat(balances, ','), '', mcc)

@@ -133,16 +133,20 @@ echo "redis on $REDIS_PORT, data in $WORK" >&2
 
 # 1. The ceiling: authorize.lua alone, called by redis-benchmark. Each
 # __rand_int__ is replaced independently (12 zero-padded digits), so the
-# account key, the lock key and the transaction key of one call carry
-# different random ids: the lock and txn keys get extra random digits so
+# account key, the lock key and the day buckets of one call carry different
+# random ids: the lock key and the transaction id get extra random digits so
 # that no call meets a lock left by an earlier one (redis-benchmark never
 # unlocks; the lock TTL is 200 ms) or an idempotency record: each call
-# takes the lock, debits FOOD, appends the statement and records the txn.
+# takes the lock, debits FOOD, appends the statement and records the
+# decision in a day bucket (about 30 per bucket, as for a busy card).
 echo "seeding $ACCOUNTS accounts for redis-benchmark" >&2
 for i in $(seq -f '%012g' 0 $((ACCOUNTS - 1))); do
     echo "HSET account:{rb-$i} FOOD 1000000000000 CASH 1000000000000"
 done | rcli --pipe >/dev/null
 SHA=$(rcli SCRIPT LOAD "$(cat Lua/authorize.lua)")
+# The day buckets are named by UTC date (the script picks Redis's today among them).
+TODAY=$(( $(date +%s) / 86400 ))
+utc_date() { date -u -d "@$(( $1 * 86400 ))" +%Y%m%d; }
 before=$(rcli XLEN statements)
 # utime + stime of a process in clock ticks (/proc/PID/stat fields 14 and 15,
 # counted after the ')' that ends the command name).
@@ -150,9 +154,10 @@ cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 ceiling_ticks=$(cpu_ticks "$REDIS_PID")
 echo "redis-benchmark: EVALSHA authorize.lua x $CEILING_REQUESTS, 50 clients, pipeline 16" >&2
 ceiling_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PASSWORD" -n "$CEILING_REQUESTS" -c 50 -P 16 -r "$ACCOUNTS" --csv \
-    EVALSHA "$SHA" 4 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' \
-    'txn:{rb-__rand_int__}:__rand_int__-__rand_int__' statements \
-    tok 200 id acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole 86400 \
+    EVALSHA "$SHA" 7 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' statements 'txn:{rb-__rand_int__}:x' \
+    "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
+    tok 200 'id-__rand_int__-__rand_int__' acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
+    $((TODAY + 1)) 0badcafe 172800 0 \
     2> >(grep -v "Could not fetch server CONFIG" >&2))
 CEILING=$(tail -1 <<<"$ceiling_csv" | cut -d, -f2 | tr -d '"')
 ceiling_ticks=$(( $(cpu_ticks "$REDIS_PID") - ceiling_ticks ))

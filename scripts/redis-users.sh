@@ -31,11 +31,12 @@ source "$dir/credentials.env"
 # Selectors (the parenthesised parts) pair commands with keys: the service
 # appends to the ledger streams (its scripts XADD) but cannot delete, trim or
 # overwrite them; it may DEL only locks and rules, SET only locks, txn records
-# and rules. The replayer reads, acknowledges, claims, trims and manages
+# and rules, and write the day buckets (txns:*) only with HSET and EXPIREAT.
+# The replayer reads, acknowledges, claims, trims and manages
 # groups on the ledger, and appends only to notifications:*.
 cat > "$dir/users.acl" <<ACL
 user default on >${REDIS_ADMIN_PASSWORD} ~* &* +@all
-user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr (~account:* ~lock:* ~txn:* ~statements ~statements:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set)
+user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr (~account:* ~lock:* ~txn:* ~txns:* ~statements ~statements:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set) (~txns:* +hget +hset +expireat) (~idempotency:* +get +set)
 user replayer on >${REPLAYER_PASSWORD} ~statements ~statements:* ~notifications:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid +cluster|slots +info +subscribe +unsubscribe +scan (~notifications:* +xadd)
 user replication on >${REPLICATION_PASSWORD} -@all +psync +replconf +ping
 user operator on >${OPERATOR_PASSWORD} ~* &* -@all +@read +auth +hello +ping +select +quit -@dangerous +cluster|slots

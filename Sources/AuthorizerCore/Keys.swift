@@ -4,7 +4,13 @@
 public enum Keys {
     public static func account(_ id: String) -> String { "account:{\(id)}" }
     public static func lock(_ id: String) -> String { "lock:{\(id)}" }
+    /// The older one-key-per-transaction record, still read until it expires.
     public static func transaction(account: String, id: String) -> String { "txn:{\(account)}:\(id)" }
+    /// The account's decisions of one UTC day: a HASH transaction id -> record.
+    public static func transactions(account: String, day: UTCDay) -> String { "txns:{\(account)}:\(day.compact)" }
+    /// Set by the first `serve` that writes day buckets: the Unix ms from which
+    /// no older one-key record was written (0: this Redis never held any).
+    public static let bucketsSince = "idempotency:buckets-since"
     public static let statements = "statements"
     /// On a cluster, one ledger stream per slot: `statements:{T}`, where T is
     /// the slot's tag (the smallest decimal integer hashing to that slot).

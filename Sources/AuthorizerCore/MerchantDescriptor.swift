@@ -12,6 +12,19 @@ public struct MerchantDescriptor: Sendable, Equatable {
     /// layout is not the network one).
     public let name: String
 
+    /// 32-bit FNV-1a of the normalized descriptor, 8 lowercase hex digits:
+    /// what an idempotency record keeps for a reversal's merchant check (the
+    /// whole descriptor would double the record).
+    public var digest: String {
+        var hash: UInt32 = 0x811C_9DC5
+        for byte in normalized.utf8 {
+            hash ^= UInt32(byte)
+            hash = hash &* 0x0100_0193
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 8 - hex.utf8.count) + hex
+    }
+
     public init(_ raw: String) {
         // Card-network descriptors are printable ASCII: work on bytes then.
         if let fast = MerchantDescriptor.normalizeASCII(raw) {

@@ -1,4 +1,7 @@
 import AuthorizerCore
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import RedisWire
@@ -32,6 +35,9 @@ final class AccountGate: Sendable {
         /// Recent time from script call to decision, uncontended (EWMA, ns).
         var averageProcessingNanos: Double = 1_000_000
         var tokenCounter: UInt64 = 0
+        /// Account locks this process holds between two of its requests for
+        /// the account (account -> token): the next request inherits the lock.
+        var heldLocks: [String: String] = [:]
     }
 
     init(
@@ -164,9 +170,25 @@ final class AccountGate: Sendable {
 
     // MARK: - The head of an account's queue
 
+    /// The lock is kept past a script only when something of this process
+    /// follows on the account (its next request inherits the lock, so other
+    /// processes wait on the keyevent meanwhile), for a WAIT on the replicas,
+    /// and for reversals. Otherwise authorize.lua only checks it: taking and
+    /// releasing inside one atomic execution could not be observed.
+    private func keepsLock(_ job: Job) -> Bool {
+        if job.isReversal || config.replicaAcks > 0 { return true }
+        guard let queue = state.value.queues[job.account] else { return false }
+        return queue.contains { $0 !== job && $0.phase != .done }
+    }
+
     private func attempt(_ job: Job) {
         job.phase = .attempting
         job.wokenDuringAttempt = false
+        if let inherited = state.value.heldLocks.removeValue(forKey: job.account) {
+            job.lockToken = inherited
+            job.inheritedLock = true
+        }
+        job.keepsLock = keepsLock(job)
         let started = NIODeadline.now()
         let call: ServerMetrics.RedisCall
         let reply: EventLoopFuture<RESPValue>
@@ -174,13 +196,13 @@ final class AccountGate: Sendable {
         case .authorize(let request, let resolution):
             call = .authorize
             reply = redis.run(.authorize(
-                request, resolution, token: job.token, lockTTLms: lockTTLms, recordTTLSeconds: config.idempotencyTTLSeconds,
+                request, resolution, token: job.lockToken, lockTTLms: job.keepsLock ? lockTTLms : 0, idempotency: idempotencyScope(),
                 statements: target.statementsKey(forAccount: request.account)
             ), in: scripts)
         case .reverse(let request, _):
             call = .reverse
             reply = redis.run(.reverse(
-                request, token: job.token, lockTTLms: lockTTLms, recordTTLSeconds: config.idempotencyTTLSeconds,
+                request, token: job.lockToken, lockTTLms: lockTTLms, idempotency: idempotencyScope(),
                 windowMs: Int64(config.reversalWindowSeconds) * 1000, statements: target.statementsKey(forAccount: request.account)
             ), in: scripts)
         }
@@ -188,6 +210,15 @@ final class AccountGate: Sendable {
             self.metrics.redisRoundTrip(call, since: started)
             self.attemptFinished(job, result, started: started)
         }
+    }
+
+    /// The day buckets to name, from this process's clock (Redis's decides).
+    private func idempotencyScope() -> IdempotencyScope {
+        let now = Int64(time(nil))
+        return IdempotencyScope(
+            today: UTCDay(unixSeconds: now), reversalWindowSeconds: config.reversalWindowSeconds,
+            retentionSeconds: config.idempotencyTTLSeconds, readOlderKeys: now < config.olderRecordsReadUntil
+        )
     }
 
     private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, started: NIODeadline) {
@@ -216,21 +247,23 @@ final class AccountGate: Sendable {
         }
         switch reply {
         case .unknownAccount:
-            finish(job, .rejected(.unknownAccount), unlock: false)
+            // Answered before the lock is looked at: an inherited one is still held.
+            finish(job, .rejected(.unknownAccount), unlock: job.inheritedLock)
         case .decided(let decision):
             if !job.waited {
                 let elapsed = Double((NIODeadline.now() - started).nanoseconds)
                 state.value.averageProcessingNanos += (elapsed - state.value.averageProcessingNanos) * 0.05
             }
             guard config.replicaAcks > 0 else {
-                finish(job, decision, unlock: true)
+                // Without a ttl the script released the lock (if it held one).
+                finish(job, decision, unlock: job.keepsLock)
                 return
             }
             replicated(job, decision)
         case .locked(let pttl):
             if job.answered {
                 // Answered `07 timeout` already: stop here (this attempt did nothing).
-                finish(job, .rejected(.timeout), unlock: false)
+                finish(job, .rejected(.timeout), unlock: job.inheritedLock)
                 return
             }
             job.waited = true
@@ -483,6 +516,8 @@ final class AccountGate: Sendable {
         }
     }
 
+    /// `unlock`: the job may hold the account lock (under `lockToken`). Its
+    /// next request inherits it, or it is released (see `advance`).
     private func finish(_ job: Job, _ decision: Decision, unlock: Bool) {
         assert(job.phase != .done)
         job.phase = .done
@@ -490,13 +525,7 @@ final class AccountGate: Sendable {
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: false) }
         answer(job, decision)
         if unlock {
-            // Not awaited: the next request's authorize follows on the same
-            // connection, so Redis runs it after this unlock. The reply is
-            // still read so a NOSCRIPT (script cache flushed) reloads and resends.
-            let account = job.account
-            redis.run(.unlock(account: account, token: job.token), in: scripts).whenFailure { error in
-                self.logger.debug("unlock failed; the lock TTL will release it", metadata: ["account": "\(account)", "error": "\(error)"])
-            }
+            state.value.heldLocks[job.account] = job.lockToken
         }
         if decision.code == .rejected && decision.rejectReason != .timeout {
             logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(decision.reason ?? "")"])
@@ -519,12 +548,29 @@ final class AccountGate: Sendable {
     /// Drops the finished head (and any queued jobs that already timed out)
     /// and starts the next one.
     private func advance(_ account: String) {
-        guard var queue = state.value.queues.removeValue(forKey: account) else { return }
+        guard var queue = state.value.queues.removeValue(forKey: account) else {
+            releaseHeldLock(account)
+            return
+        }
         _ = queue.popFirst()
         while let head = queue.first, head.phase == .done { _ = queue.popFirst() }
-        guard let next = queue.first else { return }
+        guard let next = queue.first else {
+            releaseHeldLock(account)
+            return
+        }
         state.value.queues[account] = queue
         attempt(next)
+    }
+
+    /// Nothing of this process follows on `account`: release the lock it
+    /// holds there, if any. Not awaited: a later request's script follows on
+    /// the same connection, so Redis runs it after this unlock. The reply is
+    /// still read so a NOSCRIPT (script cache flushed) reloads and resends.
+    private func releaseHeldLock(_ account: String) {
+        guard let token = state.value.heldLocks.removeValue(forKey: account) else { return }
+        redis.run(.unlock(account: account, token: token), in: scripts).whenFailure { error in
+            self.logger.debug("unlock failed; the lock TTL will release it", metadata: ["account": "\(account)", "error": "\(error)"])
+        }
     }
 
     /// Accounts with at least one request waiting (queued behind another, or
@@ -567,6 +613,12 @@ private final class Job {
     /// When the terminal must have its answer; nil for the service's own reversals.
     let answerBy: NIODeadline?
     let token: String
+    /// The token this request locks with: its own, or the one of the lock
+    /// it inherited from the previous request of this process for the account.
+    var lockToken: String
+    var inheritedLock = false
+    /// Its script keeps the lock past its execution (see `keepsLock`).
+    var keepsLock = true
     /// The promise is completed (or about to be, once the journal is written).
     var answered = false
     var answerTask: Scheduled<Void>?
@@ -600,6 +652,7 @@ private final class Job {
         self.deadline = deadline
         self.answerBy = answerBy
         self.token = token
+        self.lockToken = token
     }
 }
 

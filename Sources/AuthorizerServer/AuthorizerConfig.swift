@@ -7,10 +7,15 @@ public struct AuthorizerConfig: Sendable {
     public var minLockBudget: TimeAmount = .milliseconds(10)
     /// Lifetime of `lock:{ID}` if its holder never releases it.
     public var lockTTL: TimeAmount = .milliseconds(200)
-    /// How long `txn:{ID}:TXNID` remembers a decision: the reversal window
-    /// plus a day, so that a reversal arriving after the window finds the
-    /// record and is told `original not found` rather than leaving a tombstone.
+    /// How long a day bucket `txns:{ID}:YYYYMMDD` outlives its day: the
+    /// reversal window plus a day, so that a reversal arriving after the
+    /// window finds the record and is told `original not found` rather than
+    /// leaving a tombstone.
     public var idempotencyTTLSeconds = 2 * 86_400
+    /// Until this Unix time the scripts also read the older one-key records
+    /// (`txn:{ID}:TXNID`): `idempotency:buckets-since` plus their 48 h life.
+    /// 0: this Redis never held any.
+    public var olderRecordsReadUntil: Int64 = 0
     /// A reversal is accepted this long after its original was decided.
     public var reversalWindowSeconds = 86_400
     /// A request whose script is still in flight this long before the SLA

@@ -33,6 +33,11 @@ public struct RulesStore: Sendable {
     }
 
     private func send(_ command: RedisCommand, key: String) -> EventLoopFuture<RESPValue> {
+        Self.send(command, key: key, redis: redis, router: router)
+    }
+
+    /// `command` to the one Redis, or to the master of `key`'s slot on a cluster.
+    static func send(_ command: RedisCommand, key: String, redis: RedisClient, router: ClusterRouter?) -> EventLoopFuture<RESPValue> {
         guard let router else { return redis.send(command) }
         return router.send(command, slot: HashSlot.of(key: key))
     }
@@ -134,14 +139,18 @@ public struct RulesStore: Sendable {
         }
     }
 
-    /// Installs the default rules when Redis holds none. Returns true when it did.
+    /// Installs the default rules when Redis holds none. Returns true when it
+    /// did: no service ever ran on this Redis, so it holds no idempotency
+    /// record of the older one-key form either (`idempotency:buckets-since` 0).
     public func installDefaultsIfMissing() -> EventLoopFuture<Bool> {
         let exists = router == nil
             ? redis.send(RedisCommand("EXISTS", Keys.rulesMCC, Keys.rulesMerchant, Keys.rulesConfig))
             : send(RedisCommand("EXISTS", Self.currentVersionKey), key: Self.currentVersionKey)
         return exists.flatMap { reply in
             guard reply.int == 0 else { return self.redis.eventLoop.makeSucceededFuture(false) }
-            return self.save(.defaults).map { true }
+            return self.save(.defaults)
+                .flatMap { self.send(RedisCommand("SET", Keys.bucketsSince, "0", "NX"), key: Keys.bucketsSince) }
+                .map { _ in true }
         }
     }
 

@@ -24,15 +24,15 @@ public struct ScriptCall: Sendable, Equatable {
 
     /// `authorize.lua`: lock, idempotency, balances, debit, statement.
     public static func authorize(
-        _ request: TransactionRequest, _ resolution: Resolution, token: String, lockTTLms: Int64, recordTTLSeconds: Int,
+        _ request: TransactionRequest, _ resolution: Resolution, token: String, lockTTLms: Int64, idempotency: IdempotencyScope,
         statements: String
     ) -> ScriptCall {
         ScriptCall(.authorize, keys: [
             Keys.account(request.account),
             Keys.lock(request.account),
-            Keys.transaction(account: request.account, id: request.id),
             statements,
-        ], arguments: [
+            Keys.transaction(account: request.account, id: request.id),
+        ] + idempotency.buckets(account: request.account, olderDays: idempotency.authorizeOlderDays), arguments: [
             token,
             String(lockTTLms),
             request.id,
@@ -44,22 +44,25 @@ public struct ScriptCall: Sendable, Equatable {
             resolution.category,
             resolution.fallbackCategory,
             resolution.fallbackMode.rawValue,
-            String(recordTTLSeconds),
-            MerchantDescriptor(request.merchant).normalized,
+            String(idempotency.newest.number),
+            MerchantDescriptor(request.merchant).digest,
+            String(idempotency.retentionSeconds),
+            idempotency.readOlderKeys ? "1" : "0",
         ] + request.statementFields)
     }
 
     /// `reverse.lua`: credits back what the original debited, under the lock.
     public static func reverse(
-        _ request: ReversalRequest, token: String, lockTTLms: Int64, recordTTLSeconds: Int, windowMs: Int64, statements: String
+        _ request: ReversalRequest, token: String, lockTTLms: Int64, idempotency: IdempotencyScope, windowMs: Int64, statements: String
     ) -> ScriptCall {
-        ScriptCall(.reverse, keys: [
+        let merchant = request.merchant.map { MerchantDescriptor($0) }
+        return ScriptCall(.reverse, keys: [
             Keys.account(request.account),
             Keys.lock(request.account),
+            statements,
             Keys.transaction(account: request.account, id: request.original),
             Keys.transaction(account: request.account, id: request.id),
-            statements,
-        ], arguments: [
+        ] + idempotency.buckets(account: request.account, olderDays: idempotency.reverseOlderDays), arguments: [
             token,
             String(lockTTLms),
             request.id,
@@ -67,9 +70,12 @@ public struct ScriptCall: Sendable, Equatable {
             request.original,
             request.amount.map { String($0.value) } ?? "",
             request.mcc ?? "",
-            request.merchant.map { MerchantDescriptor($0).normalized } ?? "",
-            String(recordTTLSeconds),
+            merchant?.normalized ?? "",
+            merchant?.digest ?? "",
             String(windowMs),
+            String(idempotency.newest.number),
+            String(idempotency.retentionSeconds),
+            idempotency.readOlderKeys ? "1" : "0",
         ] + request.statementFields)
     }
 
@@ -103,6 +109,42 @@ public struct ScriptCall: Sendable, Equatable {
     /// `balance.lua`: every category of the account, read-only.
     public static func balance(account: String) -> ScriptCall {
         ScriptCall(.balance, keys: [Keys.account(account)], arguments: [])
+    }
+}
+
+/// The day buckets (`txns:{ID}:YYYYMMDD`) a script names, from the caller's
+/// clock: tomorrow, today and the older days it must look in. Redis's clock
+/// picks today among them (a caller a little behind still names it).
+public struct IdempotencyScope: Sendable, Equatable {
+    /// The caller's today.
+    public var today: UTCDay
+    /// Older days an authorization looks in: the reversal window, rounded up
+    /// (an id is recognised for that long at least).
+    public var authorizeOlderDays: Int
+    /// Older days a reversal looks in: the retention, rounded up.
+    public var reverseOlderDays: Int
+    /// How long a bucket outlives its day.
+    public var retentionSeconds: Int
+    /// Also read the older one-key records (`txn:{ID}:TXNID`), until they expire.
+    public var readOlderKeys: Bool
+
+    public init(today: UTCDay, reversalWindowSeconds: Int, retentionSeconds: Int, readOlderKeys: Bool) {
+        precondition(reversalWindowSeconds > 0 && retentionSeconds >= reversalWindowSeconds)
+        let day = Int(UTCDay.seconds)
+        self.today = today
+        self.authorizeOlderDays = (reversalWindowSeconds + day - 1) / day
+        self.reverseOlderDays = (retentionSeconds + day - 1) / day
+        self.retentionSeconds = retentionSeconds
+        self.readOlderKeys = readOlderKeys
+        assert(authorizeOlderDays >= 1 && reverseOlderDays >= authorizeOlderDays)
+    }
+
+    /// The first bucket named: the caller's tomorrow.
+    var newest: UTCDay { today.adding(days: 1) }
+
+    /// Tomorrow's, today's and `olderDays` older buckets, newest first.
+    func buckets(account: String, olderDays: Int) -> [String] {
+        (-1...olderDays).map { Keys.transactions(account: account, day: today.adding(days: Int64(-$0))) }
     }
 }
 

@@ -165,6 +165,12 @@ struct Serve: ParsableCommand {
         if try store.installDefaultsIfMissing().wait() {
             logger.info("no rules in redis: installed the default rules")
         }
+        config.olderRecordsReadUntil = try OlderRecords.readUntil(
+            store: store, nowMs: Int64(Date().timeIntervalSince1970 * 1000), lifetimeSeconds: config.idempotencyTTLSeconds
+        ).wait()
+        if config.olderRecordsReadUntil > 0 {
+            logger.info("reading the older one-key idempotency records too", metadata: ["until": "\(config.olderRecordsReadUntil)"])
+        }
         let rules = RulesCache(initial: try store.load().wait(), store: store, logger: logger)
         let metrics = metricsPort == nil ? ServerMetrics.disabled : ServerMetrics()
         let nodeOfLock: @Sendable (String) -> RedisEndpoint? = { lockKey in

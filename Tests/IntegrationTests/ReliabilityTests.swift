@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Foundation
 import XCTest
 
@@ -198,7 +199,12 @@ final class RedisFaultTests: IntegrationTestCase {
         try redis.restart(kill: SIGTERM)
         XCTAssertEqual(try redis.balances("aof"), ["FOOD": 95_000])
         XCTAssertEqual(try redis.statements().count, 50)
-        XCTAssertTrue(try redis.command("GET", "txn:{aof}:a49").string?.hasPrefix("00|FOOD:100|100|5411|") ?? false)
+        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
+        // a49 was decided a moment ago: in today's bucket (or yesterday's, right after midnight).
+        let remembered = try [0, -1].compactMap {
+            try redis.command("HGET", Keys.transactions(account: "aof", day: UTCDay(unixSeconds: now).adding(days: $0)), "a49").string
+        }.first
+        XCTAssertTrue(remembered?.hasPrefix("00|FOOD:100|100|5411|") ?? false, "\(remembered ?? "none")")
     }
 }
 

@@ -241,14 +241,18 @@ final class ReplayerPromiseTests: LedgerTestCase {
         if let failure = traffic.failure { return XCTFail("traffic failed: \(failure)") }
 
         // With the replayer running next to the traffic.
-        for round in 0..<3 {
+        // (On a loaded machine one audit may finish between two decisions:
+        // at least one of the rounds must have run next to new statements.)
+        var roundsUnderTraffic = 0
+        for round in 0..<5 {
             let lengthBefore = try streamLength()
             let result = try audit()
             let lengthAfter = try streamLength()
             XCTAssertEqual(result.status, 0, "round \(round): \(result.output)")
             XCTAssertTrue(result.output.contains("audit passed"), result.output)
-            XCTAssertGreaterThan(lengthAfter, lengthBefore, "round \(round): statements were written during the audit")
+            if lengthAfter > lengthBefore { roundsUnderTraffic += 1 }
         }
+        XCTAssertGreaterThan(roundsUnderTraffic, 0, "statements were written during the audits")
 
         // With the replayer stopped: the audit reads what it has not applied from the stream.
         replay.terminate(signal: SIGTERM)

@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Foundation
 import XCTest
 
@@ -65,7 +66,9 @@ final class ReversalTests: LedgerTestCase {
         let notes = try notifications("f")
         XCTAssertEqual(notes.map { $0["text"] ?? "" }, [
             "Compra aprovada de R$ 100,10 em PADARIA DO ZE (FOOD)",
-            "Estorno de R$ 100,10 em PADARIA DO ZE",
+            // The record keeps a digest of the merchant, not its name: a
+            // reversal's statement names the merchant the reversal gave.
+            "Estorno de R$ 100,10",
         ])
         let statement = try runAuthorizer(["statement", "f", "--db", database]).output
         XCTAssertTrue(statement.contains("reversal of p1"), statement)
@@ -159,13 +162,17 @@ final class ReversalTests: LedgerTestCase {
         try set("w", [("FOOD", 10_000)])
         let client = try serve.connect()
         XCTAssertEqual(try purchase(client, id: "old", account: "w", amount: "3.00", mcc: "5411").code, "00")
-        // Age the record past the 24 h window (its decision time is field 5).
-        let record = try XCTUnwrap(redis.command("GET", "txn:{w}:old").string)
-        var fields = record.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
+        // Age the record past the 24 h window: move it to the bucket of two
+        // days ago (a bucket keeps the second of its day, field 5).
+        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
+        let today = UTCDay(unixSeconds: now)
+        let record = try XCTUnwrap(redis.command("HGET", Keys.transactions(account: "w", day: today), "old").string)
+        let fields = record.split(separator: "|", omittingEmptySubsequences: false).map(String.init)
         XCTAssertEqual(fields.count, 7, record)
         XCTAssertEqual(Array(fields[0...3]), ["00", "FOOD:300", "300", "5411"])
-        fields[4] = String(Int64(fields[4])! - 25 * 3_600_000)
-        try redis.command("SET", "txn:{w}:old", fields.joined(separator: "|"), "KEEPTTL")
+        XCTAssertEqual(fields[6], MerchantDescriptor("PADARIA DO ZE").digest, "the merchant's digest")
+        try redis.command("HDEL", Keys.transactions(account: "w", day: today), "old")
+        try redis.command("HSET", Keys.transactions(account: "w", day: today.adding(days: -2)), "old", record)
         let answer = try reverse(client, id: "late-rev", account: "w", original: "old")
         XCTAssertEqual(answer.code, "07")
         XCTAssertEqual(answer.reason, "original not found")

@@ -162,7 +162,7 @@ ceiling_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER
 CEILING=$(tail -1 <<<"$ceiling_csv" | cut -d, -f2 | tr -d '"')
 ceiling_ticks=$(( $(cpu_ticks "$REDIS_PID") - ceiling_ticks ))
 decided=$(( $(rcli XLEN statements) - before ))
-# Redis CPU per EVALSHA: the floor under Redis's CPU per authorization through serve.
+# Redis CPU per EVALSHA of authorize.lua alone, beside its CPU per authorization through serve.
 CEILING_CPU_US=$(awk -v t="$ceiling_ticks" -v hz="$(getconf CLK_TCK)" -v n="$CEILING_REQUESTS" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
 last=$(rcli XREVRANGE statements + - COUNT 1 | tr '\n' ' ')
 if [ "$decided" -ne "$CEILING_REQUESTS" ] || ! grep -q "code 00 .*debits FOOD:100" <<<"$last"; then

@@ -99,9 +99,14 @@ cpu_row() {
 memory_row() {
     local created
     created=$(nested memory streams_created "$1")
+    if [ "${created:-0}" -gt 0 ]; then
+        created="$created new streams: $(nested memory_bytes_per_auth stream_new_keys "$1") B of the stream"
+    else
+        created=""
+    fi
     local moving=""
     grep -q '"steady_before":false' <<<"$1" && moving="; used_memory was still moving before the phase"
-    echo "$(nested memory_bytes_per_auth idempotency "$1") + $(nested memory_bytes_per_auth stream "$1") = $(nested memory_bytes_per_auth total "$1") B ($(field answered "$1") auths${created:+, $created new streams}$moving)"
+    echo "$(nested memory_bytes_per_auth idempotency "$1") + $(nested memory_bytes_per_auth stream "$1") = $(nested memory_bytes_per_auth total "$1") B ($(field answered "$1") auths${created:+, $created}$moving)"
 }
 code_count() {
     local count

@@ -13,7 +13,8 @@ struct BenchCost: Encodable {
     var cpuCoarse: [String]?
     var cpuTicksPerSecond: Int?
     /// Bytes of Redis memory per answered request: `idempotency` (everything
-    /// but the statement streams), `stream`, and `total`.
+    /// but the statement streams), `stream`, and `total` (their sum);
+    /// `stream_new_keys`: the part of `stream` that is streams the phase created.
     var memoryBytesPerAuth: [String: Double]?
     var memory: RedisMemoryProbe.Reading?
 
@@ -38,6 +39,7 @@ struct BenchCost: Encodable {
             memoryBytesPerAuth = [
                 "idempotency": Self.round(Double(memory.rest) / count, places: 1),
                 "stream": Self.round(Double(memory.stream) / count, places: 1),
+                "stream_new_keys": Self.round(Double(memory.streamKeys) / count, places: 1),
                 "total": Self.round(Double(memory.after - memory.before) / count, places: 1),
             ]
             self.memory = memory
@@ -61,7 +63,7 @@ struct BenchCost: Encodable {
             lines.append("cpu µs/req  \(parts.joined(separator: "  "))  total \(perAuth["total"] ?? 0)")
         }
         if let bytes = memoryBytesPerAuth {
-            lines.append("memory B/req  idempotency \(bytes["idempotency"] ?? 0)  stream \(bytes["stream"] ?? 0)  total \(bytes["total"] ?? 0)")
+            lines.append("memory B/req  idempotency \(bytes["idempotency"] ?? 0)  stream \(bytes["stream"] ?? 0) (new stream keys \(bytes["stream_new_keys"] ?? 0))  total \(bytes["total"] ?? 0)")
         }
         return lines
     }

@@ -10,25 +10,31 @@ import RedisWire
 /// (what the replayer's trimmer does once statements are stored), so
 ///   stream = used_memory after the phase − used_memory after the trim
 ///   rest   = used_memory after the trim − used_memory before the phase
-/// add up to the whole change. Streams the phase created are deleted at the
-/// end: an empty per-slot stream is a fixed cost, not one per authorization.
+/// add up to the whole change. Streams the phase created are deleted after
+/// the trim and counted in `stream`, and apart (`streamKeys`): on a cluster
+/// an empty per-slot stream is a fixed cost per slot, not one per authorization.
 struct RedisMemoryProbe {
     /// used_memory samples, each after a pause so that replies, keyevent
     /// messages and replication have drained from the buffers.
     struct Reading: Encodable, Equatable {
         var before: Int64 = 0
         var after: Int64 = 0
+        /// Entries trimmed, the streams the phase created still there.
         var afterTrim: Int64 = 0
+        /// Those streams deleted too.
+        var afterDelete: Int64 = 0
         var nodes: Int = 0
         var streamsCreated: Int = 0
         /// False when used_memory was still moving (keys expiring, say) when the phase began.
         var steadyBefore = true
 
-        var stream: Int64 { after - afterTrim }
-        var rest: Int64 { afterTrim - before }
+        var stream: Int64 { after - afterDelete }
+        var streamKeys: Int64 { afterTrim - afterDelete }
+        var rest: Int64 { afterDelete - before }
 
         enum CodingKeys: String, CodingKey {
             case before = "used_memory_before", after = "used_memory_after", afterTrim = "used_memory_after_trim"
+            case afterDelete = "used_memory_after_delete"
             case nodes, streamsCreated = "streams_created", steadyBefore = "steady_before"
         }
     }
@@ -74,16 +80,17 @@ struct RedisMemoryProbe {
         Thread.sleep(forTimeInterval: Self.settle)
         let nodes = try self.nodes()
         reading.after = try usedMemory(nodes)
+        var created: [(node: ClusterTopology.Node?, key: String)] = []
         for (node, key) in try allStreams() {
-            if streamsBefore.contains(key) {
-                _ = try send(["XTRIM", key, "MAXLEN", "0"], on: node)
-            } else {
-                _ = try send(["DEL", key], on: node)
-                reading.streamsCreated += 1
-            }
+            _ = try send(["XTRIM", key, "MAXLEN", "0"], on: node)
+            if !streamsBefore.contains(key) { created.append((node, key)) }
         }
         Thread.sleep(forTimeInterval: Self.settle)
         reading.afterTrim = try usedMemory(nodes)
+        for (node, key) in created { _ = try send(["DEL", key], on: node) }
+        reading.streamsCreated = created.count
+        Thread.sleep(forTimeInterval: Self.settle)
+        reading.afterDelete = try usedMemory(nodes)
     }
 
     // MARK: - Nodes

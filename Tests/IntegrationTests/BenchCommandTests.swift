@@ -159,9 +159,14 @@ final class BenchCommandTests: IntegrationTestCase {
         let idempotency = try XCTUnwrap(bytes["idempotency"]), stream = try XCTUnwrap(bytes["stream"]), total = try XCTUnwrap(bytes["total"])
         XCTAssertEqual(total, idempotency + stream, accuracy: 0.2, "the parts add up: \(report)")
         let before = try XCTUnwrap(memory["used_memory_before"]), after = try XCTUnwrap(memory["used_memory_after"])
-        let trimmed = try XCTUnwrap(memory["used_memory_after_trim"])
+        let trimmed = try XCTUnwrap(memory["used_memory_after_trim"]), deleted = try XCTUnwrap(memory["used_memory_after_delete"])
         XCTAssertEqual(total, Double(after - before) / Double(requests), accuracy: 0.1)
-        XCTAssertEqual(stream, Double(after - trimmed) / Double(requests), accuracy: 0.1)
+        XCTAssertEqual(stream, Double(after - deleted) / Double(requests), accuracy: 0.1)
+        // A fresh Redis: the phase created `statements`, and its key is a small part of the stream's bytes.
+        XCTAssertEqual(memory["streams_created"], 1)
+        let newKeys = try XCTUnwrap(bytes["stream_new_keys"])
+        XCTAssertEqual(newKeys, Double(trimmed - deleted) / Double(requests), accuracy: 0.1)
+        XCTAssertTrue(newKeys > 0 && newKeys < stream / 2, "\(report)")
         // A transaction record is a key with its id and a short value, a statement a stream
         // entry of a dozen fields: each tens to hundreds of bytes, never zero, never kilobytes.
         XCTAssertTrue((40...2_000).contains(idempotency), "idempotency bytes per auth: \(report)")

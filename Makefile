@@ -95,7 +95,9 @@ install:
 
 ## bench: release build; a fresh Redis and serve on free ports; the Redis ceiling
 ## (redis-benchmark EVALSHA authorize.lua), closed loop, open loop at 10,000/s,
-## the unlock probe and serve's RSS with 10,000 idle connections; then a table, and
+## the unlock probe and serve's RSS with 10,000 idle connections, CPU per authorization of
+## Redis, serve and the generator in every load phase, Redis memory per authorization
+## (idempotency records and statement stream); then a table, bench-results/bench.json and
 ## bench-results/latency.svg (latency by percentile per phase against the SLA).
 bench: release
 	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench.sh

@@ -125,6 +125,7 @@ let package = Package(
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
         .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "RedisWire"]),
+        .testTarget(name: "LoadGeneratorTests", dependencies: ["LoadGenerator"]),
         .testTarget(
             name: "MetricsScrapeTests",
             dependencies: [

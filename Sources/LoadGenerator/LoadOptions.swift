@@ -40,8 +40,10 @@ public struct LoadOptions: Sendable {
     public var connections = 64
     /// Most requests in flight per connection; the closed loop keeps this many.
     public var pipeline = 1
-    /// Accounts `bench-0` … `bench-(accounts-1)`, chosen uniformly.
+    /// Accounts `bench-F` … `bench-(F+accounts-1)` (F: firstAccount), chosen uniformly.
     public var accounts = 10_000
+    /// Number of the first account: a phase can load accounts no earlier phase touched.
+    public var firstAccount = 0
     /// Share of requests aimed at `hot-0` … `hot-(hotAccounts-1)`.
     public var contended = 0.01
     public var hotAccounts = 10

@@ -60,7 +60,7 @@ final class Worker {
         if options.contended > 0 && Double(random.next() >> 11) / Double(1 << 53) < options.contended {
             account = options.wire.account(random.next() % UInt64(max(1, options.hotAccounts)), hot: true)
         } else {
-            account = options.wire.account(random.next() % UInt64(max(1, options.accounts)), hot: false)
+            account = options.wire.account(UInt64(options.firstAccount) + random.next() % UInt64(max(1, options.accounts)), hot: false)
         }
         let cents = 1 + random.next() % 9_999
         if options.wire == .iso8583 {

@@ -47,6 +47,9 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Share of requests (0-1) aimed at the hot accounts, so that they wait for each other.")
     var contended = 0.01
 
+    @Option(help: "Number of the first account: bench-F … bench-(F+accounts-1), so a phase can load accounts no earlier one touched.")
+    var firstAccount = 0
+
     @Option(help: "Hot accounts hot-0 … hot-(N-1).")
     var hotAccounts = 10
 
@@ -68,6 +71,12 @@ struct Bench: AsyncParsableCommand {
     @Option(help: "Also write the latency distribution to this file, in HdrHistogram's percentile text format (milliseconds; what HdrHistogram's plotter and `authorizer bench plot` read).")
     var hgrm: String?
 
+    @Option(name: .customLong("cpu-of"), help: "NAME=PID[+PID…] (repeatable): report the CPU time (/proc/PID/stat utime + stime) these processes spend during the load, per answered request, as NAME; the generator itself is always measured.")
+    var cpuOf: [String] = []
+
+    @Flag(help: "Report the Redis memory (used_memory, over the masters of a cluster) the load leaves behind per answered request, split into the statement streams and the rest. Trims the statement streams to empty before and after the load: point --redis at a user allowed INFO, SCAN, XTRIM and DEL on them.")
+    var memory = false
+
     @Option(help: "Instead of load: N times, hold an account's lock from outside (through --redis), send a request for that account, release the lock, and time the answer from the release.")
     var unlockProbes: Int?
 
@@ -85,19 +94,44 @@ struct Bench: AsyncParsableCommand {
         guard (0...1).contains(contended) else { throw ValidationError("--contended must be between 0 and 1") }
         guard (1...64).contains(threads) else { throw ValidationError("--threads must be 1-64") }
         if let unlockProbes, !(1...100_000).contains(unlockProbes) { throw ValidationError("--unlock-probes must be 1-100000") }
+        guard firstAccount >= 0, firstAccount <= 1_000_000_000 else { throw ValidationError("--first-account must be 0-1000000000") }
+        if unlockProbes != nil && (memory || !cpuOf.isEmpty) { throw ValidationError("--memory and --cpu-of measure a load, not --unlock-probes") }
+        if (try? cpuGroups()) == nil { throw ValidationError("--cpu-of must be NAME=PID[+PID…], NAME not \(Self.generatorName)") }
     }
 
     private var targets: [Target] { target.split(separator: ",").compactMap { Target(String($0)) } }
+
+    static let generatorName = "generator"
+    /// Most processes measured: a cluster's masters and replicas, serve, the generator.
+    static let maxCPUProcesses = 64
+
+    /// The --cpu-of groups, then this process as `generator`.
+    private func cpuGroups() throws -> [CPUMeter.Group] {
+        var groups: [CPUMeter.Group] = []
+        for spec in cpuOf {
+            let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, parts[0] != Self.generatorName, parts[0] != "total",
+                  !groups.contains(where: { $0.name == parts[0] }) else { throw ValidationError(spec) }
+            let pids = parts[1].split(separator: "+").compactMap { Int32($0) }
+            guard !pids.isEmpty, pids.allSatisfy({ $0 > 0 }), pids.count == parts[1].split(separator: "+").count else { throw ValidationError(spec) }
+            groups.append(CPUMeter.Group(name: parts[0], pids: pids))
+        }
+        groups.append(CPUMeter.Group(name: Self.generatorName, pids: [0]))
+        guard groups.map(\.pids.count).reduce(0, +) <= Self.maxCPUProcesses else { throw ValidationError("too many pids") }
+        return groups
+    }
 
     func run() async throws {
         let runID = String(UInt64.random(in: .min ... .max), radix: 36)
         if seed {
             let started = Date()
-            try await Self.seed(options: redisOptions, accounts: accounts, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
+            try await Self.seed(options: redisOptions, accounts: accounts, firstAccount: firstAccount, hotAccounts: hotAccounts, wire: LoadProtocol(rawValue: wire) ?? .line)
             log(String(format: "seeded %d accounts and %d hot accounts in %.2f s", accounts, hotAccounts, Date().timeIntervalSince(started)))
         }
-        let report: LoadReport
+        var report: LoadReport
         let description: String
+        var cpu: [String: CPUCost]?
+        var memoryReading: RedisMemoryProbe.Reading?
         if let unlockProbes {
             description = "unlock probes: \(unlockProbes) requests waiting on a lock held from outside, timed from the release"
             report = try await Self.probeUnlocks(unlockProbes, target: targets[0], endpoint: try redisOptions.endpoint(), runID: runID)
@@ -112,18 +146,38 @@ struct Bench: AsyncParsableCommand {
             options.connections = connections
             options.pipeline = pipeline
             options.accounts = accounts
+            options.firstAccount = firstAccount
             options.contended = contended
             options.hotAccounts = hotAccounts
             options.threads = threads
             options.wire = LoadProtocol(rawValue: wire) ?? .line
             options.drainTimeout = .nanoseconds(drainTimeout.nanoseconds)
+            var memoryProbe: RedisMemoryProbe?
+            var memoryRedis: RedisSession?
+            defer { memoryRedis?.close() }
+            if memory {
+                let session = try await RedisSession.open(redisOptions)
+                memoryRedis = session
+                var probe = RedisMemoryProbe(redis: session)
+                try await probe.begin()
+                memoryProbe = probe
+            }
+            var meter = CPUMeter(groups: try cpuGroups())
             let progress = ProgressLine()
             report = try await LoadGenerator.run(
                 options,
-                onConnected: { log("connected \($0) connections to \(target)") },
+                onConnected: {
+                    log("connected \($0) connections to \(target)")
+                    meter.begin()  // the load starts now: connecting and seeding are not counted
+                },
                 onProgress: progress.show
             )
+            cpu = meter.end()
             progress.end()
+            if var probe = memoryProbe {
+                try await probe.end()
+                memoryReading = probe.reading
+            }
         }
         if let hgrm {
             var text = ""
@@ -131,9 +185,9 @@ struct Bench: AsyncParsableCommand {
             try text.write(toFile: hgrm, atomically: true, encoding: .utf8)
         }
         if json {
-            print(try jsonReport(report))
+            print(try jsonReport(report, cpu: cpu, memory: memoryReading))
         } else {
-            print(textReport(report, description: description))
+            print(textReport(report, description: description, cpu: cpu, memory: memoryReading))
         }
     }
 
@@ -142,11 +196,11 @@ struct Bench: AsyncParsableCommand {
     static let ampleBalance = "1000000000000"  // 10^10.00 per category: a run is all 00
 
     /// One Redis or a cluster (each account's hash on the master of its slot).
-    static func seed(options: RedisOptions, accounts: Int, hotAccounts: Int, wire: LoadProtocol = .line) async throws {
+    static func seed(options: RedisOptions, accounts: Int, firstAccount: Int = 0, hotAccounts: Int, wire: LoadProtocol = .line) async throws {
         let redis = try await RedisSession.open(options)
         defer { redis.close() }
         _ = try await redis.rulesStore.installDefaultsIfMissing().get()
-        let ids = (0..<accounts).map { wire.account(UInt64($0), hot: false) } + (0..<hotAccounts).map { wire.account(UInt64($0), hot: true) }
+        let ids = (firstAccount..<firstAccount + accounts).map { wire.account(UInt64($0), hot: false) } + (0..<hotAccounts).map { wire.account(UInt64($0), hot: true) }
         // Pipelined, a bounded batch at a time.
         for first in stride(from: 0, to: ids.count, by: 4_096) {
             let replies = ids[first..<min(first + 4_096, ids.count)].map { id in
@@ -207,7 +261,7 @@ struct Bench: AsyncParsableCommand {
         return (Double(nanos) / 1_000).rounded() / 1_000
     }
 
-    private func textReport(_ report: LoadReport, description: String) -> String {
+    private func textReport(_ report: LoadReport, description: String, cpu: [String: CPUCost]?, memory: RedisMemoryProbe.Reading?) -> String {
         let latencies = report.latencies
         func ms(_ percentile: Double) -> String { String(format: "%.3f", milliseconds(latencies, percentile)) }
         let codes = report.codes.sorted { $0.key < $1.key }.map { "\($0.key): \($0.value)" }.joined(separator: "  ")
@@ -221,6 +275,7 @@ struct Bench: AsyncParsableCommand {
         for (reason, count) in report.reasons.sorted(by: { $0.value > $1.value }) {
             lines.append("            07 \(reason): \(count)")
         }
+        lines += BenchCost(answered: report.answered, cpu: cpu, memory: memory).lines
         lines.append("errors      \(report.errorCount)")
         for (problem, count) in report.errors.sorted(by: { $0.value > $1.value }) {
             lines.append("            \(problem): \(count)")
@@ -244,6 +299,30 @@ struct Bench: AsyncParsableCommand {
         var reasons: [String: Int]
         var errors: Int
         var errorKinds: [String: Int]
+        var cost: BenchCost
+
+        func encode(to encoder: Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(mode, forKey: .mode)
+            try container.encode(rate, forKey: .rate)
+            try container.encode(elapsedSeconds, forKey: .elapsedSeconds)
+            try container.encode(connections, forKey: .connections)
+            try container.encode(pipeline, forKey: .pipeline)
+            try container.encode(requests, forKey: .requests)
+            try container.encode(answered, forKey: .answered)
+            try container.encode(throughput, forKey: .throughput)
+            try container.encode(p50, forKey: .p50)
+            try container.encode(p90, forKey: .p90)
+            try container.encode(p99, forKey: .p99)
+            try container.encode(p999, forKey: .p999)
+            try container.encode(max, forKey: .max)
+            try container.encode(mean, forKey: .mean)
+            try container.encode(codes, forKey: .codes)
+            try container.encode(reasons, forKey: .reasons)
+            try container.encode(errors, forKey: .errors)
+            try container.encode(errorKinds, forKey: .errorKinds)
+            try cost.encode(to: encoder)  // its fields at the top level, only those measured
+        }
 
         enum CodingKeys: String, CodingKey {
             case mode, rate, connections, pipeline, requests, answered, throughput, codes, reasons, errors
@@ -253,7 +332,7 @@ struct Bench: AsyncParsableCommand {
         }
     }
 
-    private func jsonReport(_ report: LoadReport) throws -> String {
+    private func jsonReport(_ report: LoadReport, cpu: [String: CPUCost]?, memory: RedisMemoryProbe.Reading?) throws -> String {
         let latencies = report.latencies
         let value = JSONReport(
             mode: unlockProbes != nil ? "unlock-probe" : rate == 0 ? "closed" : "open",
@@ -270,7 +349,8 @@ struct Bench: AsyncParsableCommand {
             codes: report.codes,
             reasons: report.reasons,
             errors: report.errorCount,
-            errorKinds: report.errors
+            errorKinds: report.errors,
+            cost: BenchCost(answered: report.answered, cpu: cpu, memory: memory)
         )
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]

@@ -75,10 +75,13 @@ wait_for_line() {
     exit 1
 }
 
+# Below the kernel's ephemeral range (32768+), where a client socket may hold
+# a port that nothing listens on, and apart from the cluster nodes' ports
+# (20000-22399, bus ports 30000-32399).
 free_port() {
     local port
     while :; do
-        port=$((40000 + RANDOM % 20000))
+        port=$((23000 + RANDOM % 7000))
         (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
     done
 }

@@ -349,14 +349,7 @@ final class ClusterReplayTests: XCTestCase {
     func testIdleReplayerCostsEachMasterLessThanOnePercent() throws {
         let (cluster, _) = try context()
         let masters = try cluster.masters()
-        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
-        func cpuSeconds(_ node: RedisServer) throws -> Double {
-            let text = try String(contentsOfFile: "/proc/\(node.child.pid)/stat", encoding: .utf8)
-            guard let close = text.lastIndex(of: ")") else { throw TestFailure("stat: \(text)") }
-            let fields = text[text.index(after: close)...].split(separator: " ")
-            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { throw TestFailure("stat: \(text)") }
-            return (user + system) / ticksPerSecond
-        }
+        func cpuSeconds(_ node: RedisServer) throws -> Double { try processCPUSeconds(node.child.pid) }
         func measure(seconds: TimeInterval) throws -> [Double] {
             let before = try masters.map(cpuSeconds)
             let start = Date()
@@ -537,14 +530,7 @@ extension ClusterReplayTests {
             }
             return result
         }
-        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
-        func cpuSeconds(_ node: RedisServer) throws -> Double {
-            let text = try String(contentsOfFile: "/proc/\(node.child.pid)/stat", encoding: .utf8)
-            guard let close = text.lastIndex(of: ")") else { throw TestFailure("stat: \(text)") }
-            let fields = text[text.index(after: close)...].split(separator: " ")
-            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { throw TestFailure("stat: \(text)") }
-            return (user + system) / ticksPerSecond
-        }
+        func cpuSeconds(_ node: RedisServer) throws -> Double { try processCPUSeconds(node.child.pid) }
         func window(writing: Bool) throws -> [String] {
             let before = try masters.map(usec)
             let cpuBefore = try masters.map(cpuSeconds)

@@ -253,3 +253,13 @@ enum SQLiteShell {
         return value
     }
 }
+
+/// utime + stime of a process in seconds (/proc/PID/stat fields 14 and 15,
+/// counted after the ')' that ends the command name).
+func processCPUSeconds(_ pid: Int32) throws -> Double {
+    let text = try String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)
+    guard let close = text.lastIndex(of: ")") else { throw TestFailure("stat: \(text)") }
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { throw TestFailure("stat: \(text)") }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}

@@ -57,7 +57,8 @@ redis-up: deps
 	@bash scripts/redis-users.sh $(DATA) $(REDIS_PORT)
 	@source $(USERS); \
 	if redis-cli -p $(REDIS_PORT) ping 2>/dev/null | grep -q PONG; then \
-		echo "redis already running on port $(REDIS_PORT)"; \
+		redis-cli -p $(REDIS_PORT) ACL LOAD >/dev/null; \
+		echo "redis already running on port $(REDIS_PORT) (users reloaded from $(DATA)/users.acl)"; \
 	else \
 		redis-server $(CURDIR)/redis.conf --port $(REDIS_PORT) --dir $(DATA) --daemonize yes \
 			--aclfile $(DATA)/users.acl --pidfile $(DATA)/redis.pid --logfile $(DATA)/redis.log && \

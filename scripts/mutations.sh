@@ -62,6 +62,7 @@ declare -A TESTS=(
   [iso-authorization-id-random]='IntegrationTests.ISO8583Tests/testRepeatIsIdempotent'
   [iso-reversal-of-stan]='IntegrationTests.ISO8583Tests/testReversal'
   [iso-no-read-backpressure]='IntegrationTests.ISO8583Tests/testPastTheInFlightLimit'
+  [iso-sigterm-drops-in-flight]='IntegrationTests.ISO8583Tests/testSigterm'
   [iso-tls-ignored]='IntegrationTests.TLSTests/testISO8583'
 )
 

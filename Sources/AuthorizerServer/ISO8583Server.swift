@@ -125,6 +125,10 @@ final class ISO8583Handler: ChannelDuplexHandler {
     private var parked = CircularBuffer<ByteBuffer>(initialCapacity: 16)
     private var readHeld = false
     private var closeWhenDrained = false
+    /// A graceful shutdown asked for the close: linger after the last answer.
+    private var quiescing = false
+    /// Output closed after the last answer; input is read and dropped.
+    private var lingering = false
     private var flushScheduled = false
     private var active = true
 
@@ -136,7 +140,7 @@ final class ISO8583Handler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closeWhenDrained else { return }
+        guard !closeWhenDrained, !lingering else { return }
         switch unwrapInboundIn(data) {
         case .tooLong(let length):
             logger.warning("iso8583 link closed", metadata: ["reason": "message length \(length) over the limit"])
@@ -262,8 +266,14 @@ final class ISO8583Handler: ChannelDuplexHandler {
         if closeWhenDrained {
             guard inFlight == 0, parked.isEmpty else { return }
             active = false
+            let quiescing = self.quiescing
             context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
-                context.close(promise: nil)
+                if quiescing {
+                    self.lingering = true
+                    LingeringClose.start(context: context)
+                } else {
+                    context.close(promise: nil)
+                }
             }
             return
         }
@@ -274,6 +284,10 @@ final class ISO8583Handler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
+        if lingering {
+            context.read()
+            return
+        }
         if closeWhenDrained || inFlight >= maxInFlight || !parked.isEmpty {
             readHeld = true
             return
@@ -289,7 +303,12 @@ final class ISO8583Handler: ChannelDuplexHandler {
             }
             return
         }
+        if lingering && event as? ChannelEvent == .inputClosed {
+            context.close(promise: nil)
+            return
+        }
         if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
+            if event is ChannelShouldQuiesceEvent && !closeWhenDrained { quiescing = true }
             closeWhenDrained = true
             readHeld = true
             drained(context: context)

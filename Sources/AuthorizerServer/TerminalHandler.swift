@@ -38,9 +38,6 @@ final class TerminalHandler: ChannelDuplexHandler {
         self.logger = logger
     }
 
-    /// How long a connection closed by a graceful shutdown keeps draining
-    /// the terminal's input after its last answer.
-    static let lingerLimit = TimeAmount.seconds(2)
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if lingering { return }  // sent after the shutdown began: never read, never answered
@@ -150,17 +147,10 @@ final class TerminalHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Closing a socket with unread input sends RST, and the terminal's
-    /// kernel then drops the answers it has not read yet. So after the last
-    /// answer of a graceful shutdown: FIN, then read and drop the input until
-    /// the terminal closes, bounded by `lingerLimit`.
+    /// After the last answer of a graceful shutdown (see `LingeringClose`).
     private func linger(context: ChannelHandlerContext) {
         lingering = true
-        let closed = context.eventLoop.makePromise(of: Void.self)
-        closed.futureResult.assumeIsolated().whenFailure { _ in context.close(promise: nil) }  // no half-close (TLS): close
-        context.close(mode: .output, promise: closed)
-        context.eventLoop.assumeIsolated().scheduleTask(in: Self.lingerLimit) { context.close(promise: nil) }
-        context.read()
+        LingeringClose.start(context: context)
     }
 
     func read(context: ChannelHandlerContext) {

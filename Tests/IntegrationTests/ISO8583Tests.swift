@@ -257,6 +257,50 @@ final class ISO8583Tests: LedgerTestCase {
         try assertBooksBalance()
     }
 
+    /// SIGTERM with messages in flight on several links: every message read
+    /// is decided and answered, then the link is closed cleanly (FIN, the
+    /// acquirer's later input drained rather than reset), and serve exits 0.
+    /// A message sent after the shutdown began is never read: closing with it
+    /// unread would reset the link and drop answers not yet read.
+    func testSigtermAnswersEveryMessageReadThenClosesTheLinks() throws {
+        let accounts = 20
+        try adjust("set", (0..<accounts).map { ("700000\($0)", [("FOOD", 10_000_000)]) })
+        let links = try (0..<4).map { _ in try link() }
+        for (number, link) in links.enumerated() {
+            var batch: [UInt8] = []
+            for index in 0..<300 {
+                let request = Self.purchase(pan: "700000\((number + index) % accounts)", cents: 100, stan: index + 1, rrn: String(format: "SD%02d%08d", number, index))
+                batch += ISOTestCodec.frame(ISOTestCodec.encode(mti: "0200", request))
+            }
+            try link.sendRaw(batch)
+        }
+        var answered: [String: String] = [:]  // RRN -> DE39
+        let first = try links[0].read()
+        answered[first.fields[37] ?? ""] = first.fields[39]
+        serve.child.terminate(signal: SIGTERM)
+        XCTAssertTrue(serve.child.waitForLine(containing: "shutting down"), serve.child.output)
+        for (number, link) in links.enumerated() {
+            try? link.sendRaw(ISOTestCodec.frame(ISOTestCodec.encode(mti: "0200", Self.purchase(
+                pan: "7000000", cents: 100, stan: 999_999, rrn: String(format: "LATE%08d", number)))))
+        }
+        for link in links {
+            while let frame = try link.readFrame() {
+                let answer = try ISOTestCodec.decode(frame)
+                answered[answer.fields[37] ?? ""] = answer.fields[39]
+            }
+        }
+        XCTAssertEqual(serve.child.waitForExit(), 0, serve.child.output)
+        XCTAssertGreaterThan(answered.count, 1)
+        let entries = try redis.statements().filter { $0["type"] == "authorization" }
+        var decided: [String: String] = [:]
+        for entry in entries { decided[entry["id", default: ""]] = entry["code"] }
+        XCTAssertEqual(Set(decided.keys), Set(answered.keys), "every message decided was answered, and only those")
+        for (rrn, code) in answered {
+            XCTAssertEqual(decided[rrn], code, rrn)
+        }
+        try assertBooksBalance()
+    }
+
     /// Past 1024 requests being decided a link is not read until answers
     /// leave: a message queued behind them is not even seen by Redis.
     func testPastTheInFlightLimitTheLinkIsNotRead() throws {

@@ -7,7 +7,9 @@ public enum Keys {
     /// The older one-key-per-transaction record, still read until it expires.
     public static func transaction(account: String, id: String) -> String { "txn:{\(account)}:\(id)" }
     /// The account's decisions of one UTC day: a HASH transaction id -> record.
-    public static func transactions(account: String, day: UTCDay) -> String { "txns:{\(account)}:\(day.compact)" }
+    public static func transactions(account: String, day: UTCDay) -> String { transactions(account: account, dayKey: day.compact) }
+    /// The same, with the day already written as `YYYYMMDD` (`UTCDay.compact`).
+    public static func transactions(account: String, dayKey: String) -> String { "txns:{\(account)}:\(dayKey)" }
     /// Set by the first `serve` that writes day buckets: the Unix ms from which
     /// no older one-key record was written (0: this Redis never held any).
     public static let bucketsSince = "idempotency:buckets-since"

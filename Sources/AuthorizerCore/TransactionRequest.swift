@@ -8,6 +8,8 @@ public struct TransactionRequest: Sendable, Equatable {
     public let mcc: String
     /// The merchant descriptor as sent by the terminal.
     public let merchant: String
+    /// `merchant` normalized, once: the rules and the idempotency record's digest read it.
+    public let descriptor: MerchantDescriptor
     /// Extra statement fields, as name/value pairs (`["channel", "iso8583", "stan", "000123", …]`);
     /// empty for the line-JSON port, whose statements carry none.
     public var statementFields: [String] = []
@@ -18,6 +20,7 @@ public struct TransactionRequest: Sendable, Equatable {
         self.amount = amount
         self.mcc = mcc
         self.merchant = merchant
+        self.descriptor = MerchantDescriptor(merchant)
     }
 }
 

@@ -38,6 +38,8 @@ final class AccountGate: Sendable {
         /// Account locks this process holds between two of its requests for
         /// the account (account -> token): the next request inherits the lock.
         var heldLocks: [String: String] = [:]
+        /// The day buckets to name, kept while the day (and the older records' reading) lasts.
+        var idempotency: IdempotencyScope?
     }
 
     init(
@@ -214,10 +216,15 @@ final class AccountGate: Sendable {
     /// The day buckets to name, from this process's clock (Redis's decides).
     private func idempotencyScope() -> IdempotencyScope {
         let now = Int64(time(nil))
-        return IdempotencyScope(
-            today: UTCDay(unixSeconds: now), reversalWindowSeconds: config.reversalWindowSeconds,
-            retentionSeconds: config.idempotencyTTLSeconds, readOlderKeys: now < config.olderRecordsReadUntil
+        let today = UTCDay(unixSeconds: now)
+        let readOlderKeys = now < config.olderRecordsReadUntil
+        if let scope = state.value.idempotency, scope.today == today, scope.readOlderKeys == readOlderKeys { return scope }
+        let scope = IdempotencyScope(
+            today: today, reversalWindowSeconds: config.reversalWindowSeconds,
+            retentionSeconds: config.idempotencyTTLSeconds, readOlderKeys: readOlderKeys
         )
+        state.value.idempotency = scope
+        return scope
     }
 
     private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, started: NIODeadline) {

@@ -139,7 +139,7 @@ public final class Authorizer: Sendable {
             logger.error("reversal journal full; refusing authorizations", metadata: ["owed": "\(journal.count)", "max": "\(journal.maxEntries)"])
             return shard.eventLoop.makeSucceededFuture(.rejected(.storageUnavailable))
         }
-        let resolution = rules.rules.resolve(mcc: request.mcc, merchant: MerchantDescriptor(request.merchant))
+        let resolution = rules.rules.resolve(mcc: request.mcc, merchant: request.descriptor)
         return shard.authorize(request, resolution, receivedAt: receivedAt)
     }
 

@@ -45,7 +45,7 @@ public struct ScriptCall: Sendable, Equatable {
             resolution.fallbackCategory,
             resolution.fallbackMode.rawValue,
             String(idempotency.newest.number),
-            MerchantDescriptor(request.merchant).digest,
+            request.descriptor.digest,
             String(idempotency.retentionSeconds),
             idempotency.readOlderKeys ? "1" : "0",
         ] + request.statementFields)
@@ -117,16 +117,18 @@ public struct ScriptCall: Sendable, Equatable {
 /// picks today among them (a caller a little behind still names it).
 public struct IdempotencyScope: Sendable, Equatable {
     /// The caller's today.
-    public var today: UTCDay
+    public let today: UTCDay
     /// Older days an authorization looks in: the reversal window, rounded up
     /// (an id is recognised for that long at least).
-    public var authorizeOlderDays: Int
+    public let authorizeOlderDays: Int
     /// Older days a reversal looks in: the retention, rounded up.
-    public var reverseOlderDays: Int
+    public let reverseOlderDays: Int
     /// How long a bucket outlives its day.
-    public var retentionSeconds: Int
+    public let retentionSeconds: Int
     /// Also read the older one-key records (`txn:{ID}:TXNID`), until they expire.
-    public var readOlderKeys: Bool
+    public let readOlderKeys: Bool
+    /// `YYYYMMDD` of tomorrow, today and every older day named, written once.
+    private let dayKeys: [String]
 
     public init(today: UTCDay, reversalWindowSeconds: Int, retentionSeconds: Int, readOlderKeys: Bool) {
         precondition(reversalWindowSeconds > 0 && retentionSeconds >= reversalWindowSeconds)
@@ -136,6 +138,7 @@ public struct IdempotencyScope: Sendable, Equatable {
         self.reverseOlderDays = (retentionSeconds + day - 1) / day
         self.retentionSeconds = retentionSeconds
         self.readOlderKeys = readOlderKeys
+        self.dayKeys = (-1...reverseOlderDays).map { today.adding(days: Int64(-$0)).compact }
         assert(authorizeOlderDays >= 1 && reverseOlderDays >= authorizeOlderDays)
     }
 
@@ -144,7 +147,8 @@ public struct IdempotencyScope: Sendable, Equatable {
 
     /// Tomorrow's, today's and `olderDays` older buckets, newest first.
     func buckets(account: String, olderDays: Int) -> [String] {
-        (-1...olderDays).map { Keys.transactions(account: account, day: today.adding(days: Int64(-$0))) }
+        precondition(olderDays + 2 <= dayKeys.count)
+        return dayKeys[0..<olderDays + 2].map { Keys.transactions(account: account, dayKey: $0) }
     }
 }
 

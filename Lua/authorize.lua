@@ -40,13 +40,17 @@
 
   Output (array):
     {"UNKNOWN"}                               account does not exist; nothing written
-    {"LOCKED", pttl}                          another holder has the lock; pttl = its
+    {"LOCKED", pttl}                          another holder has the lock (and the id
+                                              was not decided before); pttl = its
                                               remaining ms (-1: no expiry)
     {"DONE", code, detail, replayed, entryid} decision made; code "00" | "51" | "07";
                                               detail = debits ("MEAL:700,CASH:300") for
                                               00, reason for 07, "" for 51;
                                               replayed = 1 when the transaction id was
-                                              seen before (nothing debited or written)
+                                              seen before (nothing debited; with a ttl
+                                              its record is rewritten as it was, so a
+                                              WAIT that follows covers it; the lock is
+                                              then not taken)
     error "ERR clock …"                       Redis's day is not among KEYS[5..]
                                               (the caller's clock is off by a day)
   With a ttl, the caller holds the lock after LOCKED is not returned, and
@@ -88,7 +92,35 @@ if not categoryRaw and not fallbackRaw and redis.call('EXISTS', account) == 0 th
   return {'UNKNOWN'}
 end
 
-local token = ARGV[1]
+-- A decided id gets its first decision whatever the lock: a holder that died
+-- with this id's script in flight must not turn its approval into a 07.
+local token, id = ARGV[1], ARGV[3]
+local where, prior
+for k = todayKey, #KEYS do
+  prior = redis.call('HGET', KEYS[k], id)
+  if prior then where = k break end
+end
+if not prior and ARGV[15] == '1' then
+  prior = redis.call('GET', KEYS[4])
+  if prior then where = 4 end
+end
+if prior then
+  if ARGV[2] == '0' then
+    if redis.call('GET', lock) == token then redis.call('DEL', lock) end
+  elseif where == 4 then
+    -- A ttl: the caller may WAIT for replicas next; this write makes the
+    -- WAIT cover the one that made the record.
+    redis.call('SET', KEYS[4], prior, 'KEEPTTL')
+  else
+    redis.call('HSET', KEYS[where], id, prior)
+  end
+  local code, rest = string.match(prior, '^(%d%d)|(.*)$')
+  if not code then
+    return {'DONE', '07', 'id already used by a reversal', 1, ''}
+  end
+  return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
+end
+
 if ARGV[2] == '0' then
   local holder = redis.call('GET', lock)
   if holder then
@@ -102,21 +134,6 @@ elseif not redis.call('SET', lock, token, 'NX', 'PX', ARGV[2]) then
     return {'LOCKED', redis.call('PTTL', lock)}
   end
   redis.call('PEXPIRE', lock, ARGV[2])
-end
-
-local id = ARGV[3]
-local prior
-for k = todayKey, #KEYS do
-  prior = redis.call('HGET', KEYS[k], id)
-  if prior then break end
-end
-if not prior and ARGV[15] == '1' then prior = redis.call('GET', KEYS[4]) end
-if prior then
-  local code, rest = string.match(prior, '^(%d%d)|(.*)$')
-  if not code then
-    return {'DONE', '07', 'id already used by a reversal', 1, ''}
-  end
-  return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end
 
 local amountText = ARGV[5]

@@ -41,7 +41,8 @@
 
   Output (array), the shape of authorize.lua's:
     {"UNKNOWN"}                               account does not exist; nothing written
-    {"LOCKED", pttl}                          another holder has the lock
+    {"LOCKED", pttl}                          another holder has the lock (and the
+                                              reversal id was not decided before)
     {"DONE", code, detail, replayed, entryid} code "00" (reversal acknowledged;
                                               detail = the credits, "" when
                                               nothing was credited) or "07"
@@ -73,13 +74,6 @@ if redis.call('EXISTS', account) == 0 then
   return {'UNKNOWN'}
 end
 
-if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then
-  if redis.call('GET', lock) ~= token then
-    return {'LOCKED', redis.call('PTTL', lock)}
-  end
-  redis.call('PEXPIRE', lock, ttl)
-end
-
 -- An id's record and where it is: the index of its bucket in KEYS, or 0
 -- for the older key.
 local function find(id, legacyKey)
@@ -94,13 +88,28 @@ local function find(id, legacyKey)
   return nil, nil
 end
 
-local _, mine = find(reversalId, KEYS[5])
+-- A decided reversal gets its first decision whatever the lock (its holder
+-- may have died with this very reversal in flight). The record is rewritten
+-- as it was, so a WAIT that follows covers the write that made it.
+local mineAt, mine = find(reversalId, KEYS[5])
 if mine then
+  if mineAt == 0 then
+    redis.call('SET', KEYS[5], mine, 'KEEPTTL')
+  else
+    redis.call('HSET', KEYS[mineAt], reversalId, mine)
+  end
   local credits = string.match(mine, '^RV|%d%d|[^|]*|(.*)$')
   if credits then
     return {'DONE', '00', credits, 1, ''}
   end
   return {'DONE', '07', 'id already used by an authorization', 1, ''}
+end
+
+if not redis.call('SET', lock, token, 'NX', 'PX', ttl) then
+  if redis.call('GET', lock) ~= token then
+    return {'LOCKED', redis.call('PTTL', lock)}
+  end
+  redis.call('PEXPIRE', lock, ttl)
 end
 
 -- The original's record: CODE|DETAIL|AMOUNT|MCC|SECOND|REVERSED_BY|DIGEST in

@@ -308,7 +308,7 @@ if [ "${BENCH_CLUSTER:-1}" = 1 ]; then
         TARGET="127.0.0.1:$(cat "$WORK/cserve.port")"
     }
     cbench() { "$BIN" bench --target "$TARGET" --redis "$SEEDS" --accounts "$ACCOUNTS" --json "$@"; }
-    cluster_serve
+    cluster_serve --replica-acks 0
     cbench --seed --rate 100 --duration 1s --connections 8 >/dev/null
     # shellcheck disable=SC2046
     cluster_closed=$(cbench --rate 0 --duration "$DURATION" --connections "$CONNECTIONS" --pipeline "$PIPELINE" --hgrm "$RESULTS/cluster-closed.hgrm" $(cluster_cpu_of))

@@ -191,25 +191,47 @@ final class AccountGate: Sendable {
         }
         job.keepsLock = keepsLock(job)
         let started = NIODeadline.now()
-        let call: ServerMetrics.RedisCall
-        let reply: EventLoopFuture<RESPValue>
+        let metric: ServerMetrics.RedisCall
+        let call: ScriptCall
         switch job.operation {
         case .authorize(let request, let resolution):
-            call = .authorize
-            reply = redis.run(.authorize(
+            metric = .authorize
+            call = .authorize(
                 request, resolution, token: job.lockToken, lockTTLms: job.keepsLock ? lockTTLms : 0, idempotency: idempotencyScope(),
                 statements: target.statementsKey(forAccount: request.account)
-            ), in: scripts)
+            )
         case .reverse(let request, _):
-            call = .reverse
-            reply = redis.run(.reverse(
+            metric = .reverse
+            call = .reverse(
                 request, token: job.lockToken, lockTTLms: lockTTLms, idempotency: idempotencyScope(),
                 windowMs: Int64(config.reversalWindowSeconds) * 1000, statements: target.statementsKey(forAccount: request.account)
-            ), in: scripts)
+            )
         }
-        reply.assumeIsolated().whenComplete { result in
-            self.metrics.redisRoundTrip(call, since: started)
-            self.attemptFinished(job, result, started: started)
+        guard config.replicaAcks > 0 else {
+            redis.run(call, in: scripts).assumeIsolated().whenComplete { result in
+                self.metrics.redisRoundTrip(metric, since: started)
+                self.attemptFinished(job, result, acknowledged: nil, started: started)
+            }
+            return
+        }
+        replicated(call, answerBy: job.answerBy, waitWhen: AuthorizeReply.isDecided).assumeIsolated().whenComplete { result in
+            self.metrics.redisRoundTrip(metric, since: started)
+            self.attemptFinished(job, result.map(\.reply), acknowledged: (try? result.get())?.acknowledged, started: started)
+        }
+    }
+
+    /// `--replica-acks N`: the script, then a WAIT for N replicas on the
+    /// connection that carried it when `waitWhen` holds for its reply (one
+    /// WAIT per event-loop tick covers the batch), bounded by the answer's deadline.
+    private func replicated(
+        _ call: ScriptCall, answerBy: NIODeadline?, waitWhen: @escaping @Sendable (RESPValue) -> Bool
+    ) -> EventLoopFuture<ReplicatedReply> {
+        let margin = config.answerMargin
+        let ackTimeout = config.replicaAckTimeout
+        return redis.run(call, in: scripts, replicas: config.replicaAcks) { reply in
+            guard waitWhen(reply) else { return nil }
+            let left = (answerBy ?? (NIODeadline.now() + ackTimeout)) - margin - NIODeadline.now()
+            return Int(max(1, min(left.nanoseconds, ackTimeout.nanoseconds) / 1_000_000))
         }
     }
 
@@ -227,15 +249,17 @@ final class AccountGate: Sendable {
         return scope
     }
 
-    private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, started: NIODeadline) {
+    /// `acknowledged`: replicas that acknowledged the script's writes (nil without `--replica-acks`).
+    private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, acknowledged: Int?, started: NIODeadline) {
         guard !job.machine.isDone else { return }
         let reply: AuthorizeReply
         switch result {
         case .failure(let error):
             logger.warning("\(job.isReversal ? "reverse" : "authorize") failed", metadata: ["account": "\(job.account)", "id": "\(job.id)", "error": "\(error)"])
-            if case .authorize = job.operation, !job.answered, !((error as? RedisError)?.neverSent ?? false) {
+            if case .authorize = job.operation, !job.answered, !((error as? RedisError)?.didNotRun ?? false) {
                 // The script may have run, or may still run once Redis reads
-                // it: owe its reversal before the terminal hears the 07.
+                // it: owe its reversal before the terminal hears the 07. (Not
+                // when Redis refused it at maxmemory: it wrote nothing.)
                 oweReversal(job, answer: .rejected(.storageUnavailable))
             }
             // The script may have run and taken the lock; release it if the
@@ -265,7 +289,7 @@ final class AccountGate: Sendable {
                 finish(job, decision, unlock: job.keepsLock)
                 return
             }
-            replicated(job, decision)
+            replicated(job, decision, acknowledged: acknowledged ?? 0)
         case .locked(let pttl):
             if job.answered {
                 // Answered `07 timeout` already: stop here (this attempt did nothing).
@@ -282,32 +306,38 @@ final class AccountGate: Sendable {
     }
 
     /// `--replica-acks N`: the answer waits for N replicas to hold the
-    /// decision's writes (one WAIT per event-loop tick covers the batch). An
-    /// approval that too few replicas acknowledged in time is not answered
-    /// `00`: it is reversed like a timeout and answered `07 timeout`, so no
-    /// `00` rests on a write only one node holds.
-    private func replicated(_ job: Job, _ decision: Decision) {
-        let left = (job.answerBy ?? (NIODeadline.now() + config.replicaAckTimeout)) - config.answerMargin - NIODeadline.now()
-        let timeoutMs = Int(max(1, min(left.nanoseconds, config.replicaAckTimeout.nanoseconds) / 1_000_000))
-        redis.waitForReplicas(config.replicaAcks, timeoutMs: timeoutMs, afterWritingTo: Keys.account(job.account)).assumeIsolated().whenComplete { result in
-            guard !job.machine.isDone else { return }
-            let acknowledged = (try? result.get()) ?? 0
-            if acknowledged >= self.config.replicaAcks {
-                self.finish(job, decision, unlock: true)
-                return
-            }
-            self.metrics.unreplicatedDecision()
-            self.logger.warning("decision not acknowledged by enough replicas", metadata: [
-                "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(acknowledged)", "wanted": "\(self.config.replicaAcks)",
-            ])
-            if case .authorize = job.operation, decision.code == .approved, !job.answered {
-                self.metrics.timedOut()
-                self.oweReversal(job, answer: .rejected(.timeout))
-                self.finish(job, .rejected(.timeout), unlock: true)
-            } else {
-                self.finish(job, decision, unlock: true)
-            }
+    /// decision's writes. What too few replicas acknowledged in time could be
+    /// lost in a failover, so it is not answered as done:
+    /// - an approval is reversed like a timeout and answered `07 timeout`;
+    /// - a terminal's reversal is answered `07 timeout` (the terminal repeats
+    ///   it; the repeat gets its first decision once replicas hold it);
+    /// - a reversal the service owes stays owed (journaled) and is tried again.
+    /// A 51 or a 07 debits nothing: losing it loses nothing, it is answered.
+    private func replicated(_ job: Job, _ decision: Decision, acknowledged: Int) {
+        if acknowledged >= config.replicaAcks {
+            finish(job, decision, unlock: true)
+            return
         }
+        metrics.unreplicatedDecision()
+        logger.warning("decision not acknowledged by enough replicas", metadata: [
+            "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(acknowledged)", "wanted": "\(config.replicaAcks)",
+        ])
+        guard decision.code == .approved else {
+            finish(job, decision, unlock: true)
+            return
+        }
+        switch job.operation {
+        case .authorize:
+            if !job.answered {
+                metrics.timedOut()
+                oweReversal(job, answer: .rejected(.timeout))
+            }
+        case .reverse(_, service: false):
+            if !job.answered { metrics.timedOut() }
+        case .reverse(_, service: true):
+            break
+        }
+        finish(job, .rejected(.timeout), unlock: true)
     }
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {
@@ -385,43 +415,84 @@ final class AccountGate: Sendable {
 
     // MARK: - Endings
 
-    /// A 07 decided here rather than by the script: recorded in the
-    /// statements stream before the terminal hears it.
+    /// A 07 decided here rather than by the script (the lock could not be
+    /// had in time): decline.lua records it before the terminal hears it,
+    /// unless the id was decided already; then its first decision is the
+    /// answer. Until decline.lua replies the answer is not known: the SLA's
+    /// deadlines treat the job as a script in flight.
     private func decline(_ job: Job, reason: RejectReason) {
         guard !job.machine.isDone else { return }
         let wasHead = state.value.queues[job.account]?.first === job
-        job.machine.finished()
+        job.machine.declineStarted()
         cancelTimers(job)
         if let waitStartedAt = job.waitStartedAt { metrics.lockWaitEnded(since: waitStartedAt, timedOut: true) }
         let decision = Decision.rejected(reason)
         job.declined = decision
         let call: ScriptCall
         let statements = target.statementsKey(forAccount: job.account)
+        let rewrite = config.replicaAcks > 0
         switch job.operation {
         case .authorize(let request, let resolution):
-            call = .decline(request, resolution, reason: reason, statements: statements)
+            call = .decline(request, resolution, reason: reason, idempotency: idempotencyScope(), rewrite: rewrite, statements: statements)
         case .reverse(_, service: true):
             // Nobody to tell and nothing to record: the service tries again later.
+            job.machine.finished()
             answer(job, decision)
             if wasHead { advance(job.account) }
             return
         case .reverse(let request, service: false):
-            call = .decline(request, reason: reason, statements: statements)
+            call = .decline(request, reason: reason, idempotency: idempotencyScope(), rewrite: rewrite, statements: statements)
         }
         let sent = NIODeadline.now()
-        let id = job.id
-        redis.run(call, in: scripts)
-            .assumeIsolated().whenComplete { result in
-                self.metrics.redisRoundTrip(.decline, since: sent)
-                if case .failure(let error) = result {
-                    self.logger.warning("could not record declined transaction", metadata: ["id": "\(id)", "error": "\(error)"])
-                }
-                // Recorded before the terminal hears it, unless that would
-                // break the SLA (the answer deadline answers it then).
-                self.answer(job, decision)
-            }
+        let reply: EventLoopFuture<ReplicatedReply>
+        if rewrite {
+            reply = replicated(call, answerBy: job.answerBy, waitWhen: AuthorizeReply.isApproval)
+        } else {
+            reply = redis.run(call, in: scripts).map { ReplicatedReply(reply: $0, acknowledged: nil) }
+        }
+        reply.assumeIsolated().whenComplete { result in
+            self.metrics.redisRoundTrip(.decline, since: sent)
+            job.machine.finished()
+            self.declineFinished(job, result, declined: decision)
+        }
         logger.warning("declined", metadata: ["account": "\(job.account)", "id": "\(job.id)", "reason": "\(reason)"])
         if wasHead { advance(job.account) }
+    }
+
+    /// decline.lua's reply: the recorded 07, or the id's first decision.
+    /// An authorization whose outcome stays unknown (no reply) is answered
+    /// with its reversal owed: the id may have been approved elsewhere.
+    private func declineFinished(_ job: Job, _ result: Result<ReplicatedReply, Error>, declined: Decision) {
+        guard !job.answered else { return }  // answered `07 timeout`, its reversal owed
+        let replied: ReplicatedReply
+        switch result {
+        case .failure(let error):
+            logger.warning("could not record declined transaction", metadata: ["id": "\(job.id)", "error": "\(error)"])
+            oweReversal(job, answer: declined)
+            return
+        case .success(let value):
+            replied = value
+        }
+        switch try? AuthorizeReply(replied.reply) {
+        case .unknownAccount?:
+            answer(job, .rejected(.unknownAccount))
+        case .decided(let first)?:
+            if first.code == .approved, config.replicaAcks > 0, (replied.acknowledged ?? 0) < config.replicaAcks {
+                metrics.unreplicatedDecision()
+                metrics.timedOut()
+                oweReversal(job, answer: .rejected(.timeout))
+                return
+            }
+            if first != declined {
+                logger.info("declined id was decided before; answering its first decision", metadata: [
+                    "account": "\(job.account)", "id": "\(job.id)", "code": "\(first.code.rawValue)",
+                ])
+            }
+            answer(job, first)
+        case .locked?, nil:
+            logger.error("unexpected decline reply", metadata: ["reply": "\(replied.reply)"])
+            oweReversal(job, answer: declined)
+        }
     }
 
     /// Completes the job's promise once; later answers (a decision arriving
@@ -460,9 +531,10 @@ final class AccountGate: Sendable {
                     // Declined; its ledger record is not back yet.
                     self.answer(job, job.declined ?? .rejected(.accountBusy))
                 case .declineAndAnswer:
-                    // No script of this job in flight: nothing can run later.
+                    // No script of this job in flight, but its id may have
+                    // been decided elsewhere: answered with its reversal owed.
                     self.decline(job, reason: .accountBusy)
-                    self.answer(job, job.declined ?? .rejected(.accountBusy))
+                    self.oweReversal(job, answer: .rejected(.accountBusy))
                 }
             }
         }
@@ -651,6 +723,17 @@ enum AuthorizeReply {
     case unknownAccount
     case locked(pttl: Int64)
     case decided(Decision)
+
+    /// A decision (not LOCKED, not UNKNOWN): its writes are worth a WAIT.
+    static func isDecided(_ value: RESPValue) -> Bool {
+        value.array?.first?.string == "DONE"
+    }
+
+    /// decline.lua found the id approved before: that approval is the answer, once replicas hold it.
+    static func isApproval(_ value: RESPValue) -> Bool {
+        guard let items = value.array, items.count >= 2 else { return false }
+        return items[0].string == "DONE" && items[1].string == ResponseCode.approved.rawValue
+    }
 
     init(_ value: RESPValue) throws {
         guard let items = value.array, let kind = items.first?.string else {

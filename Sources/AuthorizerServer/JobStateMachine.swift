@@ -5,16 +5,23 @@
 ///
 ///     queued --attempt--> attempting --LOCKED, first--> registering --registered--> attempting
 ///                             |  \--LOCKED, watching--> waiting --woken / retry--> attempting
-///                             \--decided--> done   (from any phase: declined, finished)
+///                             \--decided--> done
+///     any phase --declined--> declining (decline.lua in flight) --its reply--> done
+///
+/// A declining job sends no more scripts, but its answer is not known until
+/// decline.lua replies: the id may have been decided already (by a script of
+/// a process that died holding the lock), and then that first decision is
+/// the answer.
 struct JobStateMachine {
-    enum Phase: Equatable { case queued, attempting, registering, waiting, done }
+    enum Phase: Equatable { case queued, attempting, registering, waiting, declining, done }
 
     private(set) var phase: Phase = .queued
     /// A keyevent arrived while a script or the registration was in flight:
     /// after a LOCKED reply, look again at once instead of waiting.
     private(set) var wokenDuringAttempt = false
 
-    var isDone: Bool { phase == .done }
+    /// Sends no more scripts (finished, or its decline in flight).
+    var isDone: Bool { phase == .done || phase == .declining }
 
     /// The job's script is sent (the head of its queue, or a retry).
     mutating func attemptStarted() {
@@ -23,9 +30,15 @@ struct JobStateMachine {
         wokenDuringAttempt = false
     }
 
-    /// The job is answered or declined; nothing it does afterwards counts.
+    /// The job is answered (or its decline's reply is back); nothing it does afterwards counts.
     mutating func finished() {
         phase = .done
+    }
+
+    /// decline.lua is sent for the job.
+    mutating func declineStarted() {
+        assert(phase != .done, "a finished job is not declined")
+        phase = .declining
     }
 
     enum WakeAction: Equatable {
@@ -42,7 +55,7 @@ struct JobStateMachine {
         case .attempting, .registering:
             wokenDuringAttempt = true
             return .none
-        case .queued, .done:
+        case .queued, .declining, .done:
             return .none
         }
     }
@@ -82,12 +95,12 @@ struct JobStateMachine {
     }
 
     mutating func registrationSucceeded() -> RegisteredAction {
-        phase == .done ? .unregister : .attempt
+        isDone ? .unregister : .attempt
     }
 
     /// No keyevents for this lock: true when the job must fall back to retries (holder's TTL, deadline).
     mutating func registrationFailed() -> Bool {
-        guard phase != .done else { return false }
+        guard !isDone else { return false }
         phase = .waiting
         return true
     }
@@ -102,12 +115,13 @@ struct JobStateMachine {
     func lockDeadlinePassed() -> LockDeadlineAction {
         switch phase {
         case .queued, .waiting: return .declineBusy
-        case .attempting, .registering, .done: return .none
+        case .attempting, .registering, .declining, .done: return .none
         }
     }
 
     enum AnswerMarginAction: Equatable {
-        /// The script is in flight and may still run: `07 timeout` (an authorization is reversed).
+        /// The script (or the decline) is in flight and may still run: `07
+        /// timeout` (an authorization is reversed).
         case timeOut
         /// Nothing in flight: wait for the last moment.
         case waitForLastMoment
@@ -115,21 +129,22 @@ struct JobStateMachine {
 
     /// `answerMargin` before the SLA, the job unanswered.
     func answerMarginReached() -> AnswerMarginAction {
-        phase == .attempting ? .timeOut : .waitForLastMoment
+        phase == .attempting || phase == .declining ? .timeOut : .waitForLastMoment
     }
 
     enum LastMomentAction: Equatable {
         case timeOut
         /// Declined already; its ledger record is not back yet: answer the 07 now.
         case answerDeclined
-        /// No script of this job in flight, nothing can run later: decline and answer now.
+        /// No script of this job in flight: decline, and answer now (an
+        /// authorization is reversed: its id may have been decided elsewhere).
         case declineAndAnswer
     }
 
     /// Half a millisecond before the SLA, the job unanswered.
     func lastMomentReached() -> LastMomentAction {
         switch phase {
-        case .attempting: return .timeOut
+        case .attempting, .declining: return .timeOut
         case .done: return .answerDeclined
         case .queued, .waiting, .registering: return .declineAndAnswer
         }

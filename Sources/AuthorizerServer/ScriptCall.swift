@@ -84,19 +84,40 @@ public struct ScriptCall: Sendable, Equatable {
         ScriptCall(.unlock, keys: [Keys.lock(account)], arguments: [token])
     }
 
-    /// `decline.lua` for an authorization declined outside authorize.lua.
-    public static func decline(_ request: TransactionRequest, _ resolution: Resolution, reason: RejectReason, statements: String) -> ScriptCall {
-        ScriptCall(.decline, keys: [Keys.account(request.account), statements], arguments: [
+    /// `decline.lua` for an authorization declined outside authorize.lua:
+    /// the id's first decision if it has one, else a recorded 07.
+    /// `rewrite`: a WAIT follows (`--replica-acks`).
+    public static func decline(
+        _ request: TransactionRequest, _ resolution: Resolution, reason: RejectReason, idempotency: IdempotencyScope,
+        rewrite: Bool, statements: String
+    ) -> ScriptCall {
+        declineCall(account: request.account, id: request.id, statements: statements, idempotency: idempotency, arguments: [
             request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant,
-            resolution.category, reason.text,
-        ] + (request.statementFields.isEmpty ? [] : ["authorization", ""] + request.statementFields))
+            resolution.category, reason.text, "authorization", "",
+        ], digest: request.descriptor.digest, rewrite: rewrite, fields: request.statementFields)
     }
 
-    /// `decline.lua` for a terminal's reversal declined outside reverse.lua.
-    public static func decline(_ request: ReversalRequest, reason: RejectReason, statements: String) -> ScriptCall {
-        ScriptCall(.decline, keys: [Keys.account(request.account), statements], arguments: [
+    /// `decline.lua` for a terminal's reversal declined outside reverse.lua:
+    /// the reversal's first decision if it has one, else a 07 (no record).
+    public static func decline(
+        _ request: ReversalRequest, reason: RejectReason, idempotency: IdempotencyScope, rewrite: Bool, statements: String
+    ) -> ScriptCall {
+        declineCall(account: request.account, id: request.id, statements: statements, idempotency: idempotency, arguments: [
             request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason.text, "reversal", request.original,
-        ] + request.statementFields)
+        ], digest: "", rewrite: rewrite, fields: request.statementFields)
+    }
+
+    private static func declineCall(
+        account: String, id: String, statements: String, idempotency: IdempotencyScope, arguments: [String], digest: String,
+        rewrite: Bool, fields: [String]
+    ) -> ScriptCall {
+        assert(arguments.count == 10)
+        return ScriptCall(.decline, keys: [
+            Keys.account(account), statements, Keys.transaction(account: account, id: id),
+        ] + idempotency.buckets(account: account, olderDays: idempotency.reverseOlderDays), arguments: arguments + [
+            String(idempotency.newest.number), String(idempotency.retentionSeconds), idempotency.readOlderKeys ? "1" : "0",
+            digest, rewrite ? "1" : "0",
+        ] + fields)
     }
 
     /// `adjust.lua`: an operator's `set` or `credit`, with its statement.
@@ -169,5 +190,13 @@ extension ScriptRunner {
     /// EVALSHA of `call`'s script with its keys and arguments.
     public func run(_ call: ScriptCall, in scripts: ScriptLibrary) -> EventLoopFuture<RESPValue> {
         evalScript(scripts[call.script], keys: call.keys, arguments: call.arguments)
+    }
+
+    /// EVALSHA of `call`'s script, then WAIT for `replicas` on the same
+    /// connection when `waitMs` gives a timeout for the reply.
+    public func run(
+        _ call: ScriptCall, in scripts: ScriptLibrary, replicas: Int, waitMs: @escaping @Sendable (RESPValue) -> Int?
+    ) -> EventLoopFuture<ReplicatedReply> {
+        evalScript(scripts[call.script], keys: call.keys, arguments: call.arguments, replicas: replicas, waitMs: waitMs)
     }
 }

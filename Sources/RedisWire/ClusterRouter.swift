@@ -122,6 +122,19 @@ public final class ClusterRouter: Sendable {
         }
     }
 
+    /// EVALSHA as above, then WAIT on the connection of the node that ran it.
+    public func evalScript(
+        _ script: LuaScript, keys: [String], arguments: [String], replicas: Int, waitMs: @escaping @Sendable (RESPValue) -> Int?
+    ) -> EventLoopFuture<ReplicatedReply> {
+        eventLoop.assertInEventLoop()
+        precondition(!keys.isEmpty, "a routed script names its keys")
+        let slot = HashSlot.of(key: keys[0])
+        assert(keys.allSatisfy { HashSlot.of(key: $0) == slot }, "one script, one slot")
+        return route(slot: slot, redirects: 0, asking: nil, started: .now()) { client in
+            client.evalScript(script, keys: keys, arguments: arguments, replicas: replicas, waitMs: waitMs)
+        }
+    }
+
     /// Any command, on the master of `slot`.
     public func send(_ command: RedisCommand, slot: Int) -> EventLoopFuture<RESPValue> {
         eventLoop.flatSubmit {
@@ -129,17 +142,17 @@ public final class ClusterRouter: Sendable {
         }
     }
 
-    private func route(
+    private func route<Reply: Sendable>(
         slot: Int, redirects: Int, asking: Node?, started: NIODeadline,
-        _ body: @escaping (RedisClient) -> EventLoopFuture<RESPValue>
-    ) -> EventLoopFuture<RESPValue> {
+        _ body: @escaping @Sendable (RedisClient) -> EventLoopFuture<Reply>
+    ) -> EventLoopFuture<Reply> {
         refreshIfDue()
         guard let node = asking ?? state.value.topology.master(ofSlot: slot) else {
             refreshSoon()
             return eventLoop.makeFailedFuture(RedisError.unavailable("no master serves slot \(slot)"))
         }
         let client = client(for: node)
-        let sent: EventLoopFuture<RESPValue>
+        let sent: EventLoopFuture<Reply>
         if asking != nil {
             // Back to back on one connection: ASKING applies to the next command only.
             _ = client.send(RedisCommand("ASKING"))
@@ -172,7 +185,7 @@ public final class ClusterRouter: Sendable {
             case .clusterDown:
                 self.refreshSoon()
                 return self.eventLoop.makeFailedFuture(error)
-            case .noScript, .busyGroup, .noPermission, .crossSlot, .other:
+            case .noScript, .busyGroup, .noPermission, .crossSlot, .outOfMemory, .other:
                 return self.eventLoop.makeFailedFuture(error)
             }
         }

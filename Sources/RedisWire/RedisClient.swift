@@ -30,8 +30,8 @@ public final class RedisClient: Sendable {
         var backoff: TimeAmount = .milliseconds(0)
         var connectedOnce = false
         var closed = false
-        /// The WAIT that will be sent at the end of this event-loop tick.
-        var pendingWait: EventLoopFuture<Int>?
+        /// The WAIT that will be sent at the end of this event-loop tick, and its connection.
+        var pendingWait: (connection: RedisConnection, acknowledged: EventLoopFuture<Int>)?
     }
 
     public static let minBackoff = TimeAmount.milliseconds(50)
@@ -110,19 +110,54 @@ public final class RedisClient: Sendable {
         return connection.send(RedisCommand(command))
     }
 
-    /// Completes with the number of replicas that acknowledged every write
-    /// sent on this connection so far (WAIT). Calls in one event-loop tick
-    /// share one WAIT, sent at the end of the tick: one replica round trip
-    /// acknowledges the whole pipelined batch.
-    public func waitForReplicas(_ count: Int, timeoutMs: Int) -> EventLoopFuture<Int> {
+    /// EVALSHA, then, when `waitMs` gives a timeout for the reply, WAIT on
+    /// the very connection that carried the script: a WAIT on a newer
+    /// connection (after a reconnect) would prove nothing, since Redis counts
+    /// only the writes of the connection it is sent on.
+    public func evalScript(
+        _ script: LuaScript, keys: [String], arguments: [String], replicas: Int, waitMs: @escaping @Sendable (RESPValue) -> Int?
+    ) -> EventLoopFuture<ReplicatedReply> {
+        eventLoop.assertInEventLoop()
+        precondition(replicas > 0)
+        let link: EventLoopFuture<RedisConnection>
+        if case .connected(let connection) = state.value.link, connection.isActive {
+            link = eventLoop.makeSucceededFuture(connection)
+        } else {
+            link = connection().flatMapErrorThrowing { error in throw RedisError.notSent("\(error)") }
+        }
+        return link.flatMap { connection in
+            self.evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection).flatMap { reply in
+                guard let timeoutMs = waitMs(reply) else {
+                    return self.eventLoop.makeSucceededFuture(ReplicatedReply(reply: reply, acknowledged: nil))
+                }
+                return self.waitForReplicas(replicas, timeoutMs: timeoutMs, on: connection).map {
+                    ReplicatedReply(reply: reply, acknowledged: $0)
+                }
+            }
+        }
+    }
+
+    /// The number of replicas that acknowledged every write sent on
+    /// `connection` so far (WAIT). Calls in one event-loop tick share one
+    /// WAIT, sent at the end of the tick: one replica round trip acknowledges
+    /// the whole pipelined batch. A connection closed meanwhile, or an error
+    /// reply (a master just demoted refuses WAIT), counts as no replica.
+    func waitForReplicas(_ count: Int, timeoutMs: Int, on connection: RedisConnection) -> EventLoopFuture<Int> {
         eventLoop.assertInEventLoop()
         precondition(count > 0 && timeoutMs > 0)
-        if let pending = state.value.pendingWait { return pending }
+        if let pending = state.value.pendingWait, pending.connection === connection { return pending.acknowledged }
         let promise = eventLoop.makePromise(of: Int.self)
-        state.value.pendingWait = promise.futureResult
+        state.value.pendingWait = (connection, promise.futureResult)
         eventLoop.execute {
-            self.state.value.pendingWait = nil
-            self.send(RedisCommand("WAIT", String(count), String(timeoutMs))).map { Int($0.int ?? 0) }.cascade(to: promise)
+            if self.state.value.pendingWait?.connection === connection { self.state.value.pendingWait = nil }
+            guard connection.isActive else {
+                promise.succeed(0)
+                return
+            }
+            connection.send(RedisCommand("WAIT", String(count), String(timeoutMs)))
+                .map { Int($0.int ?? 0) }
+                .recover { _ in 0 }
+                .cascade(to: promise)
         }
         return promise.futureResult
     }

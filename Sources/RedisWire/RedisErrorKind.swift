@@ -17,6 +17,10 @@ public enum RedisErrorKind: Sendable, Equatable {
     case noPermission
     /// Keys of one command hash to different slots.
     case crossSlot
+    /// Redis is at `maxmemory` and refused a write. A script gets it only
+    /// for its first write (Redis lets a script that wrote finish): a script
+    /// answered OOM wrote nothing.
+    case outOfMemory
     case other
 
     public init(message: String) {
@@ -38,12 +42,17 @@ public enum RedisErrorKind: Sendable, Equatable {
         case "BUSYGROUP": self = .busyGroup
         case "NOPERM": self = .noPermission
         case "CROSSSLOT": self = .crossSlot
+        case "OOM": self = .outOfMemory
         default: self = .other
         }
     }
 }
 
 extension RedisError {
+    /// True when Redis cannot have run (nor will run) the command: it was
+    /// never sent, or Redis refused it before any write.
+    public var didNotRun: Bool { neverSent || kind == .outOfMemory }
+
     /// The kind of an error reply; nil for link failures.
     public var kind: RedisErrorKind? {
         if case .server(let message) = self { return RedisErrorKind(message: message) }

@@ -9,25 +9,28 @@ public protocol ScriptRunner: Sendable {
     func connect() -> EventLoopFuture<Void>
     /// Lets Redis answer what was sent, then closes.
     func shutdown() -> EventLoopFuture<Void>
-    /// WAIT on the connection that carried the writes to `key`'s node: the
-    /// number of replicas that acknowledged them.
-    func waitForReplicas(_ count: Int, timeoutMs: Int, afterWritingTo key: String) -> EventLoopFuture<Int>
+    /// EVALSHA, then (when `waitMs` gives a timeout for its reply) WAIT for
+    /// `replicas` on the connection that carried it: on a cluster, the node
+    /// that ran the script, whatever the slot map says by then.
+    func evalScript(
+        _ script: LuaScript, keys: [String], arguments: [String], replicas: Int, waitMs: @escaping @Sendable (RESPValue) -> Int?
+    ) -> EventLoopFuture<ReplicatedReply>
 }
 
-extension RedisClient: ScriptRunner {
-    public func waitForReplicas(_ count: Int, timeoutMs: Int, afterWritingTo key: String) -> EventLoopFuture<Int> {
-        waitForReplicas(count, timeoutMs: timeoutMs)
+/// A script's reply and, when a WAIT followed it, how many replicas acknowledged its writes.
+public struct ReplicatedReply: Sendable {
+    public let reply: RESPValue
+    /// nil: no WAIT was asked for this reply.
+    public let acknowledged: Int?
+
+    public init(reply: RESPValue, acknowledged: Int?) {
+        self.reply = reply
+        self.acknowledged = acknowledged
     }
 }
-extension ClusterRouter: ScriptRunner {
-    public func waitForReplicas(_ count: Int, timeoutMs: Int, afterWritingTo key: String) -> EventLoopFuture<Int> {
-        eventLoop.assertInEventLoop()
-        guard let node = master(ofSlot: HashSlot.of(key: key)) else {
-            return eventLoop.makeFailedFuture(RedisError.unavailable("no master serves the slot of \(key)"))
-        }
-        return client(for: node).waitForReplicas(count, timeoutMs: timeoutMs)
-    }
-}
+
+extension RedisClient: ScriptRunner {}
+extension ClusterRouter: ScriptRunner {}
 
 extension HashSlot {
     /// The ledger stream tag of each slot: the first decimal integer (as

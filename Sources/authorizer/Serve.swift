@@ -65,8 +65,8 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
 
-    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off.")
-    var replicaAcks = 0
+    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off. Default: 1 on a Redis Cluster whose masters all have replicas (a failover then loses no approval), 0 otherwise.")
+    var replicaAcks: Int?
 
     @Option(help: "The most one WAIT for --replica-acks may take, in milliseconds (the SLA still bounds every answer).")
     var replicaAckTimeoutMs = 50
@@ -91,7 +91,7 @@ struct Serve: AsyncParsableCommand {
         guard maxWriteBufferBytes >= 4096 else { throw ValidationError("--max-write-buffer-bytes must be at least 4096") }
         guard idleTimeoutS >= 0 else { throw ValidationError("--idle-timeout-s must be 0 or more") }
         guard maxConnections > 0 else { throw ValidationError("--max-connections must be positive") }
-        guard (0...16).contains(replicaAcks) else { throw ValidationError("--replica-acks must be 0-16") }
+        guard (0...16).contains(replicaAcks ?? 0) else { throw ValidationError("--replica-acks must be 0-16") }
         guard replicaAckTimeoutMs >= 1 else { throw ValidationError("--replica-ack-timeout-ms must be at least 1") }
         guard rulesRefreshMs == 0 || rulesRefreshMs >= 100 else { throw ValidationError("--rules-refresh-ms must be 0 or at least 100") }
         guard redisTimeoutMs >= 10 else { throw ValidationError("--redis-timeout-ms must be at least 10") }
@@ -123,6 +123,25 @@ struct Serve: AsyncParsableCommand {
         try await group.shutdownGracefully()
     }
 
+    /// `--replica-acks`, or its default: 1 on a cluster whose every master
+    /// has a replica (without it a master's loss loses the approvals its
+    /// replica had not received), 0 otherwise. Said at start either way.
+    private func chosenReplicaAcks(_ router: ClusterRouter?, logger: Logger) async throws -> Int {
+        if let replicaAcks {
+            logger.info("replica acks", metadata: ["replica_acks": "\(replicaAcks)", "chosen": "explicitly"])
+            return replicaAcks
+        }
+        guard let router else { return 0 }
+        let topology = try await router.topology.get()
+        let replicated = !topology.masters.isEmpty && topology.replicas.allSatisfy { !$0.isEmpty }
+        let acks = replicated ? 1 : 0
+        logger.info("replica acks", metadata: [
+            "replica_acks": "\(acks)",
+            "chosen": "\(replicated ? "by default: every master has a replica (--replica-acks 0 to turn off)" : "by default: some master has no replica")",
+        ])
+        return acks
+    }
+
     private func serve(
         on group: MultiThreadedEventLoopGroup, endpoint: RedisEndpoint, scripts: ScriptLibrary, listenPort: Int, logger: Logger
     ) async throws {
@@ -133,7 +152,6 @@ struct Serve: AsyncParsableCommand {
         // The journal's fsync happens inside the SLA: a fifth of it, at most 20 ms.
         config.answerMargin = .milliseconds(Int64(min(20, slaMs / 5)))
         config.maxPendingReversals = maxPendingReversals
-        config.replicaAcks = replicaAcks
         config.replicaAckTimeout = .milliseconds(Int64(replicaAckTimeoutMs))
         let redisConnectionOptions = RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs)))
 
@@ -156,6 +174,7 @@ struct Serve: AsyncParsableCommand {
         } else {
             adminRouter = nil
         }
+        config.replicaAcks = try await chosenReplicaAcks(adminRouter, logger: logger)
         do {
             if let adminRouter {
                 for node in try await adminRouter.topology.get().masters {

@@ -69,7 +69,25 @@ final class JobStateMachineTests: XCTestCase {
         XCTAssertEqual(machine.answerMarginReached(), .timeOut)
         XCTAssertEqual(machine.lastMomentReached(), .timeOut)
         machine.finished()
-        XCTAssertEqual(machine.lastMomentReached(), .answerDeclined, "declined, its record not back yet")
+        XCTAssertEqual(machine.lastMomentReached(), .answerDeclined, "finished, not answered")
+    }
+
+    /// A decline in flight may come back with the id's first decision (an
+    /// approval): at the SLA's margin it is treated as a script in flight.
+    func testADeclineInFlightTimesOutAtTheSLA() {
+        var machine = JobStateMachine()
+        machine.attemptStarted()
+        _ = machine.locked(pastDeadline: false, registered: true)
+        machine.declineStarted()
+        XCTAssertTrue(machine.isDone, "no more scripts")
+        XCTAssertEqual(machine.woken(), .none)
+        XCTAssertFalse(machine.retryIsDue)
+        XCTAssertEqual(machine.lockDeadlinePassed(), .none)
+        XCTAssertEqual(machine.registrationSucceeded(), .unregister)
+        XCTAssertEqual(machine.answerMarginReached(), .timeOut)
+        XCTAssertEqual(machine.lastMomentReached(), .timeOut)
+        machine.finished()
+        XCTAssertEqual(machine.phase, .done)
     }
 
     func testAFinishedJobIgnoresEverything() {

@@ -40,8 +40,8 @@ final class ScriptCallTests: XCTestCase {
             .authorize(request, resolution, token: "tok", lockTTLms: 200, idempotency: scope, statements: statements),
             .reverse(reversal, token: "tok", lockTTLms: 200, idempotency: scope, windowMs: 86_400_000, statements: statements),
             .unlock(account: "acct", token: "tok"),
-            .decline(request, resolution, reason: .accountBusy, statements: statements),
-            .decline(reversal, reason: .accountBusy, statements: statements),
+            .decline(request, resolution, reason: .accountBusy, idempotency: scope, rewrite: false, statements: statements),
+            .decline(reversal, reason: .accountBusy, idempotency: scope, rewrite: false, statements: statements),
             .adjust(kind: "set", operation: "op", account: "acct", changes: [(category: "FOOD", cents: Cents(100))], statements: statements),
             .balance(account: "acct"),
         ]

@@ -1,0 +1,156 @@
+@testable import AuthorizerServer
+import AuthorizerCore
+import Foundation
+import XCTest
+
+/// Faults combined, each reduced to a deterministic case: a retry meeting the
+/// lock of a process that died holding it, a script of that process still in
+/// flight after the decline, a reversal too few replicas hold.
+final class CombinedFaultTests: IntegrationTestCase {
+    private func purchase(_ client: TerminalClient, _ id: String, account: String, amount: String = "10.00") throws -> Response {
+        try client.sendLine(Request.line(id: id, account: account, amount: amount, mcc: "5411"))
+        return try client.readResponse()
+    }
+
+    private func reverse(_ client: TerminalClient, _ id: String, account: String, original: String) throws -> Response {
+        try client.sendLine(Request.reversal(id: id, account: account, original: original))
+        return try client.readResponse()
+    }
+
+    private func statements(of id: String) throws -> [[String: String]] {
+        try redis.statements().filter { $0["id"] == id }
+    }
+
+    /// serve b SIGKILLed holding the account's lock, its last script (id X1)
+    /// approved; the terminal retries X1 on serve a: the lock of the dead
+    /// process must not turn that approval into `07 account busy`.
+    func testARetryOfAnApprovedIdGetsItsApprovalWhileADeadProcessHoldsTheLock() throws {
+        try account("z1", ["FOOD": 100_000])
+        let client = try serve.connect()
+        XCTAssertEqual(try purchase(client, "X1", account: "z1").code, "00")
+        try redis.command("SET", "lock:{z1}", "dead-serve-token", "PX", "3000")
+
+        let retry = try purchase(client, "X1", account: "z1")
+        XCTAssertEqual(retry.code, "00", "the first decision, not \(retry.code) \(retry.reason ?? "")")
+        XCTAssertEqual(try statements(of: "X1").map { $0["code"] }, ["00"], "one statement for X1, no 07 beside it")
+        XCTAssertEqual(try redis.balances("z1"), ["FOOD": 99_000], "debited once")
+    }
+
+    /// Same for a terminal's reversal: decided once, its retry is answered
+    /// its first decision whatever the lock.
+    func testARetryOfADecidedReversalGetsItsDecisionWhileADeadProcessHoldsTheLock() throws {
+        try account("z2", ["FOOD": 100_000])
+        let client = try serve.connect()
+        XCTAssertEqual(try purchase(client, "X2", account: "z2").code, "00")
+        XCTAssertEqual(try reverse(client, "R2", account: "z2", original: "X2").code, "00")
+        try redis.command("SET", "lock:{z2}", "dead-serve-token", "PX", "3000")
+
+        let retry = try reverse(client, "R2", account: "z2", original: "X2")
+        XCTAssertEqual(retry.code, "00", "the first decision, not \(retry.code) \(retry.reason ?? "")")
+        XCTAssertEqual(try statements(of: "R2").map { $0["code"] }, ["00"])
+        XCTAssertEqual(try redis.balances("z2"), ["FOOD": 100_000])
+    }
+
+    /// The lock is held by a dead process whose script for Y1 is still in
+    /// flight. Y1 retried here waits, is declined `07 account busy`, and the
+    /// decline is recorded: when the orphaned script runs afterwards it finds
+    /// that 07 and debits nothing, so a 07 never stands beside a debit.
+    func testABusyDeclineIsRecordedSoAnOrphanedScriptDebitsNothing() throws {
+        try account("z3", ["FOOD": 100_000])
+        try redis.command("SET", "lock:{z3}", "dead-serve-token", "PX", "3000")
+        let client = try serve.connect()
+        let declined = try purchase(client, "Y1", account: "z3")
+        XCTAssertEqual(declined.code, "07")
+        XCTAssertEqual(declined.reason, RejectReason.accountBusy.text)
+
+        // The dead holder's script for Y1 reaches Redis now.
+        let request = TransactionRequest(id: "Y1", account: "z3", amount: Cents(1_000), mcc: "5411", merchant: "PADARIA DO ZE")
+        let resolution = Rules.defaults.resolve(mcc: "5411", merchant: MerchantDescriptor("PADARIA DO ZE"))
+        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
+        let scope = IdempotencyScope(today: UTCDay(unixSeconds: now), reversalWindowSeconds: 86_400, retentionSeconds: 172_800, readOlderKeys: false)
+        let orphan = ScriptCall.authorize(request, resolution, token: "dead-serve-token", lockTTLms: 200, idempotency: scope, statements: "statements")
+        let source = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Lua/authorize.lua"), encoding: .utf8)
+        let reply = try redis.command(["EVAL", source, String(orphan.keys.count)] + orphan.keys + orphan.arguments)
+        XCTAssertEqual(reply.array?.prefix(2).compactMap(\.string), ["DONE", "07"], "\(reply)")
+
+        XCTAssertEqual(try redis.balances("z3"), ["FOOD": 100_000], "nothing debited for an id answered 07")
+        XCTAssertEqual(try statements(of: "Y1").map { $0["code"] }, ["07"], "one statement: the decline")
+        try redis.command("DEL", "lock:{z3}")
+        let retry = try purchase(client, "Y1", account: "z3")
+        XCTAssertEqual(retry.code, "07", "a retry gets the first decision")
+        XCTAssertEqual(try statements(of: "Y1").count, 1)
+    }
+}
+
+/// `--replica-acks 1` on a Redis with one replica, the replica paused: what
+/// it does not hold is not done. A terminal's reversal is answered `07
+/// timeout`; the reversal the service owes for an approval it could not
+/// confirm stays owed (journaled) and is retried until the replica holds it.
+final class ReplicaAckTests: XCTestCase {
+    func testAReversalTooFewReplicasHoldIsNotDoneUntilTheyDo() throws {
+        let primary = try RedisServer(name: "acks-primary", acl: true)
+        let replica = try RedisServer(name: "acks-replica", users: primary.directory, extraArguments: [
+            "--replicaof", "127.0.0.1", String(primary.port),
+            "--masteruser", "replication", "--masterauth", primary.credentials["REPLICATION_PASSWORD"] ?? "",
+        ])
+        let deadline = Date().addingTimeInterval(20)
+        while !((try? primary.command("INFO", "replication").string) ?? "").contains("state=online") {
+            guard Date() < deadline else { throw TestFailure("the replica never came online") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        try runAuthorizer(["rules", "init", "--redis", primary.url])
+        try primary.setBalances("k1", ["FOOD": 100_000])
+        let serve = try ServeProcess(redis: primary, arguments: ["--replica-acks", "1", "--metrics-port", "0", "--sla-ms", "1000"])
+        let metricsPort = try XCTUnwrap(serve.metricsPort)
+        let client = try serve.connect()
+        try client.sendLine(Request.line(id: "A1", account: "k1", amount: "10.00", mcc: "5411"))
+        XCTAssertEqual(try client.readResponse().code, "00")
+
+        kill(replica.child.pid, SIGSTOP)
+        defer { kill(replica.child.pid, SIGCONT) }
+        try client.sendLine(Request.reversal(id: "RA1", account: "k1", original: "A1"))
+        let reversal = try client.readResponse()
+        XCTAssertEqual(reversal.code, "07", "a reversal no replica holds is not answered done")
+        XCTAssertEqual(reversal.reason, RejectReason.timeout.text)
+
+        try client.sendLine(Request.line(id: "A2", account: "k1", amount: "20.00", mcc: "5411"))
+        let approval = try client.readResponse()
+        XCTAssertEqual(approval.code, "07")
+        XCTAssertEqual(approval.reason, RejectReason.timeout.text)
+        // The service's reversal of A2 ran at least once and was not confirmed
+        // (unreplicated: A1's reversal, A2, then A2's reversal): still owed.
+        try waitFor(metricsPort, timeout: 20) { ($0["authorizer_unreplicated_decisions_total"] ?? 0) >= 3 }
+        XCTAssertEqual(try scrape(metricsPort)["authorizer_pending_reversals"], 1, "kept in the journal until a replica holds it")
+
+        kill(replica.child.pid, SIGCONT)
+        try waitFor(metricsPort, timeout: 30) { $0["authorizer_pending_reversals"] == 0 }
+        try client.sendLine(Request.reversal(id: "RA1", account: "k1", original: "A1"))
+        XCTAssertEqual(try client.readResponse().code, "00", "the repeat gets the reversal's decision, held by the replica now")
+        XCTAssertEqual(try primary.balances("k1"), ["FOOD": 100_000])
+        XCTAssertEqual(try replica.balances("k1"), ["FOOD": 100_000], "and the replica holds both credits")
+    }
+
+    private func waitFor(_ port: Int, timeout: TimeInterval, _ condition: ([String: Double]) -> Bool) throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        var last: [String: Double] = [:]
+        while Date() < deadline {
+            last = try scrape(port)
+            if condition(last) { return }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        throw TestFailure("metrics never met the condition: \(last.filter { $0.key.contains("reversal") || $0.key.contains("unreplicated") })")
+    }
+
+    private func scrape(_ port: Int) throws -> [String: Double] {
+        let client = try TerminalClient(port: port)
+        try client.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        var samples: [String: Double] = [:]
+        while let line = try client.readLine() {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, !line.hasPrefix("#"), let value = Double(parts[1].trimmingCharacters(in: .whitespacesAndNewlines)) {
+                samples[String(parts[0])] = value
+            }
+        }
+        return samples
+    }
+}

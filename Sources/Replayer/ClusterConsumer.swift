@@ -229,6 +229,8 @@ final class ClusterConsumer {
     private let group: String
     private let consumer: String
     private let options: ConsumerOptions
+    /// `options.replicaAcks` resolved against the topology when the run starts.
+    private var fence: ReplicaFence?
     private let sweepInterval: TimeInterval
     private let logger: Logger
     /// After every round, with the streams that had entries in it.
@@ -271,7 +273,11 @@ final class ClusterConsumer {
     func run() async throws {
         defer { subscribers.values.forEach { $0.close() } }
         var dirty: Set<String> = []
-        logger.info("cluster consumer ready", metadata: ["group": "\(group)", "consumer": "\(consumer)"])
+        let topology = try await ledger.router.topology.get()
+        fence = options.fence(everyMasterHasReplicas: !topology.masters.isEmpty && topology.replicas.allSatisfy { !$0.isEmpty })
+        logger.info("cluster consumer ready", metadata: [
+            "group": "\(group)", "consumer": "\(consumer)", "replica_acks": "\(fence?.replicas ?? 0)",
+        ])
         while !Task.isCancelled {
             var done = false
             try await retryingRedis {
@@ -461,6 +467,16 @@ final class ClusterConsumer {
     /// the batch, which the sink ignores by (stream, id).
     private func handle(_ batches: [(stream: String, entries: [StreamEntry])]) async throws {
         let total = batches.reduce(0) { $0 + $1.entries.count }
+        if let fence {
+            let fenced = batches.filter { !$0.entries.isEmpty }
+            let commands = fenced.flatMap { batch in
+                fence.commands(stream: batch.stream, group: group, consumer: consumer, ids: batch.entries.map(\.id)).map { (batch.stream, $0) }
+            }
+            let replies = try await ledger.pipeline(commands)
+            for (index, batch) in fenced.enumerated() {
+                try fence.check(waitReply: replies[index * 2 + 1], stream: batch.stream)
+            }
+        }
         let outcome: BatchOutcome
         do {
             outcome = try await sink.apply(batches)

@@ -49,6 +49,18 @@ public struct ConsumerOptions: Sendable {
     /// Testing only: SIGKILL this process after this many commits, before
     /// their XACK, to prove a restart re-applies nothing twice.
     public var killAfterCommits: Int?
+    /// Apply a batch only once this many replicas hold it (nil: 1 on a
+    /// cluster whose masters all have replicas, 0 otherwise; 0: off).
+    public var replicaAcks: Int?
+    /// The most one WAIT of the replica fence takes.
+    public var replicaAckTimeoutMilliseconds = 1_000
+
+    /// The fence for `replicaAcks` or its default, nil when off.
+    func fence(everyMasterHasReplicas: Bool) -> ReplicaFence? {
+        let replicas = replicaAcks ?? (everyMasterHasReplicas ? 1 : 0)
+        guard replicas > 0 else { return nil }
+        return ReplicaFence(replicas: replicas, timeoutMilliseconds: replicaAckTimeoutMilliseconds)
+    }
 
     public static let batchSizeRange = 1...10_000
     public static let blockRange = 10...30_000
@@ -171,6 +183,12 @@ public final class ConsumerLoop {
     /// Apply (commit), then acknowledge. A crash between the two re-delivers
     /// the batch, which the sink ignores by key.
     private func handle(_ entries: [StreamEntry]) async throws {
+        if let fence = options.fence(everyMasterHasReplicas: false) {
+            let replies = try await group.redis.pipeline(
+                fence.commands(stream: group.stream, group: group.group, consumer: group.consumer, ids: entries.map(\.id))
+            )
+            try fence.check(waitReply: replies[1], stream: group.stream)
+        }
         let outcome: BatchOutcome
         do {
             outcome = try await sink.apply(entries)

@@ -73,10 +73,18 @@ struct Replay: AsyncParsableCommand {
     @Option(help: "On a Redis Cluster: how often every master is swept for slot streams, in ms (the safety net under the xadd keyevents).")
     var sweepMs = 5_000
 
+    @Option(help: "Apply (commit, notify) a batch only once this many replicas hold its entries (WAIT), so that no statement of a write a failover discards reaches the database. Default: 1 on a Redis Cluster whose masters all have replicas, 0 otherwise.")
+    var replicaAcks: Int?
+
+    @Option(help: "The most one WAIT for --replica-acks may take, in ms.")
+    var replicaAckTimeoutMs = 1_000
+
     @Option(help: .hidden)
     var killAfterCommits: Int?
 
     func validate() throws {
+        guard (0...16).contains(replicaAcks ?? 0) else { throw ValidationError("--replica-acks must be 0-16") }
+        guard ReplicaFence.timeoutRange.contains(replicaAckTimeoutMs) else { throw ValidationError("--replica-ack-timeout-ms must be 1-60000") }
         guard ConsumerOptions.batchSizeRange.contains(batch) else { throw ValidationError("--batch must be 1-10000") }
         guard ConsumerOptions.blockRange.contains(blockMs) else { throw ValidationError("--block-ms must be 10-30000") }
         guard (100...600_000).contains(sweepMs) else { throw ValidationError("--sweep-ms must be 100-600000") }
@@ -103,6 +111,8 @@ struct Replay: AsyncParsableCommand {
         configuration.consumerOptions.claimIdleMilliseconds = claimIdleMs
         configuration.consumerOptions.drain = drain
         configuration.consumerOptions.killAfterCommits = killAfterCommits
+        configuration.consumerOptions.replicaAcks = replicaAcks
+        configuration.consumerOptions.replicaAckTimeoutMilliseconds = replicaAckTimeoutMs
         configuration.notify = notify
         configuration.notificationMaxLength = notifyMaxlen
         configuration.trimMaxLength = noTrim ? nil : trimMaxlen

@@ -64,6 +64,11 @@ declare -A TESTS=(
   [iso-no-read-backpressure]='IntegrationTests.ISO8583Tests/testPastTheInFlightLimit'
   [iso-sigterm-drops-in-flight]='IntegrationTests.ISO8583Tests/testSigterm'
   [iso-tls-ignored]='IntegrationTests.TLSTests/testISO8583'
+  [retry-meets-dead-lock]='IntegrationTests.CombinedFaultTests/testARetryOfAnApprovedId'
+  [reversal-retry-meets-dead-lock]='IntegrationTests.CombinedFaultTests/testARetryOfADecidedReversal'
+  [busy-decline-not-recorded]='IntegrationTests.CombinedFaultTests/testABusyDecline'
+  [unreplicated-reversal-done]='IntegrationTests.ReplicaAckTests'
+  [wait-on-a-fresh-connection]='IntegrationTests.ReplicaAckTests'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -37,7 +37,7 @@ source "$dir/credentials.env"
 cat > "$dir/users.acl" <<ACL
 user default on >${REDIS_ADMIN_PASSWORD} ~* &* +@all
 user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr (~account:* ~lock:* ~txn:* ~txns:* ~statements ~statements:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set) (~txns:* +hget +hset +expireat) (~idempotency:* +get +set)
-user replayer on >${REPLAYER_PASSWORD} ~statements ~statements:* ~notifications:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid +cluster|slots +info +subscribe +unsubscribe +scan (~notifications:* +xadd)
+user replayer on >${REPLAYER_PASSWORD} ~statements ~statements:* ~notifications:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid +cluster|slots +info +subscribe +unsubscribe +scan +wait (~notifications:* +xadd)
 user replication on >${REPLICATION_PASSWORD} -@all +psync +replconf +ping
 user operator on >${OPERATOR_PASSWORD} ~* &* -@all +@read +auth +hello +ping +select +quit -@dangerous +cluster|slots
 ACL

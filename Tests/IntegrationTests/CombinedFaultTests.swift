@@ -7,6 +7,12 @@ import XCTest
 /// lock of a process that died holding it, a script of that process still in
 /// flight after the decline, a reversal too few replicas hold.
 final class CombinedFaultTests: IntegrationTestCase {
+    override var serveArguments: [String] { ["--metrics-port", "0"] }
+
+    /// Requests that waited for their account (queued or LOCKED), every cause.
+    private func lockWaits() throws -> Double {
+        try metricSamples(XCTUnwrap(serve.metricsPort)).filter { $0.key.hasPrefix("authorizer_lock_waits_total") }.values.reduce(0, +)
+    }
     private func purchase(_ client: TerminalClient, _ id: String, account: String, amount: String = "10.00") throws -> Response {
         try client.sendLine(Request.line(id: id, account: account, amount: amount, mcc: "5411"))
         return try client.readResponse()
@@ -32,6 +38,7 @@ final class CombinedFaultTests: IntegrationTestCase {
 
         let retry = try purchase(client, "X1", account: "z1")
         XCTAssertEqual(retry.code, "00", "the first decision, not \(retry.code) \(retry.reason ?? "")")
+        XCTAssertEqual(try lockWaits(), 0, "answered at once: a decided id does not wait for the lock")
         XCTAssertEqual(try statements(of: "X1").map { $0["code"] }, ["00"], "one statement for X1, no 07 beside it")
         XCTAssertEqual(try redis.balances("z1"), ["FOOD": 99_000], "debited once")
     }
@@ -47,6 +54,7 @@ final class CombinedFaultTests: IntegrationTestCase {
 
         let retry = try reverse(client, "R2", account: "z2", original: "X2")
         XCTAssertEqual(retry.code, "00", "the first decision, not \(retry.code) \(retry.reason ?? "")")
+        XCTAssertEqual(try lockWaits(), 0, "answered at once: a decided reversal does not wait for the lock")
         XCTAssertEqual(try statements(of: "R2").map { $0["code"] }, ["00"])
         XCTAssertEqual(try redis.balances("z2"), ["FOOD": 100_000])
     }
@@ -85,11 +93,15 @@ final class CombinedFaultTests: IntegrationTestCase {
 /// `--replica-acks 1` on a Redis with one replica, the replica paused: what
 /// it does not hold is not done. A terminal's reversal is answered `07
 /// timeout`; the reversal the service owes for an approval it could not
-/// confirm stays owed (journaled) and is retried until the replica holds it.
+/// confirm stays owed (journaled) and is retried until the replica holds it;
+/// the replayer commits nothing the replica does not hold.
 final class ReplicaAckTests: XCTestCase {
-    func testAReversalTooFewReplicasHoldIsNotDoneUntilTheyDo() throws {
-        let primary = try RedisServer(name: "acks-primary", acl: true)
-        let replica = try RedisServer(name: "acks-replica", users: primary.directory, extraArguments: [
+    private var primary: RedisServer!
+    private var replica: RedisServer!
+
+    override func setUpWithError() throws {
+        primary = try RedisServer(name: "acks-primary", acl: true)
+        replica = try RedisServer(name: "acks-replica", users: primary.directory, extraArguments: [
             "--replicaof", "127.0.0.1", String(primary.port),
             "--masteruser", "replication", "--masterauth", primary.credentials["REPLICATION_PASSWORD"] ?? "",
         ])
@@ -99,6 +111,15 @@ final class ReplicaAckTests: XCTestCase {
             Thread.sleep(forTimeInterval: 0.05)
         }
         try runAuthorizer(["rules", "init", "--redis", primary.url])
+    }
+
+    override func tearDown() {
+        if let replica { kill(replica.child.pid, SIGCONT) }
+        replica = nil
+        primary = nil
+    }
+
+    func testAReversalTooFewReplicasHoldIsNotDoneUntilTheyDo() throws {
         try primary.setBalances("k1", ["FOOD": 100_000])
         let serve = try ServeProcess(redis: primary, arguments: ["--replica-acks", "1", "--metrics-port", "0", "--sla-ms", "1000"])
         let metricsPort = try XCTUnwrap(serve.metricsPort)
@@ -107,7 +128,6 @@ final class ReplicaAckTests: XCTestCase {
         XCTAssertEqual(try client.readResponse().code, "00")
 
         kill(replica.child.pid, SIGSTOP)
-        defer { kill(replica.child.pid, SIGCONT) }
         try client.sendLine(Request.reversal(id: "RA1", account: "k1", original: "A1"))
         let reversal = try client.readResponse()
         XCTAssertEqual(reversal.code, "07", "a reversal no replica holds is not answered done")
@@ -120,7 +140,7 @@ final class ReplicaAckTests: XCTestCase {
         // The service's reversal of A2 ran at least once and was not confirmed
         // (unreplicated: A1's reversal, A2, then A2's reversal): still owed.
         try waitFor(metricsPort, timeout: 20) { ($0["authorizer_unreplicated_decisions_total"] ?? 0) >= 3 }
-        XCTAssertEqual(try scrape(metricsPort)["authorizer_pending_reversals"], 1, "kept in the journal until a replica holds it")
+        XCTAssertEqual(try metricSamples(metricsPort)["authorizer_pending_reversals"], 1, "kept in the journal until a replica holds it")
 
         kill(replica.child.pid, SIGCONT)
         try waitFor(metricsPort, timeout: 30) { $0["authorizer_pending_reversals"] == 0 }
@@ -130,27 +150,83 @@ final class ReplicaAckTests: XCTestCase {
         XCTAssertEqual(try replica.balances("k1"), ["FOOD": 100_000], "and the replica holds both credits")
     }
 
+    /// A statement the replica does not hold could vanish in a failover: the
+    /// replayer leaves it pending until the replica has it.
+    func testTheReplayerCommitsOnlyWhatTheReplicaHolds() throws {
+        try primary.setBalances("k2", ["FOOD": 100_000])
+        let database = primary.directory.appendingPathComponent("fenced.sqlite").path
+        let replay = ChildProcess(name: "replay", executable: TestEnvironment.authorizerBinary, arguments: [
+            "replay", "--redis", primary.replayerURL, "--db", database, "--replica-acks", "1", "--replica-ack-timeout-ms", "100",
+        ])
+        try replay.start()
+        defer { replay.terminate(signal: SIGKILL) }
+        XCTAssertTrue(replay.waitForLine(containing: "consumer ready", timeout: 30), replay.output)
+        let seeded = try SQLiteShell.int(database, "SELECT COUNT(*) FROM statements")
+        let serve = try ServeProcess(redis: primary, arguments: ["--sla-ms", "1000"])
+        let client = try serve.connect()
+
+        kill(replica.child.pid, SIGSTOP)
+        try client.sendLine(Request.line(id: "B1", account: "k2", amount: "10.00", mcc: "5411"))
+        XCTAssertEqual(try client.readResponse().code, "00")
+        XCTAssertTrue(replay.waitForLine(containing: "not applied yet", timeout: 30), replay.output)
+        XCTAssertEqual(try SQLiteShell.int(database, "SELECT COUNT(*) FROM statements WHERE txn_id = 'B1'"), 0,
+                       "not committed while only the master holds it")
+        XCTAssertEqual(try SQLiteShell.int(database, "SELECT COUNT(*) FROM statements"), seeded)
+
+        kill(replica.child.pid, SIGCONT)
+        let deadline = Date().addingTimeInterval(30)
+        while try SQLiteShell.int(database, "SELECT COUNT(*) FROM statements WHERE txn_id = 'B1'") == 0 {
+            guard Date() < deadline else { return XCTFail("B1 never committed:\n\(replay.output)") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+    }
+
+    /// Redis at maxmemory refuses a script's first write: the script wrote
+    /// nothing, so no reversal is owed; every request is answered 07 in time
+    /// and approvals are back as soon as memory is freed.
+    func testRedisAtMaxmemoryOwesNoReversal() throws {
+        try primary.setBalances("k3", ["FOOD": 100_000])
+        let serve = try ServeProcess(redis: primary, arguments: ["--metrics-port", "0", "--sla-ms", "1000"])
+        let metricsPort = try XCTUnwrap(serve.metricsPort)
+        let client = try serve.connect()
+        try primary.command("CONFIG", "SET", "maxmemory", "1")
+        for index in 0..<5 {
+            try client.sendLine(Request.line(id: "M\(index)", account: "k3", amount: "1.00", mcc: "5411"))
+            let answer = try client.readResponse()
+            XCTAssertEqual(answer.code, "07")
+            XCTAssertEqual(answer.reason, RejectReason.storageUnavailable.text)
+        }
+        let samples = try metricSamples(metricsPort)
+        XCTAssertEqual(samples["authorizer_pending_reversals"], 0, "an OOM reply means the script did not run: nothing owed")
+        XCTAssertEqual(try primary.balances("k3"), ["FOOD": 100_000])
+        try primary.command("CONFIG", "SET", "maxmemory", "0")
+        try client.sendLine(Request.line(id: "M9", account: "k3", amount: "1.00", mcc: "5411"))
+        XCTAssertEqual(try client.readResponse().code, "00")
+    }
     private func waitFor(_ port: Int, timeout: TimeInterval, _ condition: ([String: Double]) -> Bool) throws {
         let deadline = Date().addingTimeInterval(timeout)
         var last: [String: Double] = [:]
         while Date() < deadline {
-            last = try scrape(port)
+            last = try metricSamples(port)
             if condition(last) { return }
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw TestFailure("metrics never met the condition: \(last.filter { $0.key.contains("reversal") || $0.key.contains("unreplicated") })")
     }
 
-    private func scrape(_ port: Int) throws -> [String: Double] {
-        let client = try TerminalClient(port: port)
-        try client.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        var samples: [String: Double] = [:]
-        while let line = try client.readLine() {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, !line.hasPrefix("#"), let value = Double(parts[1].trimmingCharacters(in: .whitespacesAndNewlines)) {
-                samples[String(parts[0])] = value
-            }
-        }
-        return samples
-    }
 }
+
+/// Every sample of serve's /metrics, by name with labels.
+func metricSamples(_ port: Int) throws -> [String: Double] {
+    let client = try TerminalClient(port: port)
+    try client.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+    var samples: [String: Double] = [:]
+    while let line = try client.readLine() {
+        let parts = line.split(separator: " ")
+        if parts.count == 2, !line.hasPrefix("#"), let value = Double(parts[1].trimmingCharacters(in: .whitespacesAndNewlines)) {
+            samples[String(parts[0])] = value
+        }
+    }
+    return samples
+}
+

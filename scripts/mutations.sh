@@ -68,7 +68,8 @@ declare -A TESTS=(
   [reversal-retry-meets-dead-lock]='IntegrationTests.CombinedFaultTests/testARetryOfADecidedReversal'
   [busy-decline-not-recorded]='IntegrationTests.CombinedFaultTests/testABusyDecline'
   [unreplicated-reversal-done]='IntegrationTests.ReplicaAckTests'
-  [wait-on-a-fresh-connection]='IntegrationTests.ReplicaAckTests'
+  [replayer-commits-unreplicated]='IntegrationTests.ReplicaAckTests/testTheReplayer'
+  [oom-owes-reversal]='IntegrationTests.ReplicaAckTests/testRedisAtMaxmemory'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -46,8 +46,11 @@ run: release redis-up
 
 ## run-cluster: like run, on a local Redis Cluster of 3 masters and 3 replicas (ports 7001-7006,
 ## data in .data/cluster/); serve finds the cluster from the seed URLs in .data/cluster.env.
+## REPLICAS=2: 3 masters with 2 replicas each (ports 7001-7009), the topology that keeps
+## approving after a master's loss with nobody restarting anything (`make stop` first to switch).
+REPLICAS ?= 1
 run-cluster: release
-	@bash scripts/cluster.sh up $(DATA)
+	@REPLICAS=$(REPLICAS) bash scripts/cluster.sh up $(DATA)
 	source $(DATA)/cluster.env && $(RELEASE) rules init
 	source $(DATA)/cluster.env && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
 	source $(DATA)/cluster.env && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071

@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# A local Redis Cluster for `make run-cluster`: 3 masters and 3 replicas on
-# ports 7001-7006 (cluster bus +10000), data in DIR/cluster/PORT, the
-# project's redis.conf plus the cluster options, the project's ACL users on
-# every node (replicas log in to their master as `replication`).
+# A local Redis Cluster for `make run-cluster`: 3 masters with REPLICAS
+# replicas each (default 1: ports 7001-7006; 2: ports 7001-7009, a replica to
+# spare, so that after a master's loss the promoted replica still has one and
+# approvals resume with `--replica-acks 1` without anybody restarting a node),
+# cluster bus +10000, data in DIR/cluster/PORT, the project's redis.conf plus
+# the cluster options, the project's ACL users on every node (replicas log in
+# to their master as `replication`).
 #
 #   scripts/cluster.sh up DIR     start the nodes (and create the cluster once)
-#   scripts/cluster.sh down DIR   stop them
+#   scripts/cluster.sh down DIR   stop them (every port up to 7009)
 set -euo pipefail
 action=${1:?up or down}
 data=${2:?data dir}
 root=$(cd "$(dirname "$0")/.." && pwd)
-ports=(7001 7002 7003 7004 7005 7006)
+replicas=${REPLICAS:-1}
+case "$replicas" in
+1) ports=(7001 7002 7003 7004 7005 7006) ;;
+2) ports=(7001 7002 7003 7004 7005 7006 7007 7008 7009) ;;
+*) echo "REPLICAS must be 1 or 2" >&2; exit 2 ;;
+esac
+[ "$action" = down ] && ports=(7001 7002 7003 7004 7005 7006 7007 7008 7009)
 bash "$root/scripts/redis-users.sh" "$data" 7001 >/dev/null
 # shellcheck disable=SC1091
 source "$data/credentials.env"
@@ -31,8 +40,8 @@ up)
     for port in "${ports[@]}"; do
         for _ in $(seq 1 100); do cli -p "$port" ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
     done
-    if ! cli -p 7001 cluster info | grep -q 'cluster_known_nodes:6'; then
-        cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 1 --cluster-yes >/dev/null
+    if ! cli -p 7001 cluster info | grep -q "cluster_known_nodes:${#ports[@]}"; then
+        cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas "$replicas" --cluster-yes >/dev/null
     fi
     for _ in $(seq 1 200); do
         cli -p 7001 cluster info | grep -q 'cluster_state:ok' && break
@@ -47,7 +56,7 @@ export AUTHORIZER_REPLAYER_REDIS_URL=redis://replayer:${REPLAYER_PASSWORD}@127.0
 export AUTHORIZER_OPERATOR_REDIS_URL=redis://operator:${OPERATOR_PASSWORD}@127.0.0.1:7001/0
 export REDISCLI_AUTH=${REDIS_ADMIN_PASSWORD}
 URLS
-    echo "redis cluster up on 127.0.0.1:7001-7006 (data in $data/cluster; URLs in $data/cluster.env)"
+    echo "redis cluster up on 127.0.0.1:7001-${ports[-1]} (data in $data/cluster; URLs in $data/cluster.env)"
     ;;
 down)
     for port in "${ports[@]}"; do

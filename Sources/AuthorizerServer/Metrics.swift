@@ -1,5 +1,7 @@
 import AuthorizerCore
 import Ledger
+import Logging
+import NIOConcurrencyHelpers
 import Metrics
 #if canImport(Glibc)
 import Glibc
@@ -7,6 +9,7 @@ import Glibc
 import Darwin
 #endif
 import NIOCore
+import RedisWire
 import class Prometheus.PrometheusCollectorRegistry
 import struct Prometheus.PrometheusMetricsFactory
 
@@ -105,6 +108,9 @@ public final class ServerMetrics: Sendable {
         public static let journalBytes = "authorizer_reversal_journal_bytes"
         public static let clusterRedirects = "authorizer_redis_cluster_redirects_total"
         public static let unreplicatedDecisions = "authorizer_unreplicated_decisions_total"
+        public static let redisUsedMemory = "authorizer_redis_used_memory_bytes"
+        public static let redisMaxMemory = "authorizer_redis_maxmemory_bytes"
+        public static let redisMemoryRatio = "authorizer_redis_memory_ratio"
 
         public static let help: [String: String] = [
             requests: "Requests decided, by response code and reason class.",
@@ -129,6 +135,9 @@ public final class ServerMetrics: Sendable {
             reversalsApplied: "Reversals of timed-out authorizations acknowledged by Redis.",
             journalBytes: "Size of the local journal of owed reversals, in bytes.",
             clusterRedirects: "Redis Cluster redirections followed (MOVED, ASK, TRYAGAIN), by kind.",
+            redisUsedMemory: "used_memory of the Redis node nearest its maxmemory (on a cluster: the fullest master), sampled every second.",
+            redisMaxMemory: "maxmemory of that node (0: no limit).",
+            redisMemoryRatio: "used_memory / maxmemory of that node (0 without a limit). Past 1 every write is refused: alert at 0.8.",
             unreplicatedDecisions: "Decisions fewer replicas than --replica-acks acknowledged in time (approvals among them reversed and answered 07 timeout).",
         ]
     }
@@ -168,6 +177,12 @@ public final class ServerMetrics: Sendable {
     private let scriptReloads: Counter
     private let clusterRedirects: [String: Counter]
     private let unreplicatedDecisions: Counter
+    private let redisUsedMemory: Gauge
+    private let redisMaxMemory: Gauge
+    private let redisMemoryRatio: Gauge
+    /// The memory warning is logged once per crossing of `memoryWarningRatio`.
+    private let memoryWarned = NIOLockedValueBox(false)
+    public static let memoryWarningRatio = 0.8
     private let streamLength: Gauge
     private let replayerLagEntries: Gauge
     private let replayerLagSeconds: Gauge
@@ -219,6 +234,9 @@ public final class ServerMetrics: Sendable {
         }
         scriptReloads = Counter(label: Name.scriptReloads, factory: factory)
         unreplicatedDecisions = Counter(label: Name.unreplicatedDecisions, factory: factory)
+        redisUsedMemory = Gauge(label: Name.redisUsedMemory, factory: factory)
+        redisMaxMemory = Gauge(label: Name.redisMaxMemory, factory: factory)
+        redisMemoryRatio = Gauge(label: Name.redisMemoryRatio, factory: factory)
         clusterRedirects = Dictionary(uniqueKeysWithValues: ["moved", "ask", "tryagain"].map {
             ($0, Counter(label: Name.clusterRedirects, dimensions: [("kind", $0)], factory: factory))
         })
@@ -285,6 +303,26 @@ public final class ServerMetrics: Sendable {
 
     public func scriptsReloaded() {
         scriptReloads.increment()
+    }
+
+    /// The fullest node's memory; a warning when it crosses 80 % of maxmemory.
+    public func redisMemory(_ memory: RedisMemory, logger: Logger) {
+        redisUsedMemory.record(Double(memory.used))
+        redisMaxMemory.record(Double(memory.max))
+        redisMemoryRatio.record(memory.ratio)
+        let high = memory.ratio >= Self.memoryWarningRatio
+        let crossed = memoryWarned.withLockedValue { warned -> Bool in
+            defer { warned = high }
+            return high != warned
+        }
+        guard crossed else { return }
+        if high {
+            logger.warning("redis memory near maxmemory: past it every authorization is answered 07 until memory is freed", metadata: [
+                "used_bytes": "\(memory.used)", "maxmemory_bytes": "\(memory.max)", "percent": "\(Int(memory.ratio * 100))",
+            ])
+        } else {
+            logger.info("redis memory below the warning level again", metadata: ["percent": "\(Int(memory.ratio * 100))"])
+        }
     }
 
     public func unreplicatedDecision() {

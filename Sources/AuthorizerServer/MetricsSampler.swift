@@ -22,6 +22,7 @@ public final class MetricsSampler: Sendable {
         metrics: ServerMetrics,
         interval: TimeAmount = .seconds(1),
         readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?,
+        readMemory: (@Sendable () -> EventLoopFuture<RedisMemory>)? = nil,
         logger: Logger
     ) -> MetricsSampler {
         let loop = redis.eventLoop
@@ -31,7 +32,9 @@ public final class MetricsSampler: Sendable {
             // nil: the lag gauges are set by whoever reads the lag (on a cluster, less often).
             let stream = readLag.map { read in read().hop(to: loop).map { metrics.statementsStream($0) } }
                 ?? loop.makeSucceededVoidFuture()
-            return contention.and(stream).map { _ in
+            let memory = readMemory.map { read in read().hop(to: loop).map { metrics.redisMemory($0, logger: logger) } }
+                ?? loop.makeSucceededVoidFuture()
+            return contention.and(stream).and(memory).map { _ in
                 if failing.withLockedValue({ $0 }) {
                     failing.withLockedValue { $0 = false }
                     logger.info("metrics sampling recovered")

@@ -239,6 +239,7 @@ struct Serve: AsyncParsableCommand {
         // not a shard's loop): a full reading handles thousands of replies,
         // which must not delay a shard's terminals.
         let readLag: @Sendable () -> EventLoopFuture<ReplayerLag>
+        let readMemory: @Sendable () -> EventLoopFuture<RedisMemory>
         let lagLoop: EventLoop
         var lagRouter: ClusterRouter?
         if case .cluster(let seeds) = target {
@@ -247,15 +248,22 @@ struct Serve: AsyncParsableCommand {
             try await router.connect().get()
             let reader = ClusterLagReader(router: router)
             readLag = { reader.read() }
+            readMemory = {
+                router.eventLoop.flatSubmit {
+                    router.topology.flatMap { RedisMemory.read($0.masters.map(router.client(for:)), on: router.eventLoop) }
+                }
+            }
             lagLoop = router.eventLoop
         } else {
             let reader = ReplayerLagReader.single(admin)
             readLag = { reader.read() }
+            readMemory = { RedisMemory.read([admin], on: admin.eventLoop) }
             lagLoop = admin.eventLoop
         }
         defer { lagRouter?.close() }
         let metricsEndpoint = try await startMetrics(
-            metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : readLag, logger: logger
+            metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : readLag, readMemory: readMemory,
+            logger: logger
         )
         let lagWatch = ReplayerLagMonitor(
             eventLoop: lagLoop, group: Keys.replayGroup,
@@ -308,14 +316,17 @@ struct Serve: AsyncParsableCommand {
     /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.
     private func startMetrics(
         _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient,
-        readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?, logger: Logger
+        readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?, readMemory: @escaping @Sendable () -> EventLoopFuture<RedisMemory>,
+        logger: Logger
     ) async throws -> (server: MetricsServer, sampler: MetricsSampler)? {
         guard let metricsPort else { return nil }
         var options = MetricsServer.Options()
         options.host = metricsHost
         options.port = metricsPort
         let server = try await MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).get()
-        let sampler = MetricsSampler.start(authorizer: authorizer, redis: redis, metrics: metrics, readLag: readLag, logger: logger)
+        let sampler = MetricsSampler.start(
+            authorizer: authorizer, redis: redis, metrics: metrics, readLag: readLag, readMemory: readMemory, logger: logger
+        )
         logger.info("metrics listening", metadata: ["host": "\(metricsHost)", "port": "\(server.localPort ?? metricsPort)", "path": "/metrics"])
         return (server, sampler)
     }

@@ -217,7 +217,18 @@ struct TopView {
         out += "CONNECTIONS\n"
         out += "  terminals open \(Self.integer(current.sum(Name.connections)))   refused total \(Self.integer(current.sum(Name.connectionsRefused)))"
         out += "   redis reconnects \(Self.integer(current.sum(Name.redisReconnects)))   NOSCRIPT reloads \(Self.integer(current.sum(Name.scriptReloads)))\n\n"
+        out += Self.memory(used: current.sum(Name.redisUsedMemory), max: current.sum(Name.redisMaxMemory))
         return out
+    }
+
+    /// The fullest Redis node against its maxmemory, flagged from 80 %.
+    static func memory(used: Double, max: Double) -> String {
+        let mib = { (bytes: Double) in String(format: "%.1f MiB", bytes / 1_048_576) }
+        guard max > 0 else { return "REDIS MEMORY\n  used \(mib(used)) (no maxmemory: Redis may grow until the kernel kills it)\n\n" }
+        let ratio = used / max
+        let flag = ratio >= ServerMetrics.memoryWarningRatio
+            ? "   ALERT: past maxmemory every authorization is answered 07; let the replayer trim, or raise maxmemory" : ""
+        return "REDIS MEMORY\n  used \(mib(used)) of \(mib(max)) (\(Int(ratio * 100)) %)\(flag)\n\n"
     }
 
     private func renderRedis(_ now: TopSnapshot) -> String {

@@ -22,9 +22,11 @@ public struct AuthorizerConfig: Sendable {
     /// runs out is answered `07 timeout` (the margin covers the journal's fsync).
     public var answerMargin: TimeAmount = .milliseconds(20)
     /// Lock waits end this long earlier than the SLA minus the recent
-    /// processing time, so that the `07 account busy` is recorded in the
-    /// ledger before it is answered, within the SLA.
-    public var answerSlack: TimeAmount = .milliseconds(2)
+    /// processing time, so that decline.lua's reply (the recorded `07 account
+    /// busy`, or the id's first decision) is back before the answer is due.
+    /// A decline still in flight at the last moment is answered `07 timeout`
+    /// with a reversal owed, which costs a journal write: keep it rare.
+    public var answerSlack: TimeAmount = .milliseconds(10)
     /// Most reversals the service may owe at once (the journal's bound).
     public var maxPendingReversals = 10_000
     /// Requests for one account queued inside one process; more are refused.

@@ -467,16 +467,7 @@ final class ClusterConsumer {
     /// the batch, which the sink ignores by (stream, id).
     private func handle(_ batches: [(stream: String, entries: [StreamEntry])]) async throws {
         let total = batches.reduce(0) { $0 + $1.entries.count }
-        if let fence {
-            let fenced = batches.filter { !$0.entries.isEmpty }
-            let commands = fenced.flatMap { batch in
-                fence.commands(stream: batch.stream, group: group, consumer: consumer, ids: batch.entries.map(\.id)).map { (batch.stream, $0) }
-            }
-            let replies = try await ledger.pipeline(commands)
-            for (index, batch) in fenced.enumerated() {
-                try fence.check(waitReply: replies[index * 2 + 1], stream: batch.stream)
-            }
-        }
+        if let fence { try await fenceOnReplicas(batches, fence) }
         let outcome: BatchOutcome
         do {
             outcome = try await sink.apply(batches)
@@ -491,6 +482,30 @@ final class ClusterConsumer {
             kill(getpid(), SIGKILL)
         }
         _ = try await ledger.pipeline(batches.map { ($0.stream, ["XACK", $0.stream, group] + $0.entries.map(\.id.description)) })
+    }
+
+    /// The replica fence over a round's streams: every stream's XCLAIM, then
+    /// one WAIT per master (after all of that master's XCLAIMs on the same
+    /// connection, so it covers them all).
+    private func fenceOnReplicas(_ batches: [(stream: String, entries: [StreamEntry])], _ fence: ReplicaFence) async throws {
+        let fenced = batches.filter { !$0.entries.isEmpty }
+        guard !fenced.isEmpty else { return }
+        let router = ledger.router
+        let owners = try await router.eventLoop.submit {
+            fenced.map { router.master(ofSlot: HashSlot.of(key: $0.stream)) }
+        }.get()
+        var claims: [(key: String, arguments: [String])] = []
+        var waits: [(key: String, arguments: [String])] = []
+        var waited = Set<ClusterTopology.Node?>()
+        for (batch, owner) in zip(fenced, owners) {
+            let commands = fence.commands(stream: batch.stream, group: group, consumer: consumer, ids: batch.entries.map(\.id))
+            claims.append((batch.stream, commands[0]))
+            if waited.insert(owner).inserted || owner == nil { waits.append((batch.stream, commands[1])) }
+        }
+        let replies = try await ledger.pipeline(claims + waits)
+        for (index, wait) in waits.enumerated() {
+            try fence.check(waitReply: replies[claims.count + index], stream: wait.key)
+        }
     }
 
     /// Entries delivered to anyone in the group and not acknowledged, over every known stream.

@@ -174,9 +174,14 @@ final class LockDeadlineTests: IntegrationTestCase {
         XCTAssertEqual(entry["code"], "07")
         XCTAssertEqual(entry["reason"], "account busy")
         XCTAssertEqual(entry["id"], "b1")
-        // Busy is transient: the same id is processed normally once the lock is gone.
+        // The decline is the id's decision (a script of the holder still in
+        // flight for b1 must not debit it later): a retry gets it again, a new
+        // id is processed normally once the lock is gone.
         try redis.command("DEL", "lock:{b}")
-        XCTAssertEqual(try client.request(["id": "b1", "account": "b", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
+        let retry = try client.request(["id": "b1", "account": "b", "totalAmount": 1, "mcc": "5411", "merchant": "M"])
+        XCTAssertEqual(retry.code, "07")
+        XCTAssertEqual(retry.reason, "account busy")
+        XCTAssertEqual(try client.request(["id": "b2", "account": "b", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
     }
 
     func testServeRefusesToStartWithoutKeyeventNotifications() throws {

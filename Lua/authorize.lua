@@ -45,7 +45,8 @@
                                               remaining ms (-1: no expiry)
     {"DONE", code, detail, replayed, entryid} decision made; code "00" | "51" | "07";
                                               detail = debits ("MEAL:700,CASH:300") for
-                                              00, reason for 07, "" for 51;
+                                              00, reason for 07, "" for 51; a repeat of
+                                              an approval reversed since: 07 "reversed";
                                               replayed = 1 when the transaction id was
                                               seen before (nothing debited; with a ttl
                                               its record is rewritten as it was, so a
@@ -117,6 +118,12 @@ if prior then
   local code, rest = string.match(prior, '^(%d%d)|(.*)$')
   if not code then
     return {'DONE', '07', 'id already used by a reversal', 1, ''}
+  end
+  -- An approval reversed since (by the terminal, or by the service after a
+  -- timeout of one of its repeats) is answered as reversed: it debits nothing now.
+  local reversedBy = string.match(rest, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)')
+  if code == '00' and reversedBy and reversedBy ~= '' then
+    return {'DONE', '07', 'reversed', 1, ''}
   end
   return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end

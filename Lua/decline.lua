@@ -42,7 +42,8 @@
     {"UNKNOWN"}                               account does not exist; nothing written
     {"DONE", code, detail, replayed, entryid} replayed = 1: the id's first
                                               decision (code, debits/credits or
-                                              reason), nothing written; 0: the
+                                              reason; an approval reversed since:
+                                              07 "reversed"); 0: the
                                               07 recorded (detail = reason)
     error "ERR clock …"                       Redis's day is not among KEYS[4..]
 ]]
@@ -93,6 +94,10 @@ if prior then
   local code, rest = string.match(prior, '^(%d%d)|(.*)$')
   if not code then
     return {'DONE', '07', 'id already used by a reversal', 1, ''}
+  end
+  local reversedBy = string.match(rest, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)')
+  if code == '00' and reversedBy and reversedBy ~= '' then
+    return {'DONE', '07', 'reversed', 1, ''}
   end
   return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end

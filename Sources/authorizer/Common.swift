@@ -29,19 +29,26 @@ struct RedisOptions: ParsableArguments {
     }
 
     /// One Redis or a cluster: asks the first node (`cluster_enabled:1`).
+    /// One Redis, or a cluster: asked of the first seed that answers (a seed
+    /// down, paused or failing over must not keep a process from starting).
     func target(on loop: EventLoop) async throws -> RedisTarget {
         let endpoints = try endpoints()
-        let probe = RedisClient(endpoint: endpoints[0], eventLoop: loop, logger: quietLogger)
-        defer { probe.close() }
-        let clustered: Bool
-        do {
-            clustered = try await RedisTarget.isCluster(probe).get()
-        } catch {
-            throw ValidationError("cannot use \(endpoints[0]): \(error)")
+        var failures: [String] = []
+        for endpoint in endpoints {
+            let probe = RedisClient(endpoint: endpoint, eventLoop: loop, logger: quietLogger)
+            defer { probe.close() }
+            let clustered: Bool
+            do {
+                clustered = try await RedisTarget.isCluster(probe).get()
+            } catch {
+                failures.append("\(endpoint): \(error)")
+                continue
+            }
+            if clustered { return .cluster(seeds: endpoints) }
+            guard endpoints.count == 1 else { throw ValidationError("several --redis URLs are seeds of a Redis Cluster, but \(endpoint) is not in cluster mode") }
+            return .single(endpoint)
         }
-        if clustered { return .cluster(seeds: endpoints) }
-        guard endpoints.count == 1 else { throw ValidationError("several --redis URLs are seeds of a Redis Cluster, but \(endpoints[0]) is not in cluster mode") }
-        return .single(endpoints[0])
+        throw ValidationError("cannot use \(failures.joined(separator: "; "))")
     }
 }
 

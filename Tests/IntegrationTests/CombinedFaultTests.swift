@@ -88,6 +88,31 @@ final class CombinedFaultTests: IntegrationTestCase {
         XCTAssertEqual(retry.code, "07", "a retry gets the first decision")
         XCTAssertEqual(try statements(of: "Y1").count, 1)
     }
+
+    /// A repeat of an approved id that times out (Redis paused) is reversed
+    /// like any timed-out authorization: the terminal's last answer for the id
+    /// is `07`, so nothing may stay debited; later repeats are told it is reversed.
+    func testATimedOutRepeatOfAnApprovalReversesItAndLaterRepeatsSaySo() throws {
+        try account("z4", ["FOOD": 100_000])
+        let client = try serve.connect()
+        XCTAssertEqual(try purchase(client, "X4", account: "z4").code, "00")
+        kill(redis.child.pid, SIGSTOP)
+        let repeated = try purchase(client, "X4", account: "z4")
+        kill(redis.child.pid, SIGCONT)
+        XCTAssertEqual(repeated.code, "07")
+        XCTAssertEqual(repeated.reason, RejectReason.timeout.text)
+        let port = try XCTUnwrap(serve.metricsPort)
+        let deadline = Date().addingTimeInterval(20)
+        while try metricSamples(port)["authorizer_pending_reversals"] != 0 {
+            guard Date() < deadline else { return XCTFail("the owed reversal was never applied") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        XCTAssertEqual(try redis.balances("z4"), ["FOOD": 100_000], "the approval is reversed")
+        let later = try purchase(client, "X4", account: "z4")
+        XCTAssertEqual(later.code, "07", "not 00: the approval no longer stands")
+        XCTAssertEqual(later.reason, "reversed")
+        XCTAssertEqual(try redis.balances("z4"), ["FOOD": 100_000])
+    }
 }
 
 /// `--replica-acks 1` on a Redis with one replica, the replica paused: what

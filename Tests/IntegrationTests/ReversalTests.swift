@@ -121,8 +121,11 @@ final class ReversalTests: LedgerTestCase {
         XCTAssertEqual(entries.count, 2, "a repeat of r-a writes nothing; r-b is recorded as already reversed")
         XCTAssertEqual(entries.map { $0["credits"] ?? "?" }, ["MEAL:1234", ""])
         XCTAssertEqual(entries.last?["reason"], "already reversed")
-        // The original's id stays spent: a repeat of the purchase returns its first answer, debits nothing.
-        XCTAssertEqual(try purchase(client, id: "o", account: "t", amount: "12.34", mcc: "5811").code, "00")
+        // The original's id stays spent: a repeat of the purchase debits nothing and
+        // says it is reversed (a 00 would tell the terminal an approval stands).
+        let repeated = try purchase(client, id: "o", account: "t", amount: "12.34", mcc: "5811")
+        XCTAssertEqual(repeated.code, "07")
+        XCTAssertEqual(repeated.reason, "reversed")
         XCTAssertEqual(try redis.balances("t"), ["MEAL": 10_000])
         try assertBooksBalance()
     }

@@ -6,7 +6,6 @@ sum of those maxima over every life of every serve. Sample before a kill so
 that a life's last counts are not lost.
 """
 import threading
-import time
 
 WATCHED = (
     "authorizer_timeouts_total",
@@ -73,7 +72,6 @@ class MetricsBook:
             "redirects_tryagain": 'authorizer_redis_cluster_redirects_total{kind="tryagain"}',
             "unreplicated_decisions": "authorizer_unreplicated_decisions_total",
             "redis_reconnects": "authorizer_redis_reconnects_total",
-            "pending_reversals_max": "authorizer_pending_reversals",
         }
         result = {name: self.total(prefix) for name, prefix in keys.items()}
         result["samples"] = self.samples
@@ -106,5 +104,5 @@ class Sampler(threading.Thread):
 
     def stop(self):
         self.halt.set()
-        self.join(5)
-        time.sleep(0)
+        if self.is_alive():
+            self.join(5)

@@ -57,7 +57,8 @@ class Terminal:
     def __init__(self, index, config, recorder):
         self.index, self.config, self.recorder = index, config, recorder
         self.rng = random.Random(f"{config['seed']}:terminal:{index}")
-        self.serve = index % 2
+        self.home = self.serve = index % 2
+        self.connected_at = 0.0
         self.reader = self.writer = None
         self.counter = 0
         self.decided = []      # (line, code) of authorizations decided 00/51
@@ -86,6 +87,7 @@ class Terminal:
             host, port = self.config["serves"][self.serve]
             try:
                 self.reader, self.writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+                self.connected_at = self.now()
                 return True
             except (OSError, asyncio.TimeoutError):
                 self.serve = 1 - self.serve
@@ -192,15 +194,23 @@ class Terminal:
         account = self.rng.choice(self.hot + self.normal)
         await self.exchange({"type": "balance", "id": self.next_id(), "account": account}, "first", 0, {})
 
+    async def go_home(self):
+        """Back to its own serve a while after a failure sent it to the other one."""
+        if self.writer is not None and self.serve != self.home and self.now() - self.connected_at > 2.0:
+            await self.close()
+            self.serve = self.home
+
     async def run(self):
         think = self.config["think_ms"] / 1000.0
         while self.now() < self.config["t_end"]:
+            await self.go_home()
             roll = self.rng.random()
-            if roll < 0.05 and self.decided:
+            repeats = self.config["repeat_share"]
+            if roll < repeats and self.decided:
                 await self.repeat()
-            elif roll < 0.10 and self.approved:
+            elif roll < repeats + 0.05 and self.approved:
                 await self.terminal_reversal()
-            elif roll < 0.15:
+            elif roll < repeats + 0.10:
                 await self.balance()
             else:
                 await self.authorize(self.authorization())

@@ -1,28 +1,24 @@
-"""The processes of a chaos run: Redis (one node, or a 3x3 cluster on
+"""The topology of a chaos run: Redis (one node, or a 3x3 cluster on
 distinct loopback addresses), two `authorizer serve`, one `authorizer
-replay`, and in profile S the fault proxy between serve and Redis.
-
-Every process is started in a session (process group) of its own and
-remembered until it is reaped, so that `kill_everything()` (called from
-`finally`, `atexit` and the signal handlers) leaves nothing behind.
+replay`, in profile S the fault proxy between serve and Redis, and the
+accounts the terminals use. Processes are `procs.Proc`s.
 """
-import atexit
-import json
+import hashlib
 import os
 import random
+import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
+
+from procs import Proc, free_port, http_get, kill_everything, leftovers, port_free, run_cli, wait_tcp
+from proxy import start_proxy
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BINARY = ROOT / ".build" / "debug" / "authorizer"
 NODE_TIMEOUT_MS = 2000
-
-_LIVE = set()  # Popen objects started and not yet reaped
 
 
 def import_redis():
@@ -33,140 +29,6 @@ def import_redis():
         sys.path.append("/usr/lib/python3/dist-packages")
         import redis  # noqa: F401
     return sys.modules["redis"]
-
-
-# --------------------------------------------------------------- processes
-
-class Proc:
-    """A child process (own process group), restartable with the same argv."""
-
-    def __init__(self, name, argv, log_path, env=None, cwd=None):
-        self.name, self.argv, self.log_path = name, [str(a) for a in argv], Path(log_path)
-        self.env, self.cwd = env, cwd
-        self.popen = None
-        self.starts = 0
-
-    def start(self):
-        with open(self.log_path, "ab") as log:
-            log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())
-            log.flush()
-            self.popen = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=self.env, cwd=self.cwd, start_new_session=True)
-        _LIVE.add(self.popen)
-        self.starts += 1
-
-    @property
-    def pid(self):
-        return self.popen.pid if self.popen else None
-
-    def alive(self):
-        return self.popen is not None and self.popen.poll() is None
-
-    def send(self, sig):
-        if self.alive():
-            os.kill(self.popen.pid, sig)
-
-    def kill(self):
-        """SIGKILL the whole group and reap it."""
-        _kill_group(self.popen, signal.SIGKILL)
-
-    def stop(self, timeout=5.0):
-        """SIGTERM (after SIGCONT), then SIGKILL if it lingers."""
-        if not self.alive():
-            _reap(self.popen)
-            return
-        _signal_group(self.popen, signal.SIGCONT)
-        _signal_group(self.popen, signal.SIGTERM)
-        try:
-            self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        self.kill()
-
-
-def _signal_group(popen, sig):
-    try:
-        os.killpg(popen.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _reap(popen):
-    if popen is None:
-        return
-    try:
-        popen.wait(5)
-    except subprocess.TimeoutExpired:
-        return
-    _LIVE.discard(popen)
-
-
-def _kill_group(popen, sig):
-    if popen is None:
-        return
-    if popen.poll() is None:  # not reaped: its pid (= pgid) is still ours
-        _signal_group(popen, sig)
-    _reap(popen)
-
-
-def kill_everything():
-    """Kill every process group this run started (idempotent)."""
-    for popen in list(_LIVE):
-        if popen.poll() is None:
-            _signal_group(popen, signal.SIGCONT)
-            _signal_group(popen, signal.SIGKILL)
-    for popen in list(_LIVE):
-        _reap(popen)
-
-
-atexit.register(kill_everything)
-
-
-def run_cli(argv, env, timeout=60, cwd=None):
-    """Runs a short command; returns (exit status, output)."""
-    proc = subprocess.run([str(a) for a in argv], env=env, cwd=cwd, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout,
-                          start_new_session=True)
-    return proc.returncode, proc.stdout.decode(errors="replace")
-
-
-# --------------------------------------------------------------- ports
-
-def port_free(host, port):
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host="127.0.0.1", taken=()):
-    """A free port (and its +10000 cluster bus port) on host."""
-    rng = random.SystemRandom()
-    for _ in range(2000):
-        port = rng.randrange(20000, 30000)
-        if port not in taken and port_free(host, port) and port_free(host, port + 10000):
-            return port
-    raise RuntimeError(f"no free port on {host}")
-
-
-def wait_tcp(host, port, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def http_get(url, timeout=1.0):
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.read().decode()
 
 
 # --------------------------------------------------------------- cluster math
@@ -211,6 +73,10 @@ def parse_cluster_nodes(text):
         nodes.append({"id": parts[0], "addr": addr, "flags": set(parts[2].split(",")),
                       "master": parts[3], "slots": slots})
     return nodes
+
+
+def _roles(view):
+    return {(n["id"], n["master"]) for n in view}
 
 
 # --------------------------------------------------------------- Redis
@@ -265,6 +131,13 @@ class RedisNode:
     def info(self, section):
         return self.call("INFO", section) or {}
 
+    def cluster_state(self):
+        text = self.call("CLUSTER", "INFO") or ""
+        for line in text.splitlines():
+            if line.startswith("cluster_state:"):
+                return line.split(":", 1)[1].strip()
+        return None
+
 
 def read_env_file(path):
     values = {}
@@ -283,7 +156,7 @@ def read_env_file(path):
 class Serve:
     """`authorizer serve` with a state dir of its own, restartable."""
 
-    def __init__(self, index, binary, workdir, redis_url, replica_acks, taken):
+    def __init__(self, index, binary, workdir, redis_url, replica_acks, taken, env):
         self.index = index
         self.port = free_port(taken=taken)
         self.metrics_port = free_port(taken=taken + [self.port])
@@ -292,7 +165,7 @@ class Serve:
         argv = [binary, "serve", "--host", "127.0.0.1", "--port", self.port,
                 "--metrics-port", self.metrics_port, "--state-dir", self.state_dir,
                 "--replica-acks", replica_acks, "--redis", redis_url]
-        self.proc = Proc(f"serve-{index}", argv, self.state_dir / "serve.log", env=dict(os.environ))
+        self.proc = Proc(f"serve-{index}", argv, self.state_dir / "serve.log", env=env)
 
     @property
     def journal(self):
@@ -344,7 +217,8 @@ def make_accounts():
     for i in range(5):
         accounts.append({"id": f"small{i}", "kind": "small", "set": {"FOOD": "30.00", "MEAL": "20.00", "CASH": "25.00"}})
     for i in range(32):
-        accounts.append({"id": f"acct{i:02d}", "kind": "normal", "set": {"FOOD": "50000.00", "MEAL": "50000.00", "CASH": "50000.00"}})
+        accounts.append({"id": f"acct{i:02d}", "kind": "normal",
+                         "set": {"FOOD": "50000.00", "MEAL": "50000.00", "CASH": "50000.00"}})
     return accounts
 
 
@@ -372,15 +246,16 @@ class Topology:
         self.replica_acks, self.log = replica_acks, log
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.nodes, self.serves, self.shards = [], [], []
-        self.proxy = self.proxy_control = self.replayer = None
+        self.proxy = self.proxy_control = self.proxy_port = self.replayer = None
         self.creds, self.accounts, self.nft = {}, [], None
+        self.env = dict(os.environ)  # for every authorizer process (AUTHORIZER_LUA_DIR added)
         self.db = self.workdir / "statements.sqlite"
+        self.build = {}
 
     # ----- start
 
     def start(self):
-        if not self.binary.exists():
-            raise RuntimeError(f"{self.binary} is missing (build it with `swift build`)")
+        self._snapshot_binary()
         rc, out = run_cli(["bash", ROOT / "scripts" / "redis-users.sh", self.workdir, "0"], dict(os.environ))
         if rc != 0:
             raise RuntimeError(f"redis-users.sh failed: {out}")
@@ -394,14 +269,36 @@ class Topology:
             self.start_serve(serve)
         self.replayer = Proc("replayer", [self.binary, "replay", "--db", self.db, "--consumer", "chaos-replayer",
                                           "--no-trim", "--redis", self.url("replayer")],
-                             self.workdir / "replayer.log", env=dict(os.environ))
+                             self.workdir / "replayer.log", env=self.env)
         self.replayer.start()
+
+    def _snapshot_binary(self):
+        """The run keeps its own copy of the executable and the Lua scripts,
+        so that a rebuild meanwhile does not change a restarted process."""
+        if not self.binary.exists():
+            raise RuntimeError(f"{self.binary} is missing (build it with `swift build`)")
+        copy = self.workdir / "bin" / "authorizer"
+        copy.parent.mkdir(exist_ok=True)
+        for _ in range(10):  # a build may be writing it right now: copy until the copy runs
+            shutil.copy2(self.binary, copy)
+            try:
+                if run_cli([copy, "--help"], self.env, timeout=30)[0] == 0:
+                    break
+            except OSError:
+                pass
+            time.sleep(5)
+        else:
+            raise RuntimeError(f"{self.binary} does not run (a build in progress?)")
+        shutil.copytree(ROOT / "Lua", self.workdir / "lua", dirs_exist_ok=True)
+        self.env["AUTHORIZER_LUA_DIR"] = str(self.workdir / "lua")
+        built = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.binary.stat().st_mtime))
+        self.build = {"binary": str(self.binary), "mtime": built, "sha256": hashlib.sha256(copy.read_bytes()).hexdigest()}
+        self.binary = copy
 
     def _start_single(self):
         port = free_port()
         self.nodes = [RedisNode(0, "127.0.0.1", port, self.workdir, self.creds, cluster=False)]
         self._start_nodes()
-        from proxy import start_proxy
         self.proxy_port = free_port(taken=[port])
         self.proxy, self.proxy_control = start_proxy(self.proxy_port, "127.0.0.1", port)
         self._make_serves(self.url("authorizer", via_proxy=True))
@@ -416,9 +313,13 @@ class Topology:
                           + ["--cluster-replicas", "2", "--cluster-yes"], dict(os.environ), timeout=60)
         if rc != 0:
             raise RuntimeError(f"cluster create failed: {out[-2000:]}")
+        deadline = time.monotonic() + 60
+        while not self._read_shards():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the cluster did not settle into 3 masters with 2 replicas each: {self.shards}")
+            time.sleep(0.25)
         if not self.wait_healthy(60):
             raise RuntimeError("the cluster did not become healthy")
-        self._read_shards()
         self._make_serves(self.url("authorizer"))
 
     @staticmethod
@@ -440,7 +341,7 @@ class Topology:
     def _make_serves(self, url):
         taken = [n.port for n in self.nodes]
         for i in range(2):
-            serve = Serve(i, self.binary, self.workdir, url, self.replica_acks, taken)
+            serve = Serve(i, self.binary, self.workdir, url, self.replica_acks, taken, self.env)
             taken += [serve.port, serve.metrics_port]
             self.serves.append(serve)
 
@@ -453,9 +354,10 @@ class Topology:
             return f"redis://{user}:{secret}@127.0.0.1:{port}/0"
         return ",".join(f"redis://{user}:{secret}@{n.addr}/0" for n in self.nodes)
 
-    def cli_env(self, user="authorizer"):
-        env = dict(os.environ)
-        env["AUTHORIZER_REDIS_URL"] = self.url(user)
+    def cli_env(self):
+        """Environment for the CLI: every user's URL."""
+        env = dict(self.env)
+        env["AUTHORIZER_REDIS_URL"] = self.url("authorizer")
         env["AUTHORIZER_OPERATOR_REDIS_URL"] = self.url("operator")
         env["AUTHORIZER_REPLAYER_REDIS_URL"] = self.url("replayer")
         return env
@@ -526,13 +428,18 @@ class Topology:
         return None
 
     def _read_shards(self):
-        view = self.cluster_view()
+        """Shards (master first, then its replicas) once every node agrees on 3 x (1 + 2)."""
+        views = [node.call("CLUSTER", "NODES") for node in self.nodes]
+        if not all(views) or len({frozenset(_roles(parse_cluster_nodes(v))) for v in views}) != 1:
+            return False
+        view = parse_cluster_nodes(views[0])
         masters = sorted((n for n in view if "master" in n["flags"] and n["slots"]), key=lambda n: n["slots"][0][0])
         self.shards = []
         for master in masters:
             members = [self.node_by_addr(master["addr"]).index]
             members += [self.node_by_addr(n["addr"]).index for n in view if n["master"] == master["id"]]
             self.shards.append(members)
+        return len(self.shards) == 3 and all(len(m) == 3 for m in self.shards)
 
     def master_of_shard(self, shard):
         """The node of the shard that says it is a master (None while none does)."""
@@ -592,7 +499,7 @@ class Topology:
             return False
         if strict and any(int(s.get("offset", -1)) != int(info.get("master_repl_offset", -2)) for s in slaves):
             return False
-        return all((m.info("cluster").get("cluster_state") == "ok") for m in members)
+        return all(m.cluster_state() == "ok" for m in members)
 
     def healthy(self, strict=False):
         if self.profile == "S":
@@ -600,7 +507,7 @@ class Topology:
             return node.proc.alive() and node.call("PING") is True and self.proxy.is_alive()
         if not all(n.proc.alive() for n in self.nodes):
             return False
-        if any(n.info("cluster").get("cluster_state") != "ok" for n in self.nodes):
+        if any(n.cluster_state() != "ok" for n in self.nodes):
             return False
         return all(self.shard_healthy(k, strict) for k in range(len(self.shards)))
 
@@ -648,7 +555,12 @@ class Topology:
             self.proxy.kill()
             self.proxy.join(5)
         kill_everything()
-
-
-def dump_json(path, value):
-    Path(path).write_text(json.dumps(value, indent=1, sort_keys=True, default=str))
+        shutil.rmtree(self.workdir / "bin", ignore_errors=True)  # the copied executable (~90 MB)
+        left = leftovers(self.workdir)
+        for pid, cmdline in left:
+            self.log(f"teardown: killing leftover {pid} {cmdline}")
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        return left

@@ -110,10 +110,11 @@ if prior then
     if redis.call('GET', lock) == token then redis.call('DEL', lock) end
   elseif where == 4 then
     -- A ttl: the caller may WAIT for replicas next; this write makes the
-    -- WAIT cover the one that made the record.
-    redis.call('SET', KEYS[4], prior, 'KEEPTTL')
+    -- WAIT cover the one that made the record (pcall: at maxmemory it is
+    -- refused, and the first decision is still the answer).
+    redis.pcall('SET', KEYS[4], prior, 'KEEPTTL')
   else
-    redis.call('HSET', KEYS[where], id, prior)
+    redis.pcall('HSET', KEYS[where], id, prior)
   end
   local code, rest = string.match(prior, '^(%d%d)|(.*)$')
   if not code then

@@ -78,9 +78,9 @@ end
 if prior then
   if ARGV[15] == '1' then
     if where == 3 then
-      redis.call('SET', KEYS[3], prior, 'KEEPTTL')
+      redis.pcall('SET', KEYS[3], prior, 'KEEPTTL')
     else
-      redis.call('HSET', KEYS[where], id, prior)
+      redis.pcall('HSET', KEYS[where], id, prior)
     end
   end
   local credits = string.match(prior, '^RV|%d%d|[^|]*|(.*)$')

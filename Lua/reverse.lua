@@ -94,9 +94,9 @@ end
 local mineAt, mine = find(reversalId, KEYS[5])
 if mine then
   if mineAt == 0 then
-    redis.call('SET', KEYS[5], mine, 'KEEPTTL')
+    redis.pcall('SET', KEYS[5], mine, 'KEEPTTL')
   else
-    redis.call('HSET', KEYS[mineAt], reversalId, mine)
+    redis.pcall('HSET', KEYS[mineAt], reversalId, mine)
   end
   local credits = string.match(mine, '^RV|%d%d|[^|]*|(.*)$')
   if credits then

@@ -256,10 +256,14 @@ final class AccountGate: Sendable {
         switch result {
         case .failure(let error):
             logger.warning("\(job.isReversal ? "reverse" : "authorize") failed", metadata: ["account": "\(job.account)", "id": "\(job.id)", "error": "\(error)"])
-            if case .authorize = job.operation, !job.answered, !((error as? RedisError)?.didNotRun ?? false) {
+            if case .authorize = job.operation, !job.answered, (error as? RedisError)?.kind != .outOfMemory {
                 // The script may have run, or may still run once Redis reads
-                // it: owe its reversal before the terminal hears the 07. (Not
-                // when Redis refused it at maxmemory: it wrote nothing.)
+                // it; and if it was never sent, the id may have been approved
+                // by another process (a retry after a lost answer): owe its
+                // reversal before the terminal hears the 07, so a 07 never
+                // stands beside a debit. Not when Redis refused it at
+                // maxmemory: the script looked for the id's decision first
+                // (found none) and wrote nothing.
                 oweReversal(job, answer: .rejected(.storageUnavailable))
             }
             // The script may have run and taken the lock; release it if the

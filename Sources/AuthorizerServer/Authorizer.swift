@@ -139,6 +139,11 @@ public final class Authorizer: Sendable {
             logger.error("reversal journal full; refusing authorizations", metadata: ["owed": "\(journal.count)", "max": "\(journal.maxEntries)"])
             return shard.eventLoop.makeSucceededFuture(.rejected(.storageUnavailable))
         }
+        if let journal, journal.owes(PendingReversal(account: request.account, original: request.id)) {
+            // This service is reversing the id (an earlier attempt timed
+            // out): a repeat must not hear an approval about to be undone.
+            return shard.eventLoop.makeSucceededFuture(.rejected(.reversed))
+        }
         let resolution = rules.rules.resolve(mcc: request.mcc, merchant: request.descriptor)
         return shard.authorize(request, resolution, receivedAt: receivedAt)
     }

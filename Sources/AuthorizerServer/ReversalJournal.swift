@@ -104,6 +104,11 @@ public final class ReversalJournal: @unchecked Sendable {
         lock.withLock { pending.count }
     }
 
+    /// This reversal is owed and not yet acknowledged.
+    public func owes(_ entry: PendingReversal) -> Bool {
+        lock.withLock { !pending.isEmpty && pending.contains(entry) }
+    }
+
     /// No room for another reversal: new authorizations are refused.
     public var isFull: Bool {
         lock.withLock { pending.count >= maxEntries }

@@ -49,9 +49,6 @@ public enum RedisErrorKind: Sendable, Equatable {
 }
 
 extension RedisError {
-    /// True when Redis cannot have run (nor will run) the command: it was
-    /// never sent, or Redis refused it before any write.
-    public var didNotRun: Bool { neverSent || kind == .outOfMemory }
 
     /// The kind of an error reply; nil for link failures.
     public var kind: RedisErrorKind? {

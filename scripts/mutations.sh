@@ -70,6 +70,7 @@ declare -A TESTS=(
   [unreplicated-reversal-done]='IntegrationTests.ReplicaAckTests'
   [replayer-commits-unreplicated]='IntegrationTests.ReplicaAckTests/testTheReplayer'
   [oom-owes-reversal]='IntegrationTests.ReplicaAckTests/testRedisAtMaxmemory'
+  [owed-reversal-repeat-approved]='IntegrationTests.CombinedFaultTests/testATimedOutRepeat'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -98,9 +98,13 @@ final class CombinedFaultTests: IntegrationTestCase {
         XCTAssertEqual(try purchase(client, "X4", account: "z4").code, "00")
         kill(redis.child.pid, SIGSTOP)
         let repeated = try purchase(client, "X4", account: "z4")
-        kill(redis.child.pid, SIGCONT)
         XCTAssertEqual(repeated.code, "07")
         XCTAssertEqual(repeated.reason, RejectReason.timeout.text)
+        // While its reversal is owed, a repeat must not hear the approval again.
+        let meanwhile = try purchase(client, "X4", account: "z4")
+        kill(redis.child.pid, SIGCONT)
+        XCTAssertEqual(meanwhile.code, "07")
+        XCTAssertEqual(meanwhile.reason, "reversed", "answered by the serve that owes the reversal")
         let port = try XCTUnwrap(serve.metricsPort)
         let deadline = Date().addingTimeInterval(20)
         while try metricSamples(port)["authorizer_pending_reversals"] != 0 {

@@ -89,7 +89,8 @@ class AnswerTail:
             self.late += 1
         if a["type"] == "authorization" and a["outcome"] == "answer":
             if a["role"] == "repeat":
-                self.mismatch += self.first.get(a["id"], a["code"]) != a["code"]
+                self.mismatch += self.first.get(a["id"], a["code"]) != a["code"] \
+                    and not (a["code"] == "07" and a.get("reason") in checker.NOT_A_DECISION)
             else:
                 self.first.setdefault(a["id"], a["code"])
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 FATAL_ALWAYS = ("N1", "N2", "N3", "N4", "N5", "C2", "C3", "R1")
 # 07 answers that are no decision of their own (see R1).
-NOT_A_DECISION = ("timeout", "authorizer storage unavailable", "reversed")
+NOT_A_DECISION = ("timeout", "authorizer storage unavailable", "account busy", "reversed")
 SERVE_FAULTS = ("serve_kill", "serve_kill_owed")
 
 

@@ -14,10 +14,10 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 
-.PHONY: deps build release run run-cluster redis-up stop test bench clean install
+.PHONY: deps build release run run-cluster redis-up stop test chaos chaos-ci bench clean install
 
-## deps: install redis-server, libhiredis-dev, a netcat (the README's alternative to `authorizer send`)
-## and openssl (for the TLS tests) when missing (Debian/Ubuntu).
+## deps: install redis-server, libhiredis-dev, a netcat (the README's alternative to `authorizer send`),
+## openssl (for the TLS tests), and for the chaos run nftables and redis-py, when missing (Debian/Ubuntu).
 deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
@@ -25,6 +25,8 @@ deps:
 	[ -f /usr/include/hiredis/hiredis.h ] || missing="$$missing libhiredis-dev"; \
 	command -v openssl >/dev/null 2>&1 || missing="$$missing openssl"; \
 	command -v nc >/dev/null 2>&1 || missing="$$missing netcat-openbsd"; \
+	command -v nft >/dev/null 2>&1 || [ -x /usr/sbin/nft ] || missing="$$missing nftables"; \
+	[ -d /usr/lib/python3/dist-packages/redis ] || missing="$$missing python3-redis"; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		$(SUDO) apt-get update -qq && \
@@ -84,6 +86,24 @@ stop:
 test: deps
 	swift build --build-tests
 	AUTHORIZER_BIN=$(DEBUG) AUTHORIZER_REDIS_CONF=$(CURDIR)/redis.conf swift test --skip-build --disable-swift-testing
+
+## chaos: a long seeded chaos run (scripts/chaos): CHAOS_PROFILE (C: 3 masters x 2 replicas,
+## nftables partitions; S: one Redis behind a fault proxy), CHAOS_SECONDS (1800), CHAOS_SEED
+## (random when unset, printed), CHAOS_ARGS (more options, e.g. --replica-acks 0), CHAOS_OUT.
+## A progress line every 5 s; the report and the command that replays the run at the end.
+CHAOS_PROFILE ?= C
+CHAOS_SECONDS ?= 1800
+CHAOS_SEED    ?= $(shell echo $$((RANDOM * 32768 + RANDOM)))
+CHAOS_OUT     ?= $(CURDIR)/.data/chaos/$(CHAOS_PROFILE)-$(CHAOS_SEED)
+chaos: deps
+	swift build
+	python3 scripts/chaos/chaos.py run --profile $(CHAOS_PROFILE) --seed $(CHAOS_SEED) \
+		--seconds $(CHAOS_SECONDS) --out $(CHAOS_OUT) $(CHAOS_ARGS)
+
+## chaos-ci: what CI runs after the tests: the checker's self-test, then fixed seeds that together
+## fire every fault kind (S 101, C 202, C 303) and one random seed, about 2 minutes each.
+chaos-ci: deps
+	bash scripts/chaos/ci.sh
 
 clean:
 	rm -rf .build

@@ -172,6 +172,7 @@ class Runner:
         self.save_schedule()
         work = Path(tempfile.mkdtemp(prefix="run-", dir=self.out))
         self.topo = Topology(p["profile"], work, p["binary"], p["replica_acks"], self.log)
+        self.topo.replica_acks_flag = p.get("replica_acks_chosen")
         try:
             self.log(f"starting profile {p['profile']} in {work}", echo=True)
             self.topo.start()
@@ -322,6 +323,7 @@ def check_dir(directory, params=None, write=False):
 def base_params(args):
     return {"profile": args.profile, "seed": args.seed, "seconds": args.seconds, "terminals": args.terminals,
             "replica_acks": args.replica_acks if args.replica_acks is not None else (1 if args.profile == "C" else 0),
+            "replica_acks_chosen": args.replica_acks,
             "sla_ms": args.sla_ms, "margin_ms": args.sla_margin_ms, "c3_bound_s": args.c3_bound_s,
             "think_ms": args.think_ms, "repeat_share": args.repeat_share, "client_timeout_ms": args.client_timeout_ms,
             "grace": args.grace, "binary": str(args.binary or DEFAULT_BINARY)}
@@ -365,7 +367,7 @@ def parser():
     p_run.add_argument("--seed", type=int, required=True)
     p_run.add_argument("--seconds", type=float, required=True, help="traffic duration")
     p_run.add_argument("--out", required=True)
-    p_run.add_argument("--replica-acks", type=int, choices=(0, 1), default=None, help="default 1 on C, 0 on S")
+    p_run.add_argument("--replica-acks", type=int, choices=(0, 1), default=None, help="passed to serve only when given; serve's default is 1 on C (a cluster with replicas), 0 on S")
     p_run.add_argument("--terminals", type=int, default=12)
     p_run.add_argument("--sla-ms", type=int, default=100)
     p_run.add_argument("--sla-margin-ms", type=int, default=150, help="scheduling margin over the SLA for C2")

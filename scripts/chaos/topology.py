@@ -163,8 +163,9 @@ class Serve:
         self.state_dir = Path(workdir) / f"serve-{index}"
         self.state_dir.mkdir(parents=True, exist_ok=True)
         argv = [binary, "serve", "--host", "127.0.0.1", "--port", self.port,
-                "--metrics-port", self.metrics_port, "--state-dir", self.state_dir,
-                "--replica-acks", replica_acks, "--redis", redis_url]
+                "--metrics-port", self.metrics_port, "--state-dir", self.state_dir, "--redis", redis_url]
+        if replica_acks is not None:  # None: serve's own default (1 on a cluster with replicas)
+            argv += ["--replica-acks", replica_acks]
         self.proc = Proc(f"serve-{index}", argv, self.state_dir / "serve.log", env=env)
 
     @property
@@ -244,6 +245,8 @@ class Topology:
     def __init__(self, profile, workdir, binary, replica_acks, log):
         self.profile, self.workdir, self.binary = profile, Path(workdir), Path(binary)
         self.replica_acks, self.log = replica_acks, log
+        # Passed to serve only when chosen: otherwise serve's default applies.
+        self.replica_acks_flag = None
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.nodes, self.serves, self.shards = [], [], []
         self.proxy = self.proxy_control = self.proxy_port = self.replayer = None
@@ -341,7 +344,7 @@ class Topology:
     def _make_serves(self, url):
         taken = [n.port for n in self.nodes]
         for i in range(2):
-            serve = Serve(i, self.binary, self.workdir, url, self.replica_acks, taken, self.env)
+            serve = Serve(i, self.binary, self.workdir, url, self.replica_acks_flag, taken, self.env)
             taken += [serve.port, serve.metrics_port]
             self.serves.append(serve)
 

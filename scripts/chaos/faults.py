@@ -26,13 +26,13 @@ from topology import keyslot
 # (coverage: failover, 07 timeout, journal on restart, ASK/TRYAGAIN, WAIT shortfall).
 MENU = {
     "S": {"redis_pause": 5, "redis_kill": 2, "serve_kill": 2, "serve_kill_owed": 1, "replayer_kill": 1,
-          "proxy_delay": 3, "proxy_stall": 2, "proxy_drop_replies": 2, "proxy_reset": 2},
+          "proxy_delay": 3, "proxy_stall": 2, "proxy_drop_replies": 2, "proxy_reset": 2, "redis_oom": 1},
     "C": {"master_pause": 3, "master_pause_long": 1, "master_kill": 2, "replica_kill": 2, "replicas_stall": 2,
           "serve_kill": 1, "serve_kill_owed": 1, "replayer_kill": 1, "slot_migration": 2,
-          "manual_failover": 1, "partition": 1},
+          "manual_failover": 1, "partition": 1, "master_oom": 1},
 }
 MUST = {
-    "S": ["redis_pause", "serve_kill_owed", "replayer_kill", "proxy_drop_replies"],
+    "S": ["redis_pause", "serve_kill_owed", "replayer_kill", "proxy_drop_replies", "redis_oom"],
     "C": ["master_pause_long", "serve_kill_owed", "replayer_kill", "slot_migration", "replicas_stall", "partition"],
 }
 SETTLE_TIMEOUT = 45.0
@@ -61,6 +61,8 @@ def _params(rng, kind):
         "slot_migration": lambda: {"hot": rng.randrange(3), "to": rng.randrange(2), "step_ms": u(50, 200)},
         "manual_failover": lambda: {"which": rng.randrange(2)},
         "partition": lambda: {"hold": u(3.0, 6.0)},
+        "redis_oom": lambda: {"hold": u(0.3, 1.5)},
+        "master_oom": lambda: {"hold": u(0.3, 1.5)},
     }
     params = table[kind]()
     params["shard"] = rng.randrange(3)
@@ -291,6 +293,22 @@ class Injector:
         node.wait_ready(30)
         self._end(fault)
         self._settle(fault)
+
+    def _redis_oom(self, fault, p):
+        self._at_maxmemory(fault, p, self.topo.nodes[0], 0)
+
+    def _master_oom(self, fault, p):
+        self._at_maxmemory(fault, p, self._master(p["shard"]), p["shard"])
+
+    def _at_maxmemory(self, fault, p, node, shard):
+        """Redis at maxmemory: every write refused (OOM) for a while, then the limit back."""
+        before = node.client().config_get("maxmemory").get("maxmemory", "0")
+        self._begin(fault, node.addr, self.topo.accounts_of_shard(shard))
+        node.client().config_set("maxmemory", "1")
+        time.sleep(p["hold"])
+        node.client().config_set("maxmemory", before)
+        self._end(fault)
+        self._settle(fault, None if self.topo.profile == "S" else shard)
 
     # ----- proxy (S)
 

@@ -7,7 +7,7 @@
 #   PREFIX/share/authorizer/lua/*.lua              found by the binary from its own path
 #   PREFIX/share/authorizer/redis.conf             a Redis configuration to start from
 #   PREFIX/share/authorizer/rules.example.yaml     the default rules as a file
-#   PREFIX/share/authorizer/README.md
+#   PREFIX/share/authorizer/README.md, ARCHITECTURE.md and docs/
 #   PREFIX/share/authorizer/authorizer.env.example
 #   PREFIX/lib/systemd/system/authorizer.service   ExecStart=PREFIX/bin/authorizer serve
 #   SYSCONFDIR/authorizer/authorizer.env           only when absent (never overwrites local settings)
@@ -37,7 +37,9 @@ unitdir=$prefix/lib/systemd/system
 install -d "$destdir$bindir" "$destdir$datadir/lua" "$destdir$unitdir" "$destdir$sysconfdir/authorizer"
 install -m 0755 "$binary" "$destdir$bindir/authorizer"
 install -m 0644 "$source_dir"/Lua/*.lua "$destdir$datadir/lua/"
-install -m 0644 "$source_dir/redis.conf" "$source_dir/rules.example.yaml" "$source_dir/README.md" "$destdir$datadir/"
+install -d "$destdir$datadir/docs"
+install -m 0644 "$source_dir/redis.conf" "$source_dir/rules.example.yaml" "$source_dir/README.md" "$source_dir/ARCHITECTURE.md" "$destdir$datadir/"
+install -m 0644 "$source_dir"/docs/*.md "$destdir$datadir/docs/"
 install -m 0644 "$source_dir/ops/systemd/authorizer.env.example" "$destdir$datadir/"
 sed -e "s|@BINDIR@|$bindir|g" -e "s|@SYSCONFDIR@|$sysconfdir|g" -e "s|@DATADIR@|$datadir|g" \
     "$source_dir/ops/systemd/authorizer.service.in" > "$destdir$unitdir/authorizer.service"

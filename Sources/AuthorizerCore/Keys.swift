@@ -1,4 +1,4 @@
-/// The Redis key layout. A contract: operators and tools rely on it (README).
+/// The Redis key layout. A contract: operators and tools rely on it (docs/redis-layout-and-locking.md, "Redis key layout").
 /// Every key of one account carries the account id as a hash tag so that, in
 /// a cluster, an account's keys live on one slot.
 public enum Keys {

@@ -1,7 +1,7 @@
 import Ledger
 import RedisWire
 
-/// The names the ledger pipeline uses in Redis (see README, "Statements, replay and audit").
+/// The names the ledger pipeline uses in Redis (see docs/ledger.md).
 /// One consumer of one consumer group on one stream.
 final class ConsumerGroup: Sendable {
     let redis: any LedgerRedis

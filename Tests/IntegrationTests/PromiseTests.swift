@@ -1,7 +1,7 @@
 import Foundation
 import XCTest
 
-/// Promises of the README's terminal protocol and of `serve` that each need
+/// Promises of the terminal protocol (docs/terminal-protocol.md) and of `serve` that each need
 /// a test of their own: every test here fails when its promise breaks
 /// (scripts/mutations.sh breaks each on purpose).
 final class PromiseTests: IntegrationTestCase {

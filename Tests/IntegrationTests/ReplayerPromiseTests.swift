@@ -2,7 +2,7 @@ import Foundation
 import RedisWire
 import XCTest
 
-/// README promises of the ledger pipeline, each checked where it can break:
+/// Promises of the ledger pipeline (docs/ledger.md), each checked where it can break:
 /// a stop request while a batch is in hand, the acknowledgement only after
 /// the commit, malformed entries set aside, the notifications cap, the audit
 /// under live traffic and `serve`'s replayer lag warning.

@@ -1,6 +1,6 @@
 import Foundation
 
-/// An independent model of the decision rules, written from the README
+/// An independent model of the decision rules, written from docs/terminal-protocol.md
 /// (L1, L2 whole|split, L3, idempotency, unknown accounts), not from the
 /// server's code or replies. Tests replay their own requests through it and
 /// compare every code, every debit and the final balances with what the
@@ -8,7 +8,7 @@ import Foundation
 struct DecisionOracle {
     struct Outcome: Equatable, CustomStringConvertible {
         let code: String
-        /// Category and cents, in the order the README's statement field lists them.
+        /// Category and cents, in the order the statement field (docs/redis-layout-and-locking.md) lists them.
         let debits: [Debit]
 
         var description: String { "\(code) [\(debits.map { "\($0.category):\($0.cents)" }.joined(separator: ","))]" }
@@ -21,7 +21,7 @@ struct DecisionOracle {
         let cents: Int64
     }
 
-    /// README, "Default rules".
+    /// docs/terminal-protocol.md, "Default rules".
     var mccCategories = ["5411": "FOOD", "5412": "FOOD", "5811": "MEAL", "5812": "MEAL"]
     var merchantMCCs = ["UBER EATS": "5812", "UBER TRIP": "4121", "PAG*JOSEDASILVA": "5812", "PICPAY*BILHETEUNICO": "4111"]
     var fallback = "CASH"

@@ -127,7 +127,7 @@ final class RedisCluster: @unchecked Sendable {
     }
 
     /// The ledger stream of an account on a cluster (`statements:{T}`, T the
-    /// smallest integer whose slot is the account's), as the README states it.
+    /// smallest integer whose slot is the account's), as docs/cluster.md states it.
     /// The slot streams `statements:{T}` a master holds (SCAN is node-local).
     func streams(on master: RedisServer) throws -> [String] {
         var streams: [String] = []

@@ -244,18 +244,3 @@ final class ReplicaAckTests: XCTestCase {
     }
 
 }
-
-/// Every sample of serve's /metrics, by name with labels.
-func metricSamples(_ port: Int) throws -> [String: Double] {
-    let client = try TerminalClient(port: port)
-    try client.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-    var samples: [String: Double] = [:]
-    while let line = try client.readLine() {
-        let parts = line.split(separator: " ")
-        if parts.count == 2, !line.hasPrefix("#"), let value = Double(parts[1].trimmingCharacters(in: .whitespacesAndNewlines)) {
-            samples[String(parts[0])] = value
-        }
-    }
-    return samples
-}
-

@@ -68,7 +68,7 @@ final class SLATests: LedgerTestCase {
         // wait for the gauge, then the books are exact.
         let applied = try waitForNoReversalsOwed(metricsPort: metricsPort)
         XCTAssertGreaterThan(applied, 0)
-        let metrics = try scrape(metricsPort)
+        let metrics = try metricSamples(metricsPort)
         let answered = metrics["authorizer_request_duration_seconds_count"] ?? 0
         let withinSLA = metrics["authorizer_request_duration_seconds_bucket{le=\"0.1\"}"] ?? 0
         print("server side: \(Int(withinSLA)) of \(Int(answered)) answered within 100 ms of their line being read")
@@ -167,24 +167,11 @@ final class SLATests: LedgerTestCase {
         let deadline = Date().addingTimeInterval(30)
         var last: [String: Double] = [:]
         while Date() < deadline {
-            last = try scrape(metricsPort)
+            last = try metricSamples(metricsPort)
             if last["authorizer_pending_reversals"] == 0 { return last["authorizer_reversals_applied_total"] ?? 0 }
             Thread.sleep(forTimeInterval: 0.05)
         }
         throw TestFailure("reversals still owed: \(last)")
-    }
-
-    private func scrape(_ port: Int) throws -> [String: Double] {
-        let client = try TerminalClient(port: port)
-        try client.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        var samples: [String: Double] = [:]
-        while let line = try client.readLine() {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, !line.hasPrefix("#"), let value = Double(parts[1].trimmingCharacters(in: .whitespacesAndNewlines)) {
-                samples[String(parts[0])] = value
-            }
-        }
-        return samples
     }
 }
 

@@ -416,28 +416,26 @@ class Injector:
             fault["new_master"] = new.addr
             self.save()
 
-    def _master_kill(self, fault, p):
-        shard = p["shard"]
-        node = self._master(shard)
-        self._begin(fault, f"master {node.addr} (shard {shard})", self.topo.accounts_of_shard(shard))
+    def _kill_node(self, fault, p, node, target, shard):
+        """SIGKILL of a cluster node, restarted after `down` on the same dir (AOF)."""
+        self._begin(fault, target, self.topo.accounts_of_shard(shard))
         node.proc.kill()
         time.sleep(p["down"])
         node.proc.start()
         node.wait_ready(30)
         self._end(fault)
         self._settle(fault, shard)
+
+    def _master_kill(self, fault, p):
+        shard = p["shard"]
+        node = self._master(shard)
+        self._kill_node(fault, p, node, f"master {node.addr} (shard {shard})", shard)
         self._note_failover(fault, shard, node)
 
     def _replica_kill(self, fault, p):
         shard = p["shard"]
         node = self.topo.replicas_of_shard(shard)[p["which"] % 2]
-        self._begin(fault, f"replica {node.addr} (shard {shard})", self.topo.accounts_of_shard(shard))
-        node.proc.kill()
-        time.sleep(p["down"])
-        node.proc.start()
-        node.wait_ready(30)
-        self._end(fault)
-        self._settle(fault, shard)
+        self._kill_node(fault, p, node, f"replica {node.addr} (shard {shard})", shard)
 
     def _replicas_stall(self, fault, p):
         shard = p["shard"]

@@ -144,7 +144,7 @@ class Terminal:
         mcc, merchant = self.rng.choice(MERCHANTS)
         cents = self.rng.randrange(100, 8000)
         if self.rng.random() < 0.03:
-            cents = 99_999_900  # more than any balance: 51
+            cents = 9_999_999_900  # more than any balance (with its split fallback): 51
         return {"id": self.next_id(), "account": account, "totalAmount": cents_text(cents),
                 "mcc": mcc, "merchant": merchant}
 

@@ -214,12 +214,12 @@ def make_accounts():
     """40 accounts: 3 hot, 5 small (51s and splits), 32 ordinary."""
     accounts = []
     for i in range(3):
-        accounts.append({"id": f"hot{i}", "kind": "hot", "set": {"FOOD": "100000.00", "MEAL": "100000.00", "CASH": "100000.00"}})
+        accounts.append({"id": f"hot{i}", "kind": "hot", "set": {"FOOD": "10000000.00", "MEAL": "10000000.00", "CASH": "10000000.00"}})
     for i in range(5):
         accounts.append({"id": f"small{i}", "kind": "small", "set": {"FOOD": "30.00", "MEAL": "20.00", "CASH": "25.00"}})
     for i in range(32):
         accounts.append({"id": f"acct{i:02d}", "kind": "normal",
-                         "set": {"FOOD": "50000.00", "MEAL": "50000.00", "CASH": "50000.00"}})
+                         "set": {"FOOD": "5000000.00", "MEAL": "5000000.00", "CASH": "5000000.00"}})
     return accounts
 
 

@@ -316,7 +316,10 @@ final class AccountGate: Sendable {
     /// - a terminal's reversal is answered `07 timeout` (the terminal repeats
     ///   it; the repeat gets its first decision once replicas hold it);
     /// - a reversal the service owes stays owed (journaled) and is tried again.
-    /// A 51 or a 07 debits nothing: losing it loses nothing, it is answered.
+    /// A 51 or a 07 of an authorization is its id's record too: lost in a
+    /// failover, a repeat of the id would be decided again (a 51 turning into
+    /// a 00). So it is answered `07 timeout` with the id's reversal owed (the
+    /// reversal leaves a tombstone where the record was lost).
     private func replicated(_ job: Job, _ decision: Decision, acknowledged: Int) {
         if acknowledged >= config.replicaAcks {
             finish(job, decision, unlock: true)
@@ -326,10 +329,6 @@ final class AccountGate: Sendable {
         logger.warning("decision not acknowledged by enough replicas", metadata: [
             "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(acknowledged)", "wanted": "\(config.replicaAcks)",
         ])
-        guard decision.code == .approved else {
-            finish(job, decision, unlock: true)
-            return
-        }
         switch job.operation {
         case .authorize:
             if !job.answered {
@@ -337,6 +336,11 @@ final class AccountGate: Sendable {
                 oweReversal(job, answer: .rejected(.timeout))
             }
         case .reverse(_, service: false):
+            guard decision.code == .approved else {
+                // A refused reversal credits nothing and leaves no record: repeated, it is decided again.
+                finish(job, decision, unlock: true)
+                return
+            }
             if !job.answered { metrics.timedOut() }
         case .reverse(_, service: true):
             break
@@ -450,7 +454,7 @@ final class AccountGate: Sendable {
         let sent = NIODeadline.now()
         let reply: EventLoopFuture<ReplicatedReply>
         if rewrite {
-            reply = replicated(call, answerBy: job.answerBy, waitWhen: AuthorizeReply.isApproval)
+            reply = replicated(call, answerBy: job.answerBy, waitWhen: AuthorizeReply.isDecided)
         } else {
             reply = redis.run(call, in: scripts).map { ReplicatedReply(reply: $0, acknowledged: nil) }
         }
@@ -481,7 +485,10 @@ final class AccountGate: Sendable {
         case .unknownAccount?:
             answer(job, .rejected(.unknownAccount))
         case .decided(let first)?:
-            if first.code == .approved, config.replicaAcks > 0, (replied.acknowledged ?? 0) < config.replicaAcks {
+            // Too few replicas hold the id's record (the 07 just recorded, or
+            // its first decision): as in `replicated`, not answered as done.
+            let unreplicated = config.replicaAcks > 0 && (replied.acknowledged ?? 0) < config.replicaAcks
+            if unreplicated && (job.isAuthorization || first.code == .approved) {
                 metrics.unreplicatedDecision()
                 metrics.timedOut()
                 oweReversal(job, answer: .rejected(.timeout))
@@ -704,6 +711,8 @@ private final class Job {
         return false
     }
 
+    var isAuthorization: Bool { !isReversal }
+
     init(operation: Operation, promise: EventLoopPromise<Decision>, deadline: NIODeadline, answerBy: NIODeadline?, token: String) {
         self.operation = operation
         switch operation {
@@ -731,12 +740,6 @@ enum AuthorizeReply {
     /// A decision (not LOCKED, not UNKNOWN): its writes are worth a WAIT.
     static func isDecided(_ value: RESPValue) -> Bool {
         value.array?.first?.string == "DONE"
-    }
-
-    /// decline.lua found the id approved before: that approval is the answer, once replicas hold it.
-    static func isApproval(_ value: RESPValue) -> Bool {
-        guard let items = value.array, items.count >= 2 else { return false }
-        return items[0].string == "DONE" && items[1].string == ResponseCode.approved.rawValue
     }
 
     init(_ value: RESPValue) throws {

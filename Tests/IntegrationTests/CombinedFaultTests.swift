@@ -150,7 +150,7 @@ final class ReplicaAckTests: XCTestCase {
 
     func testAReversalTooFewReplicasHoldIsNotDoneUntilTheyDo() throws {
         try primary.setBalances("k1", ["FOOD": 100_000])
-        let serve = try ServeProcess(redis: primary, arguments: ["--replica-acks", "1", "--metrics-port", "0", "--sla-ms", "1000"])
+        let serve = try ServeProcess(redis: primary, arguments: ["--replica-acks", "1", "--replica-ack-timeout-ms", "500", "--metrics-port", "0", "--sla-ms", "1000"])
         let metricsPort = try XCTUnwrap(serve.metricsPort)
         let client = try serve.connect()
         try client.sendLine(Request.line(id: "A1", account: "k1", amount: "10.00", mcc: "5411"))
@@ -177,6 +177,25 @@ final class ReplicaAckTests: XCTestCase {
         XCTAssertEqual(try client.readResponse().code, "00", "the repeat gets the reversal's decision, held by the replica now")
         XCTAssertEqual(try primary.balances("k1"), ["FOOD": 100_000])
         XCTAssertEqual(try replica.balances("k1"), ["FOOD": 100_000], "and the replica holds both credits")
+    }
+
+    /// A 51 is its id's record too: lost in a failover, a repeat of the id
+    /// would be decided again and could be approved. Unacknowledged, it is
+    /// answered 07 timeout with the id's reversal owed (a tombstone where
+    /// the record was lost), like an approval.
+    func testADeclineTooFewReplicasHoldIsAnsweredAsATimeoutAndReversed() throws {
+        try primary.setBalances("k4", ["FOOD": 1_000])
+        let serve = try ServeProcess(redis: primary, arguments: ["--replica-acks", "1", "--replica-ack-timeout-ms", "500", "--metrics-port", "0", "--sla-ms", "1000"])
+        let metricsPort = try XCTUnwrap(serve.metricsPort)
+        let client = try serve.connect()
+        kill(replica.child.pid, SIGSTOP)
+        try client.sendLine(Request.line(id: "D1", account: "k4", amount: "50.00", mcc: "5411"))
+        let answer = try client.readResponse()
+        XCTAssertEqual(answer.code, "07", "not a 51 that a failover could turn into a 00 on a repeat")
+        XCTAssertEqual(answer.reason, RejectReason.timeout.text)
+        kill(replica.child.pid, SIGCONT)
+        try waitFor(metricsPort, timeout: 30) { $0["authorizer_pending_reversals"] == 0 && ($0["authorizer_reversals_applied_total"] ?? 0) >= 1 }
+        XCTAssertEqual(try primary.balances("k4"), ["FOOD": 1_000])
     }
 
     /// A statement the replica does not hold could vanish in a failover: the

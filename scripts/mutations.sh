@@ -71,6 +71,7 @@ declare -A TESTS=(
   [replayer-commits-unreplicated]='IntegrationTests.ReplicaAckTests/testTheReplayer'
   [oom-owes-reversal]='IntegrationTests.ReplicaAckTests/testRedisAtMaxmemory'
   [owed-reversal-repeat-approved]='IntegrationTests.CombinedFaultTests/testATimedOutRepeat'
+  [unreplicated-decline-answered]='IntegrationTests.ReplicaAckTests/testADeclineTooFew'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -17,6 +17,9 @@ import random
 import signal
 import time
 
+# Most decided ids (and approvals) a terminal keeps to repeat or reverse.
+POOL_CAP = 2_000
+
 CTX = multiprocessing.get_context("spawn")
 RETRYABLE = {"timeout", "account busy", "authorizer storage unavailable", "authorizer shutting down"}
 MERCHANTS = [
@@ -148,6 +151,15 @@ class Terminal:
         return {"id": self.next_id(), "account": account, "totalAmount": cents_text(cents),
                 "mcc": mcc, "merchant": merchant}
 
+    def _remember(self, pool, item):
+        """Bounded pools (repeats and reversals pick recent ids): a pool that grew
+        with the run would make the collector's full passes stall the terminals
+        for hundreds of ms in a long run, which the checker would count as late answers."""
+        if len(pool) < POOL_CAP:
+            pool.append(item)
+        else:
+            pool[self.rng.randrange(POOL_CAP)] = item
+
     async def authorize(self, request):
         extra = {"amount": request["totalAmount"], "mcc": request["mcc"]}
         for attempt in range(3):
@@ -155,9 +167,9 @@ class Terminal:
             if answer is not None:
                 code = answer.get("code")
                 if code in ("00", "51"):
-                    self.decided.append((request, code))
+                    self._remember(self.decided, (request, code))
                 if code == "00":
-                    self.approved.append(request)
+                    self._remember(self.approved, request)
                 return
             await asyncio.sleep(0.05 * (attempt + 1))
         await self.reverse(request, f"{request['id']}-rv", "no_answer")

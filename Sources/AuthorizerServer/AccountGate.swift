@@ -321,31 +321,37 @@ final class AccountGate: Sendable {
     /// a 00). So it is answered `07 timeout` with the id's reversal owed (the
     /// reversal leaves a tombstone where the record was lost).
     private func replicated(_ job: Job, _ decision: Decision, acknowledged: Int) {
-        if acknowledged >= config.replicaAcks {
+        if acknowledged < config.replicaAcks, unacknowledged(job, decision, acknowledged: acknowledged) {
+            finish(job, .rejected(.timeout), unlock: true)
+        } else {
             finish(job, decision, unlock: true)
-            return
         }
+    }
+
+    /// Too few replicas acknowledged what `decision` rests on (the id's
+    /// record, a credit), as `replicated` says. True when it is not to be
+    /// answered as done: the job is answered `07 timeout` (an authorization
+    /// with its reversal owed), or, a reversal the service owes, to be tried
+    /// again. False for a refused terminal reversal: it leaves no record and
+    /// is answered as decided.
+    private func unacknowledged(_ job: Job, _ decision: Decision, acknowledged: Int) -> Bool {
         metrics.unreplicatedDecision()
         logger.warning("decision not acknowledged by enough replicas", metadata: [
             "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(acknowledged)", "wanted": "\(config.replicaAcks)",
         ])
         switch job.operation {
-        case .authorize:
+        case .reverse(_, service: true):
+            return true
+        case .reverse(_, service: false) where decision.code != .approved:
+            return false
+        case .authorize, .reverse(_, service: false):
             if !job.answered {
                 metrics.timedOut()
+                // A terminal's reversal is just answered; an authorization's is owed first.
                 oweReversal(job, answer: .rejected(.timeout))
             }
-        case .reverse(_, service: false):
-            guard decision.code == .approved else {
-                // A refused reversal credits nothing and leaves no record: repeated, it is decided again.
-                finish(job, decision, unlock: true)
-                return
-            }
-            if !job.answered { metrics.timedOut() }
-        case .reverse(_, service: true):
-            break
+            return true
         }
-        finish(job, .rejected(.timeout), unlock: true)
     }
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {
@@ -487,11 +493,8 @@ final class AccountGate: Sendable {
         case .decided(let first)?:
             // Too few replicas hold the id's record (the 07 just recorded, or
             // its first decision): as in `replicated`, not answered as done.
-            let unreplicated = config.replicaAcks > 0 && (replied.acknowledged ?? 0) < config.replicaAcks
-            if unreplicated && (job.isAuthorization || first.code == .approved) {
-                metrics.unreplicatedDecision()
-                metrics.timedOut()
-                oweReversal(job, answer: .rejected(.timeout))
+            let acknowledged = replied.acknowledged ?? 0
+            if config.replicaAcks > 0, acknowledged < config.replicaAcks, unacknowledged(job, first, acknowledged: acknowledged) {
                 return
             }
             if first != declined {
@@ -710,8 +713,6 @@ private final class Job {
         if case .reverse = operation { return true }
         return false
     }
-
-    var isAuthorization: Bool { !isReversal }
 
     init(operation: Operation, promise: EventLoopPromise<Decision>, deadline: NIODeadline, answerBy: NIODeadline?, token: String) {
         self.operation = operation

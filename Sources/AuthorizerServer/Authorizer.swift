@@ -134,14 +134,15 @@ public final class Authorizer: Sendable {
     /// shard's event loop; hop before touching a channel.
     public func authorize(_ request: TransactionRequest, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
         let shard = shard(for: request.account)
-        if let journal, journal.isFull {
+        switch journal?.admission(of: PendingReversal(account: request.account, original: request.id)) ?? .admit {
+        case .admit:
+            break
+        case .full:
             // A timeout now could not be made good: refuse rather than risk it.
-            logger.error("reversal journal full; refusing authorizations", metadata: ["owed": "\(journal.count)", "max": "\(journal.maxEntries)"])
+            logger.error("reversal journal full; refusing authorizations", metadata: ["owed": "\(journal?.count ?? 0)", "max": "\(journal?.maxEntries ?? 0)"])
             return shard.eventLoop.makeSucceededFuture(.rejected(.storageUnavailable))
-        }
-        if let journal, journal.owes(PendingReversal(account: request.account, original: request.id)) {
-            // This service is reversing the id (an earlier attempt timed
-            // out): a repeat must not hear an approval about to be undone.
+        case .reversing:
+            // This service is reversing the id (an earlier attempt timed out).
             return shard.eventLoop.makeSucceededFuture(.rejected(.reversed))
         }
         let resolution = rules.rules.resolve(mcc: request.mcc, merchant: request.descriptor)

@@ -104,14 +104,21 @@ public final class ReversalJournal: @unchecked Sendable {
         lock.withLock { pending.count }
     }
 
-    /// This reversal is owed and not yet acknowledged.
-    public func owes(_ entry: PendingReversal) -> Bool {
-        lock.withLock { !pending.isEmpty && pending.contains(entry) }
+    /// What the journal says of a new authorization, under one lock.
+    public enum Admission: Equatable {
+        case admit
+        /// No room for another reversal: a timeout could not be made good.
+        case full
+        /// Its id's reversal is owed: a repeat must not hear an approval about to be undone.
+        case reversing
     }
 
-    /// No room for another reversal: new authorizations are refused.
-    public var isFull: Bool {
-        lock.withLock { pending.count >= maxEntries }
+    public func admission(of entry: PendingReversal) -> Admission {
+        lock.withLock {
+            if pending.isEmpty { return .admit }
+            if pending.count >= maxEntries { return .full }
+            return pending.contains(entry) ? .reversing : .admit
+        }
     }
 
     /// Records a reversal as owed; the future succeeds once it is on disk

@@ -18,6 +18,12 @@ public struct ClusterTopology: Sendable, Equatable {
     /// Replicas of each master, same order as `masters`.
     public private(set) var replicas: [[Node]]
 
+    /// Every master has at least one replica: a master's loss need not lose
+    /// what a replica acknowledged (the default of `--replica-acks` rests on it).
+    public var everyMasterHasReplicas: Bool {
+        !masters.isEmpty && replicas.allSatisfy { !$0.isEmpty }
+    }
+
     public init() {
         owner = Array(repeating: -1, count: Self.slotCount)
         masters = []

@@ -70,16 +70,22 @@ public final class RedisClient: Sendable {
 
     /// EVALSHA of a script loaded at connect time; NOSCRIPT reloads and retries once.
     public func evalScript(_ script: LuaScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
+        onScriptConnection { connection in
+            self.evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection)
+        }
+    }
+
+    /// Runs `body` on the live connection. The usual case, connected, makes
+    /// no future for the link on the hot path; otherwise a failure to
+    /// connect means the script was never sent.
+    private func onScriptConnection<Reply: Sendable>(_ body: @escaping @Sendable (RedisConnection) -> EventLoopFuture<Reply>) -> EventLoopFuture<Reply> {
         eventLoop.assertInEventLoop()
-        // The usual case, connected: no future for the link on the hot path.
         if case .connected(let connection) = state.value.link, connection.isActive {
-            return evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection)
+            return body(connection)
         }
         return connection().flatMapErrorThrowing { error in
             throw RedisError.notSent("\(error)")
-        }.flatMap { connection in
-            self.evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection)
-        }
+        }.flatMap(body)
     }
 
     private func evalRecoveringNoScript(_ script: LuaScript, keys: [String], arguments: [String], on connection: RedisConnection) -> EventLoopFuture<RESPValue> {
@@ -117,15 +123,8 @@ public final class RedisClient: Sendable {
     public func evalScript(
         _ script: LuaScript, keys: [String], arguments: [String], replicas: Int, waitMs: @escaping @Sendable (RESPValue) -> Int?
     ) -> EventLoopFuture<ReplicatedReply> {
-        eventLoop.assertInEventLoop()
         precondition(replicas > 0)
-        let link: EventLoopFuture<RedisConnection>
-        if case .connected(let connection) = state.value.link, connection.isActive {
-            link = eventLoop.makeSucceededFuture(connection)
-        } else {
-            link = connection().flatMapErrorThrowing { error in throw RedisError.notSent("\(error)") }
-        }
-        return link.flatMap { connection in
+        return onScriptConnection { connection in
             self.evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection).flatMap { reply in
                 guard let timeoutMs = waitMs(reply) else {
                     return self.eventLoop.makeSucceededFuture(ReplicatedReply(reply: reply, acknowledged: nil))

@@ -274,7 +274,7 @@ final class ClusterConsumer {
         defer { subscribers.values.forEach { $0.close() } }
         var dirty: Set<String> = []
         let topology = try await ledger.router.topology.get()
-        fence = options.fence(everyMasterHasReplicas: !topology.masters.isEmpty && topology.replicas.allSatisfy { !$0.isEmpty })
+        fence = options.fence(everyMasterHasReplicas: topology.everyMasterHasReplicas)
         logger.info("cluster consumer ready", metadata: [
             "group": "\(group)", "consumer": "\(consumer)", "replica_acks": "\(fence?.replicas ?? 0)",
         ])

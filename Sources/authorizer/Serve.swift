@@ -131,13 +131,11 @@ struct Serve: AsyncParsableCommand {
             logger.info("replica acks", metadata: ["replica_acks": "\(replicaAcks)", "chosen": "explicitly"])
             return replicaAcks
         }
-        guard let router else { return 0 }
-        let topology = try await router.topology.get()
-        let replicated = !topology.masters.isEmpty && topology.replicas.allSatisfy { !$0.isEmpty }
+        let replicated = try await router?.topology.get().everyMasterHasReplicas ?? false
         let acks = replicated ? 1 : 0
         logger.info("replica acks", metadata: [
             "replica_acks": "\(acks)",
-            "chosen": "\(replicated ? "by default: every master has a replica (--replica-acks 0 to turn off)" : "by default: some master has no replica")",
+            "chosen": "\(replicated ? "by default: every master has a replica (--replica-acks 0 to turn off)" : "by default: not every master has a replica")",
         ])
         return acks
     }

@@ -335,7 +335,8 @@ def cmd_run(args):
         print(f"{out} already holds a run; choose another --out", file=sys.stderr)
         return 2
     params = base_params(args)
-    return run_with(params, out, make_schedule(args.profile, args.seed, args.seconds))
+    only = set(args.only.split(",")) if args.only else None
+    return run_with(params, out, make_schedule(args.profile, args.seed, args.seconds, only=only))
 
 
 def cmd_replay(args):
@@ -377,6 +378,8 @@ def parser():
     p_run.add_argument("--repeat-share", type=float, default=0.05, help="share of requests that repeat a decided id")
     p_run.add_argument("--grace", type=float, default=15.0, help="seconds after the run for owed terminal reversals")
     p_run.add_argument("--binary", help="the authorizer executable (default .build/debug/authorizer)")
+    p_run.add_argument("--only", help="narrow the fault menu to these kinds (comma-separated), to study one fault; "
+                                      "such a run is reported vacuous when it misses coverage")
     p_run.set_defaults(func=cmd_run)
     p_replay = sub.add_parser("replay", help="re-run the schedule saved in DIR")
     p_replay.add_argument("dir")

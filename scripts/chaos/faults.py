@@ -70,12 +70,15 @@ def _params(rng, kind):
     return params
 
 
-def make_schedule(profile, seed, seconds, spacing=4.0):
-    """The faults of a run, drawn from `random.Random(seed)`."""
+def make_schedule(profile, seed, seconds, spacing=4.0, only=None):
+    """The faults of a run, drawn from `random.Random(seed)`; `only` narrows the menu to some kinds."""
     rng = random.Random(seed)
-    menu = MENU[profile]
-    count = max(len(MUST[profile]) + 2, int(seconds / spacing))
-    kinds = list(MUST[profile])
+    menu = {k: w for k, w in MENU[profile].items() if not only or k in only}
+    must = [k for k in MUST[profile] if k in menu]
+    if not menu:
+        raise ValueError(f"no fault kind of profile {profile} in {sorted(only)}")
+    count = max(len(must) + 2, int(seconds / spacing))
+    kinds = list(must)
     names, weights = list(menu), list(menu.values())
     kinds += rng.choices(names, weights, k=count - len(kinds))
     rng.shuffle(kinds)

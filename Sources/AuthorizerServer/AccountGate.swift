@@ -210,13 +210,13 @@ final class AccountGate: Sendable {
         guard config.replicaAcks > 0 else {
             redis.run(call, in: scripts).assumeIsolated().whenComplete { result in
                 self.metrics.redisRoundTrip(metric, since: started)
-                self.attemptFinished(job, result, acknowledged: nil, started: started)
+                self.attemptFinished(job, result, replication: nil, started: started)
             }
             return
         }
         replicated(call, answerBy: job.answerBy, waitWhen: AuthorizeReply.isDecided).assumeIsolated().whenComplete { result in
             self.metrics.redisRoundTrip(metric, since: started)
-            self.attemptFinished(job, result.map(\.reply), acknowledged: (try? result.get())?.acknowledged, started: started)
+            self.attemptFinished(job, result.map(\.reply), replication: try? result.get(), started: started)
         }
     }
 
@@ -249,8 +249,8 @@ final class AccountGate: Sendable {
         return scope
     }
 
-    /// `acknowledged`: replicas that acknowledged the script's writes (nil without `--replica-acks`).
-    private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, acknowledged: Int?, started: NIODeadline) {
+    /// `replication`: the WAIT that followed the script (nil without `--replica-acks`).
+    private func attemptFinished(_ job: Job, _ result: Result<RESPValue, Error>, replication: ReplicatedReply?, started: NIODeadline) {
         guard !job.machine.isDone else { return }
         let reply: AuthorizeReply
         switch result {
@@ -293,7 +293,7 @@ final class AccountGate: Sendable {
                 finish(job, decision, unlock: job.keepsLock)
                 return
             }
-            replicated(job, decision, acknowledged: acknowledged ?? 0)
+            replicated(job, decision, replication: replication)
         case .locked(let pttl):
             if job.answered {
                 // Answered `07 timeout` already: stop here (this attempt did nothing).
@@ -320,8 +320,8 @@ final class AccountGate: Sendable {
     /// failover, a repeat of the id would be decided again (a 51 turning into
     /// a 00). So it is answered `07 timeout` with the id's reversal owed (the
     /// reversal leaves a tombstone where the record was lost).
-    private func replicated(_ job: Job, _ decision: Decision, acknowledged: Int) {
-        if acknowledged < config.replicaAcks, unacknowledged(job, decision, acknowledged: acknowledged) {
+    private func replicated(_ job: Job, _ decision: Decision, replication: ReplicatedReply?) {
+        if isShort(replication), unacknowledged(job, decision, replication: replication) {
             finish(job, .rejected(.timeout), unlock: true)
         } else {
             finish(job, decision, unlock: true)
@@ -334,10 +334,11 @@ final class AccountGate: Sendable {
     /// with its reversal owed), or, a reversal the service owes, to be tried
     /// again. False for a refused terminal reversal: it leaves no record and
     /// is answered as decided.
-    private func unacknowledged(_ job: Job, _ decision: Decision, acknowledged: Int) -> Bool {
+    private func unacknowledged(_ job: Job, _ decision: Decision, replication: ReplicatedReply?) -> Bool {
         metrics.unreplicatedDecision()
         logger.warning("decision not acknowledged by enough replicas", metadata: [
-            "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(acknowledged)", "wanted": "\(config.replicaAcks)",
+            "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(replication?.acknowledged ?? 0)",
+            "wanted": "\(max(replication?.wanted ?? 0, config.replicaAcks))",
         ])
         switch job.operation {
         case .reverse(_, service: true):
@@ -352,6 +353,15 @@ final class AccountGate: Sendable {
             }
             return true
         }
+    }
+
+    /// Under `--replica-acks N`: fewer replicas than the WAIT wanted (every
+    /// replica listed for the node, at least N) hold the decision, or no
+    /// WAIT could be made.
+    private func isShort(_ replication: ReplicatedReply?) -> Bool {
+        guard config.replicaAcks > 0 else { return false }
+        guard let replication, let acknowledged = replication.acknowledged else { return true }
+        return acknowledged < max(replication.wanted, config.replicaAcks)
     }
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {
@@ -462,7 +472,7 @@ final class AccountGate: Sendable {
         if rewrite {
             reply = replicated(call, answerBy: job.answerBy, waitWhen: AuthorizeReply.isDecided)
         } else {
-            reply = redis.run(call, in: scripts).map { ReplicatedReply(reply: $0, acknowledged: nil) }
+            reply = redis.run(call, in: scripts).map { ReplicatedReply(reply: $0, acknowledged: nil, wanted: 0) }
         }
         reply.assumeIsolated().whenComplete { result in
             self.metrics.redisRoundTrip(.decline, since: sent)
@@ -493,8 +503,7 @@ final class AccountGate: Sendable {
         case .decided(let first)?:
             // Too few replicas hold the id's record (the 07 just recorded, or
             // its first decision): as in `replicated`, not answered as done.
-            let acknowledged = replied.acknowledged ?? 0
-            if config.replicaAcks > 0, acknowledged < config.replicaAcks, unacknowledged(job, first, acknowledged: acknowledged) {
+            if isShort(replied), unacknowledged(job, first, replication: replied) {
                 return
             }
             if first != declined {

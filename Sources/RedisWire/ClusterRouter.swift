@@ -122,7 +122,18 @@ public final class ClusterRouter: Sendable {
         }
     }
 
-    /// EVALSHA as above, then WAIT on the connection of the node that ran it.
+    /// EVALSHA as above, then WAIT on the connection of the node that ran it,
+    /// for every replica the map lists for that node (at least `replicas`).
+    ///
+    /// Every listed replica, not any `replicas` of them: a write held by one
+    /// replica only is lost when another is promoted. That happens when a
+    /// master comes back (resumed, partition healed) while one of its
+    /// replicas is still winning the failover it started: the old master
+    /// takes writes until it hears of the promotion, and the replica that
+    /// was not promoted acknowledges them. The promoted replica has stopped
+    /// acknowledging, so a WAIT for every replica falls short instead.
+    /// A replica the cluster marks failed leaves the list at the next read
+    /// of the map (a shortfall asks for one).
     public func evalScript(
         _ script: LuaScript, keys: [String], arguments: [String], replicas: Int, waitMs: @escaping @Sendable (RESPValue) -> Int?
     ) -> EventLoopFuture<ReplicatedReply> {
@@ -131,8 +142,32 @@ public final class ClusterRouter: Sendable {
         let slot = HashSlot.of(key: keys[0])
         assert(keys.allSatisfy { HashSlot.of(key: $0) == slot }, "one script, one slot")
         return route(slot: slot, redirects: 0, asking: nil, started: .now()) { client in
-            client.evalScript(script, keys: keys, arguments: arguments, replicas: replicas, waitMs: waitMs)
+            let node = Node(host: client.endpoint.host, port: client.endpoint.port)
+            let wanted = self.replicasWanted(atLeast: replicas, of: node)
+            return client.evalScript(script, keys: keys, arguments: arguments, replicas: wanted, waitMs: waitMs).map { replied in
+                if replied.isShort { self.refreshAfterShortfall() }
+                return replied
+            }
         }
+    }
+
+    /// Replicas a WAIT on `node` asks for: every one the map lists, at least `count`.
+    public func replicasWanted(atLeast count: Int, of node: Node) -> Int {
+        eventLoop.assertInEventLoop()
+        return min(max(count, state.value.topology.replicas(of: node).count), Self.maxReplicasWanted)
+    }
+
+    /// The replicas a WAIT asks for at most (a bound on what a map can say).
+    public static let maxReplicasWanted = 16
+    /// Shortfalls re-read the map at most this often.
+    public static let shortfallRefreshInterval = TimeAmount.milliseconds(250)
+
+    /// A replica that died stays listed until the cluster marks it failed
+    /// and the map is read again: a shortfall asks for that read, at most
+    /// once per `shortfallRefreshInterval`.
+    private func refreshAfterShortfall() {
+        guard NIODeadline.now() - state.value.lastRefresh > Self.shortfallRefreshInterval else { return }
+        refreshSoon()
     }
 
     /// Any command, on the master of `slot`.

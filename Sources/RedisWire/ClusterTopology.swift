@@ -69,6 +69,13 @@ public struct ClusterTopology: Sendable, Equatable {
         return index < 0 ? nil : masters[Int(index)]
     }
 
+    /// The replicas the cluster lists for `master` (CLUSTER SLOTS leaves out
+    /// the ones it marks failed); none for a node learnt from a MOVED alone.
+    public func replicas(of master: Node) -> [Node] {
+        guard let index = masters.firstIndex(of: master) else { return [] }
+        return replicas[index]
+    }
+
     /// A MOVED reply: the slot belongs to `node` from now on.
     public mutating func moved(slot: Int, to node: Node) {
         precondition((0..<Self.slotCount).contains(slot))

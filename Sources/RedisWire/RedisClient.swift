@@ -31,7 +31,7 @@ public final class RedisClient: Sendable {
         var connectedOnce = false
         var closed = false
         /// The WAIT that will be sent at the end of this event-loop tick, and its connection.
-        var pendingWait: (connection: RedisConnection, acknowledged: EventLoopFuture<Int>)?
+        var pendingWait: (connection: RedisConnection, count: Int, acknowledged: EventLoopFuture<Int>)?
     }
 
     public static let minBackoff = TimeAmount.milliseconds(50)
@@ -127,10 +127,10 @@ public final class RedisClient: Sendable {
         return onScriptConnection { connection in
             self.evalRecoveringNoScript(script, keys: keys, arguments: arguments, on: connection).flatMap { reply in
                 guard let timeoutMs = waitMs(reply) else {
-                    return self.eventLoop.makeSucceededFuture(ReplicatedReply(reply: reply, acknowledged: nil))
+                    return self.eventLoop.makeSucceededFuture(ReplicatedReply(reply: reply, acknowledged: nil, wanted: replicas))
                 }
                 return self.waitForReplicas(replicas, timeoutMs: timeoutMs, on: connection).map {
-                    ReplicatedReply(reply: reply, acknowledged: $0)
+                    ReplicatedReply(reply: reply, acknowledged: $0, wanted: replicas)
                 }
             }
         }
@@ -144,9 +144,11 @@ public final class RedisClient: Sendable {
     func waitForReplicas(_ count: Int, timeoutMs: Int, on connection: RedisConnection) -> EventLoopFuture<Int> {
         eventLoop.assertInEventLoop()
         precondition(count > 0 && timeoutMs > 0)
-        if let pending = state.value.pendingWait, pending.connection === connection { return pending.acknowledged }
+        if let pending = state.value.pendingWait, pending.connection === connection, pending.count >= count {
+            return pending.acknowledged
+        }
         let promise = eventLoop.makePromise(of: Int.self)
-        state.value.pendingWait = (connection, promise.futureResult)
+        state.value.pendingWait = (connection, count, promise.futureResult)
         eventLoop.execute {
             if self.state.value.pendingWait?.connection === connection { self.state.value.pendingWait = nil }
             guard connection.isActive else {

@@ -22,11 +22,19 @@ public struct ReplicatedReply: Sendable {
     public let reply: RESPValue
     /// nil: no WAIT was asked for this reply.
     public let acknowledged: Int?
+    /// The replicas the WAIT asked for: on a cluster, every replica listed
+    /// for the node that ran the script, and at least the number asked.
+    public let wanted: Int
 
-    public init(reply: RESPValue, acknowledged: Int?) {
+    public init(reply: RESPValue, acknowledged: Int?, wanted: Int) {
+        precondition(wanted >= 0)
         self.reply = reply
         self.acknowledged = acknowledged
+        self.wanted = wanted
     }
+
+    /// A WAIT was asked and fewer replicas than wanted acknowledged in time.
+    public var isShort: Bool { acknowledged.map { $0 < wanted } ?? false }
 }
 
 extension RedisClient: ScriptRunner {}

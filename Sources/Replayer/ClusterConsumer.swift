@@ -492,19 +492,23 @@ final class ClusterConsumer {
         guard !fenced.isEmpty else { return }
         let router = ledger.router
         let owners = try await router.eventLoop.submit {
-            fenced.map { router.master(ofSlot: HashSlot.of(key: $0.stream)) }
+            fenced.map { batch -> (node: ClusterTopology.Node?, wanted: Int) in
+                let node = router.master(ofSlot: HashSlot.of(key: batch.stream))
+                return (node, node.map { router.replicasWanted(atLeast: fence.replicas, of: $0) } ?? fence.replicas)
+            }
         }.get()
         var claims: [(key: String, arguments: [String])] = []
-        var waits: [(key: String, arguments: [String])] = []
+        var waits: [(key: String, arguments: [String], wanted: Int)] = []
         var waited = Set<ClusterTopology.Node?>()
         for (batch, owner) in zip(fenced, owners) {
-            let commands = fence.commands(stream: batch.stream, group: group, consumer: consumer, ids: batch.entries.map(\.id))
+            let wanted = fence.wanted(listed: owner.wanted)
+            let commands = fence.commands(stream: batch.stream, group: group, consumer: consumer, ids: batch.entries.map(\.id), wanted: wanted)
             claims.append((batch.stream, commands[0]))
-            if waited.insert(owner).inserted || owner == nil { waits.append((batch.stream, commands[1])) }
+            if waited.insert(owner.node).inserted || owner.node == nil { waits.append((batch.stream, commands[1], wanted)) }
         }
-        let replies = try await ledger.pipeline(claims + waits)
+        let replies = try await ledger.pipeline(claims + waits.map { ($0.key, $0.arguments) })
         for (index, wait) in waits.enumerated() {
-            try fence.check(waitReply: replies[claims.count + index], stream: wait.key)
+            try fence.check(waitReply: replies[claims.count + index], stream: wait.key, wanted: wait.wanted)
         }
     }
 

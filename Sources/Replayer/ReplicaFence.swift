@@ -22,20 +22,29 @@ public struct ReplicaFence: Sendable, Equatable {
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
+    /// The replicas to wait for on a node the cluster lists `listed`
+    /// replicas for: every one of them (a batch held by one replica only is
+    /// lost when another is promoted; see `ClusterRouter.evalScript`), at
+    /// least `replicas`.
+    func wanted(listed: Int) -> Int {
+        min(max(replicas, listed), ClusterRouter.maxReplicasWanted)
+    }
+
     /// The fence's two commands for one stream's batch.
-    func commands(stream: String, group: String, consumer: String, ids: [StreamID]) -> [[String]] {
+    func commands(stream: String, group: String, consumer: String, ids: [StreamID], wanted: Int? = nil) -> [[String]] {
         precondition(!ids.isEmpty)
         return [
             ["XCLAIM", stream, group, consumer, "0"] + ids.map(\.description) + ["JUSTID"],
-            ["WAIT", String(replicas), String(timeoutMilliseconds)],
+            ["WAIT", String(wanted ?? replicas), String(timeoutMilliseconds)],
         ]
     }
 
     /// Throws unless the WAIT reply counts enough replicas.
-    func check(waitReply: RESPValue, stream: String) throws {
+    func check(waitReply: RESPValue, stream: String, wanted: Int? = nil) throws {
         let acknowledged = Int(waitReply.int ?? 0)
-        guard acknowledged >= replicas else {
-            throw NotReplicated(stream: stream, acknowledged: acknowledged, wanted: replicas)
+        let wanted = max(wanted ?? replicas, replicas)
+        guard acknowledged >= wanted else {
+            throw NotReplicated(stream: stream, acknowledged: acknowledged, wanted: wanted)
         }
     }
 }

@@ -19,26 +19,17 @@ final class RedisCluster: @unchecked Sendable {
     /// `--redis` takes as seeds.
     var seeds: String { nodes.map(\.url).joined(separator: ",") }
 
+    private let name: String
+    private let nodeTimeoutMs: Int
+
     init(name: String, masters: Int = 3, nodeTimeoutMs: Int = 2_000) throws {
         precondition(masters >= 3, "redis-cli --cluster create wants at least 3 masters")
+        self.name = name
+        self.nodeTimeoutMs = nodeTimeoutMs
         users = try TestEnvironment.makeTemporaryDirectory("cluster-\(name)-users")
         credentials = try RedisServer.generateUsers(in: users, port: 0)
-        let replication = credentials["REPLICATION_PASSWORD"] ?? ""
         for index in 0..<(masters * 2) {
-            nodes.append(try RedisServer(
-                name: "\(name)-\(index)",
-                users: users,
-                portRule: { $0 + 10_000 <= 65_535 && RedisCluster.isFree($0 + 10_000) },
-                extraArguments: [
-                    "--cluster-enabled", "yes",
-                    "--cluster-config-file", "nodes-{PORT}.conf",
-                    "--cluster-node-timeout", String(nodeTimeoutMs),
-                    // A master down stops only its own slots, not the whole cluster.
-                    "--cluster-require-full-coverage", "no",
-                    "--masteruser", "replication",
-                    "--masterauth", replication,
-                ]
-            ))
+            nodes.append(try makeNode(index))
         }
         let create = ChildProcess(
             name: "cluster-create", executable: "/usr/bin/redis-cli",
@@ -48,6 +39,52 @@ final class RedisCluster: @unchecked Sendable {
         try create.start()
         guard create.waitForExit(timeout: 60) == 0 else { throw TestFailure("cluster create failed:\n\(create.output)") }
         try waitUntilHealthy()
+    }
+
+    private func makeNode(_ index: Int) throws -> RedisServer {
+        try RedisServer(
+            name: "\(name)-\(index)",
+            users: users,
+            portRule: { $0 + 10_000 <= 65_535 && RedisCluster.isFree($0 + 10_000) },
+            extraArguments: [
+                "--cluster-enabled", "yes",
+                "--cluster-config-file", "nodes-{PORT}.conf",
+                "--cluster-node-timeout", String(nodeTimeoutMs),
+                // A master down stops only its own slots, not the whole cluster.
+                "--cluster-require-full-coverage", "no",
+                "--masteruser", "replication",
+                "--masterauth", credentials["REPLICATION_PASSWORD"] ?? "",
+            ]
+        )
+    }
+
+    /// A new node joined as one more replica of `master` (`redis-cli --cluster
+    /// add-node … --cluster-slave`, as an operator would), once it is in sync.
+    func addReplica(of master: RedisServer) throws -> RedisServer {
+        let node = try makeNode(nodes.count)
+        nodes.append(node)
+        let add = ChildProcess(
+            name: "cluster-add-node", executable: "/usr/bin/redis-cli",
+            arguments: ["--user", "default", "--pass", credentials["REDIS_ADMIN_PASSWORD"] ?? "", "--no-auth-warning",
+                        "--cluster", "add-node", "127.0.0.1:\(node.port)", "127.0.0.1:\(master.port)",
+                        "--cluster-slave", "--cluster-master-id", try nodeID(master)]
+        )
+        try add.start()
+        guard add.waitForExit(timeout: 60) == 0 else { throw TestFailure("add-node failed:\n\(add.output)") }
+        try waitUntilHealthy()
+        let id = try nodeID(node)
+        try master.waitUntil(timeout: 30) {
+            ((try? master.command("INFO", "replication").string) ?? "").components(separatedBy: "state=online").count == 3
+                && nodes.allSatisfy { RedisCluster.strings(in: try? $0.command("CLUSTER", "SLOTS")).contains(id) }
+        }
+        return node
+    }
+
+    /// Every string of a reply, however nested.
+    static func strings(in reply: RESPValue?) -> [String] {
+        guard let reply else { return [] }
+        if let items = reply.array { return items.flatMap { strings(in: $0) } }
+        return reply.string.map { [$0] } ?? []
     }
 
     /// Every node sees `cluster_state:ok` and every replica's link to its master is up

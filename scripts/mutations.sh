@@ -72,6 +72,7 @@ declare -A TESTS=(
   [oom-owes-reversal]='IntegrationTests.ReplicaAckTests/testRedisAtMaxmemory'
   [owed-reversal-repeat-approved]='IntegrationTests.CombinedFaultTests/testATimedOutRepeat'
   [unreplicated-decline-answered]='IntegrationTests.ReplicaAckTests/testADeclineTooFew'
+  [wait-for-any-replica]='IntegrationTests.EveryReplicaTests'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -138,7 +138,7 @@ public final class ServerMetrics: Sendable {
             redisUsedMemory: "used_memory of the Redis node nearest its maxmemory (on a cluster: the fullest master), sampled every second.",
             redisMaxMemory: "maxmemory of that node (0: no limit).",
             redisMemoryRatio: "used_memory / maxmemory of that node (0 without a limit). Past 1 every write is refused: alert at 0.8.",
-            unreplicatedDecisions: "Decisions fewer replicas than --replica-acks acknowledged in time (approvals among them reversed and answered 07 timeout).",
+            unreplicatedDecisions: "Decisions fewer replicas than wanted acknowledged in time (--replica-acks; on a cluster every listed replica of the master); approvals among them reversed and answered 07 timeout.",
         ]
     }
 

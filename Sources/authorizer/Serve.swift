@@ -65,7 +65,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
 
-    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off. Default: 1 on a Redis Cluster whose masters all have replicas (a failover then loses no approval), 0 otherwise.")
+    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT; on a Redis Cluster, every replica the cluster lists for the master, at least this many); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off. Default: 1 on a Redis Cluster whose masters all have replicas (a failover then loses no approval), 0 otherwise.")
     var replicaAcks: Int?
 
     @Option(help: "The most one WAIT for --replica-acks may take, in milliseconds (the SLA still bounds every answer).")

@@ -70,7 +70,7 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
     public static let accountBusyText = "account busy"
     public static let storageUnavailableText = "authorizer storage unavailable"
     public static let shuttingDownText = "authorizer shutting down"
-    public static let lineTooLongText = "line longer than 16384 bytes"
+    public static let lineTooLongText = "line longer than \(TransactionRequestParser.maxLineLength) bytes"
     public static let timeoutText = "timeout"
     public static let reversedText = "reversed"
     public static let originalNotFoundText = "original not found"

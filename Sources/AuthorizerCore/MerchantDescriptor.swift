@@ -16,12 +16,7 @@ public struct MerchantDescriptor: Sendable, Equatable {
     /// what an idempotency record keeps for a reversal's merchant check (the
     /// whole descriptor would double the record).
     public var digest: String {
-        var hash: UInt32 = 0x811C_9DC5
-        for byte in normalized.utf8 {
-            hash ^= UInt32(byte)
-            hash = hash &* 0x0100_0193
-        }
-        let hex = String(hash, radix: 16)
+        let hex = String(FNV1a.hash32(normalized.utf8), radix: 16)
         return String(repeating: "0", count: 8 - hex.utf8.count) + hex
     }
 

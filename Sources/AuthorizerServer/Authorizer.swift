@@ -162,12 +162,8 @@ public final class Authorizer: Sendable {
     }
 
     private func shard(for account: String) -> AccountGate {
-        // FNV-1a: stable, cheap, and independent of Swift's per-process hash seed.
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in account.utf8 {
-            hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3
-        }
-        return shards[Int(hash % UInt64(shards.count))]
+        // Stable across processes and restarts, unlike Swift's seeded hash.
+        shards[Int(FNV1a.hash64(account.utf8) % UInt64(shards.count))]
     }
 
     /// Accounts with requests waiting for them, and those requests, over all shards.

@@ -29,7 +29,7 @@ public enum RedisTarget: Sendable {
         client.send(RedisCommand("INFO", "cluster")).map { reply in
             (reply.string ?? "").contains("cluster_enabled:1")
         }.flatMapError { error in
-            guard case RedisError.server(let message) = error, message.hasPrefix("NOPERM") else {
+            guard (error as? RedisError)?.kind == .noPermission else {
                 return client.eventLoop.makeFailedFuture(error)
             }
             return client.send(RedisCommand("CLUSTER", "SLOTS")).map { !($0.array ?? []).isEmpty }.recover { _ in false }

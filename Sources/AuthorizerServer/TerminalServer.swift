@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -12,7 +13,8 @@ public final class TerminalServer: Sendable {
         public var port = 7070
         public var maxConnections = 20_000
         public var maxInFlightPerConnection = 1_024
-        public var maxLineLength = 16 * 1024
+        /// One constant, not an option: the parser and the `07` reason text state it too.
+        public var maxLineLength: Int { TransactionRequestParser.maxLineLength }
         /// Answers buffered for a terminal that does not read them; past this the connection is closed.
         public var maxWriteBufferBytes = 1 << 20
         /// A connection that sends nothing for this long is closed (nil: never).

@@ -157,6 +157,28 @@ public final class ClusterRouter: Sendable {
         return min(max(count, state.value.topology.replicas(of: node).count), Self.maxReplicasWanted)
     }
 
+    /// Whether the cluster runs with replicas (what the default of
+    /// `--replica-acks` rests on): the map lists one, or a master has one
+    /// connected (`INFO replication`). Both, because `CLUSTER SLOTS` leaves
+    /// out a replica that has replicated nothing yet (offset 0: a cluster
+    /// nobody wrote to) and a promoted replica has none until its old master
+    /// rejoins; a master that cannot be asked counts as none.
+    public func isReplicated() -> EventLoopFuture<Bool> {
+        eventLoop.flatSubmit {
+            let topology = self.state.value.topology
+            if topology.hasReplicas { return self.eventLoop.makeSucceededFuture(true) }
+            let asked = topology.masters.map { node in
+                self.client(for: node).send(RedisCommand("INFO", "replication")).map { reply -> Bool in
+                    let text = reply.string ?? ""
+                    return text.split(whereSeparator: \.isNewline).contains { line in
+                        line.hasPrefix("connected_slaves:") && (Int(line.dropFirst("connected_slaves:".count)) ?? 0) > 0
+                    }
+                }.recover { _ in false }
+            }
+            return EventLoopFuture.whenAllSucceed(asked, on: self.eventLoop).map { $0.contains(true) }
+        }
+    }
+
     /// The replicas a WAIT asks for at most (a bound on what a map can say).
     public static let maxReplicasWanted = 16
     /// Shortfalls re-read the map at most this often.
@@ -220,7 +242,7 @@ public final class ClusterRouter: Sendable {
             case .clusterDown:
                 self.refreshSoon()
                 return self.eventLoop.makeFailedFuture(error)
-            case .noScript, .busyGroup, .noPermission, .crossSlot, .outOfMemory, .other:
+            case .noScript, .busyGroup, .noGroup, .noPermission, .crossSlot, .outOfMemory, .other:
                 return self.eventLoop.makeFailedFuture(error)
             }
         }

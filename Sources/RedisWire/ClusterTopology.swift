@@ -10,7 +10,7 @@ public struct ClusterTopology: Sendable, Equatable {
         public var description: String { "\(host):\(port)" }
     }
 
-    public static let slotCount = 16_384
+    public static let slotCount = HashSlot.count
 
     /// Index into `masters` per slot; -1 where no master serves the slot.
     private var owner: [Int16]
@@ -18,10 +18,13 @@ public struct ClusterTopology: Sendable, Equatable {
     /// Replicas of each master, same order as `masters`.
     public private(set) var replicas: [[Node]]
 
-    /// Every master has at least one replica: a master's loss need not lose
-    /// what a replica acknowledged (the default of `--replica-acks` rests on it).
-    public var everyMasterHasReplicas: Bool {
-        !masters.isEmpty && replicas.allSatisfy { !$0.isEmpty }
+    /// The cluster is replicated: some master has a replica listed (the
+    /// default of `--replica-acks` rests on it). Not "every master": right
+    /// after a failover a promoted replica has none until its old master
+    /// rejoins, and a process started then must not turn the acks off for
+    /// its whole life (that master's approvals wait for its replica instead).
+    public var hasReplicas: Bool {
+        replicas.contains { !$0.isEmpty }
     }
 
     public init() {

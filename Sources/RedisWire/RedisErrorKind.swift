@@ -13,6 +13,8 @@ public enum RedisErrorKind: Sendable, Equatable {
     case clusterDown
     /// The consumer group exists already.
     case busyGroup
+    /// The stream or its consumer group does not exist.
+    case noGroup
     /// The ACL user may not run the command or touch the key.
     case noPermission
     /// Keys of one command hash to different slots.
@@ -40,6 +42,7 @@ public enum RedisErrorKind: Sendable, Equatable {
         case "TRYAGAIN": self = .tryAgain
         case "CLUSTERDOWN": self = .clusterDown
         case "BUSYGROUP": self = .busyGroup
+        case "NOGROUP": self = .noGroup
         case "NOPERM": self = .noPermission
         case "CROSSSLOT": self = .crossSlot
         case "OOM": self = .outOfMemory

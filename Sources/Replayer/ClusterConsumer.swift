@@ -273,8 +273,7 @@ final class ClusterConsumer {
     func run() async throws {
         defer { subscribers.values.forEach { $0.close() } }
         var dirty: Set<String> = []
-        let topology = try await ledger.router.topology.get()
-        fence = options.fence(everyMasterHasReplicas: topology.everyMasterHasReplicas)
+        fence = options.fence(replicated: try await ledger.router.isReplicated().get())
         logger.info("cluster consumer ready", metadata: [
             "group": "\(group)", "consumer": "\(consumer)", "replica_acks": "\(fence?.replicas ?? 0)",
         ])
@@ -399,7 +398,7 @@ final class ClusterConsumer {
         let created = await ledger.pipelineResults(fresh.map { ($0, ["XGROUP", "CREATE", $0, group, "0", "MKSTREAM"]) })
         for result in created {
             if case .failure(let error) = result {
-                if case RedisError.server(let message) = error, message.hasPrefix("BUSYGROUP") { continue }
+                if (error as? RedisError)?.kind == .busyGroup { continue }
                 throw error
             }
         }
@@ -520,7 +519,7 @@ final class ClusterConsumer {
         for result in replies {
             switch result {
             case .success(let reply): total += try PendingSummary.parse(reply).count
-            case .failure(RedisError.server(let message)) where message.hasPrefix("NOGROUP"): continue
+            case .failure(let error as RedisError) where error.kind == .noGroup: continue
             case .failure(let error): throw error
             }
         }

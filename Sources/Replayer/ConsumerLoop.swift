@@ -50,14 +50,14 @@ public struct ConsumerOptions: Sendable {
     /// their XACK, to prove a restart re-applies nothing twice.
     public var killAfterCommits: Int?
     /// Apply a batch only once this many replicas hold it (nil: 1 on a
-    /// cluster whose masters all have replicas, 0 otherwise; 0: off).
+    /// cluster with replicas, 0 otherwise; 0: off).
     public var replicaAcks: Int?
     /// The most one WAIT of the replica fence takes.
     public var replicaAckTimeoutMilliseconds = 1_000
 
     /// The fence for `replicaAcks` or its default, nil when off.
-    func fence(everyMasterHasReplicas: Bool) -> ReplicaFence? {
-        let replicas = replicaAcks ?? (everyMasterHasReplicas ? 1 : 0)
+    func fence(replicated: Bool) -> ReplicaFence? {
+        let replicas = replicaAcks ?? (replicated ? 1 : 0)
         guard replicas > 0 else { return nil }
         return ReplicaFence(replicas: replicas, timeoutMilliseconds: replicaAckTimeoutMilliseconds)
     }
@@ -183,7 +183,7 @@ public final class ConsumerLoop {
     /// Apply (commit), then acknowledge. A crash between the two re-delivers
     /// the batch, which the sink ignores by key.
     private func handle(_ entries: [StreamEntry]) async throws {
-        if let fence = options.fence(everyMasterHasReplicas: false) {
+        if let fence = options.fence(replicated: false) {
             let replies = try await group.redis.pipeline(
                 fence.commands(stream: group.stream, group: group.group, consumer: group.consumer, ids: entries.map(\.id))
             )

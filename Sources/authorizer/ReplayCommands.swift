@@ -73,7 +73,7 @@ struct Replay: AsyncParsableCommand {
     @Option(help: "On a Redis Cluster: how often every master is swept for slot streams, in ms (the safety net under the xadd keyevents).")
     var sweepMs = 5_000
 
-    @Option(help: "Apply (commit, notify) a batch only once this many replicas hold its entries (WAIT; on a Redis Cluster, every replica the cluster lists for the master, at least this many), so that no statement of a write a failover discards reaches the database. Default: 1 on a Redis Cluster whose masters all have replicas, 0 otherwise.")
+    @Option(help: "Apply (commit, notify) a batch only once this many replicas hold its entries (WAIT; on a Redis Cluster, every replica the cluster lists for the master, at least this many), so that no statement of a write a failover discards reaches the database. Default: 1 on a Redis Cluster with replicas, 0 otherwise.")
     var replicaAcks: Int?
 
     @Option(help: "The most one WAIT for --replica-acks may take, in ms.")

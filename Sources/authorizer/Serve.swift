@@ -65,7 +65,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
 
-    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT; on a Redis Cluster, every replica the cluster lists for the master, at least this many); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off. Default: 1 on a Redis Cluster whose masters all have replicas (a failover then loses no approval), 0 otherwise.")
+    @Option(help: "Hand a decision to the terminal only once this many replicas acknowledged its writes (WAIT; on a Redis Cluster, every replica the cluster lists for the master, at least this many); an approval they do not acknowledge in time is reversed and answered 07 timeout. 0: off. Default: 1 on a Redis Cluster with replicas (a failover then loses no approval), 0 otherwise.")
     var replicaAcks: Int?
 
     @Option(help: "The most one WAIT for --replica-acks may take, in milliseconds (the SLA still bounds every answer).")
@@ -123,19 +123,19 @@ struct Serve: AsyncParsableCommand {
         try await group.shutdownGracefully()
     }
 
-    /// `--replica-acks`, or its default: 1 on a cluster whose every master
-    /// has a replica (without it a master's loss loses the approvals its
-    /// replica had not received), 0 otherwise. Said at start either way.
+    /// `--replica-acks`, or its default: 1 on a cluster with replicas
+    /// (without it a master's loss loses the approvals its replica had not
+    /// received), 0 otherwise. Said at start either way.
     private func chosenReplicaAcks(_ router: ClusterRouter?, logger: Logger) async throws -> Int {
         if let replicaAcks {
             logger.info("replica acks", metadata: ["replica_acks": "\(replicaAcks)", "chosen": "explicitly"])
             return replicaAcks
         }
-        let replicated = try await router?.topology.get().everyMasterHasReplicas ?? false
+        let replicated = try await router?.isReplicated().get() ?? false
         let acks = replicated ? 1 : 0
         logger.info("replica acks", metadata: [
             "replica_acks": "\(acks)",
-            "chosen": "\(replicated ? "by default: every master has a replica (--replica-acks 0 to turn off)" : "by default: not every master has a replica")",
+            "chosen": "\(replicated ? "by default: the cluster has replicas (--replica-acks 0 to turn off)" : "by default: no replica listed")",
         ])
         return acks
     }

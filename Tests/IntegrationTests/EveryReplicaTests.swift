@@ -71,4 +71,35 @@ final class EveryReplicaTests: XCTestCase {
             return (try? owner?.balances(account)["FOOD"]) == expected
         }
     }
+
+    /// Right after a failover the promoted replica has no replica of its
+    /// own until the old master rejoins, and a cluster nobody wrote to yet
+    /// lists no replica in `CLUSTER SLOTS` (offset 0). A serve or a replayer
+    /// started then keeps its replica acks on: the default rests on the
+    /// cluster having replicas, not on every master listing one at that instant.
+    func testAProcessStartedWhileAMasterHasNoReplicaKeepsItsReplicaAcks() throws {
+        let cluster = try RedisCluster(name: "acks-default", nodeTimeoutMs: 1_000)
+        try runAuthorizer(["rules", "init", "--redis", cluster.seeds])
+        let masters = try cluster.masters()
+        let replica = try XCTUnwrap(cluster.nodes.first { node in !masters.contains { $0 === node } })
+        let replicaID = try cluster.nodeID(replica)
+        replica.kill()
+        // Until every node leaves it out of CLUSTER SLOTS (marked failed).
+        let others = cluster.nodes.filter { $0 !== replica }
+        try masters[0].waitUntil(timeout: 30) {
+            others.allSatisfy { !RedisCluster.strings(in: try? $0.command("CLUSTER", "SLOTS")).contains(replicaID) }
+        }
+        let serve = try ServeProcess(url: cluster.seeds, stateParent: cluster.users, arguments: ["--metrics-port", "0"])
+        let chosen = try XCTUnwrap(serve.child.line(containing: "replica acks"), serve.child.output)
+        XCTAssertTrue(chosen.contains("replica_acks=1"), chosen)
+
+        let replay = ChildProcess(name: "replay", executable: TestEnvironment.authorizerBinary, arguments: [
+            "replay", "--redis", cluster.nodes.map(\.replayerURL).joined(separator: ","),
+            "--db", cluster.users.appendingPathComponent("acks.sqlite").path,
+        ])
+        try replay.start()
+        defer { replay.terminate(signal: SIGKILL) }
+        let ready = try XCTUnwrap(replay.line(containing: "cluster consumer ready"), replay.output)
+        XCTAssertTrue(ready.contains("replica_acks=1"), ready)
+    }
 }

@@ -14,6 +14,7 @@ final class RedisErrorKindTests: XCTestCase {
         XCTAssertEqual(RedisErrorKind(message: "TRYAGAIN Multiple keys request during rehashing of slot"), .tryAgain)
         XCTAssertEqual(RedisErrorKind(message: "CLUSTERDOWN The cluster is down"), .clusterDown)
         XCTAssertEqual(RedisErrorKind(message: "BUSYGROUP Consumer Group name already exists"), .busyGroup)
+        XCTAssertEqual(RedisErrorKind(message: "NOGROUP No such key 'statements:{0}' or consumer group 'replayer' in XREADGROUP with GROUP option"), .noGroup)
         XCTAssertEqual(RedisErrorKind(message: "NOPERM this user has no permissions to run the 'del' command"), .noPermission)
         XCTAssertEqual(RedisErrorKind(message: "CROSSSLOT Keys in request don't hash to the same slot"), .crossSlot)
         XCTAssertEqual(RedisErrorKind(message: "ERR unknown command"), .other)

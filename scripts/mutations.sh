@@ -73,6 +73,7 @@ declare -A TESTS=(
   [owed-reversal-repeat-approved]='IntegrationTests.CombinedFaultTests/testATimedOutRepeat'
   [unreplicated-decline-answered]='IntegrationTests.ReplicaAckTests/testADeclineTooFew'
   [wait-for-any-replica]='IntegrationTests.EveryReplicaTests'
+  [acks-default-from-a-snapshot]='IntegrationTests.EveryReplicaTests/testAProcessStarted'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -338,7 +338,7 @@ final class AccountGate: Sendable {
         metrics.unreplicatedDecision()
         logger.warning("decision not acknowledged by enough replicas", metadata: [
             "account": "\(job.account)", "id": "\(job.id)", "replicas": "\(replication?.acknowledged ?? 0)",
-            "wanted": "\(max(replication?.wanted ?? 0, config.replicaAcks))",
+            "wanted": "\(replication?.wanted ?? config.replicaAcks)",
         ])
         switch job.operation {
         case .reverse(_, service: true):
@@ -357,11 +357,11 @@ final class AccountGate: Sendable {
 
     /// Under `--replica-acks N`: fewer replicas than the WAIT wanted (every
     /// replica listed for the node, at least N) hold the decision, or no
-    /// WAIT could be made.
+    /// WAIT was made.
     private func isShort(_ replication: ReplicatedReply?) -> Bool {
         guard config.replicaAcks > 0 else { return false }
-        guard let replication, let acknowledged = replication.acknowledged else { return true }
-        return acknowledged < max(replication.wanted, config.replicaAcks)
+        guard let replication, replication.acknowledged != nil else { return true }
+        return replication.isShort
     }
 
     private func lockedByAnother(_ job: Job, pttl: Int64) {

@@ -500,10 +500,9 @@ final class ClusterConsumer {
         var waits: [(key: String, arguments: [String], wanted: Int)] = []
         var waited = Set<ClusterTopology.Node?>()
         for (batch, owner) in zip(fenced, owners) {
-            let wanted = fence.wanted(listed: owner.wanted)
-            let commands = fence.commands(stream: batch.stream, group: group, consumer: consumer, ids: batch.entries.map(\.id), wanted: wanted)
+            let commands = fence.commands(stream: batch.stream, group: group, consumer: consumer, ids: batch.entries.map(\.id), wanted: owner.wanted)
             claims.append((batch.stream, commands[0]))
-            if waited.insert(owner.node).inserted || owner.node == nil { waits.append((batch.stream, commands[1], wanted)) }
+            if waited.insert(owner.node).inserted || owner.node == nil { waits.append((batch.stream, commands[1], owner.wanted)) }
         }
         let replies = try await ledger.pipeline(claims + waits.map { ($0.key, $0.arguments) })
         for (index, wait) in waits.enumerated() {

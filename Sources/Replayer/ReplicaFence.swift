@@ -22,15 +22,8 @@ public struct ReplicaFence: Sendable, Equatable {
         self.timeoutMilliseconds = timeoutMilliseconds
     }
 
-    /// The replicas to wait for on a node the cluster lists `listed`
-    /// replicas for: every one of them (a batch held by one replica only is
-    /// lost when another is promoted; see `ClusterRouter.evalScript`), at
-    /// least `replicas`.
-    func wanted(listed: Int) -> Int {
-        min(max(replicas, listed), ClusterRouter.maxReplicasWanted)
-    }
-
-    /// The fence's two commands for one stream's batch.
+    /// The fence's two commands for one stream's batch; `wanted`: on a
+    /// cluster, every replica listed for the node (`ClusterRouter.replicasWanted`).
     func commands(stream: String, group: String, consumer: String, ids: [StreamID], wanted: Int? = nil) -> [[String]] {
         precondition(!ids.isEmpty)
         return [
@@ -42,7 +35,7 @@ public struct ReplicaFence: Sendable, Equatable {
     /// Throws unless the WAIT reply counts enough replicas.
     func check(waitReply: RESPValue, stream: String, wanted: Int? = nil) throws {
         let acknowledged = Int(waitReply.int ?? 0)
-        let wanted = max(wanted ?? replicas, replicas)
+        let wanted = wanted ?? replicas
         guard acknowledged >= wanted else {
             throw NotReplicated(stream: stream, acknowledged: acknowledged, wanted: wanted)
         }

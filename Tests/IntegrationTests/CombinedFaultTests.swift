@@ -140,6 +140,8 @@ final class ReplicaAckTests: XCTestCase {
             Thread.sleep(forTimeInterval: 0.05)
         }
         try runAuthorizer(["rules", "init", "--redis", primary.url])
+        // The replica acknowledges writes (not only "online"): the tests' first WAIT must not be its first ack.
+        guard (try primary.command("WAIT", "1", "10000").int ?? 0) >= 1 else { throw TestFailure("the replica never acknowledged") }
     }
 
     override func tearDown() {

@@ -26,9 +26,15 @@ public enum HashSlot {
     public static func crc16<Bytes: Sequence>(_ bytes: Bytes) -> UInt16 where Bytes.Element == UInt8 {
         var crc: UInt16 = 0
         for byte in bytes {
-            crc = (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ byte)]
+            crc = crc16(crc, byte)
         }
         return crc
+    }
+
+    /// One step of the CRC: `crc` extended by `byte`.
+    @inline(__always)
+    static func crc16(_ crc: UInt16, _ byte: UInt8) -> UInt16 {
+        (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ byte)]
     }
 
     private static let table: [UInt16] = (0..<256).map { index in

@@ -45,19 +45,50 @@ extension HashSlot {
     /// text) whose own slot is that slot. `statements:{T}` then lives on the
     /// slot of the accounts it records. Anyone can recompute the table:
     /// for n = 0, 1, 2, …: slot(String(n)) gets n if it has no tag yet.
-    public static let streamTags: [String] = {
-        var tags = [String?](repeating: nil, count: count)
+    ///
+    /// A process computes it once, at start (`prepareStreamTags()`), before
+    /// it takes traffic: a static is initialised under a lock, so a request
+    /// that touched it first would wait for the whole table.
+    public static let streamTags: [String] = makeStreamTags()
+
+    /// Computes the table now, if no one has yet.
+    public static func prepareStreamTags() {
+        precondition(streamTags.count == count)
+    }
+
+    /// The integers in order, their CRCs built digit by digit: the CRC of
+    /// each prefix is kept, so an increment recomputes only the digits that
+    /// changed (about 1.1 steps per integer, no string made per integer).
+    static func makeStreamTags() -> [String] {
+        var tags = [String](repeating: "", count: count)
         var missing = count
-        var candidate = 0
-        while missing > 0 {
-            let text = String(candidate)
-            let slot = of(key: text)
-            if tags[slot] == nil {
-                tags[slot] = text
+        var digits: [UInt8] = [UInt8(ascii: "0")]
+        // prefixCRC[i]: the CRC of digits[0..<i].
+        var prefixCRC: [UInt16] = [0, crc16(digits)]
+        // The integers up to 10^8 cover every slot many times over.
+        while missing > 0 && digits.count <= 8 {
+            let slot = Int(prefixCRC[digits.count] & 0x3FFF)
+            if tags[slot].isEmpty {
+                tags[slot] = String(decoding: digits, as: UTF8.self)
                 missing -= 1
             }
-            candidate += 1
+            var changed = digits.count - 1
+            while changed >= 0 && digits[changed] == UInt8(ascii: "9") {
+                digits[changed] = UInt8(ascii: "0")
+                changed -= 1
+            }
+            if changed < 0 {
+                digits.insert(UInt8(ascii: "1"), at: 0)
+                prefixCRC.append(0)
+                changed = 0
+            } else {
+                digits[changed] += 1
+            }
+            for index in changed..<digits.count {
+                prefixCRC[index + 1] = crc16(prefixCRC[index], digits[index])
+            }
         }
-        return tags.map { $0 ?? "" }
-    }()
+        precondition(missing == 0, "some slot has no integer tag")
+        return tags
+    }
 }

@@ -144,6 +144,8 @@ struct Serve: AsyncParsableCommand {
         on group: MultiThreadedEventLoopGroup, endpoint: RedisEndpoint, scripts: ScriptLibrary, listenPort: Int, logger: Logger
     ) async throws {
 
+        // The ledger's stream tags, before any request needs them (see HashSlot.streamTags).
+        HashSlot.prepareStreamTags()
         var config = AuthorizerConfig()
         config.sla = .milliseconds(Int64(slaMs))
         config.lockTTL = .milliseconds(Int64(lockTtlMs))

@@ -1,5 +1,5 @@
 import AuthorizerCore
-import RedisWire
+@testable import RedisWire
 import XCTest
 
 final class HashSlotTests: XCTestCase {
@@ -51,5 +51,21 @@ final class StreamTagTests: XCTestCase {
                 XCTAssertFalse((0..<value).contains { HashSlot.of(key: String($0)) == slot }, "slot \(slot)")
             }
         }
+    }
+
+    /// The digit-by-digit computation gives the table of its definition.
+    func testTheTableIsItsDefinition() {
+        var reference = [String?](repeating: nil, count: HashSlot.count)
+        var missing = HashSlot.count
+        var candidate = 0
+        while missing > 0 {
+            let slot = HashSlot.of(key: String(candidate))
+            if reference[slot] == nil {
+                reference[slot] = String(candidate)
+                missing -= 1
+            }
+            candidate += 1
+        }
+        XCTAssertEqual(HashSlot.makeStreamTags(), reference.map { $0 ?? "" })
     }
 }

@@ -123,6 +123,7 @@ let package = Package(
             ]
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
+        .testTarget(name: "AuthorizerServerTests", dependencies: ["AuthorizerServer"]),
         .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "RedisWire"]),
         .testTarget(name: "LoadGeneratorTests", dependencies: ["LoadGenerator"]),
@@ -139,6 +140,7 @@ let package = Package(
             dependencies: [
                 "AuthorizerCore",
                 "AuthorizerServer",
+                "Ledger",
                 "RedisWire",
                 "MetricsScrape",
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -61,6 +61,8 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
     /// An authorization whose id a reversal got to first.
     case reversed
     case originalNotFound
+    /// A reversal whose amount is not its original's (ISO 8583 answers it DE39 13).
+    case amountMismatch
     /// A fault of the authorizer itself; the detail is for the logs as much as the terminal.
     case internalError(String?)
     /// A `07` a decision script gave in its own words.
@@ -74,6 +76,8 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
     public static let timeoutText = "timeout"
     public static let reversedText = "reversed"
     public static let originalNotFoundText = "original not found"
+    /// reverse.lua's words for `amountMismatch`.
+    public static let amountMismatchText = "amount does not match the original"
 
     /// The words the terminal receives.
     public var text: String {
@@ -87,6 +91,7 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case .timeout: return Self.timeoutText
         case .reversed: return Self.reversedText
         case .originalNotFound: return Self.originalNotFoundText
+        case .amountMismatch: return Self.amountMismatchText
         case .internalError(let detail?): return "internal error: \(detail)"
         case .internalError(nil): return "internal error"
         case .declined(let words): return words
@@ -107,6 +112,7 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case Self.timeoutText: self = .timeout
         case Self.reversedText: self = .reversed
         case Self.originalNotFoundText: self = .originalNotFound
+        case Self.amountMismatchText: self = .amountMismatch
         case "internal error": self = .internalError(nil)
         default: self = .declined(text.isEmpty ? "declined" : text)
         }

@@ -171,7 +171,7 @@ public enum ISO8583Translator {
             switch decision.rejectReason {
             case .unknownAccount?: return R.invalidCard
             case .timeout?, .storageUnavailable?, .shuttingDown?, .internalError?: return R.issuerUnavailable
-            case let reason? where reason.text == "amount does not match the original": return R.invalidAmount
+            case .amountMismatch?: return R.invalidAmount
             default: return R.doNotHonour
             }
         }

@@ -2,6 +2,7 @@ import AuthorizerCore
 #if canImport(Glibc)
 import Glibc
 #endif
+import Ledger
 import Logging
 import NIOCore
 import RedisWire
@@ -14,9 +15,9 @@ import RedisWire
 /// unlock and the next head's authorize travel in order on one connection.
 final class AccountGate: Sendable {
     let eventLoop: EventLoop
-    let redis: any ScriptRunner
-    /// Which ledger stream records each account (one, or one per cluster slot).
-    private let target: RedisTarget
+    let redis: Redis
+    /// Which ledger stream records each account.
+    private let ledger: LedgerLayout
     private let scripts: ScriptLibrary
     private let watcher: LockWatcher
     private let config: AuthorizerConfig
@@ -43,7 +44,7 @@ final class AccountGate: Sendable {
     }
 
     init(
-        eventLoop: EventLoop, redis: any ScriptRunner, target: RedisTarget = .single(RedisEndpoint()), scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig,
+        eventLoop: EventLoop, redis: Redis, scripts: ScriptLibrary, watcher: LockWatcher, config: AuthorizerConfig,
         tokenPrefix: String, logger: Logger, metrics: ServerMetrics = .disabled,
         journal: ReversalJournal? = nil, owe: @escaping @Sendable (PendingReversal) -> Void = { _ in }
     ) {
@@ -52,7 +53,7 @@ final class AccountGate: Sendable {
         self.eventLoop = eventLoop
         self.metrics = metrics
         self.redis = redis
-        self.target = target
+        self.ledger = redis.target.ledger
         self.scripts = scripts
         self.watcher = watcher
         self.config = config
@@ -198,13 +199,13 @@ final class AccountGate: Sendable {
             metric = .authorize
             call = .authorize(
                 request, resolution, token: job.lockToken, lockTTLms: job.keepsLock ? lockTTLms : 0, idempotency: idempotencyScope(),
-                statements: target.statementsKey(forAccount: request.account)
+                statements: ledger.stream(forAccount: request.account)
             )
         case .reverse(let request, _):
             metric = .reverse
             call = .reverse(
                 request, token: job.lockToken, lockTTLms: lockTTLms, idempotency: idempotencyScope(),
-                windowMs: Int64(config.reversalWindowSeconds) * 1000, statements: target.statementsKey(forAccount: request.account)
+                windowMs: Int64(config.reversalWindowSeconds) * 1000, statements: ledger.stream(forAccount: request.account)
             )
         }
         guard config.replicaAcks > 0 else {
@@ -390,8 +391,8 @@ final class AccountGate: Sendable {
         let boundJob = NIOLoopBound(job, eventLoop: eventLoop)
         watcher.register(
             lockKey: Keys.lock(job.account),
-            // On a cluster: the master that just answered LOCKED owns the slot now.
-            owner: (redis as? ClusterRouter)?.master(ofSlot: HashSlot.of(key: Keys.lock(job.account))),
+            // The master that just answered LOCKED owns the slot now.
+            owner: redis.master(ofSlot: HashSlot.of(key: Keys.lock(job.account))),
             on: eventLoop
         ) {
             // Runs on this shard's event loop.
@@ -453,7 +454,7 @@ final class AccountGate: Sendable {
         let decision = Decision.rejected(reason)
         job.declined = decision
         let call: ScriptCall
-        let statements = target.statementsKey(forAccount: job.account)
+        let statements = ledger.stream(forAccount: job.account)
         let rewrite = config.replicaAcks > 0
         switch job.operation {
         case .authorize(let request, let resolution):

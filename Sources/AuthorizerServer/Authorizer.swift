@@ -38,26 +38,16 @@ public final class Authorizer: Sendable {
         let nonce = String(UInt64.random(in: .min ... .max), radix: 36)
         var shards: [AccountGate] = []
         for (index, loop) in group.makeIterator().enumerated() {
-            let redis: any ScriptRunner
-            switch target {
-            case .single(let endpoint):
-                redis = RedisClient(
-                    endpoint: endpoint, eventLoop: loop, scripts: scripts.all, options: redisOptions, logger: logger,
-                    onReconnect: { metrics.redisReconnected(.command) },
-                    onScriptsReloaded: { metrics.scriptsReloaded() }
-                )
-            case .cluster(let seeds):
-                // One router per event loop: its own slot map and one pipelined client per master.
-                redis = ClusterRouter(
-                    seeds: seeds, eventLoop: loop, scripts: scripts.all, options: redisOptions,
-                    tryAgainBudget: config.sla, logger: logger,
-                    onReconnect: { metrics.redisReconnected(.command) },
-                    onScriptsReloaded: { metrics.scriptsReloaded() },
-                    onRedirect: { kind in metrics.clusterRedirect(kind.rawValue) }
-                )
-            }
+            // One per event loop: its own slot map and one pipelined client per master.
+            let redis = Redis(
+                target: target, eventLoop: loop, scripts: scripts.all, options: redisOptions,
+                tryAgainBudget: config.sla, logger: logger,
+                onReconnect: { metrics.redisReconnected(.command) },
+                onScriptsReloaded: { metrics.scriptsReloaded() },
+                onRedirect: { kind in metrics.clusterRedirect(kind.rawValue) }
+            )
             shards.append(AccountGate(
-                eventLoop: loop, redis: redis, target: target, scripts: scripts, watcher: watcher, config: config,
+                eventLoop: loop, redis: redis, scripts: scripts, watcher: watcher, config: config,
                 tokenPrefix: "\(nonce):\(index)", logger: logger, metrics: metrics,
                 journal: journal, owe: owe
             ))
@@ -84,9 +74,6 @@ public final class Authorizer: Sendable {
         for entry in owed { apply(entry, attempt: 0) }
     }
 
-    static let reversalRetryBase = TimeAmount.milliseconds(50)
-    static let reversalRetryMax = TimeAmount.seconds(1)
-
     /// Runs an owed reversal on its account's shard, under the account lock,
     /// retrying (with back-off) until Redis acknowledges it.
     private func apply(_ entry: PendingReversal, attempt: Int) {
@@ -100,7 +87,7 @@ public final class Authorizer: Sendable {
                 retry = false
             }
             if retry {
-                let delay = min(Self.reversalRetryBase * Int64(1 << min(attempt, 10)), Self.reversalRetryMax)
+                let delay = Backoff.owedReversal.delay(afterFailures: attempt + 1)
                 if attempt == 0 || attempt % 20 == 0 {
                     self.logger.warning("owed reversal not applied yet; retrying", metadata: [
                         "account": "\(entry.account)", "id": "\(entry.original)", "reason": "\(decision.reason ?? "")", "attempt": "\(attempt + 1)",

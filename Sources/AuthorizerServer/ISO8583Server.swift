@@ -15,7 +15,7 @@ public final class ISO8583Server: Sendable {
         public var port = 7071
         /// Links open at once; more are refused.
         public var maxLinks = 20_000
-        /// Requests of one link being decided at once; past it the link is not read until answers leave.
+        /// Requests of one link in flight at once; messages read past it wait, and the link is not read until they are taken up.
         public var maxInFlightPerLink = 1_024
         /// Largest message accepted (the length prefix says more: the link is closed).
         public var maxMessageLength = 16 * 1024
@@ -110,126 +110,101 @@ struct ISO8583Framer: ByteToMessageDecoder {
 /// Serves one ISO 8583 link: decodes each message, translates it into the
 /// authorizer's request, and writes each answer as soon as it is decided
 /// (answers may leave in any order; the acquirer matches them by STAN/RRN).
+///
+/// At most `maxInFlight` requests are decided at once; messages read past
+/// the limit wait and reading stops until they are taken up
+/// (`ConnectionLifecycle` holds those rules, the same as the terminal
+/// port's). This handler keeps the ISO 8583 codec and its translation.
 final class ISO8583Handler: ChannelDuplexHandler {
     typealias InboundIn = ISO8583Frame
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let authorizer: Authorizer
-    private let maxInFlight: Int
     private let logger: Logger
-
-    private var inFlight = 0
-    /// Messages read past the in-flight limit (one read can bring many):
-    /// decided in order as answers leave, before the link is read again.
-    private var parked = CircularBuffer<ByteBuffer>(initialCapacity: 16)
-    private var readHeld = false
-    private var closeWhenDrained = false
-    /// A graceful shutdown asked for the close: linger after the last answer.
-    private var quiescing = false
-    /// Output closed after the last answer; input is read and dropped.
-    private var lingering = false
-    private var flushScheduled = false
-    private var active = true
+    private var lifecycle: ConnectionLifecycle<ISO8583Inbound>
+    /// Requests finished while `finished` is running (a decision that
+    /// completed at once): its loop reports them, so that parked messages
+    /// are taken up in order and without recursion.
+    private var finishedMeanwhile = 0
+    private var reporting = false
 
     init(authorizer: Authorizer, maxInFlight: Int, logger: Logger) {
         precondition(maxInFlight > 0)
         self.authorizer = authorizer
-        self.maxInFlight = maxInFlight
         self.logger = logger
+        self.lifecycle = ConnectionLifecycle(maxInFlight: maxInFlight)
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        guard !closeWhenDrained, !lingering else { return }
-        switch unwrapInboundIn(data) {
-        case .tooLong(let length):
-            logger.warning("iso8583 link closed", metadata: ["reason": "message length \(length) over the limit"])
-            authorizer.metrics.requestDecided(.rejected, .lineTooLong)
-            closeWhenDrained = true
-            drained(context: context)
-        case .message(let bytes):
-            if inFlight >= maxInFlight || !parked.isEmpty {
-                parked.append(bytes)
-                readHeld = true
-            } else {
-                handle(bytes, context: context)
-            }
+        guard lifecycle.acceptsFrames else { return }  // not decoded: it would be dropped
+        let inbound = ISO8583Inbound(unwrapInboundIn(data))
+        let action = inbound.endsLink ? lifecycle.fatalFrameDecoded(inbound) : lifecycle.frameDecoded(inbound)
+        if case .dispatch(let inbound) = action {
+            start(inbound, context: context)
         }
     }
 
-    private func handle(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+    /// Takes one message up: answers it at once, or asks the authorizer. A
+    /// message that ends the link is logged and counted here; the lifecycle
+    /// closes the link once the answers before it are written.
+    private func start(_ inbound: ISO8583Inbound, context: ChannelHandlerContext) {
         let receivedAt = NIODeadline.now()
-        let decoded = bytes.withUnsafeReadableBytes { ISO8583.decode($0) }
-        let message: ISO8583.Message
-        switch decoded {
-        case .failure(let error):
+        switch inbound {
+        case .tooLong(let length):
+            logger.warning("iso8583 link closed", metadata: ["reason": "message length \(length) over the limit"])
+            authorizer.metrics.requestDecided(.rejected, .lineTooLong)
+        case .unreadable(let error):
             authorizer.metrics.requestDecided(.rejected, .invalidRequest)
-            guard let mti = error.mti, error.fields[11] != nil,
-                  let answer = ISO8583Translator.answer(to: ISO8583.Message(mti: mti, fields: error.fields), code: ISO8583ResponseCode.formatError)
-            else {
-                // Neither MTI nor STAN: nothing the acquirer could match an answer to.
-                logger.warning("iso8583 link closed", metadata: ["reason": "unreadable message: \(error.reason)"])
-                closeWhenDrained = true
-                drained(context: context)
-                return
-            }
+            logger.warning("iso8583 link closed", metadata: ["reason": "unreadable message: \(error.reason)"])
+        case .formatError(let answer, let error):
+            authorizer.metrics.requestDecided(.rejected, .invalidRequest)
             logger.warning("request refused", metadata: ["channel": "iso8583", "stan": "\(error.fields[11] ?? "")", "reason": "\(error.reason)"])
             send(answer, receivedAt: receivedAt, context: context)
-            return
-        case .success(let value):
-            message = value
-        }
-        switch ISO8583Translator.interpret(message) {
-        case .failure(let refusal):
-            guard let answer = ISO8583Translator.answer(to: message, code: refusal.code) else {
-                logger.warning("iso8583 link closed", metadata: ["reason": "MTI \(message.mti) cannot be answered"])
-                closeWhenDrained = true
-                drained(context: context)
-                return
-            }
-            logger.warning("request refused", metadata: ["channel": "iso8583", "stan": "\(message[11] ?? "")", "rrn": "\(message[37] ?? "")", "reason": "\(refusal.reason)"])
+        case .unanswerable(let mti):
+            logger.warning("iso8583 link closed", metadata: ["reason": "MTI \(mti) cannot be answered"])
+        case .refused(let answer, let request, let refusal):
+            logger.warning("request refused", metadata: ["channel": "iso8583", "stan": "\(request[11] ?? "")", "rrn": "\(request[37] ?? "")", "reason": "\(refusal.reason)"])
             authorizer.metrics.requestDecided(.rejected, .invalidRequest)
             send(answer, receivedAt: receivedAt, context: context)
-        case .success(.echo):
-            if let answer = ISO8583Translator.answer(to: message, code: ISO8583ResponseCode.approved) {
-                send(answer, receivedAt: receivedAt, context: context)
-            }
-        case .success(let operation):
-            let request: TerminalRequest
-            switch operation {
-            case .authorization(let value): request = .authorization(value)
-            case .reversal(let value): request = .reversal(value)
-            case .balance(let value): request = .balance(value)
-            case .echo: return
-            }
-            inFlight += 1
-            let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-            authorizer.handle(request, receivedAt: receivedAt)
-                .hop(to: context.eventLoop)
-                .whenComplete { result in
-                    let handler = loopBound.value.handler
-                    let decision: Decision
-                    switch result {
-                    case .success(let value): decision = value
-                    case .failure(let error):
-                        decision = .rejected(.internalError("\(error)"))
-                        handler.logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
-                    }
-                    handler.authorizer.metrics.requestDecided(decision)
-                    handler.inFlight -= 1
-                    let code = ISO8583Translator.responseCode(for: decision, of: operation)
-                    handler.logger.debug("decided", metadata: ["channel": "iso8583", "account": "\(request.account)", "id": "\(request.id)", "code": "\(code)"])
-                    if let answer = ISO8583Translator.answer(to: message, code: code, balances: decision.balances) {
-                        handler.send(answer, receivedAt: receivedAt, context: loopBound.value.context)
-                    }
-                    handler.drained(context: loopBound.value.context)
-                }
+        case .echo(let answer):
+            if let answer { send(answer, receivedAt: receivedAt, context: context) }
+        case .request(let message, let operation, let request):
+            decide(request, of: message, operation: operation, receivedAt: receivedAt, context: context)
+            return
         }
+        finished(1, context: context)
+    }
+
+    private func decide(
+        _ request: TerminalRequest, of message: ISO8583.Message, operation: ISO8583Operation,
+        receivedAt: NIODeadline, context: ChannelHandlerContext
+    ) {
+        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
+        authorizer.handle(request, receivedAt: receivedAt)
+            .hop(to: context.eventLoop)
+            .whenComplete { result in
+                let handler = loopBound.value.handler
+                let decision: Decision
+                switch result {
+                case .success(let value): decision = value
+                case .failure(let error):
+                    decision = .rejected(.internalError("\(error)"))
+                    handler.logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
+                }
+                handler.authorizer.metrics.requestDecided(decision)
+                let code = ISO8583Translator.responseCode(for: decision, of: operation)
+                handler.logger.debug("decided", metadata: ["channel": "iso8583", "account": "\(request.account)", "id": "\(request.id)", "code": "\(code)"])
+                if let answer = ISO8583Translator.answer(to: message, code: code, balances: decision.balances) {
+                    handler.send(answer, receivedAt: receivedAt, context: loopBound.value.context)
+                }
+                handler.finished(1, context: loopBound.value.context)
+            }
     }
 
     /// Writes one answer, length-prefixed; flushes once per tick.
     private func send(_ answer: ISO8583.Message, receivedAt: NIODeadline, context: ChannelHandlerContext) {
-        guard active else { return }
+        guard lifecycle.writesAnswers else { return }
         let bytes: [UInt8]
         do {
             bytes = try ISO8583.encode(answer)
@@ -242,76 +217,68 @@ final class ISO8583Handler: ChannelDuplexHandler {
         buffer.writeBytes(bytes)
         authorizer.metrics.requestAnswered(receivedAt: receivedAt)
         context.write(wrapOutboundOut(buffer), promise: nil)
-        scheduleFlush(context: context)
+        if lifecycle.answerWritten() { scheduleFlush(context: context) }
+    }
+
+    /// `count` requests are answered (or owed no answer): their places go to
+    /// parked messages, and the link may read again or end. Not reentrant:
+    /// requests finished meanwhile are reported by the running loop.
+    private func finished(_ count: Int, context: ChannelHandlerContext) {
+        finishedMeanwhile += count
+        guard !reporting else { return }
+        reporting = true
+        defer { reporting = false }
+        while finishedMeanwhile > 0 {
+            let count = finishedMeanwhile
+            finishedMeanwhile = 0
+            perform(lifecycle.requestsFinished(count), context: context)
+        }
+    }
+
+    private func perform(_ actions: [ConnectionLifecycle<ISO8583Inbound>.Action], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .dispatch(let inbound):
+                start(inbound, context: context)
+            case .resumeReads:
+                context.read()
+            case .flushLastAnswers:
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
+                    self.perform(self.lifecycle.lastAnswersFlushed(), context: context)
+                }
+            case .closeOutputAndLinger:
+                LingeringClose.start(context: context)
+            case .close:
+                context.close(promise: nil)
+            }
+        }
     }
 
     private func scheduleFlush(context: ChannelHandlerContext) {
-        guard !flushScheduled else { return }
-        flushScheduled = true
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         context.eventLoop.assumeIsolated().execute {
-            loopBound.value.handler.flushScheduled = false
+            loopBound.value.handler.lifecycle.flushRan()
             loopBound.value.context.flush()
         }
     }
 
-    /// Closes once everything accepted is answered (when closing), and
-    /// resumes reading once in-flight requests drained below half the limit.
-    private func drained(context: ChannelHandlerContext) {
-        guard active else { return }
-        while inFlight < maxInFlight, !parked.isEmpty, active {
-            handle(parked.removeFirst(), context: context)
-        }
-        guard active else { return }
-        if closeWhenDrained {
-            guard inFlight == 0, parked.isEmpty else { return }
-            active = false
-            let quiescing = self.quiescing
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
-                if quiescing {
-                    self.lingering = true
-                    LingeringClose.start(context: context)
-                } else {
-                    context.close(promise: nil)
-                }
-            }
-            return
-        }
-        if readHeld && parked.isEmpty && inFlight < maxInFlight / 2 {
-            readHeld = false
-            context.read()
-        }
-    }
-
     func read(context: ChannelHandlerContext) {
-        if lingering {
-            context.read()
-            return
-        }
-        if closeWhenDrained || inFlight >= maxInFlight || !parked.isEmpty {
-            readHeld = true
-            return
-        }
-        context.read()
+        if lifecycle.readRequested() == .read { context.read() }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            if inFlight == 0 {
-                logger.debug("closing an idle iso8583 link")
-                context.close(promise: nil)
-            }
+            let actions = lifecycle.readIdle()
+            if !actions.isEmpty { logger.debug("closing an idle iso8583 link") }
+            perform(actions, context: context)
             return
         }
-        if lingering && event as? ChannelEvent == .inputClosed {
-            context.close(promise: nil)
+        if event is ChannelShouldQuiesceEvent {
+            perform(lifecycle.quiesce(), context: context)
             return
         }
-        if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
-            if event is ChannelShouldQuiesceEvent && !closeWhenDrained { quiescing = true }
-            closeWhenDrained = true
-            readHeld = true
-            drained(context: context)
+        if event as? ChannelEvent == .inputClosed {
+            perform(lifecycle.inputClosed(), context: context)
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -319,20 +286,88 @@ final class ISO8583Handler: ChannelDuplexHandler {
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if !context.channel.isWritable {
-            logger.warning("closing an iso8583 link that does not read its answers", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
-            active = false
-            context.close(promise: nil)
+            let actions = lifecycle.becameUnwritable()
+            if !actions.isEmpty {
+                logger.warning("closing an iso8583 link that does not read its answers", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
+            }
+            perform(actions, context: context)
         }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        active = false
+        lifecycle.channelInactive()
         context.fireChannelInactive()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         logger.debug("iso8583 link error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
+    }
+}
+
+/// A framed message as the link takes it up, read when it arrives so that
+/// one that ends the link is known before anything after it is accepted.
+/// What it leads to (logs, metrics, the answer, the request) happens when it
+/// is dispatched.
+enum ISO8583Inbound {
+    /// The length prefix announced more than the limit.
+    case tooLong(Int)
+    /// Neither MTI nor STAN could be read: nothing the acquirer could match an answer to.
+    case unreadable(ISO8583.DecodeError)
+    /// Unreadable, but its MTI and STAN are known: answered DE39 `30`.
+    case formatError(answer: ISO8583.Message, error: ISO8583.DecodeError)
+    /// Readable, but its MTI has no answer MTI (an answer sent as a request).
+    case unanswerable(mti: String)
+    /// Refused without asking the authorizer.
+    case refused(answer: ISO8583.Message, request: ISO8583.Message, refusal: ISO8583Refusal)
+    /// 0800: answered at once without touching Redis.
+    case echo(answer: ISO8583.Message?)
+    /// A request for the authorizer.
+    case request(ISO8583.Message, ISO8583Operation, TerminalRequest)
+
+    init(_ frame: ISO8583Frame) {
+        switch frame {
+        case .tooLong(let length):
+            self = .tooLong(length)
+        case .message(let bytes):
+            switch bytes.withUnsafeReadableBytes({ ISO8583.decode($0) }) {
+            case .failure(let error):
+                if let mti = error.mti, error.fields[11] != nil,
+                   let answer = ISO8583Translator.answer(to: ISO8583.Message(mti: mti, fields: error.fields), code: ISO8583ResponseCode.formatError) {
+                    self = .formatError(answer: answer, error: error)
+                } else {
+                    self = .unreadable(error)
+                }
+            case .success(let message):
+                self = .interpreting(message)
+            }
+        }
+    }
+
+    /// A message that could be read: what the translator makes of it.
+    private static func interpreting(_ message: ISO8583.Message) -> ISO8583Inbound {
+        switch ISO8583Translator.interpret(message) {
+        case .failure(let refusal):
+            guard let answer = ISO8583Translator.answer(to: message, code: refusal.code) else {
+                return .unanswerable(mti: message.mti)
+            }
+            return .refused(answer: answer, request: message, refusal: refusal)
+        case .success(let operation):
+            switch operation {
+            case .echo: return .echo(answer: ISO8583Translator.answer(to: message, code: ISO8583ResponseCode.approved))
+            case .authorization(let value): return .request(message, operation, .authorization(value))
+            case .reversal(let value): return .request(message, operation, .reversal(value))
+            case .balance(let value): return .request(message, operation, .balance(value))
+            }
+        }
+    }
+
+    /// The link cannot go on after it.
+    var endsLink: Bool {
+        switch self {
+        case .tooLong, .unreadable, .unanswerable: return true
+        case .formatError, .refused, .echo, .request: return false
+        }
     }
 }

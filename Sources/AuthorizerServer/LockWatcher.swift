@@ -99,11 +99,7 @@ public final class LockWatcher: Sendable {
     private func watch(for lockKey: String, owner: ClusterTopology.Node?) -> Watch {
         eventLoop.assertInEventLoop()
         var endpoint = nodeOf(lockKey)
-        if let owner, var known = endpoint {
-            known.host = owner.host
-            known.port = owner.port
-            endpoint = known
-        }
+        if let owner, let known = endpoint { endpoint = known.at(owner) }
         guard let endpoint else { return primary }
         let name = "\(endpoint.host):\(endpoint.port)"
         if name == primaryNode { return primary }

@@ -52,7 +52,7 @@ public final class ServerMetrics: Sendable {
             case .storageUnavailable: self = .storageUnavailable
             case .shuttingDown: self = .shuttingDown
             case .timeout: self = .timeout
-            case .reversed, .originalNotFound: self = .other
+            case .reversed, .originalNotFound, .amountMismatch: self = .other
             case .internalError: self = .internalError
             case .declined: self = .other
             }
@@ -76,7 +76,7 @@ public final class ServerMetrics: Sendable {
     }
 
     /// The Redis links that reconnect on their own.
-    public enum RedisLink: String, Sendable, CaseIterable {
+    public enum ReconnectingLink: String, Sendable, CaseIterable {
         /// A shard's pipelined command connection.
         case command
         /// The pub/sub connection that carries the lock and rules events.
@@ -229,7 +229,7 @@ public final class ServerMetrics: Sendable {
         lockWaiters = Gauge(label: Name.lockWaiters, factory: factory)
         connections = Meter(label: Name.connections, factory: factory)
         connectionsRefused = Counter(label: Name.connectionsRefused, factory: factory)
-        redisReconnects = RedisLink.allCases.map {
+        redisReconnects = ReconnectingLink.allCases.map {
             Counter(label: Name.redisReconnects, dimensions: [("link", $0.rawValue)], factory: factory)
         }
         scriptReloads = Counter(label: Name.scriptReloads, factory: factory)
@@ -297,7 +297,7 @@ public final class ServerMetrics: Sendable {
         redisRoundTrips[index].recordNanoseconds((NIODeadline.now() - sent).nanoseconds)
     }
 
-    public func redisReconnected(_ link: RedisLink) {
+    public func redisReconnected(_ link: ReconnectingLink) {
         redisReconnects[link == .command ? 0 : 1].increment()
     }
 

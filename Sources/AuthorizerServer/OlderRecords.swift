@@ -13,8 +13,8 @@ public enum OlderRecords {
     public static func readUntil(store: RulesStore, nowMs: Int64, lifetimeSeconds: Int) -> EventLoopFuture<Int64> {
         precondition(nowMs > 0 && lifetimeSeconds > 0)
         let key = Keys.bucketsSince
-        return RulesStore.send(RedisCommand("SET", key, String(nowMs), "NX"), key: key, redis: store.redis, router: store.router)
-            .flatMap { _ in RulesStore.send(RedisCommand("GET", key), key: key, redis: store.redis, router: store.router) }
+        return store.send(RedisCommand("SET", key, String(nowMs), "NX"), key: key)
+            .flatMap { _ in store.send(RedisCommand("GET", key), key: key) }
             .flatMapThrowing { reply in
                 guard let text = reply.string, let recorded = Int64(text), recorded >= 0 else {
                     throw RedisError.unexpectedReply("\(key) is not a Unix time in ms: \(reply)")

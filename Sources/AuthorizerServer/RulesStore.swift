@@ -13,18 +13,17 @@ import Yams
 /// V (`INCR rules:version`), then `rules:current` is switched: a reader sees
 /// the old set or the new one, never half of each.
 public struct RulesStore: Sendable {
-    public let redis: RedisClient
-    /// Set on a cluster (on `redis`'s event loop).
-    public let router: ClusterRouter?
+    public let redis: Redis
 
     public static let currentVersionKey = "rules:current"
     public static let versionCounterKey = "rules:version"
 
-    public init(redis: RedisClient, router: ClusterRouter? = nil) {
-        precondition(router.map { $0.eventLoop === redis.eventLoop } ?? true, "one event loop for the store")
+    public init(redis: Redis) {
         self.redis = redis
-        self.router = router
     }
+
+    /// Versioned keys: on a cluster the three keys would hash to three slots.
+    private var isVersioned: Bool { redis.target.isCluster }
 
     /// The three keys of the rules: fixed on one Redis, versioned on a cluster.
     public static func keys(version: Int64?) -> (mcc: String, merchant: String, config: String) {
@@ -32,14 +31,9 @@ public struct RulesStore: Sendable {
         return ("rules:{\(version)}:mcc", "rules:{\(version)}:merchant", "rules:{\(version)}:config")
     }
 
-    private func send(_ command: RedisCommand, key: String) -> EventLoopFuture<RESPValue> {
-        Self.send(command, key: key, redis: redis, router: router)
-    }
-
-    /// `command` to the one Redis, or to the master of `key`'s slot on a cluster.
-    static func send(_ command: RedisCommand, key: String, redis: RedisClient, router: ClusterRouter?) -> EventLoopFuture<RESPValue> {
-        guard let router else { return redis.send(command) }
-        return router.send(command, slot: HashSlot.of(key: key))
+    /// `command` to the master of `key`'s slot.
+    func send(_ command: RedisCommand, key: String) -> EventLoopFuture<RESPValue> {
+        redis.send(command, slot: HashSlot.of(key: key))
     }
 
     /// The version `rules:current` names (cluster), nil when none was saved.
@@ -50,7 +44,7 @@ public struct RulesStore: Sendable {
     /// The rules in Redis; missing parts take the documented defaults
     /// (fallback CASH, mode whole, empty maps).
     public func load() -> EventLoopFuture<Rules> {
-        guard router != nil else { return load(Self.keys(version: nil)) }
+        guard isVersioned else { return load(Self.keys(version: nil)) }
         return loadCurrent(attempts: 3)
     }
 
@@ -94,7 +88,7 @@ public struct RulesStore: Sendable {
     /// Replaces the rules atomically (MULTI/EXEC) and tells running servers.
     public func save(_ rules: Rules) -> EventLoopFuture<Void> {
         precondition(rules.validationErrors().isEmpty, "validate rules before saving")
-        guard router != nil else { return write(rules, keys: Self.keys(version: nil)).flatMap { self.announce() } }
+        guard isVersioned else { return write(rules, keys: Self.keys(version: nil)).flatMap { self.announce() } }
         // Cluster: a new version, then the pointer; the version before the
         // previous one is deleted (a reader of the previous one may still be busy).
         return send(RedisCommand("INCR", Self.versionCounterKey), key: Self.versionCounterKey).flatMap { reply in
@@ -143,9 +137,9 @@ public struct RulesStore: Sendable {
     /// did: no service ever ran on this Redis, so it holds no idempotency
     /// record of the older one-key form either (`idempotency:buckets-since` 0).
     public func installDefaultsIfMissing() -> EventLoopFuture<Bool> {
-        let exists = router == nil
-            ? redis.send(RedisCommand("EXISTS", Keys.rulesMCC, Keys.rulesMerchant, Keys.rulesConfig))
-            : send(RedisCommand("EXISTS", Self.currentVersionKey), key: Self.currentVersionKey)
+        let exists = isVersioned
+            ? send(RedisCommand("EXISTS", Self.currentVersionKey), key: Self.currentVersionKey)
+            : send(RedisCommand("EXISTS", Keys.rulesMCC, Keys.rulesMerchant, Keys.rulesConfig), key: Keys.rulesMCC)
         return exists.flatMap { reply in
             guard reply.int == 0 else { return self.redis.eventLoop.makeSucceededFuture(false) }
             return self.save(.defaults)

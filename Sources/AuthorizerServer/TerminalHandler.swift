@@ -5,50 +5,69 @@ import NIOCore
 /// Serves one terminal connection: parses each line, hands it to the
 /// authorizer, and writes the answers back in request order.
 ///
-/// Many requests may be in flight on one connection (pipelining); past
-/// `maxInFlight` the handler stops reading until answers drain.
+/// Many requests may be in flight on one connection (pipelining), at most
+/// `maxInFlight`; lines read past the limit wait, unparsed, and reading stops
+/// until they are taken up (`ConnectionLifecycle` holds those rules, the
+/// same as the ISO 8583 port's). This handler keeps the line codec and the
+/// answer queue that puts the answers back in request order.
 final class TerminalHandler: ChannelDuplexHandler {
     typealias InboundIn = TerminalFrame
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let authorizer: Authorizer
-    private let maxInFlight: Int
     private let logger: Logger
+    private var lifecycle: ConnectionLifecycle<TerminalFrame>
 
-    /// Answers not yet written, oldest first; nil while the decision is pending.
+    /// One entry per request in flight, oldest first: its answer, nil while
+    /// the decision is pending.
     private var answers = CircularBuffer<ByteBuffer?>(initialCapacity: 16)
-    /// When the line of each entry of `answers` was read (for the latency histogram).
+    /// When the line of each entry of `answers` was taken up (for the latency histogram).
     private var answerTimes = CircularBuffer<NIODeadline>(initialCapacity: 16)
     /// Sequence number of `answers.first`.
     private var firstSequence: UInt64 = 0
-    private var readHeld = false
-    private var closeWhenDrained = false
-    /// A graceful shutdown asked for the close (see `linger`).
-    private var quiescing = false
-    /// Output closed after the last answer; input is read and dropped.
-    private var lingering = false
-    private var flushScheduled = false
-    private var active = true
+    /// `writeReady` is running: an answer filled meanwhile (a decision that
+    /// completed at once) is written by its loop, in order.
+    private var writing = false
 
     init(authorizer: Authorizer, maxInFlight: Int, logger: Logger) {
         precondition(maxInFlight > 0)
         self.authorizer = authorizer
-        self.maxInFlight = maxInFlight
         self.logger = logger
+        self.lifecycle = ConnectionLifecycle(maxInFlight: maxInFlight)
     }
 
-
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        if lingering { return }  // sent after the shutdown began: never read, never answered
-        switch unwrapInboundIn(data) {
+        let frame = unwrapInboundIn(data)
+        let action: ConnectionLifecycle<TerminalFrame>.FrameAction
+        switch frame {
+        case .line(let line):
+            if Self.isBlank(line) { return }  // nothing asked, nothing owed
+            action = lifecycle.frameDecoded(frame)
+        case .tooLong:
+            action = lifecycle.fatalFrameDecoded(frame)
+        }
+        guard case .dispatch(let dispatched) = action else { return }
+        start(dispatched, context: context)
+        writeReady(context: context)
+    }
+
+    private static func isBlank(_ line: ByteBuffer) -> Bool {
+        line.withUnsafeReadableBytes { bytes in
+            bytes.allSatisfy { $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }
+        }
+    }
+
+    /// Takes one frame up: it gets the next place in the answer queue, filled
+    /// at once for a refusal, or when the authorizer decides; `writeReady`
+    /// writes it in its turn.
+    private func start(_ frame: TerminalFrame, context: ChannelHandlerContext) {
+        switch frame {
         case .tooLong:
             let id = TransactionID.make()
             logger.warning("declined", metadata: ["id": "\(id)", "reason": "\(RejectReason.lineTooLong)"])
             authorizer.metrics.requestDecided(.rejected, .lineTooLong)
             append(id: id, decision: .rejected(.lineTooLong), context: context)
-            closeWhenDrained = true
-            writeReady(context: context)
         case .line(let line):
             handle(line: line, context: context)
         }
@@ -56,20 +75,16 @@ final class TerminalHandler: ChannelDuplexHandler {
 
     private func handle(line: ByteBuffer, context: ChannelHandlerContext) {
         let receivedAt = NIODeadline.now()
-        let parsed = line.withUnsafeReadableBytes { bytes -> Result<TerminalRequest, RequestRejection>? in
-            if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { return nil }
-            return TerminalRequestParser.parse(line: bytes, makeID: TransactionID.make)
+        let parsed = line.withUnsafeReadableBytes { bytes in
+            TerminalRequestParser.parse(line: bytes, makeID: TransactionID.make)
         }
         switch parsed {
-        case nil:
-            return  // blank line
-        case .failure(let rejection)?:
+        case .failure(let rejection):
             let id = rejection.id ?? TransactionID.make()
             logger.warning("request refused", metadata: ["id": "\(id)", "reason": "\(rejection.reason)"])
             authorizer.metrics.requestDecided(.rejected, .invalidRequest)
             append(id: id, decision: .rejected(.invalidRequest(rejection.reason)), receivedAt: receivedAt, context: context)
-            writeReady(context: context)
-        case .success(let request)?:
+        case .success(let request):
             let sequence = firstSequence + UInt64(answers.count)
             answers.append(nil)
             answerTimes.append(receivedAt)
@@ -99,7 +114,7 @@ final class TerminalHandler: ChannelDuplexHandler {
     }
 
     private func fill(sequence: UInt64, id: String, decision: Decision, context: ChannelHandlerContext) {
-        guard active else { return }
+        guard lifecycle.writesAnswers else { return }
         let index = Int(sequence - firstSequence)
         assert(index >= 0 && index < answers.count && answers[answers.index(answers.startIndex, offsetBy: index)] == nil)
         var buffer = context.channel.allocator.buffer(capacity: 64)
@@ -108,83 +123,82 @@ final class TerminalHandler: ChannelDuplexHandler {
         writeReady(context: context)
     }
 
-    /// Writes every answer whose predecessors are written; flushes once per tick.
+    /// Writes every answer whose predecessors are written, and takes up the
+    /// parked lines the freed places allow (their answers may be ready at
+    /// once: hence the loop). Not reentrant: the running loop writes what
+    /// is filled meanwhile, so that every parked line gets its place in the
+    /// queue before any answer after it is written.
     private func writeReady(context: ChannelHandlerContext) {
-        var wrote = false
+        guard !writing else { return }
+        writing = true
+        defer { writing = false }
+        while lifecycle.writesAnswers {
+            assert(answers.count == lifecycle.inFlight, "one answer place per request in flight")
+            let written = writeAnswersInOrder(context: context)
+            guard written > 0 else { return }
+            perform(lifecycle.requestsFinished(written), context: context)
+        }
+    }
+
+    /// Writes the answers at the head of the queue that are decided; returns how many.
+    private func writeAnswersInOrder(context: ChannelHandlerContext) -> Int {
+        var written = 0
         while let first = answers.first, let buffer = first {
             answers.removeFirst()
             authorizer.metrics.requestAnswered(receivedAt: answerTimes.removeFirst())
             firstSequence += 1
             context.write(wrapOutboundOut(buffer), promise: nil)
-            wrote = true
+            written += 1
         }
-        if wrote { scheduleFlush(context: context) }
-        if closeWhenDrained && answers.isEmpty {
-            let quiescing = self.quiescing
-            context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
-                if quiescing {
-                    self.linger(context: context)
-                } else {
-                    context.close(promise: nil)
+        if written > 0 && lifecycle.answerWritten() { scheduleFlush(context: context) }
+        return written
+    }
+
+    private func perform(_ actions: [ConnectionLifecycle<TerminalFrame>.Action], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .dispatch(let frame):
+                start(frame, context: context)
+            case .resumeReads:
+                context.read()
+            case .flushLastAnswers:
+                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
+                    self.perform(self.lifecycle.lastAnswersFlushed(), context: context)
                 }
+            case .closeOutputAndLinger:
+                LingeringClose.start(context: context)
+            case .close:
+                context.close(promise: nil)
             }
-            active = false
-            return
-        }
-        if readHeld && !closeWhenDrained && answers.count < maxInFlight / 2 {
-            readHeld = false
-            context.read()
         }
     }
 
     private func scheduleFlush(context: ChannelHandlerContext) {
-        guard !flushScheduled else { return }
-        flushScheduled = true
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
         context.eventLoop.assumeIsolated().execute {
-            loopBound.value.handler.flushScheduled = false
+            loopBound.value.handler.lifecycle.flushRan()
             loopBound.value.context.flush()
         }
     }
 
-    /// After the last answer of a graceful shutdown (see `LingeringClose`).
-    private func linger(context: ChannelHandlerContext) {
-        lingering = true
-        LingeringClose.start(context: context)
-    }
-
     func read(context: ChannelHandlerContext) {
-        if lingering {
-            context.read()
-            return
-        }
-        if closeWhenDrained || answers.count >= maxInFlight {
-            readHeld = true
-            return
-        }
-        context.read()
+        if lifecycle.readRequested() == .read { context.read() }
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
             // Idle terminal: nothing sent for the idle timeout and nothing owed to it.
-            if answers.isEmpty {
-                logger.debug("closing an idle terminal connection")
-                context.close(promise: nil)
-            }
+            let actions = lifecycle.readIdle()
+            if !actions.isEmpty { logger.debug("closing an idle terminal connection") }
+            perform(actions, context: context)
             return
         }
-        if lingering && event as? ChannelEvent == .inputClosed {
-            context.close(promise: nil)
+        if event is ChannelShouldQuiesceEvent {
+            perform(lifecycle.quiesce(), context: context)
             return
         }
-        if event is ChannelShouldQuiesceEvent || event as? ChannelEvent == .inputClosed {
-            // Graceful shutdown, or the terminal finished sending (half-close):
-            // answer what was accepted, then close.
-            if event is ChannelShouldQuiesceEvent && !closeWhenDrained { quiescing = true }
-            closeWhenDrained = true
-            readHeld = true
-            writeReady(context: context)
+        if event as? ChannelEvent == .inputClosed {
+            perform(lifecycle.inputClosed(), context: context)
             return
         }
         context.fireUserInboundEventTriggered(event)
@@ -194,15 +208,17 @@ final class TerminalHandler: ChannelDuplexHandler {
     /// buffer passed its high-water mark. Close rather than buffer without bound.
     func channelWritabilityChanged(context: ChannelHandlerContext) {
         if !context.channel.isWritable {
-            logger.warning("closing a terminal that does not read its answers", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
-            active = false
-            context.close(promise: nil)
+            let actions = lifecycle.becameUnwritable()
+            if !actions.isEmpty {
+                logger.warning("closing a terminal that does not read its answers", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
+            }
+            perform(actions, context: context)
         }
         context.fireChannelWritabilityChanged()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        active = false
+        lifecycle.channelInactive()
         context.fireChannelInactive()
     }
 

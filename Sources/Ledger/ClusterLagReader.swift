@@ -28,11 +28,11 @@ public final class ClusterLagReader: Sendable {
         let lag: ReplayerLag
     }
 
-    private let router: ClusterRouter
+    private let router: Redis
     private let group: String
     private let readings: NIOLoopBoundBox<[Node: Reading]>
 
-    public init(router: ClusterRouter, group: String = Keys.replayGroup) {
+    public init(router: Redis, group: String = Keys.replayGroup) {
         self.router = router
         self.group = group
         self.readings = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: router.eventLoop)
@@ -82,7 +82,7 @@ public final class ClusterLagReader: Sendable {
     /// XLEN of every slot stream of the node, then the lag of those with entries.
     private func readInFull(client: RedisClient, slots: [ClosedRange<Int>]) -> EventLoopFuture<ReplayerLag> {
         let loop = router.eventLoop
-        let names = slots.flatMap { $0.map { Keys.statements(tag: HashSlot.streamTags[$0]) } }
+        let names = LedgerLayout.streams(inSlots: slots)
         let reader = ReplayerLagReader(eventLoop: loop, group: group) { _, command in client.send(command) }
         return Self.inChunks(names, on: loop, initial: [String]()) { chunk, found in
             let lengths = chunk.map { client.send(RedisCommand("XLEN", $0)) }

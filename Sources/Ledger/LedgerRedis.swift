@@ -49,18 +49,18 @@ public final class RedisLink: LedgerRedis {
     }
 }
 
-/// The master of one slot, through a `ClusterRouter`. A MOVED reply updates
+/// The master of one slot, through a `Redis`. A MOVED reply updates
 /// the router's slot map and the command is resent to the new owner.
 public struct SlotRedis: LedgerRedis {
-    public let router: ClusterRouter
+    public let router: Redis
     public let slot: Int
 
-    public init(router: ClusterRouter, slot: Int) {
+    public init(router: Redis, slot: Int) {
         self.router = router
         self.slot = slot
     }
 
-    public init(router: ClusterRouter, key: String) {
+    public init(router: Redis, key: String) {
         self.init(router: router, slot: HashSlot.of(key: key))
     }
 

@@ -1,3 +1,4 @@
+import AuthorizerCore
 import NIOCore
 import NIOPosix
 
@@ -10,7 +11,7 @@ public final class LineClient: Sendable {
         self.channel = channel
     }
 
-    public static func connect(to target: Target, on loop: EventLoop) -> EventLoopFuture<LineClient> {
+    public static func connect(to target: HostPort, on loop: EventLoop) -> EventLoopFuture<LineClient> {
         ClientBootstrap(group: loop)
             .connectTimeout(.seconds(5))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)

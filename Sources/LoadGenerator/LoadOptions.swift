@@ -1,19 +1,5 @@
+import AuthorizerCore
 import NIOCore
-
-/// A terminal server to load, `host:port`.
-public struct Target: Sendable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-
-    public init?(_ text: String) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (1...65_535).contains(port), colon > text.startIndex else { return nil }
-        self.host = String(text[..<colon])
-        self.port = port
-    }
-
-    public var description: String { "\(host):\(port)" }
-}
 
 /// What the generator speaks: line-JSON to the terminal port, or ISO 8583
 /// (0200 purchases, 2-byte length prefix) to the ISO 8583 port.
@@ -33,7 +19,7 @@ public enum LoadProtocol: String, Sendable, CaseIterable {
 
 public struct LoadOptions: Sendable {
     /// Connections are spread over the targets round-robin.
-    public var targets: [Target]
+    public var targets: [HostPort]
     /// Requests per second over all connections, on a fixed timetable; 0 = closed loop.
     public var rate = 10_000
     public var duration: TimeAmount = .seconds(10)
@@ -54,7 +40,7 @@ public struct LoadOptions: Sendable {
     public var runID: String
     public var wire: LoadProtocol = .line
 
-    public init(targets: [Target], runID: String) {
+    public init(targets: [HostPort], runID: String) {
         self.targets = targets
         self.runID = runID
     }

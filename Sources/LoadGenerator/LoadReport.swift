@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Histogram
 import NIOCore
 
@@ -53,7 +54,7 @@ public struct LoadProgress: Sendable {
 }
 
 public enum LoadGeneratorError: Error, CustomStringConvertible {
-    case cannotConnect(Target, Error)
+    case cannotConnect(HostPort, Error)
 
     public var description: String {
         switch self {

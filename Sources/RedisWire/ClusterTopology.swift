@@ -33,6 +33,13 @@ public struct ClusterTopology: Sendable, Equatable {
         replicas = []
     }
 
+    /// One Redis: `node` serves every slot and lists no replica.
+    public init(single node: Node) {
+        owner = Array(repeating: 0, count: Self.slotCount)
+        masters = [node]
+        replicas = [[]]
+    }
+
     /// Parses a `CLUSTER SLOTS` reply: [[start, end, [host, port, id…], [replica…]…]…].
     public init(clusterSlots reply: RESPValue) throws {
         self.init()
@@ -102,5 +109,15 @@ public struct ClusterTopology: Sendable, Equatable {
             }
         }
         return ranges
+    }
+}
+
+extension RedisEndpoint {
+    /// The same credentials and database, on `node`.
+    public func at(_ node: ClusterTopology.Node) -> RedisEndpoint {
+        var endpoint = self
+        endpoint.host = node.host
+        endpoint.port = node.port
+        return endpoint
     }
 }

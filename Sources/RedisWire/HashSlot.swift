@@ -33,7 +33,7 @@ public enum HashSlot {
 
     /// One step of the CRC: `crc` extended by `byte`.
     @inline(__always)
-    static func crc16(_ crc: UInt16, _ byte: UInt8) -> UInt16 {
+    public static func crc16(_ crc: UInt16, _ byte: UInt8) -> UInt16 {
         (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ byte)]
     }
 

@@ -27,15 +27,12 @@ public final class RedisClient: Sendable {
         var link: Link = .idle
         var loaded = LoadedScripts()
         var reloading: EventLoopFuture<Void>?
-        var backoff: TimeAmount = .milliseconds(0)
+        var backoff = Backoff.reconnect
         var connectedOnce = false
         var closed = false
         /// The WAIT that will be sent at the end of this event-loop tick, and its connection.
         var pendingWait: (connection: RedisConnection, count: Int, acknowledged: EventLoopFuture<Int>)?
     }
-
-    public static let minBackoff = TimeAmount.milliseconds(50)
-    public static let maxBackoff = TimeAmount.seconds(1)
 
     public init(
         endpoint: RedisEndpoint,
@@ -215,7 +212,7 @@ public final class RedisClient: Sendable {
             case .success(let connection):
                 let reconnected = self.state.value.connectedOnce
                 self.state.value.link = .connected(connection)
-                self.state.value.backoff = .milliseconds(0)
+                self.state.value.backoff.succeeded()
                 self.state.value.connectedOnce = true
                 connection.closeFuture.whenComplete { _ in
                     if case .connected(let current) = self.state.value.link, current === connection {
@@ -228,10 +225,7 @@ public final class RedisClient: Sendable {
                     self.onReconnect?()
                 }
             case .failure(let error):
-                let next = self.state.value.backoff == .milliseconds(0)
-                    ? RedisClient.minBackoff
-                    : min(self.state.value.backoff * 2, RedisClient.maxBackoff)
-                self.state.value.backoff = next
+                let next = self.state.value.backoff.failed()
                 self.state.value.link = .backingOff(until: .now() + next, reason: "\(error)")
                 self.logger.warning("redis connect failed", metadata: ["redis": "\(self.endpoint)", "error": "\(error)", "retry_in_ms": "\(next.nanoseconds / 1_000_000)"])
             }

@@ -18,6 +18,7 @@ public final class RedisSubscriber: Sendable {
         var wanted = Set<String>()
         var connection: EventLoopFuture<RedisConnection>?
         var reconnectScheduled = false
+        var backoff = Backoff.resubscribe
         var closed = false
     }
 
@@ -96,6 +97,7 @@ public final class RedisSubscriber: Sendable {
         future.whenComplete { result in
             switch result {
             case .success(let connection):
+                self.state.value.backoff.succeeded()
                 connection.closeFuture.whenComplete { _ in self.connectionLost(connection) }
             case .failure(let error):
                 self.logger.warning("subscriber connect failed", metadata: ["error": "\(error)"])
@@ -116,7 +118,7 @@ public final class RedisSubscriber: Sendable {
     private func scheduleReconnect() {
         guard !state.value.closed, !state.value.wanted.isEmpty, !state.value.reconnectScheduled else { return }
         state.value.reconnectScheduled = true
-        eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(100)) {
+        eventLoop.assumeIsolated().scheduleTask(in: state.value.backoff.failed()) {
             self.state.value.reconnectScheduled = false
             guard self.state.value.connection == nil, !self.state.value.wanted.isEmpty else { return }
             self.connect().whenSuccess { _ in self.onResubscribed() }

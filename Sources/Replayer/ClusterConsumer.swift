@@ -12,10 +12,10 @@ import RedisWire
 /// each stream's commands to the master of its slot (MOVED updates the slot
 /// map and resends).
 public final class ClusterLedger: Sendable {
-    public let router: ClusterRouter
+    public let router: Redis
     private let credentials: RedisEndpoint
 
-    private init(router: ClusterRouter, credentials: RedisEndpoint) {
+    private init(router: Redis, credentials: RedisEndpoint) {
         self.router = router
         self.credentials = credentials
     }
@@ -23,7 +23,7 @@ public final class ClusterLedger: Sendable {
     /// A router on one event loop of the shared group, connected to the seeds.
     public static func connect(seeds: [RedisEndpoint], commandTimeout: TimeAmount = .seconds(5), logger: Logger) async throws -> ClusterLedger {
         precondition(!seeds.isEmpty)
-        let router = ClusterRouter(
+        let router = Redis(
             seeds: seeds, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
             options: RedisConnection.Options(commandTimeout: commandTimeout, connectTimeout: .seconds(2)), logger: logger
         )
@@ -54,12 +54,18 @@ public final class ClusterLedger: Sendable {
         try await router.eventLoop.flatSubmit { self.router.client(for: node).send(RedisCommand(arguments)) }.get()
     }
 
+    /// `commands` pipelined on one node: written together, replies in order.
+    public func pipeline(_ commands: [[String]], on node: ClusterTopology.Node) async throws -> [RESPValue] {
+        let replies = router.eventLoop.flatSubmit {
+            let client = self.router.client(for: node)
+            return EventLoopFuture.whenAllSucceed(commands.map { client.send(RedisCommand($0)) }, on: self.router.eventLoop)
+        }
+        return try await replies.get()
+    }
+
     /// The endpoint of a node, with the seeds' user and password.
     public func endpoint(of node: ClusterTopology.Node) -> RedisEndpoint {
-        var endpoint = credentials
-        endpoint.host = node.host
-        endpoint.port = node.port
-        return endpoint
+        credentials.at(node)
     }
 
     /// The statement streams a master holds (SCAN is node-local).
@@ -121,11 +127,7 @@ struct NodeRedis: LedgerRedis {
     let node: ClusterTopology.Node
 
     func send(_ arguments: [String]) async throws -> RESPValue { try await ledger.send(arguments, on: node) }
-    func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
-        var replies: [RESPValue] = []
-        for command in commands { replies.append(try await send(command)) }
-        return replies
-    }
+    func pipeline(_ commands: [[String]]) async throws -> [RESPValue] { try await ledger.pipeline(commands, on: node) }
 }
 
 /// Streams that changed, as the `xadd` keyevents of the masters tell, and a
@@ -556,10 +558,10 @@ final class ClusterConsumer {
         }
     }
 
-    /// Runs `body`, retrying Redis failures with back-off (50 ms doubling to
-    /// 2 s) until it succeeds or the task is cancelled. Sink failures pass through.
+    /// Runs `body`, retrying Redis failures with back-off (`Backoff.replayer`:
+    /// 50 ms doubling to 2 s) until it succeeds or the task is cancelled. Sink failures pass through.
     private func retryingRedis(_ body: () async throws -> Void) async throws {
-        var delay = 0.05
+        var backoff = Backoff.replayer
         while true {
             do {
                 try await body()
@@ -577,9 +579,9 @@ final class ClusterConsumer {
                     logger.warning("stopping while redis fails", metadata: ["group": "\(group)", "error": "\(error)"])
                     return
                 }
-                logger.warning("redis failed; retrying", metadata: ["group": "\(group)", "error": "\(error)", "retry_in_ms": "\(Int(delay * 1000))"])
-                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                delay = min(delay * 2, 2)
+                let delay = backoff.failed()
+                logger.warning("redis failed; retrying", metadata: ["group": "\(group)", "error": "\(error)", "retry_in_ms": "\(delay.nanoseconds / 1_000_000)"])
+                try? await Task.sleep(for: delay.duration)
             }
         }
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Ledger
 import Logging
+import NIOCore
 import RedisWire
 
 /// Where a consumer puts the entries it reads. `apply` must be durable when
@@ -210,10 +211,10 @@ public final class ConsumerLoop {
         await afterBatch(stats)
     }
 
-    /// Runs `body`, retrying Redis failures with back-off (50 ms doubling to
-    /// 2 s) until it succeeds or the task is cancelled. Sink failures pass through.
+    /// Runs `body`, retrying Redis failures with back-off (`Backoff.replayer`:
+    /// 50 ms doubling to 2 s) until it succeeds or the task is cancelled. Sink failures pass through.
     private func retryingRedis(_ body: () async throws -> Void) async throws {
-        var delay = 0.05
+        var backoff = Backoff.replayer
         while true {
             do {
                 try await body()
@@ -229,10 +230,10 @@ public final class ConsumerLoop {
                     logger.warning("stopping while redis fails", metadata: ["group": "\(group.group)", "error": "\(error)"])
                     return
                 }
-                logger.warning("redis failed; retrying", metadata: ["group": "\(group.group)", "error": "\(error)", "retry_in_ms": "\(Int(delay * 1000))"])
+                let delay = backoff.failed()
+                logger.warning("redis failed; retrying", metadata: ["group": "\(group.group)", "error": "\(error)", "retry_in_ms": "\(delay.nanoseconds / 1_000_000)"])
                 // Cut short by a stop; the next failure (or success) then ends the wait.
-                try? await Task.sleep(for: .milliseconds(Int(delay * 1000)))
-                delay = min(delay * 2, 2)
+                try? await Task.sleep(for: delay.duration)
             }
         }
     }

@@ -23,7 +23,7 @@ public struct ReplicaFence: Sendable, Equatable {
     }
 
     /// The fence's two commands for one stream's batch; `wanted`: on a
-    /// cluster, every replica listed for the node (`ClusterRouter.replicasWanted`).
+    /// cluster, every replica listed for the node (`Redis.replicasWanted`).
     func commands(stream: String, group: String, consumer: String, ids: [StreamID], wanted: Int? = nil) -> [[String]] {
         precondition(!ids.isEmpty)
         return [

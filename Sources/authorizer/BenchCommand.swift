@@ -99,7 +99,7 @@ struct Bench: AsyncParsableCommand {
         if (try? cpuGroups()) == nil { throw ValidationError("--cpu-of must be NAME=PID[+PID…], NAME not \(Self.generatorName)") }
     }
 
-    private var targets: [Target] { target.split(separator: ",").compactMap { Target(String($0)) } }
+    private var targets: [HostPort] { target.split(separator: ",").compactMap { HostPort(String($0)) } }
 
     static let generatorName = "generator"
     /// Most processes measured: a cluster's masters and replicas, serve, the generator.
@@ -216,7 +216,7 @@ struct Bench: AsyncParsableCommand {
     /// A lock released from outside wakes the waiting request: each sample is
     /// the time from sending the DEL to the answer arriving, so it covers the
     /// keyevent notification, the retried authorize and the answer.
-    static func probeUnlocks(_ count: Int, target: Target, endpoint: RedisEndpoint, runID: String) async throws -> LoadReport {
+    static func probeUnlocks(_ count: Int, target: HostPort, endpoint: RedisEndpoint, runID: String) async throws -> LoadReport {
         let redis = RedisSession(endpoint: endpoint)
         defer { redis.close() }
         let client = try await LineClient.connect(to: target, on: MultiThreadedEventLoopGroup.singleton.next()).get()

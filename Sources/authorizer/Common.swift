@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import NIOSSL
 import RedisWire
 
 /// `--redis`, falling back to AUTHORIZER_REDIS_URL, then the local default.
@@ -90,18 +91,21 @@ final class RedisSession: Sendable {
     let client: RedisClient
     /// One Redis or a cluster (detected, not declared).
     let target: RedisTarget
-    let router: ClusterRouter?
+    /// Commands by key and scripts, one Redis or a cluster alike.
+    let redis: Redis
+    /// The same, on a cluster only (for the node-by-node views of a cluster).
+    var router: Redis? { target.isCluster ? redis : nil }
 
-    private init(client: RedisClient, target: RedisTarget, router: ClusterRouter?) {
+    private init(client: RedisClient, redis: Redis) {
         self.client = client
-        self.target = target
-        self.router = router
+        self.target = redis.target
+        self.redis = redis
     }
 
     /// One Redis, as given: no cluster probe.
     convenience init(endpoint: RedisEndpoint, scripts: [LuaScript] = []) {
         let client = RedisClient(endpoint: endpoint, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), scripts: scripts, logger: quietLogger)
-        self.init(client: client, target: .single(endpoint), router: nil)
+        self.init(client: client, redis: Redis(target: .single(endpoint), eventLoop: client.eventLoop, scripts: scripts, logger: quietLogger))
     }
 
     /// The Redis or cluster `--redis` names.
@@ -110,15 +114,14 @@ final class RedisSession: Sendable {
         let client = RedisClient(endpoint: endpoint, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), scripts: scripts, logger: quietLogger)
         do {
             let target = try await options.target(on: client.eventLoop)
-            guard case .cluster(let seeds) = target else { return RedisSession(client: client, target: target, router: nil) }
-            let router = ClusterRouter(seeds: seeds, eventLoop: client.eventLoop, scripts: scripts, logger: quietLogger)
+            let redis = Redis(target: target, eventLoop: client.eventLoop, scripts: scripts, logger: quietLogger)
             do {
-                try await router.connect().get()
+                try await redis.connect().get()
             } catch {
-                router.close()
+                redis.close()
                 throw error
             }
-            return RedisSession(client: client, target: target, router: router)
+            return RedisSession(client: client, redis: redis)
         } catch {
             client.close()
             throw error
@@ -128,7 +131,7 @@ final class RedisSession: Sendable {
     var eventLoop: EventLoop { client.eventLoop }
 
     /// The rules, versioned on a cluster.
-    var rulesStore: RulesStore { RulesStore(redis: client, router: router) }
+    var rulesStore: RulesStore { RulesStore(redis: redis) }
 
     /// A command; on a cluster it goes to the master serving `key`.
     func send(_ command: RedisCommand, key: String? = nil) async throws -> RESPValue {
@@ -137,20 +140,17 @@ final class RedisSession: Sendable {
 
     /// The reply, not awaited yet (to pipeline several).
     func future(_ command: RedisCommand, key: String? = nil) -> EventLoopFuture<RESPValue> {
-        if let router, let key { return router.send(command, slot: HashSlot.of(key: key)) }
+        if let key { return redis.send(command, slot: HashSlot.of(key: key)) }
         return client.send(command)
     }
 
     func eval(_ script: LuaScript, keys: [String], arguments: [String]) async throws -> RESPValue {
-        if let router {
-            return try await router.eventLoop.flatSubmit { router.evalScript(script, keys: keys, arguments: arguments) }.get()
-        }
-        let client = self.client
-        return try await client.eventLoop.flatSubmit { client.evalScript(script, keys: keys, arguments: arguments) }.get()
+        let redis = self.redis
+        return try await redis.eventLoop.flatSubmit { redis.evalScript(script, keys: keys, arguments: arguments) }.get()
     }
 
     func close() {
-        router?.close()
+        redis.close()
         client.close()
     }
 }
@@ -158,4 +158,15 @@ final class RedisSession: Sendable {
 func fail(_ message: String) -> ExitCode {
     FileHandle.standardError.write(Data("error: \(message)\n".utf8))
     return ExitCode.failure
+}
+
+/// A certificate chain and its private key, read from PEM files (`--tls-cert`, `--tls-key`).
+struct PEMIdentity {
+    let chain: [NIOSSLCertificateSource]
+    let key: NIOSSLPrivateKeySource
+
+    init(certificateFile: String, keyFile: String) throws {
+        chain = try NIOSSLCertificate.fromPEMFile(certificateFile).map { .certificate($0) }
+        key = .privateKey(try NIOSSLPrivateKey(file: keyFile, format: .pem))
+    }
 }

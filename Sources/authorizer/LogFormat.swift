@@ -1,4 +1,5 @@
 import ArgumentParser
+import AuthorizerCore
 import Foundation
 import Logging
 
@@ -89,22 +90,7 @@ struct JSONLogHandler: LogHandler {
 
     /// A JSON string literal: quotes, backslashes and control characters escaped.
     static func appendString(_ text: String, to line: inout String) {
-        line += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": line += "\\\""
-            case "\\": line += "\\\\"
-            case "\n": line += "\\n"
-            case "\r": line += "\\r"
-            case "\t": line += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
-                let hex = String(scalar.value, radix: 16)
-                line += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-            default:
-                line.unicodeScalars.append(scalar)
-            }
-        }
-        line += "\""
+        line += JSONText.quoted(text)
     }
 
     /// UTC, millisecond precision: `2025-01-31T12:00:00.123Z`.

@@ -231,7 +231,7 @@ struct Audit: AsyncParsableCommand {
             defer { ledger.close() }
             report = try await Auditor(
                 store: store, group: group,
-                streamOf: { Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account($0))]) },
+                streamOf: { LedgerLayout.streamPerSlot.stream(forAccount: $0) },
                 redisFor: { ledger.redis(forKey: $0) },
                 scanAccounts: { try await ledger.accounts() }
             ).run()

@@ -1,7 +1,6 @@
 import ArgumentParser
 import AuthorizerCore
 import Foundation
-import LoadGenerator
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -68,7 +67,7 @@ struct Send: AsyncParsableCommand {
     var tlsServerName: String?
 
     func run() async throws {
-        let target: Target
+        let target: HostPort
         let requests: [String]
         let timeout: TimeAmount
         do {
@@ -118,9 +117,9 @@ struct Send: AsyncParsableCommand {
         return ExitCode(status)
     }
 
-    private func resolveTarget() throws -> Target {
+    private func resolveTarget() throws -> HostPort {
         let text = target ?? ProcessInfo.processInfo.environment["AUTHORIZER_TARGET"] ?? "127.0.0.1:7070"
-        guard let target = Target(text) else { throw UsageError("--target must be host:port, got \(text)") }
+        guard let target = HostPort(text) else { throw UsageError("--target must be host:port, got \(text)") }
         return target
     }
 
@@ -166,27 +165,7 @@ struct Send: AsyncParsableCommand {
 
     /// A JSON string literal: quotes, backslashes and control characters escaped.
     static func jsonString(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case "\u{08}": out += "\\b"
-            case "\u{0C}": out += "\\f"
-            case "\u{2028}": out += "\\u2028"
-            case "\u{2029}": out += "\\u2029"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7F {
-                    out += String(format: "\\u%04x", scalar.value)
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        return out + "\""
+        JSONText.quoted(text)
     }
 
     /// The `code` of an answer line, or nil when it has none.
@@ -202,8 +181,9 @@ struct Send: AsyncParsableCommand {
         configuration.minimumTLSVersion = .tlsv12
         if let tlsCa { configuration.trustRoots = .file(tlsCa) }
         if let tlsCert, let tlsKey {
-            configuration.certificateChain = try NIOSSLCertificate.fromPEMFile(tlsCert).map { .certificate($0) }
-            configuration.privateKey = .privateKey(try NIOSSLPrivateKey(file: tlsKey, format: .pem))
+            let identity = try PEMIdentity(certificateFile: tlsCert, keyFile: tlsKey)
+            configuration.certificateChain = identity.chain
+            configuration.privateKey = identity.key
         }
         return try NIOSSLContext(configuration: configuration)
     }
@@ -222,14 +202,14 @@ final class SendExchange: @unchecked Sendable {
         var failure: String?
     }
 
-    private let target: Target
+    private let target: HostPort
     private let requests: [String]
     private let tls: NIOSSLContext?
     private let serverName: String?
     private let timeout: TimeAmount
     private let eventLoop: EventLoop
 
-    init(target: Target, requests: [String], tls: NIOSSLContext?, serverName: String?, timeout: TimeAmount, eventLoop: EventLoop) {
+    init(target: HostPort, requests: [String], tls: NIOSSLContext?, serverName: String?, timeout: TimeAmount, eventLoop: EventLoop) {
         self.target = target
         self.requests = requests
         self.tls = tls

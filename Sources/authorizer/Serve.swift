@@ -126,12 +126,12 @@ struct Serve: AsyncParsableCommand {
     /// `--replica-acks`, or its default: 1 on a cluster with replicas
     /// (without it a master's loss loses the approvals its replica had not
     /// received), 0 otherwise. Said at start either way.
-    private func chosenReplicaAcks(_ router: ClusterRouter?, logger: Logger) async throws -> Int {
+    private func chosenReplicaAcks(_ router: Redis, logger: Logger) async throws -> Int {
         if let replicaAcks {
             logger.info("replica acks", metadata: ["replica_acks": "\(replicaAcks)", "chosen": "explicitly"])
             return replicaAcks
         }
-        let replicated = try await router?.isReplicated().get() ?? false
+        let replicated = try await router.isReplicated().get()
         let acks = replicated ? 1 : 0
         logger.info("replica acks", metadata: [
             "replica_acks": "\(acks)",
@@ -140,12 +140,66 @@ struct Serve: AsyncParsableCommand {
         return acks
     }
 
+    /// The start-up, step by step: nothing listens before every step that
+    /// can refuse to start (Redis, keyspace notifications, rules, the
+    /// journal) has passed, and the service then runs until a signal stops it.
     private func serve(
         on group: MultiThreadedEventLoopGroup, endpoint: RedisEndpoint, scripts: ScriptLibrary, listenPort: Int, logger: Logger
     ) async throws {
+        // The ledger's stream tags, before any request needs them (see LedgerLayout.tags).
+        LedgerLayout.prepare()
+        var config = authorizerConfig()
+        let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
+        let target = try await redisOptions.target(on: admin.eventLoop)
+        let adminRouter = try await connectAdminRouter(target, endpoint: endpoint, loop: admin.eventLoop, logger: logger)
+        config.replicaAcks = try await chosenReplicaAcks(adminRouter, logger: logger)
+        try await probeNotifications(endpoint: endpoint, adminRouter: adminRouter)
+        let store = RulesStore(redis: adminRouter)
+        config.olderRecordsReadUntil = try await prepareRules(store, config: config, logger: logger)
+        let rules = RulesCache(initial: try await store.load().get(), store: store, logger: logger)
+        let metrics = metricsPort == nil ? ServerMetrics.disabled : ServerMetrics()
+        let watcher = try await startLockWatcher(
+            endpoint: endpoint, loop: admin.eventLoop, adminRouter: adminRouter, rules: rules, metrics: metrics, logger: logger
+        )
+        let journal = try openJournal(metrics: metrics, logger: logger)
+        defer { journal.close() }
+        let authorizer = Authorizer(
+            group: group, target: target, scripts: scripts, rules: rules, watcher: watcher,
+            config: config, redisOptions: RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs))),
+            logger: logger, metrics: metrics, journal: journal
+        )
+        try await authorizer.connect().get()
+        authorizer.applyOwedReversals()
+        let lag = try await lagReaders(target, admin: admin, logger: logger)
+        defer { lag.router?.close() }
+        let metricsEndpoint = try await startMetrics(
+            metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : lag.readLag,
+            readMemory: lag.readMemory, logger: logger
+        )
+        let lagWatch = ReplayerLagMonitor(
+            eventLoop: lag.loop, group: Keys.replayGroup,
+            threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger, read: lag.readLag
+        ).start(every: .seconds(10)) { [isCluster = target.isCluster] reading in
+            if isCluster { metrics.statementsStream(reading) }
+        }
+        let listeners = try await startListeners(group: group, authorizer: authorizer, endpoint: endpoint, listenPort: listenPort, logger: logger)
 
-        // The ledger's stream tags, before any request needs them (see HashSlot.streamTags).
-        HashSlot.prepareStreamTags()
+        // Signals and the stop, through the group (see ServeServices.swift).
+        let services = ServiceGroup(configuration: .init(
+            services: [
+                RedisSideService(rules: rules, watcher: watcher, authorizer: authorizer, adminRouter: adminRouter, admin: admin),
+                MetricsService(server: metricsEndpoint?.server, sampler: metricsEndpoint?.sampler, lagWatch: lagWatch),
+                ListenerService(terminals: listeners.terminals, iso8583: listeners.iso8583, journal: journal, logger: logger),
+            ],
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: logger
+        ))
+        try await services.run()
+        logger.info("stopped")
+    }
+
+    /// The decision settings from the options.
+    private func authorizerConfig() -> AuthorizerConfig {
         var config = AuthorizerConfig()
         config.sla = .milliseconds(Int64(slaMs))
         config.lockTTL = .milliseconds(Int64(lockTtlMs))
@@ -153,125 +207,124 @@ struct Serve: AsyncParsableCommand {
         config.answerMargin = .milliseconds(Int64(min(20, slaMs / 5)))
         config.maxPendingReversals = maxPendingReversals
         config.replicaAckTimeout = .milliseconds(Int64(replicaAckTimeoutMs))
-        let redisConnectionOptions = RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs)))
+        return config
+    }
 
-        let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
-        let target = try await redisOptions.target(on: admin.eventLoop)
-        // On a cluster: the admin loop's own slot map, for the rules, the
-        // probes and the lock waits (keyevents are published by the master
-        // that owns the lock's slot only).
-        let adminRouter: ClusterRouter?
-        if case .cluster(let seeds) = target {
-            let router = ClusterRouter(seeds: seeds, eventLoop: admin.eventLoop, logger: logger)
-            do {
-                try await router.connect().get()
-            } catch {
-                throw ValidationError("cannot use the Redis Cluster at \(endpoint): \(error)")
-            }
-            adminRouter = router
+    /// The admin loop's own slot map, for the rules, the probes and the
+    /// lock waits (keyevents are published by the master that owns the
+    /// lock's slot only).
+    private func connectAdminRouter(
+        _ target: RedisTarget, endpoint: RedisEndpoint, loop: EventLoop, logger: Logger
+    ) async throws -> Redis {
+        let router = Redis(target: target, eventLoop: loop, logger: logger)
+        do {
+            try await router.connect().get()
+        } catch {
+            router.close()
+            throw ValidationError("cannot use \(target.isCluster ? "the Redis Cluster at " : "")\(endpoint): \(error)")
+        }
+        if target.isCluster {
             let masters = try await router.topology.get().masters.map(\.description)
             logger.info("redis cluster", metadata: ["masters": "\(masters)"])
-        } else {
-            adminRouter = nil
         }
-        config.replicaAcks = try await chosenReplicaAcks(adminRouter, logger: logger)
+        return router
+    }
+
+    /// Lock waits need keyevent notifications on every node that holds locks: refuse to start without them.
+    private func probeNotifications(endpoint: RedisEndpoint, adminRouter: Redis) async throws {
         do {
-            if let adminRouter {
-                for node in try await adminRouter.topology.get().masters {
-                    var nodeEndpoint = endpoint
-                    nodeEndpoint.host = node.host
-                    nodeEndpoint.port = node.port
-                    let client = try await admin.eventLoop.submit { adminRouter.client(for: node) }.get()
-                    let topology = try await adminRouter.topology.get()
-                    try await NotificationProbe.run(endpoint: nodeEndpoint, redis: client, servedHere: { topology.master(ofSlot: HashSlot.of(key: $0)) == node }).get()
-                }
-            } else {
-                try await NotificationProbe.run(endpoint: endpoint, redis: admin).get()
+            for node in try await adminRouter.topology.get().masters {
+                let client = try await adminRouter.eventLoop.submit { adminRouter.client(for: node) }.get()
+                let topology = try await adminRouter.topology.get()
+                try await NotificationProbe.run(
+                    endpoint: endpoint.at(node), redis: client, servedHere: { topology.master(ofSlot: HashSlot.of(key: $0)) == node }
+                ).get()
             }
         } catch let error as RedisError {
             throw ValidationError("cannot use \(endpoint): \(error)")
         } catch let error as NotificationProbe.Missing {
             throw ValidationError("\(error)")
         }
-        let store = RulesStore(redis: admin, router: adminRouter)
+    }
+
+    /// Installs the default rules into an empty Redis; returns until when the older idempotency records are read.
+    private func prepareRules(_ store: RulesStore, config: AuthorizerConfig, logger: Logger) async throws -> Int64 {
         if try await store.installDefaultsIfMissing().get() {
             logger.info("no rules in redis: installed the default rules")
         }
-        config.olderRecordsReadUntil = try await OlderRecords.readUntil(
+        let readUntil = try await OlderRecords.readUntil(
             store: store, nowMs: Int64(Date().timeIntervalSince1970 * 1000), lifetimeSeconds: config.idempotencyTTLSeconds
         ).get()
-        if config.olderRecordsReadUntil > 0 {
-            logger.info("reading the older one-key idempotency records too", metadata: ["until": "\(config.olderRecordsReadUntil)"])
+        if readUntil > 0 {
+            logger.info("reading the older one-key idempotency records too", metadata: ["until": "\(readUntil)"])
         }
-        let rules = RulesCache(initial: try await store.load().get(), store: store, logger: logger)
-        let metrics = metricsPort == nil ? ServerMetrics.disabled : ServerMetrics()
+        return readUntil
+    }
+
+    /// The keyevent subscriptions behind lock waits (and the rules-changed announcement).
+    private func startLockWatcher(
+        endpoint: RedisEndpoint, loop: EventLoop, adminRouter: Redis, rules: RulesCache, metrics: ServerMetrics, logger: Logger
+    ) async throws -> LockWatcher {
         let nodeOfLock: @Sendable (String) -> RedisEndpoint? = { lockKey in
-            guard let adminRouter, let node = adminRouter.master(ofSlot: HashSlot.of(key: lockKey)) else { return nil }
-            var nodeEndpoint = endpoint
-            nodeEndpoint.host = node.host
-            nodeEndpoint.port = node.port
-            return nodeEndpoint
+            guard let node = adminRouter.master(ofSlot: HashSlot.of(key: lockKey)) else { return nil }
+            return endpoint.at(node)
         }
-        let watcher = LockWatcher(endpoint: endpoint, eventLoop: admin.eventLoop, logger: logger, metrics: metrics, nodeOf: nodeOfLock) {
+        let watcher = LockWatcher(endpoint: endpoint, eventLoop: loop, logger: logger, metrics: metrics, nodeOf: nodeOfLock) {
             rules.refresh()
         }
         try await watcher.start().get()
         if rulesRefreshMs > 0 { rules.startPeriodicRefresh(every: .milliseconds(Int64(rulesRefreshMs))) }
+        return watcher
+    }
 
-        let journal: ReversalJournal
+    private func openJournal(metrics: ServerMetrics, logger: Logger) throws -> ReversalJournal {
         do {
-            journal = try ReversalJournal(directory: stateDir, maxEntries: maxPendingReversals, logger: logger, metrics: metrics)
+            return try ReversalJournal(directory: stateDir, maxEntries: maxPendingReversals, logger: logger, metrics: metrics)
         } catch {
             throw ValidationError("cannot use --state-dir \(stateDir): \(error)")
         }
-        defer { journal.close() }
-        let authorizer = Authorizer(
-            group: group, target: target, scripts: scripts, rules: rules, watcher: watcher,
-            config: config, redisOptions: redisConnectionOptions, logger: logger, metrics: metrics, journal: journal
-        )
-        try await authorizer.connect().get()
-        authorizer.applyOwedReversals()
-        // The replayer's lag, read off the hot path. One Redis: the sampler
-        // sets the gauges every second and the monitor warns. A cluster: the
-        // ledger is one stream per slot, summed over the masters, so it is
-        // read only by the monitor (every 10 s), whose readings set the gauges,
-        // on a thread and connections of its own (the shared singleton group,
-        // not a shard's loop): a full reading handles thousands of replies,
-        // which must not delay a shard's terminals.
+    }
+
+    /// How the replayer's lag and Redis' memory are read, off the hot path.
+    private struct LagReaders {
         let readLag: @Sendable () -> EventLoopFuture<ReplayerLag>
         let readMemory: @Sendable () -> EventLoopFuture<RedisMemory>
-        let lagLoop: EventLoop
-        var lagRouter: ClusterRouter?
-        if case .cluster(let seeds) = target {
-            let router = ClusterRouter(seeds: seeds, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
-            lagRouter = router
-            try await router.connect().get()
-            let reader = ClusterLagReader(router: router)
-            readLag = { reader.read() }
-            readMemory = {
+        let loop: EventLoop
+        /// The cluster's own router for these reads (closed at the stop).
+        let router: Redis?
+    }
+
+    /// One Redis: the sampler sets the lag gauges every second and the
+    /// monitor warns. A cluster: the ledger is one stream per slot, summed
+    /// over the masters, so it is read only by the monitor (every 10 s),
+    /// whose readings set the gauges, on a thread and connections of its own
+    /// (the shared singleton group, not a shard's loop): a full reading
+    /// handles thousands of replies, which must not delay a shard's terminals.
+    private func lagReaders(_ target: RedisTarget, admin: RedisClient, logger: Logger) async throws -> LagReaders {
+        guard case .cluster(let seeds) = target else {
+            let reader = ReplayerLagReader.single(admin)
+            return LagReaders(
+                readLag: { reader.read() }, readMemory: { RedisMemory.read([admin], on: admin.eventLoop) }, loop: admin.eventLoop, router: nil
+            )
+        }
+        let router = Redis(seeds: seeds, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        try await router.connect().get()
+        let reader = ClusterLagReader(router: router)
+        return LagReaders(
+            readLag: { reader.read() },
+            readMemory: {
                 router.eventLoop.flatSubmit {
                     router.topology.flatMap { RedisMemory.read($0.masters.map(router.client(for:)), on: router.eventLoop) }
                 }
-            }
-            lagLoop = router.eventLoop
-        } else {
-            let reader = ReplayerLagReader.single(admin)
-            readLag = { reader.read() }
-            readMemory = { RedisMemory.read([admin], on: admin.eventLoop) }
-            lagLoop = admin.eventLoop
-        }
-        defer { lagRouter?.close() }
-        let metricsEndpoint = try await startMetrics(
-            metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : readLag, readMemory: readMemory,
-            logger: logger
+            },
+            loop: router.eventLoop, router: router
         )
-        let lagWatch = ReplayerLagMonitor(
-            eventLoop: lagLoop, group: Keys.replayGroup,
-            threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger, read: readLag
-        ).start(every: .seconds(10)) { [isCluster = target.isCluster] lag in
-            if isCluster { metrics.statementsStream(lag) }
-        }
+    }
 
+    /// The terminal port, the ISO 8583 port when asked, and the port file once both listen.
+    private func startListeners(
+        group: MultiThreadedEventLoopGroup, authorizer: Authorizer, endpoint: RedisEndpoint, listenPort: Int, logger: Logger
+    ) async throws -> (terminals: TerminalServer, iso8583: ISO8583Server?) {
         var options = TerminalServer.Options()
         options.host = host
         options.port = listenPort
@@ -298,19 +351,7 @@ struct Serve: AsyncParsableCommand {
         if let portFile {
             try "\(boundPort)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
         }
-
-        // Signals and the stop, through the group (see ServeServices.swift).
-        let services = ServiceGroup(configuration: .init(
-            services: [
-                RedisSideService(rules: rules, watcher: watcher, authorizer: authorizer, adminRouter: adminRouter, admin: admin),
-                MetricsService(server: metricsEndpoint?.server, sampler: metricsEndpoint?.sampler, lagWatch: lagWatch),
-                ListenerService(terminals: server, iso8583: isoServer, journal: journal, logger: logger),
-            ],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger
-        ))
-        try await services.run()
-        logger.info("stopped")
+        return (server, isoServer)
     }
 
     /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.
@@ -333,10 +374,8 @@ struct Serve: AsyncParsableCommand {
 
     private func makeTLSContext() throws -> NIOSSLContext? {
         guard let tlsCert, let tlsKey else { return nil }
-        var configuration = TLSConfiguration.makeServerConfiguration(
-            certificateChain: try NIOSSLCertificate.fromPEMFile(tlsCert).map { .certificate($0) },
-            privateKey: .privateKey(try NIOSSLPrivateKey(file: tlsKey, format: .pem))
-        )
+        let identity = try PEMIdentity(certificateFile: tlsCert, keyFile: tlsKey)
+        var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: identity.chain, privateKey: identity.key)
         configuration.minimumTLSVersion = .tlsv12
         if let tlsClientCa {
             configuration.certificateVerification = .noHostnameVerification

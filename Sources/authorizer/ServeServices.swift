@@ -57,7 +57,7 @@ struct RedisSideService: Service {
     let rules: RulesCache
     let watcher: LockWatcher
     let authorizer: Authorizer
-    let adminRouter: ClusterRouter?
+    let adminRouter: Redis
     let admin: RedisClient
 
     func run() async throws {
@@ -65,7 +65,7 @@ struct RedisSideService: Service {
         rules.stop()
         watcher.close()
         try? await authorizer.shutdown().get()
-        adminRouter?.close()
+        adminRouter.close()
         admin.close()
     }
 }

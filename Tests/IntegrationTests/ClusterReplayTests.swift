@@ -1,5 +1,6 @@
 import AuthorizerCore
 import Foundation
+import Ledger
 import MetricsScrape
 import NIOCore
 import NIOPosix
@@ -361,7 +362,7 @@ final class ClusterReplayTests: XCTestCase {
         // while: 16,384 streams, most of them empty (XADD MAXLEN 0 leaves an
         // empty stream), about 5,461 per master.
         for master in masters {
-            let keys = try cluster.ownedSlots(master).flatMap { $0 }.map { Keys.statements(tag: HashSlot.streamTags[$0]) }
+            let keys = try cluster.ownedSlots(master).flatMap { $0 }.map { LedgerLayout.stream(ofSlot: $0) }
             let exists = try keys.map { master.client.send(RedisCommand("EXISTS", $0)) }.map { try $0.wait().int ?? 1 }
             let created = zip(keys, exists).filter { $0.1 == 0 }.map { master.client.send(RedisCommand("XADD", $0.0, "MAXLEN", "0", "*", "filler", "x")) }
             for future in created { _ = try future.wait() }
@@ -539,7 +540,7 @@ extension ClusterReplayTests {
                 if writing {
                     for master in masters {
                         let slot = try cluster.ownedSlots(master)[0].lowerBound
-                        try master.command("XADD", "lagcost:{\(HashSlot.streamTags[slot])}", "MAXLEN", "0", "*", "f", "x")
+                        try master.command("XADD", "lagcost:{\(LedgerLayout.tags[slot])}", "MAXLEN", "0", "*", "f", "x")
                     }
                 }
                 Thread.sleep(forTimeInterval: 1)  // the pace of the writes, and the measurement window

@@ -11,7 +11,7 @@ import XCTest
 final class ClusterRouterTests: XCTestCase {
     nonisolated(unsafe) static var shared: RedisCluster?
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    private let redirects = NIOLockedValueBox<[ClusterRouter.RedirectKind: Int]>([:])
+    private let redirects = NIOLockedValueBox<[Redis.RedirectKind: Int]>([:])
 
     override class func setUp() {
         super.setUp()
@@ -35,10 +35,10 @@ final class ClusterRouterTests: XCTestCase {
     return redis.call('GET', KEYS[1])
     """)
 
-    private func router(_ cluster: RedisCluster) throws -> ClusterRouter {
+    private func router(_ cluster: RedisCluster) throws -> Redis {
         let seeds = try cluster.nodes.prefix(2).map { try RedisEndpoint(url: $0.url) }
         let counts = redirects
-        let router = ClusterRouter(
+        let router = Redis(
             seeds: seeds, eventLoop: group.next(), scripts: [setBoth], tryAgainBudget: .seconds(5),
             onRedirect: { kind in counts.withLockedValue { $0[kind, default: 0] += 1 } }
         )
@@ -46,7 +46,7 @@ final class ClusterRouterTests: XCTestCase {
         return router
     }
 
-    private func eval(_ router: ClusterRouter, _ account: String, _ value: String) throws -> String? {
+    private func eval(_ router: Redis, _ account: String, _ value: String) throws -> String? {
         try router.eventLoop.flatSubmit {
             router.evalScript(self.setBoth, keys: ["lock:{\(account)}", "txn:{\(account)}:\(value)"], arguments: [value])
         }.wait().string

@@ -1,5 +1,6 @@
 import AuthorizerCore
 import Foundation
+import Ledger
 import NIOCore
 import NIOPosix
 import RedisWire
@@ -207,22 +208,22 @@ final class ClusterServeTests: XCTestCase {
     /// The ACL users' refusals hold on every master's slot streams.
     func testTheLedgerRefusesEachUserWhatItMustNotDoOnTheCluster() throws {
         let (cluster, _) = try context()
-        let router = ClusterRouter(seeds: [try RedisEndpoint(url: cluster.nodes[0].url)], eventLoop: group.next())
+        let router = Redis(seeds: [try RedisEndpoint(url: cluster.nodes[0].url)], eventLoop: group.next())
         try router.connect().wait()
         var replayerSeed = try RedisEndpoint(url: cluster.nodes[0].url)
         replayerSeed.username = "replayer"
         replayerSeed.password = cluster.credentials["REPLAYER_PASSWORD"]
-        let replayerRouter = ClusterRouter(seeds: [replayerSeed], eventLoop: group.next())
+        let replayerRouter = Redis(seeds: [replayerSeed], eventLoop: group.next())
         try replayerRouter.connect().wait()
         defer { router.close(); replayerRouter.close() }
-        func via(_ router: ClusterRouter) -> ([String]) throws -> RESPValue {
+        func via(_ router: Redis) -> ([String]) throws -> RESPValue {
             { command in try router.send(RedisCommand(command), slot: HashSlot.of(key: command[1])).wait() }
         }
         // A stream on each master.
         var streams: [String] = []
         for master in try cluster.masters() {
             let ranges = try cluster.ownedSlots(master)
-            if let slot = ranges.first?.lowerBound { streams.append(Keys.statements(tag: HashSlot.streamTags[slot])) }
+            if let slot = ranges.first?.lowerBound { streams.append(LedgerLayout.stream(ofSlot: slot)) }
         }
         XCTAssertEqual(streams.count, 3)
         try assertLedgerRefusals(authorizer: via(router), replayer: via(replayerRouter), streams: streams)

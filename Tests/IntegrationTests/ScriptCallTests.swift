@@ -1,6 +1,7 @@
 import AuthorizerCore
 import AuthorizerServer
 import Foundation
+import Ledger
 import RedisWire
 import XCTest
 

@@ -1,6 +1,7 @@
 import AuthorizerCore
 import AuthorizerServer
 import Foundation
+import Ledger
 import NIOCore
 import RedisWire
 
@@ -179,14 +180,14 @@ final class RedisCluster: @unchecked Sendable {
     }
 
     static func streamKey(_ account: String) -> String {
-        Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account(account))])
+        LedgerLayout.streamPerSlot.stream(forAccount: account)
     }
 
     /// Sets balances through Lua/adjust.lua (what `authorizer account set`
     /// runs), routed by slot and pipelined: a `set` statement in each slot stream.
     func setBalances(_ accounts: [String: [String: Int64]], on loop: EventLoop) throws {
         let scripts = try ScriptLibrary.load(directory: TestEnvironment.repositoryRoot.appendingPathComponent("Lua").path)
-        let router = ClusterRouter(seeds: [try RedisEndpoint(url: nodes[0].url)], eventLoop: loop, scripts: [scripts.adjust])
+        let router = Redis(seeds: [try RedisEndpoint(url: nodes[0].url)], eventLoop: loop, scripts: [scripts.adjust])
         try router.connect().wait()
         defer { router.close() }
         let replies = try loop.submit {

@@ -1,9 +1,11 @@
 import Logging
 import NIOCore
 
-/// Redis Cluster for one event loop: the slot map, one pipelined
-/// `RedisClient` per master (opened lazily, scripts loaded on each), and the
-/// redirection loop.
+/// Redis for one event loop, one Redis or a cluster alike: the slot map,
+/// one pipelined `RedisClient` per master (opened lazily, scripts loaded on
+/// each), and the redirection loop. One Redis is a map in which its one node
+/// serves every slot (no `CLUSTER SLOTS` asked, nothing redirected): callers
+/// route every command by key or node and never ask which it is.
 ///
 /// - `MOVED`: the slot map is updated, the command resent to the new owner,
 ///   and the whole map re-read in the background.
@@ -17,10 +19,13 @@ import NIOCore
 /// A command is resent only after a reply that says it did not run
 /// (MOVED, ASK, TRYAGAIN). A link lost after the send is an unknown outcome
 /// and is never resent.
-public final class ClusterRouter: Sendable {
+public final class Redis: Sendable {
     public typealias Node = ClusterTopology.Node
 
     public let eventLoop: EventLoop
+    /// What was found at start: one Redis or a cluster (the rules' and the
+    /// ledger's key layouts depend on it; routing does not).
+    public let target: RedisTarget
     /// User, password and database for every node; host and port come from the map.
     private let credentials: RedisEndpoint
     private let seeds: [Node]
@@ -49,7 +54,34 @@ public final class ClusterRouter: Sendable {
         var closed = false
     }
 
-    public init(
+    /// One Redis or a cluster, as `target` says.
+    public convenience init(
+        target: RedisTarget,
+        eventLoop: EventLoop,
+        scripts: [LuaScript] = [],
+        options: RedisConnection.Options = .init(),
+        tryAgainBudget: TimeAmount = .seconds(2),
+        logger: Logger = Logger(label: "redis"),
+        onReconnect: (@Sendable () -> Void)? = nil,
+        onScriptsReloaded: (@Sendable () -> Void)? = nil,
+        onRedirect: (@Sendable (RedirectKind) -> Void)? = nil
+    ) {
+        switch target {
+        case .single(let endpoint):
+            self.init(
+                seeds: [endpoint], single: true, eventLoop: eventLoop, scripts: scripts, options: options, tryAgainBudget: tryAgainBudget,
+                logger: logger, onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded, onRedirect: onRedirect
+            )
+        case .cluster(let seeds):
+            self.init(
+                seeds: seeds, single: false, eventLoop: eventLoop, scripts: scripts, options: options, tryAgainBudget: tryAgainBudget,
+                logger: logger, onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded, onRedirect: onRedirect
+            )
+        }
+    }
+
+    /// A cluster found from `seeds`.
+    public convenience init(
         seeds: [RedisEndpoint],
         eventLoop: EventLoop,
         scripts: [LuaScript] = [],
@@ -60,7 +92,27 @@ public final class ClusterRouter: Sendable {
         onScriptsReloaded: (@Sendable () -> Void)? = nil,
         onRedirect: (@Sendable (RedirectKind) -> Void)? = nil
     ) {
+        self.init(
+            seeds: seeds, single: false, eventLoop: eventLoop, scripts: scripts, options: options, tryAgainBudget: tryAgainBudget,
+            logger: logger, onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded, onRedirect: onRedirect
+        )
+    }
+
+    private init(
+        seeds: [RedisEndpoint],
+        single: Bool,
+        eventLoop: EventLoop,
+        scripts: [LuaScript] = [],
+        options: RedisConnection.Options = .init(),
+        tryAgainBudget: TimeAmount = .seconds(2),
+        logger: Logger = Logger(label: "redis-cluster"),
+        onReconnect: (@Sendable () -> Void)? = nil,
+        onScriptsReloaded: (@Sendable () -> Void)? = nil,
+        onRedirect: (@Sendable (RedirectKind) -> Void)? = nil
+    ) {
         precondition(!seeds.isEmpty, "a cluster needs at least one seed node")
+        precondition(!single || seeds.count == 1, "one Redis is one node")
+        self.target = single ? .single(seeds[0]) : .cluster(seeds: seeds)
         self.credentials = seeds[0]
         self.seeds = seeds.map { Node(host: $0.host, port: $0.port) }
         self.eventLoop = eventLoop
@@ -71,8 +123,12 @@ public final class ClusterRouter: Sendable {
         self.onReconnect = onReconnect
         self.onScriptsReloaded = onScriptsReloaded
         self.onRedirect = onRedirect
-        self.state = NIOLoopBoundBox.makeBoxSendingValue(State(), eventLoop: eventLoop)
+        var state = State()
+        if single { state.topology = ClusterTopology(single: self.seeds[0]) }
+        self.state = NIOLoopBoundBox.makeBoxSendingValue(state, eventLoop: eventLoop)
     }
+
+    private var isSingle: Bool { !target.isCluster }
 
     /// Reads the slot map and connects to every master (loading the scripts there).
     public func connect() -> EventLoopFuture<Void> {
@@ -93,11 +149,8 @@ public final class ClusterRouter: Sendable {
     public func client(for node: Node) -> RedisClient {
         eventLoop.assertInEventLoop()
         if let client = state.value.clients[node] { return client }
-        var endpoint = credentials
-        endpoint.host = node.host
-        endpoint.port = node.port
         let client = RedisClient(
-            endpoint: endpoint, eventLoop: eventLoop, scripts: scripts, options: options, logger: logger,
+            endpoint: credentials.at(node), eventLoop: eventLoop, scripts: scripts, options: options, logger: logger,
             onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded
         )
         state.value.clients[node] = client
@@ -115,9 +168,8 @@ public final class ClusterRouter: Sendable {
     public func evalScript(_ script: LuaScript, keys: [String], arguments: [String]) -> EventLoopFuture<RESPValue> {
         eventLoop.assertInEventLoop()
         precondition(!keys.isEmpty, "a routed script names its keys")
-        let slot = HashSlot.of(key: keys[0])
-        assert(keys.allSatisfy { HashSlot.of(key: $0) == slot }, "one script, one slot")
-        return route(slot: slot, redirects: 0, asking: nil, started: .now()) { client in
+        let slot = slot(ofKeys: keys)
+        return route(slot: slot, started: .now()) { client in
             client.evalScript(script, keys: keys, arguments: arguments)
         }
     }
@@ -139,9 +191,8 @@ public final class ClusterRouter: Sendable {
     ) -> EventLoopFuture<ReplicatedReply> {
         eventLoop.assertInEventLoop()
         precondition(!keys.isEmpty, "a routed script names its keys")
-        let slot = HashSlot.of(key: keys[0])
-        assert(keys.allSatisfy { HashSlot.of(key: $0) == slot }, "one script, one slot")
-        return route(slot: slot, redirects: 0, asking: nil, started: .now()) { client in
+        let slot = slot(ofKeys: keys)
+        return route(slot: slot, started: .now()) { client in
             let node = Node(host: client.endpoint.host, port: client.endpoint.port)
             let wanted = self.replicasWanted(atLeast: replicas, of: node)
             return client.evalScript(script, keys: keys, arguments: arguments, replicas: wanted, waitMs: waitMs).map { replied in
@@ -149,6 +200,15 @@ public final class ClusterRouter: Sendable {
                 return replied
             }
         }
+    }
+
+    /// The slot of a script's keys: on a cluster they share one (the scripts
+    /// touch one account's keys); one Redis holds every slot.
+    private func slot(ofKeys keys: [String]) -> Int {
+        if isSingle { return 0 }
+        let slot = HashSlot.of(key: keys[0])
+        assert(keys.allSatisfy { HashSlot.of(key: $0) == slot }, "one script, one slot")
+        return slot
     }
 
     /// Replicas a WAIT on `node` asks for: every one the map lists, at least `count`.
@@ -164,7 +224,9 @@ public final class ClusterRouter: Sendable {
     /// nobody wrote to) and a promoted replica has none until its old master
     /// rejoins; a master that cannot be asked counts as none.
     public func isReplicated() -> EventLoopFuture<Bool> {
-        eventLoop.flatSubmit {
+        // One Redis: acks only when asked for (a replica of it is not a failover plan).
+        if isSingle { return eventLoop.makeSucceededFuture(false) }
+        return eventLoop.flatSubmit {
             let topology = self.state.value.topology
             if topology.hasReplicas { return self.eventLoop.makeSucceededFuture(true) }
             let asked = topology.masters.map { node in
@@ -195,13 +257,21 @@ public final class ClusterRouter: Sendable {
     /// Any command, on the master of `slot`.
     public func send(_ command: RedisCommand, slot: Int) -> EventLoopFuture<RESPValue> {
         eventLoop.flatSubmit {
-            self.route(slot: slot, redirects: 0, asking: nil, started: .now()) { $0.send(command) }
+            self.route(slot: slot, started: .now()) { $0.send(command) }
         }
     }
 
+    /// `body` on the master of `slot` (or on `asking`, after ASKING), with
+    /// the redirect loop of `RedirectMachine` around it.
     private func route<Reply: Sendable>(
-        slot: Int, redirects: Int, asking: Node?, started: NIODeadline,
-        _ body: @escaping @Sendable (RedisClient) -> EventLoopFuture<Reply>
+        slot: Int, started: NIODeadline, _ body: @escaping @Sendable (RedisClient) -> EventLoopFuture<Reply>
+    ) -> EventLoopFuture<Reply> {
+        let machine = RedirectMachine(maxRedirects: Self.maxRedirects, started: started, tryAgainBudget: tryAgainBudget)
+        return send(slot: slot, asking: nil, machine: machine, body)
+    }
+
+    private func send<Reply: Sendable>(
+        slot: Int, asking: Node?, machine: RedirectMachine, _ body: @escaping @Sendable (RedisClient) -> EventLoopFuture<Reply>
     ) -> EventLoopFuture<Reply> {
         refreshIfDue()
         guard let node = asking ?? state.value.topology.master(ofSlot: slot) else {
@@ -209,43 +279,34 @@ public final class ClusterRouter: Sendable {
             return eventLoop.makeFailedFuture(RedisError.unavailable("no master serves slot \(slot)"))
         }
         let client = client(for: node)
-        let sent: EventLoopFuture<Reply>
         if asking != nil {
             // Back to back on one connection: ASKING applies to the next command only.
             _ = client.send(RedisCommand("ASKING"))
         }
-        sent = body(client)
-        return sent.flatMapError { error in
+        return body(client).flatMapError { error in
             guard let redisError = error as? RedisError else { return self.eventLoop.makeFailedFuture(error) }
-            guard let kind = redisError.kind else {
-                // The node is unreachable or the link broke: maybe a failover.
-                self.refreshSoon()
-                return self.eventLoop.makeFailedFuture(error)
-            }
-            guard redirects < Self.maxRedirects else { return self.eventLoop.makeFailedFuture(error) }
-            switch kind {
-            case .moved(let movedSlot, let host, let port):
-                self.onRedirect?(.moved)
-                self.state.value.topology.moved(slot: movedSlot, to: Node(host: host, port: port))
-                self.refreshSoon()
-                return self.route(slot: slot, redirects: redirects + 1, asking: nil, started: started, body)
-            case .ask(_, let host, let port):
-                self.onRedirect?(.ask)
-                return self.route(slot: slot, redirects: redirects + 1, asking: Node(host: host, port: port), started: started, body)
-            case .tryAgain:
-                self.onRedirect?(.tryAgain)
-                let delay = TimeAmount.milliseconds(Int64(min(2 << min(redirects, 4), 25)))
-                guard NIODeadline.now() + delay < started + self.tryAgainBudget else { return self.eventLoop.makeFailedFuture(error) }
+            var machine = machine
+            let (action, effects) = machine.failed(redisError.kind, now: .now())
+            self.perform(effects)
+            switch action {
+            case .sendToMaster:
+                return self.send(slot: slot, asking: nil, machine: machine, body)
+            case .sendAsking(let target):
+                return self.send(slot: slot, asking: target, machine: machine, body)
+            case .refreshThenRetry(let delay):
                 return self.eventLoop.flatScheduleTask(in: delay) {
-                    self.refresh().flatMap { self.route(slot: slot, redirects: redirects, asking: nil, started: started, body) }
+                    self.refresh().flatMap { self.send(slot: slot, asking: nil, machine: machine, body) }
                 }.futureResult
-            case .clusterDown:
-                self.refreshSoon()
-                return self.eventLoop.makeFailedFuture(error)
-            case .noScript, .busyGroup, .noGroup, .noPermission, .crossSlot, .outOfMemory, .other:
+            case .fail:
                 return self.eventLoop.makeFailedFuture(error)
             }
         }
+    }
+
+    private func perform(_ effects: RedirectMachine.Effects) {
+        if let redirect = effects.redirect { onRedirect?(redirect) }
+        if let moved = effects.moved { state.value.topology.moved(slot: moved.slot, to: moved.node) }
+        if effects.refreshSoon { refreshSoon() }
     }
 
     // MARK: - The slot map
@@ -263,6 +324,8 @@ public final class ClusterRouter: Sendable {
     @discardableResult
     public func refresh() -> EventLoopFuture<Void> {
         eventLoop.assertInEventLoop()
+        // One Redis: its map never changes.
+        if isSingle { return eventLoop.makeSucceededVoidFuture() }
         if let refreshing = state.value.refreshing { return refreshing }
         let topology = state.value.topology
         var candidates = topology.masters + topology.replicas.flatMap { $0 } + seeds

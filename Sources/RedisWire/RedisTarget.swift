@@ -1,6 +1,4 @@
-import AuthorizerCore
 import NIOCore
-import RedisWire
 
 /// One Redis, or a Redis Cluster found from seed nodes (`--redis` with one
 /// or several comma-separated URLs; a cluster is recognised by its
@@ -33,14 +31,6 @@ public enum RedisTarget: Sendable {
                 return client.eventLoop.makeFailedFuture(error)
             }
             return client.send(RedisCommand("CLUSTER", "SLOTS")).map { !($0.array ?? []).isEmpty }.recover { _ in false }
-        }
-    }
-
-    /// The stream that records an account's decisions.
-    public func statementsKey(forAccount account: String) -> String {
-        switch self {
-        case .single: return Keys.statements
-        case .cluster: return Keys.statements(tag: HashSlot.streamTags[HashSlot.of(key: Keys.account(account))])
         }
     }
 }

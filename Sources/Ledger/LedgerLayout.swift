@@ -20,6 +20,15 @@ public enum LedgerLayout: Sendable, Equatable {
         }
     }
 
+    /// Whether `key` is one of this layout's ledger streams (what a
+    /// consumer reads; `xadd` keyevents name other streams too).
+    public func isLedgerStream(_ key: String) -> Bool {
+        switch self {
+        case .oneStream: return key == Keys.statements
+        case .streamPerSlot: return key != Keys.statements && Keys.isStatementsStream(key)
+        }
+    }
+
     /// The slot stream of `slot` (a cluster's layout).
     public static func stream(ofSlot slot: Int) -> String {
         precondition((0..<HashSlot.count).contains(slot), "slot \(slot)")

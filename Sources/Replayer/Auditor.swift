@@ -80,17 +80,16 @@ public final class Auditor {
     /// Every account with balances in Redis.
     private let scanAccounts: @Sendable () async throws -> [String]
 
-    /// One Redis: the single `stream`.
-    public convenience init(store: StatementStore, redis: any LedgerRedis, group: String = Keys.replayGroup, stream: String = Keys.statements) {
+    /// Each account against the stream that records it (`statements` on one
+    /// Redis, its slot's stream on a cluster), on the master of its slot.
+    public convenience init(store: StatementStore, ledger: LedgerClient, group: String = Keys.replayGroup) {
         self.init(
-            store: store, group: group, streamOf: { _ in stream }, redisFor: { _ in redis },
-            scanAccounts: { try await Auditor.scanAccounts(on: redis) }
+            store: store, group: group, streamOf: { [layout = ledger.layout] in layout.stream(forAccount: $0) },
+            redisFor: { ledger.redis(forKey: $0) }, scanAccounts: { try await ledger.accounts() }
         )
     }
 
-    /// Any layout: on a cluster each account's consistency is read against
-    /// the stream of its slot, on the master of that slot.
-    public init(
+    init(
         store: StatementStore, group: String, streamOf: @escaping (String) -> String,
         redisFor: @escaping (String) -> any LedgerRedis, scanAccounts: @escaping @Sendable () async throws -> [String]
     ) {

@@ -11,7 +11,8 @@ import RedisWire
 /// progress reports between batches.
 public final class ReplayRunner: Sendable {
     public struct Configuration: Sendable {
-        public var endpoint: RedisEndpoint
+        /// One Redis or a cluster: the consumers read every ledger stream it holds.
+        public var target: RedisTarget
         public var databasePath: String
         public var group = Keys.replayGroup
         public var consumer: String
@@ -23,14 +24,12 @@ public final class ReplayRunner: Sendable {
         public var trimMaxLength: Int? = 1_000_000
         public var trimIntervalSeconds: TimeInterval = 5
         public var progressToTerminal = false
-        /// A Redis Cluster's seed nodes: drain every slot stream of every master.
-        public var clusterSeeds: [RedisEndpoint]?
-        /// On a cluster: how often every master is swept for slot streams
-        /// (the safety net under the xadd keyevents).
+        /// How often every master is swept for ledger streams (the safety
+        /// net under the xadd keyevents).
         public var sweepIntervalSeconds: TimeInterval = 5
 
-        public init(endpoint: RedisEndpoint, databasePath: String, consumer: String) {
-            self.endpoint = endpoint
+        public init(target: RedisTarget, databasePath: String, consumer: String) {
+            self.target = target
             self.databasePath = databasePath
             self.consumer = consumer
         }
@@ -42,9 +41,6 @@ public final class ReplayRunner: Sendable {
         public let entriesPerSecond: Double
         public let trimmed: Int
     }
-
-    /// Consumers that have held nothing for this long are removed from the group.
-    static let forgetConsumersAfterMilliseconds = 3_600_000
 
     private let configuration: Configuration
     private let logger: Logger
@@ -66,32 +62,15 @@ public final class ReplayRunner: Sendable {
     /// Runs until its task is cancelled (each consumer finishes its batch in
     /// hand) or, with `drain`, until caught up.
     public func run() async throws -> Summary {
-        if let seeds = configuration.clusterSeeds { return try await runCluster(seeds: seeds) }
         let store = try await StatementStore(path: configuration.databasePath)
-        let redis = RedisLink(endpoint: configuration.endpoint, commandTimeout: commandTimeout, logger: logger)
-        defer { redis.close() }
-        let trimmer = configuration.trimMaxLength.map { StreamTrimmer(redis: redis, maxLength: $0, logger: logger) }
+        let ledger = LedgerClient(target: configuration.target, commandTimeout: commandTimeout, logger: logger)
+        defer { ledger.close() }
         let (replayed, notified) = try await runConsumers(
-            replay: { try await self.replay(store: store, redis: redis, trimmer: trimmer) },
+            replay: { try await self.replay(store: store, ledger: ledger) },
             notify: configuration.notify ? { @Sendable in try await self.notify() } : nil
         )
         // The last pass, after both groups have acknowledged their batches.
-        var trimmed = replayed.trimmed
-        if let trimmer { trimmed += await trimPass(trimmer) }
-        return Summary(replayed: replayed.stats, notified: notified, entriesPerSecond: replayed.rate, trimmed: trimmed)
-    }
-
-    /// The cluster: every slot stream of every master (see ClusterConsumer).
-    private func runCluster(seeds: [RedisEndpoint]) async throws -> Summary {
-        let store = try await StatementStore(path: configuration.databasePath)
-        let ledger = try await ClusterLedger.connect(seeds: seeds, commandTimeout: commandTimeout, logger: logger)
-        defer { ledger.close() }
-        let (replayed, notified) = try await runConsumers(
-            replay: { try await self.replayCluster(store: store, ledger: ledger) },
-            notify: configuration.notify ? { @Sendable in try await self.notifyCluster(seeds: seeds) } : nil
-        )
-        // The last pass, after both groups have acknowledged their batches.
-        let trimmed = replayed.trimmed + (await trim(replayed.streams, ledger: ledger))
+        let trimmed = replayed.trimmed + (await trim(replayed.streams, ledger: ledger).removed)
         return Summary(replayed: replayed.stats, notified: notified, entriesPerSecond: replayed.rate, trimmed: trimmed)
     }
 
@@ -100,7 +79,7 @@ public final class ReplayRunner: Sendable {
         var stats: ConsumerStats
         var rate: Double
         var trimmed: Int
-        /// On a cluster: every slot stream seen (for the last trim pass).
+        /// Every ledger stream seen (for the last trim pass).
         var streams: Set<String> = []
     }
 
@@ -140,56 +119,10 @@ public final class ReplayRunner: Sendable {
         .milliseconds(Int64(configuration.consumerOptions.commandTimeoutMilliseconds))
     }
 
-    /// The replayer consumer of the single stream, with progress and trimming between batches.
-    private func replay(store: StatementStore, redis: RedisLink, trimmer: StreamTrimmer?) async throws -> Replayed {
-        let group = ConsumerGroup(redis: redis, stream: Keys.statements, group: configuration.group, consumer: configuration.consumer)
-        let schedule = TrimSchedule(interval: configuration.trimIntervalSeconds)
-        var trimmed = 0
-        let progress = ProgressReporter(toTerminal: configuration.progressToTerminal, logger: logger) {
-            guard let info = try? await redis.groups(of: Keys.statements).first(where: { $0.name == self.configuration.group }) else {
-                return "lag unknown"
-            }
-            return "lag \(info.lag.map(String.init) ?? "unknown"), pending \(info.pending)"
-        }
-        let housekeeping: (ConsumerStats) async -> Void = { stats in
-            await progress.update(stats)
-            if let trimmer, schedule.due() { trimmed += await self.trimPass(trimmer) }
-        }
-        let loop = ConsumerLoop(
-            group: group,
-            sink: StatementStoreSink(store: store, group: configuration.group, consumer: configuration.consumer),
-            options: configuration.consumerOptions, logger: logger,
-            afterBatch: housekeeping, whenIdle: housekeeping
-        )
-        await forgetIdleConsumers(group)
-        try await loop.run()
-        let rate = progress.finish(loop.stats)
-        return Replayed(stats: loop.stats, rate: rate, trimmed: trimmed)
-    }
-
-    /// The notifier consumer on its own connection.
-    private func notify() async throws -> ConsumerStats {
-        let redis = RedisLink(endpoint: configuration.endpoint, commandTimeout: commandTimeout, logger: logger)
-        defer { redis.close() }
-        let group = ConsumerGroup(redis: redis, stream: Keys.statements, group: configuration.notifyGroup, consumer: configuration.consumer)
-        var options = configuration.consumerOptions
-        options.killAfterCommits = nil
-        let loop = ConsumerLoop(
-            group: group,
-            sink: NotificationSink(redis: redis, maxLength: configuration.notificationMaxLength),
-            options: options, logger: logger
-        )
-        do {
-            try await loop.run()
-        } catch {
-            logger.error("notifier stopped", metadata: ["error": "\(error)"])
-            throw error
-        }
-        return loop.stats
-    }
-
-    /// The replayer consumer over every slot stream, trimming the streams it read.
-    private func replayCluster(store: StatementStore, ledger: ClusterLedger) async throws -> Replayed {
+    /// The replayer consumer over every ledger stream, with progress reports
+    /// and trim passes between rounds: a pass trims the streams read since
+    /// the last one and those a lagging group kept long.
+    private func replay(store: StatementStore, ledger: LedgerClient) async throws -> Replayed {
         let schedule = TrimSchedule(interval: configuration.trimIntervalSeconds)
         var trimmed = 0
         // Streams read since the last trim pass / the last lag report.
@@ -210,7 +143,7 @@ public final class ReplayRunner: Sendable {
             }
             return "lag \(lag), pending \(pending) (\(streams.count) streams)"
         }
-        let consumer = ClusterConsumer(
+        let consumer = StreamConsumer(
             ledger: ledger,
             sink: StatementStoreSink(store: store, group: configuration.group, consumer: configuration.consumer),
             group: configuration.group, consumer: configuration.consumer, options: configuration.consumerOptions,
@@ -220,8 +153,9 @@ public final class ReplayRunner: Sendable {
                 sinceReport.formUnion(round)
                 await progress.update(stats)
                 if schedule.due() {
-                    trimmed += await self.trim(touched, ledger: ledger)
-                    touched.removeAll()
+                    let pass = await self.trim(touched, ledger: ledger)
+                    trimmed += pass.removed
+                    touched = pass.stillLong
                 }
             }
         )
@@ -230,65 +164,51 @@ public final class ReplayRunner: Sendable {
         return Replayed(stats: consumer.stats, rate: rate, trimmed: trimmed, streams: consumer.known)
     }
 
-    /// The notifier consumer over every slot stream, on its own router and keyevent subscriptions.
-    private func notifyCluster(seeds: [RedisEndpoint]) async throws -> ConsumerStats {
+    /// The notifier consumer over every ledger stream, on its own connections and keyevent subscriptions.
+    private func notify() async throws -> ConsumerStats {
+        let ledger = LedgerClient(target: configuration.target, commandTimeout: commandTimeout, logger: logger)
+        defer { ledger.close() }
+        var options = configuration.consumerOptions
+        options.killAfterCommits = nil
+        let consumer = StreamConsumer(
+            ledger: ledger, sink: NotificationSink(ledger: ledger, maxLength: configuration.notificationMaxLength),
+            group: configuration.notifyGroup, consumer: configuration.consumer, options: options,
+            sweepInterval: configuration.sweepIntervalSeconds, logger: logger
+        )
         do {
-            let ledger = try await ClusterLedger.connect(seeds: seeds, commandTimeout: commandTimeout, logger: logger)
-            defer { ledger.close() }
-            var options = configuration.consumerOptions
-            options.killAfterCommits = nil
-            let consumer = ClusterConsumer(
-                ledger: ledger, sink: ClusterNotificationSink(ledger: ledger, maxLength: configuration.notificationMaxLength),
-                group: configuration.notifyGroup, consumer: configuration.consumer, options: options,
-                sweepInterval: configuration.sweepIntervalSeconds, logger: logger
-            )
             try await consumer.run()
-            return consumer.stats
         } catch {
             logger.error("notifier stopped", metadata: ["error": "\(error)"])
             throw error
         }
+        return consumer.stats
     }
 
-    /// One trim pass of the single stream; a failure is logged and retried at the next pass.
-    private func trimPass(_ trimmer: StreamTrimmer) async -> Int {
-        do {
-            return try await trimmer.trim().removed
-        } catch {
-            logger.warning("could not trim the statements stream", metadata: ["error": "\(error)"])
-            return 0
-        }
-    }
-
-    /// One trim pass over some slot streams, each on the master of its slot.
-    private func trim(_ streams: Set<String>, ledger: ClusterLedger) async -> Int {
-        guard let maxLength = configuration.trimMaxLength else { return 0 }
+    /// One trim pass over some ledger streams, each on the master of its
+    /// slot; a failure is logged and retried at the next pass. `stillLong`:
+    /// the streams left more than a stream node (100 entries) above the cap,
+    /// because some group has not acknowledged them yet.
+    private func trim(_ streams: Set<String>, ledger: LedgerClient) async -> (removed: Int, stillLong: Set<String>) {
+        guard let maxLength = configuration.trimMaxLength else { return (0, []) }
         var removed = 0
+        var stillLong: Set<String> = []
         for stream in streams.sorted() {
             do {
                 let trimmer = StreamTrimmer(redis: ledger.redis(forKey: stream), stream: stream, maxLength: maxLength, logger: logger)
-                removed += try await trimmer.trim().removed
+                let pass = try await trimmer.trim()
+                removed += pass.removed
+                if pass.lengthBefore - pass.removed - maxLength > Self.streamNodeEntries { stillLong.insert(stream) }
             } catch {
+                stillLong.insert(stream)
                 logger.warning("could not trim a statements stream", metadata: ["stream": "\(stream)", "error": "\(error)"])
             }
         }
-        return removed
+        return (removed, stillLong)
     }
 
-    private func forgetIdleConsumers(_ group: ConsumerGroup) async {
-        do {
-            try await group.createIfMissing()
-            let forgotten = try await group.forgetIdleConsumers(idleMilliseconds: Self.forgetConsumersAfterMilliseconds)
-            if !forgotten.isEmpty {
-                logger.info("removed idle consumers holding nothing", metadata: ["consumers": "\(forgotten.joined(separator: ","))"])
-            }
-        } catch {
-            // Best effort: the consumer loop reports (and retries) Redis trouble.
-            logger.debug("could not tidy the consumer list", metadata: ["error": "\(error)"])
-        }
-    }
+    /// Redis's `stream-node-max-entries` default: `XTRIM ~` removes whole nodes only.
+    static let streamNodeEntries = 100
 }
-
 /// When the next trim pass is due (every `interval` seconds).
 final class TrimSchedule {
     private let interval: TimeInterval

@@ -14,54 +14,20 @@ final class StatementStoreSink: EntrySink {
         self.consumer = consumer
     }
 
-    func apply(_ entries: [StreamEntry]) async throws -> BatchOutcome {
-        try await store.apply(entries, group: group, consumer: consumer)
-    }
-
     func apply(_ batches: [(stream: String, entries: [StreamEntry])]) async throws -> BatchOutcome {
         try await store.apply(batches, group: group, consumer: consumer)
     }
 }
 
 /// One notification per decision, appended to the account's capped
-/// `notifications:{ID}` stream. At least once: a batch re-delivered after a
-/// crash notifies again, with the same `statement` field for the client to
-/// dedupe on.
+/// `notifications:{ID}` stream (on the account's slot, with `account:{ID}`).
+/// At least once: a batch re-delivered after a crash notifies again, with
+/// the same `statement` field for the client to dedupe on.
 final class NotificationSink: EntrySink {
-    private let redis: any LedgerRedis
+    private let ledger: LedgerClient
     private let maxLength: Int
 
-    init(redis: any LedgerRedis, maxLength: Int) {
-        precondition(maxLength > 0)
-        self.redis = redis
-        self.maxLength = maxLength
-    }
-
-    func apply(_ entries: [StreamEntry]) async throws -> BatchOutcome {
-        var commands: [[String]] = []
-        commands.reserveCapacity(entries.count)
-        for entry in entries {
-            guard let statement = try? Statement(entry: entry), Notification.isNotified(statement) else { continue }
-            let notification = Notification(statement)
-            commands.append(
-                ["XADD", Keys.notifications(statement.account), "MAXLEN", "~", String(maxLength), "*"]
-                    + notification.fields.flatMap { [$0.0, $0.1] }
-            )
-        }
-        // The XADDs fail as a whole (the batch is not acknowledged and comes
-        // back) or succeed; Redis errors surface to the loop's retry.
-        _ = try await redis.pipeline(commands)
-        return BatchOutcome(applied: commands.count, skipped: entries.count - commands.count)
-    }
-}
-
-/// Notifications on a cluster: each XADD goes to the master of its
-/// account's slot (`notifications:{ID}` shares the slot of `account:{ID}`).
-final class ClusterNotificationSink: MultiStreamSink {
-    private let ledger: ClusterLedger
-    private let maxLength: Int
-
-    init(ledger: ClusterLedger, maxLength: Int) {
+    init(ledger: LedgerClient, maxLength: Int) {
         precondition(maxLength > 0)
         self.ledger = ledger
         self.maxLength = maxLength
@@ -78,6 +44,8 @@ final class ClusterNotificationSink: MultiStreamSink {
                 commands.append((key, ["XADD", key, "MAXLEN", "~", String(maxLength), "*"] + Notification(statement).fields.flatMap { [$0.0, $0.1] }))
             }
         }
+        // Every XADD succeeds or the batch is not acknowledged and comes back;
+        // Redis errors surface to the consumer's retry.
         _ = try await ledger.pipeline(commands)
         return BatchOutcome(applied: commands.count, skipped: total - commands.count)
     }

@@ -99,11 +99,10 @@ struct Replay: AsyncParsableCommand {
         let logger = Logger(label: "authorizer.replay")
         let target = try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
         var configuration = ReplayRunner.Configuration(
-            endpoint: target.primary,
+            target: target,
             databasePath: db,
             consumer: consumer ?? ReplayRunner.defaultConsumerName()
         )
-        if case .cluster(let seeds) = target { configuration.clusterSeeds = seeds }
         configuration.sweepIntervalSeconds = Double(sweepMs) / 1000
         configuration.group = group
         configuration.consumerOptions.batchSize = batch
@@ -119,7 +118,7 @@ struct Replay: AsyncParsableCommand {
         configuration.progressToTerminal = isatty(STDERR_FILENO) == 1
 
         logger.info("replaying statements", metadata: [
-            "redis": "\(configuration.endpoint)", "db": "\(db)", "group": "\(group)", "consumer": "\(configuration.consumer)",
+            "redis": "\(target.primary)", "db": "\(db)", "group": "\(group)", "consumer": "\(configuration.consumer)",
             "drain": "\(drain)", "notify": "\(notify)", "cluster": "\(target.isCluster)",
         ])
         let services = ServiceGroup(configuration: .init(
@@ -219,23 +218,10 @@ struct Audit: AsyncParsableCommand {
             throw fail("\(error)")
         }
         let quiet = Logger(label: "authorizer.audit", factory: { _ in SwiftLogNoOpLogHandler() })
-        let report: Auditor.Report
-        switch try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL") {
-        case .single(let endpoint):
-            let redis = RedisLink(endpoint: endpoint, logger: quiet)
-            defer { redis.close() }
-            report = try await Auditor(store: store, redis: redis, group: group).run()
-        case .cluster(let seeds):
-            // Each account against the stream of its slot, on the master of that slot.
-            let ledger = try await ClusterLedger.connect(seeds: seeds, logger: quiet)
-            defer { ledger.close() }
-            report = try await Auditor(
-                store: store, group: group,
-                streamOf: { LedgerLayout.streamPerSlot.stream(forAccount: $0) },
-                redisFor: { ledger.redis(forKey: $0) },
-                scanAccounts: { try await ledger.accounts() }
-            ).run()
-        }
+        // Each account against the stream that records it, on the master of its slot.
+        let ledger = LedgerClient(target: try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_OPERATOR_REDIS_URL"), logger: quiet)
+        defer { ledger.close() }
+        let report = try await Auditor(store: store, ledger: ledger, group: group).run()
         print("audit: \(report.accounts) accounts, \(report.fromDatabase) statements from \(db), \(report.fromStream) not yet replayed read from the stream")
         let problems: [String] = report.mismatches.map { "mismatch: \($0)" }
             + report.breaks.map { "break in the books: \($0)" }

@@ -88,7 +88,7 @@ final class ClusterFailoverTests: XCTestCase {
         ])
         try liveReplay.start()
         defer { if liveReplay.process.isRunning { liveReplay.terminate(signal: SIGKILL) } }
-        XCTAssertTrue(liveReplay.waitForLine(containing: "cluster consumer ready", timeout: 30), liveReplay.output)
+        XCTAssertTrue(liveReplay.waitForLine(containing: "consumer ready", timeout: 30), liveReplay.output)
         try victim.waitUntil(timeout: 30) { (try? SQLiteShell.int(liveDatabase, "SELECT COUNT(*) FROM statements")) ?? 0 > 0 }
 
         // The kill.

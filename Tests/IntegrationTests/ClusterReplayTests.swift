@@ -138,7 +138,7 @@ final class ClusterReplayTests: XCTestCase {
             arguments: ["replay", "--redis", replayerSeeds(cluster), "--db", db, "--group", group] + extra
         )
         try child.start()
-        guard child.waitForLine(containing: "cluster consumer ready", timeout: 30) else {
+        guard child.waitForLine(containing: "consumer ready", timeout: 30) else {
             child.terminate(signal: SIGKILL)
             throw TestFailure("replay did not start:\n\(child.output)")
         }
@@ -312,7 +312,7 @@ final class ClusterReplayTests: XCTestCase {
         let db = database("load")
         let replay = try startReplay(cluster, db: db, group: "load-test", extra: ["--sweep-ms", "600000"])
         defer { replay.terminate(signal: SIGTERM); _ = replay.waitForExit(timeout: 10) }
-        try waitUntil(timeout: 60, "caught up at start") { replay.output.contains("cluster consumer caught up") }
+        try waitUntil(timeout: 60, "caught up at start") { replay.output.contains("consumer caught up") }
         let started = Date()
         let requests = try authorize(accounts, rounds: 10, prefix: "ld", serve: serve)
         let finished = Date()
@@ -376,7 +376,7 @@ final class ClusterReplayTests: XCTestCase {
         defer { replay.terminate(signal: SIGTERM); _ = replay.waitForExit(timeout: 10) }
         // Caught up first: both consumers (replayer, notifier) read every stream once at start.
         try waitUntil(timeout: 120, "both consumers caught up") {
-            replay.output.components(separatedBy: "cluster consumer caught up").count - 1 == 2
+            replay.output.components(separatedBy: "consumer caught up").count - 1 == 2
         }
         XCTAssertEqual(try sqliteInt(database("idle"), "SELECT COUNT(*) FROM statements"), try streamEntries(cluster).entries.count)
         // The notifier's own XADDs (notifications:{ID}) during the catch-up move

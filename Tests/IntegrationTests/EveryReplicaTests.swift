@@ -99,7 +99,7 @@ final class EveryReplicaTests: XCTestCase {
         ])
         try replay.start()
         defer { replay.terminate(signal: SIGKILL) }
-        let ready = try XCTUnwrap(replay.line(containing: "cluster consumer ready"), replay.output)
+        let ready = try XCTUnwrap(replay.line(containing: "consumer ready"), replay.output)
         XCTAssertTrue(ready.contains("replica_acks=1"), ready)
     }
 }

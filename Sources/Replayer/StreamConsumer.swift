@@ -7,129 +7,6 @@ import NIOConcurrencyHelpers
 import NIOPosix
 import RedisWire
 
-/// The ledger of a Redis Cluster as the replayer sees it: one stream per
-/// slot (`statements:{T}`), each on the master of its slot. A router sends
-/// each stream's commands to the master of its slot (MOVED updates the slot
-/// map and resends).
-public final class ClusterLedger: Sendable {
-    public let router: Redis
-    private let credentials: RedisEndpoint
-
-    private init(router: Redis, credentials: RedisEndpoint) {
-        self.router = router
-        self.credentials = credentials
-    }
-
-    /// A router on one event loop of the shared group, connected to the seeds.
-    public static func connect(seeds: [RedisEndpoint], commandTimeout: TimeAmount = .seconds(5), logger: Logger) async throws -> ClusterLedger {
-        precondition(!seeds.isEmpty)
-        let router = Redis(
-            seeds: seeds, eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-            options: RedisConnection.Options(commandTimeout: commandTimeout, connectTimeout: .seconds(2)), logger: logger
-        )
-        do {
-            try await router.connect().get()
-        } catch {
-            router.close()
-            throw error
-        }
-        return ClusterLedger(router: router, credentials: seeds[0])
-    }
-
-    public var eventLoop: EventLoop { router.eventLoop }
-
-    /// Commands about `stream` (or any key of its slot) go to its slot's master.
-    public func redis(forKey key: String) -> SlotRedis {
-        SlotRedis(router: router, key: key)
-    }
-
-    /// The masters as the router knows them now, after re-reading the slot map.
-    public func masters(refresh: Bool = true) async throws -> [ClusterTopology.Node] {
-        if refresh { try await router.eventLoop.flatSubmit { self.router.refresh() }.get() }
-        return try await router.topology.get().masters
-    }
-
-    /// A command on one node (node-local commands: SCAN).
-    public func send(_ arguments: [String], on node: ClusterTopology.Node) async throws -> RESPValue {
-        try await router.eventLoop.flatSubmit { self.router.client(for: node).send(RedisCommand(arguments)) }.get()
-    }
-
-    /// `commands` pipelined on one node: written together, replies in order.
-    public func pipeline(_ commands: [[String]], on node: ClusterTopology.Node) async throws -> [RESPValue] {
-        let replies = router.eventLoop.flatSubmit {
-            let client = self.router.client(for: node)
-            return EventLoopFuture.whenAllSucceed(commands.map { client.send(RedisCommand($0)) }, on: self.router.eventLoop)
-        }
-        return try await replies.get()
-    }
-
-    /// The endpoint of a node, with the seeds' user and password.
-    public func endpoint(of node: ClusterTopology.Node) -> RedisEndpoint {
-        credentials.at(node)
-    }
-
-    /// The statement streams a master holds (SCAN is node-local).
-    public func streams(on node: ClusterTopology.Node) async throws -> [String] {
-        var cursor = "0"
-        var streams: [String] = []
-        repeat {
-            let reply = try await send(["SCAN", cursor, "MATCH", "statements:*", "COUNT", "1000", "TYPE", "stream"], on: node)
-            guard let parts = reply.array, parts.count == 2, let next = parts[0].string else {
-                throw RedisError.unexpectedReply("SCAN: \(reply)")
-            }
-            streams += (parts[1].array ?? []).compactMap(\.string).filter { Keys.isStatementsStream($0) && $0 != Keys.statements }
-            cursor = next
-        } while cursor != "0"
-        return streams
-    }
-
-    /// The accounts with balances on every master.
-    public func accounts() async throws -> [String] {
-        var accounts: [String] = []
-        for node in try await masters() {
-            accounts += try await Auditor.scanAccounts(on: NodeRedis(ledger: self, node: node))
-        }
-        return accounts
-    }
-
-    /// One command per key, each to the master of its key's slot, all in
-    /// flight at once; replies in order. Fails with the first error.
-    public func pipeline(_ commands: [(key: String, arguments: [String])]) async throws -> [RESPValue] {
-        let futures = commands.map { router.send(RedisCommand($0.arguments), slot: HashSlot.of(key: $0.key)) }
-        var replies: [RESPValue] = []
-        replies.reserveCapacity(futures.count)
-        for future in futures { replies.append(try await future.get()) }
-        return replies
-    }
-
-    /// Same, keeping each command's error instead of failing.
-    func pipelineResults(_ commands: [(key: String, arguments: [String])]) async -> [Result<RESPValue, Error>] {
-        let futures = commands.map { router.send(RedisCommand($0.arguments), slot: HashSlot.of(key: $0.key)) }
-        var results: [Result<RESPValue, Error>] = []
-        for future in futures {
-            do {
-                results.append(.success(try await future.get()))
-            } catch {
-                results.append(.failure(error))
-            }
-        }
-        return results
-    }
-
-    public func close() {
-        router.close()
-    }
-}
-
-/// One node of the cluster, for node-local commands.
-struct NodeRedis: LedgerRedis {
-    let ledger: ClusterLedger
-    let node: ClusterTopology.Node
-
-    func send(_ arguments: [String]) async throws -> RESPValue { try await ledger.send(arguments, on: node) }
-    func pipeline(_ commands: [[String]]) async throws -> [RESPValue] { try await ledger.pipeline(commands, on: node) }
-}
-
 /// Streams that changed, as the `xadd` keyevents of the masters tell, and a
 /// wait for the next one (one waiter: the consumer's task).
 final class StreamWakeups: Sendable {
@@ -201,38 +78,41 @@ final class StreamWakeups: Sendable {
     }
 }
 
-/// A sink for entries of several streams at once.
-protocol MultiStreamSink: AnyObject {
-    func apply(_ batches: [(stream: String, entries: [StreamEntry])]) async throws -> BatchOutcome
-}
-
-extension StatementStoreSink: MultiStreamSink {}
-
-/// One consumer of one group over every slot stream of a cluster.
+/// One consumer of one group over every ledger stream: the `statements`
+/// stream of one Redis, or every slot stream of every master of a cluster.
+/// Reads, applies (durably, through the sink), then XACKs.
 ///
-/// Idle, it costs the masters almost nothing: it listens to each master's
+/// Idle, it costs Redis almost nothing: it listens to each master's
 /// `__keyevent@0__:xadd` (node-local notifications, `t` in
 /// notify-keyspace-events) and reads only the streams named there. A slow
-/// sweep (SCAN `statements:*` on every master, then one pipelined read of
-/// every stream found; at start and every `sweepInterval`) is the safety
-/// net for missed events (a subscriber reconnecting, a config without `t`)
-/// and finds the masters of a changed topology. A sweep first asks each
-/// master how many XADDs it has executed (`INFO commandstats`): a master
-/// whose count has not moved since the last sweep has no new entry and is
-/// neither scanned nor read, so an idle cluster costs one INFO per master
-/// per sweep. Each round pipelines one
-/// XREADGROUP per changed stream (a multi-stream XREADGROUP across slots
-/// is CROSSSLOT), applies everything read in one sink call, then XACKs.
+/// sweep (the streams each master holds, then one pipelined read of every
+/// stream found; at start and every `sweepInterval`) is the safety net for
+/// missed events (a subscriber reconnecting, a config without `t`) and
+/// finds the masters of a changed topology. A sweep first asks each master
+/// how many XADDs it has executed (`INFO commandstats`): a master whose
+/// count has not moved since the last sweep has no new entry and is neither
+/// scanned nor read, so an idle ledger costs one INFO per master per sweep.
+/// Each round pipelines one XREADGROUP per changed stream (a multi-stream
+/// XREADGROUP across slots is CROSSSLOT), applies everything read in one
+/// sink call, then XACKs.
+///
+/// The first time it meets a stream (and again after any Redis failure: a
+/// batch may have been applied and not acknowledged) it creates the group
+/// there and re-reads what this consumer was delivered and never
+/// acknowledged. Every `claimIdleMilliseconds / 2` it claims entries other
+/// consumers left pending too long.
+///
 /// Stops when its task is cancelled, after the round in hand (applied and
-/// acknowledged).
-final class ClusterConsumer {
-    private let ledger: ClusterLedger
-    private let sink: MultiStreamSink
+/// acknowledged): a stop never loses an entry nor applies one twice.
+final class StreamConsumer {
+    private let ledger: LedgerClient
+    private let sink: EntrySink
     private let group: String
     private let consumer: String
     private let options: ConsumerOptions
-    /// `options.replicaAcks` resolved against the topology when the run starts.
+    /// `options.replicaAcks` resolved against the topology in the first round.
     private var fence: ReplicaFence?
+    private var fenceResolved = false
     private let sweepInterval: TimeInterval
     private let logger: Logger
     /// After every round, with the streams that had entries in it.
@@ -247,6 +127,8 @@ final class ClusterConsumer {
     private(set) var known: Set<String> = []
     /// Streams whose group exists and whose own pending entries were re-read.
     private var ready: Set<String> = []
+    /// Streams whose idle consumers were looked at (once per process).
+    private var tidied: Set<String> = []
     private var lastSweep = Date.distantPast
     private var lastClaim = Date.distantPast
     private var caughtUp = false
@@ -257,7 +139,7 @@ final class ClusterConsumer {
     private var consecutiveFailures = 0
 
     init(
-        ledger: ClusterLedger, sink: MultiStreamSink, group: String, consumer: String, options: ConsumerOptions,
+        ledger: LedgerClient, sink: EntrySink, group: String, consumer: String, options: ConsumerOptions,
         sweepInterval: TimeInterval, listen: Bool = true, logger: Logger,
         afterRound: @escaping (ConsumerStats, Set<String>) async -> Void = { _, _ in }
     ) {
@@ -275,13 +157,16 @@ final class ClusterConsumer {
     func run() async throws {
         defer { subscribers.values.forEach { $0.close() } }
         var dirty: Set<String> = []
-        fence = options.fence(replicated: try await ledger.router.isReplicated().get())
-        logger.info("cluster consumer ready", metadata: [
-            "group": "\(group)", "consumer": "\(consumer)", "replica_acks": "\(fence?.replicas ?? 0)",
-        ])
+        var announced = false
         while !Task.isCancelled {
             var done = false
             try await retryingRedis {
+                if !self.fenceResolved {
+                    // Against the map: read it first (nothing is connected before the first round).
+                    _ = try await self.ledger.masters()
+                    self.fence = self.options.fence(replicated: try await self.ledger.redis.isReplicated().get())
+                    self.fenceResolved = true
+                }
                 let woken = self.wakeups.take()
                 dirty.formUnion(woken.streams)
                 // Drain mode sweeps every round, whole: it must see every stream.
@@ -302,6 +187,14 @@ final class ClusterConsumer {
                 if Date().timeIntervalSince(self.lastClaim) * 1000 >= Double(self.options.claimIdleMilliseconds / 2) {
                     try await self.claimFromIdleConsumers()
                 }
+                if !announced {
+                    // Listening, the group created and own pending re-read on every stream found.
+                    announced = true
+                    self.logger.info("consumer ready", metadata: [
+                        "group": "\(self.group)", "consumer": "\(self.consumer)", "streams": "\(self.known.count)",
+                        "replica_acks": "\(self.fence?.replicas ?? 0)",
+                    ])
+                }
                 await self.afterRound(self.stats, withEntries)
                 if self.options.drain && read == 0 && dirty.isEmpty {
                     if try await self.pendingCount() == 0 {
@@ -316,7 +209,7 @@ final class ClusterConsumer {
                 if dirty.isEmpty && !self.options.drain {
                     if !self.caughtUp {
                         self.caughtUp = true
-                        self.logger.info("cluster consumer caught up", metadata: ["group": "\(self.group)", "streams": "\(self.known.count)"])
+                        self.logger.info("consumer caught up", metadata: ["group": "\(self.group)", "streams": "\(self.known.count)"])
                     }
                     let next = min(self.lastSweep.addingTimeInterval(self.sweepInterval), Date().addingTimeInterval(Double(self.options.blockMilliseconds) / 1000))
                     await self.wakeups.wait(upTo: .milliseconds(Int(next.timeIntervalSinceNow * 1000)))
@@ -328,7 +221,7 @@ final class ClusterConsumer {
 
     // MARK: - Streams and masters
 
-    /// SCAN the masters for slot streams; subscribe to the keyevents of
+    /// The streams each master holds; subscribe to the keyevents of
     /// masters not yet listened to (a new master, a promoted replica).
     /// Unless `whole`, a master whose XADD count has not moved since its
     /// last sweep is skipped. Returns the streams to read.
@@ -340,8 +233,8 @@ final class ClusterConsumer {
                 let wakeups = self.wakeups
                 let subscriber = RedisSubscriber(
                     endpoint: ledger.endpoint(of: node), eventLoop: ledger.eventLoop, logger: logger,
-                    onMessage: { _, key in
-                        if Keys.isStatementsStream(key) && key != Keys.statements { wakeups.mark(key) }
+                    onMessage: { [layout = ledger.layout] _, key in
+                        if layout.isLedgerStream(key) { wakeups.mark(key) }
                     },
                     onResubscribed: { wakeups.markGap() }
                 )
@@ -404,6 +297,7 @@ final class ClusterConsumer {
                 throw error
             }
         }
+        await forgetIdleConsumers(on: fresh.filter { !tidied.contains($0) })
         var cursors = Dictionary(uniqueKeysWithValues: fresh.map { ($0, StreamID.zero) })
         while !cursors.isEmpty && !Task.isCancelled {
             let names = cursors.keys.sorted()
@@ -426,6 +320,37 @@ final class ClusterConsumer {
             }
         }
         ready.formUnion(fresh)
+    }
+
+    /// Consumers that have held nothing for this long are removed from the group.
+    static let forgetConsumersAfterMilliseconds = 3_600_000
+
+    /// Removes, once per stream and process, the consumers of the group that
+    /// hold nothing and have not been heard from for an hour (replayers
+    /// restarted under a new name). Best effort: a failure is retried at the
+    /// next start.
+    private func forgetIdleConsumers(on streams: [String]) async {
+        guard !streams.isEmpty else { return }
+        tidied.formUnion(streams)
+        let replies = await ledger.pipelineResults(streams.map { ($0, ["XINFO", "CONSUMERS", $0, group]) })
+        var deletions: [(key: String, arguments: [String])] = []
+        for (stream, result) in zip(streams, replies) {
+            guard case .success(let reply) = result else { continue }
+            for item in reply.array ?? [] {
+                let info = StreamReply.pairs(item)
+                guard let name = info["name"]?.string, name != consumer, info["pending"]?.int == 0,
+                      let idle = info["idle"]?.int, idle >= Self.forgetConsumersAfterMilliseconds else { continue }
+                deletions.append((stream, ["XGROUP", "DELCONSUMER", stream, group, name]))
+            }
+        }
+        guard !deletions.isEmpty else { return }
+        let results = await ledger.pipelineResults(deletions)
+        let forgotten = zip(deletions, results).compactMap { deletion, result in
+            (try? result.get()) == nil ? nil : deletion.arguments[4]
+        }
+        logger.info("removed idle consumers holding nothing", metadata: [
+            "group": "\(group)", "consumers": "\(Set(forgotten).sorted().joined(separator: ","))",
+        ])
     }
 
     /// One XREADGROUP per stream, pipelined; returns the streams that gave
@@ -483,6 +408,10 @@ final class ClusterConsumer {
             kill(getpid(), SIGKILL)
         }
         _ = try await ledger.pipeline(batches.map { ($0.stream, ["XACK", $0.stream, group] + $0.entries.map(\.id.description)) })
+        logger.debug("batch committed and acknowledged", metadata: [
+            "group": "\(group)", "streams": "\(batches.count)", "entries": "\(total)", "applied": "\(outcome.applied)",
+            "duplicates": "\(outcome.duplicates)", "total_applied": "\(stats.outcome.applied)",
+        ])
     }
 
     /// The replica fence over a round's streams: every stream's XCLAIM, then
@@ -491,7 +420,7 @@ final class ClusterConsumer {
     private func fenceOnReplicas(_ batches: [(stream: String, entries: [StreamEntry])], _ fence: ReplicaFence) async throws {
         let fenced = batches.filter { !$0.entries.isEmpty }
         guard !fenced.isEmpty else { return }
-        let router = ledger.router
+        let router = ledger.redis
         let owners = try await router.eventLoop.submit {
             fenced.map { batch -> (node: ClusterTopology.Node?, wanted: Int) in
                 let node = router.master(ofSlot: HashSlot.of(key: batch.stream))

@@ -21,7 +21,6 @@ public final class MetricsSampler: Sendable {
         redis: RedisClient,
         metrics: ServerMetrics,
         interval: TimeAmount = .seconds(1),
-        readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?,
         readMemory: (@Sendable () -> EventLoopFuture<RedisMemory>)? = nil,
         logger: Logger
     ) -> MetricsSampler {
@@ -29,12 +28,10 @@ public final class MetricsSampler: Sendable {
         let failing = NIOLockedValueBox(false)
         let task = loop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: interval) { _ in
             let contention = authorizer.contention().hop(to: loop).map { metrics.contention(accounts: $0.accounts, waiters: $0.waiters) }
-            // nil: the lag gauges are set by whoever reads the lag (on a cluster, less often).
-            let stream = readLag.map { read in read().hop(to: loop).map { metrics.statementsStream($0) } }
-                ?? loop.makeSucceededVoidFuture()
             let memory = readMemory.map { read in read().hop(to: loop).map { metrics.redisMemory($0, logger: logger) } }
                 ?? loop.makeSucceededVoidFuture()
-            return contention.and(stream).and(memory).map { _ in
+            // The lag gauges are set by serve's lag monitor, at its own pace.
+            return contention.and(memory).map { _ in
                 if failing.withLockedValue({ $0 }) {
                     failing.withLockedValue { $0 = false }
                     logger.info("metrics sampling recovered")

@@ -1,4 +1,5 @@
 import AuthorizerCore
+import NIOCore
 import RedisWire
 
 /// Where the ledger's streams are, the one place that knows it.
@@ -26,6 +27,24 @@ public enum LedgerLayout: Sendable, Equatable {
         switch self {
         case .oneStream: return key == Keys.statements
         case .streamPerSlot: return key != Keys.statements && Keys.isStatementsStream(key)
+        }
+    }
+
+    /// The ledger streams a node serving `ranges` holds.
+    public func streams(servedBy ranges: [ClosedRange<Int>]) -> [String] {
+        switch self {
+        case .oneStream: return [Keys.statements]
+        case .streamPerSlot: return Self.streams(inSlots: ranges)
+        }
+    }
+
+    /// How often `serve` reads the replayer's lag: a reading of one stream
+    /// is a handful of commands; a cluster's is one XLEN per slot when its
+    /// streams changed.
+    public var lagReadInterval: TimeAmount {
+        switch self {
+        case .oneStream: return .seconds(1)
+        case .streamPerSlot: return .seconds(10)
         }
     }
 

@@ -141,11 +141,6 @@ public struct ReplayerLagReader: Sendable {
         self.send = send
     }
 
-    /// The one Redis.
-    public static func single(_ redis: RedisClient, group: String = Keys.replayGroup) -> ReplayerLagReader {
-        ReplayerLagReader(eventLoop: redis.eventLoop, group: group) { _, command in redis.send(command) }
-    }
-
     /// Every stream of `streams`, summed; `nowMillis` stamps the result.
     public func read(streams: [String], nowMillis: UInt64) -> EventLoopFuture<ReplayerLag> {
         let each = streams.map { readWithoutClock(stream: $0) }

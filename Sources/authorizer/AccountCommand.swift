@@ -118,11 +118,9 @@ struct AccountCommand: AsyncParsableCommand {
                 let pttl = try await redis.send(RedisCommand("PTTL", Keys.lock(account)), key: Keys.lock(account)).int ?? -2
                 print("  locked by \(token) for \(pttl) ms more")
             }
-            if let router = redis.router {
-                let slot = HashSlot.of(key: Keys.account(account))
-                let node = try await router.eventLoop.submit { router.master(ofSlot: slot) }.get()
-                print("  slot \(slot) on \(node.map(\.description) ?? "no master") · ledger stream \(redis.target.statementsKey(forAccount: account))")
-            }
+            let slot = HashSlot.of(key: Keys.account(account))
+            let node = try await redis.master(ofKey: Keys.account(account))
+            print("  slot \(slot) on \(node.map(\.description) ?? "no master") · ledger stream \(redis.target.statementsKey(forAccount: account))")
         }
     }
 }

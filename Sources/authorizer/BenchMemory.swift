@@ -80,7 +80,7 @@ struct RedisMemoryProbe {
         try await Task.sleep(for: .seconds(Self.settle))
         let nodes = try await self.nodes()
         reading.after = try await usedMemory(nodes)
-        var created: [(node: ClusterTopology.Node?, key: String)] = []
+        var created: [(node: ClusterTopology.Node, key: String)] = []
         for (node, key) in try await allStreams() {
             _ = try await send(["XTRIM", key, "MAXLEN", "0"], on: node)
             if !streamsBefore.contains(key) { created.append((node, key)) }
@@ -95,25 +95,20 @@ struct RedisMemoryProbe {
 
     // MARK: - Nodes
 
-    /// nil: the one Redis of a non-cluster target.
-    private func nodes() async throws -> [ClusterTopology.Node?] {
-        guard let router = redis.router else { return [nil] }
-        return try await router.topology.get().masters
+    /// Every master (one Redis: the one).
+    private func nodes() async throws -> [ClusterTopology.Node] {
+        try await redis.masters().map(\.node)
     }
 
-    private func send(_ parts: [String], on node: ClusterTopology.Node?) async throws -> RESPValue {
+    private func send(_ parts: [String], on node: ClusterTopology.Node) async throws -> RESPValue {
         let command = RedisCommand(parts)
-        let reply: RESPValue
-        if let node, let router = redis.router {
-            reply = try await router.eventLoop.flatSubmit { router.client(for: node).send(command) }.get()
-        } else {
-            reply = try await redis.client.send(command).get()
-        }
+        let router = redis.redis
+        let reply = try await router.eventLoop.flatSubmit { router.client(for: node).send(command) }.get()
         if case .error(let message) = reply { throw RedisError.unexpectedReply("\(parts[0]): \(message)") }
         return reply
     }
 
-    private func usedMemory(_ nodes: [ClusterTopology.Node?]) async throws -> Int64 {
+    private func usedMemory(_ nodes: [ClusterTopology.Node]) async throws -> Int64 {
         var total: Int64 = 0
         for node in nodes {
             let info = try await send(["INFO", "memory"], on: node).string ?? ""
@@ -127,8 +122,8 @@ struct RedisMemoryProbe {
     }
 
     /// Every statement stream (`statements`, `statements:{T}`) on every node (SCAN is node-local).
-    private func allStreams() async throws -> [(node: ClusterTopology.Node?, key: String)] {
-        var found: [(node: ClusterTopology.Node?, key: String)] = []
+    private func allStreams() async throws -> [(node: ClusterTopology.Node, key: String)] {
+        var found: [(node: ClusterTopology.Node, key: String)] = []
         for node in try await nodes() {
             var cursor = "0"
             repeat {

@@ -93,8 +93,21 @@ final class RedisSession: Sendable {
     let target: RedisTarget
     /// Commands by key and scripts, one Redis or a cluster alike.
     let redis: Redis
-    /// The same, on a cluster only (for the node-by-node views of a cluster).
-    var router: Redis? { target.isCluster ? redis : nil }
+
+    /// The client of every master (one Redis: the one), for node-local
+    /// commands (SCAN, INFO, MEMORY).
+    func masters() async throws -> [(node: ClusterTopology.Node, client: RedisClient)] {
+        let redis = self.redis
+        return try await redis.eventLoop.flatSubmit {
+            redis.topology.map { $0.masters.map { ($0, redis.client(for: $0)) } }
+        }.get()
+    }
+
+    /// The master serving `key`'s slot now.
+    func master(ofKey key: String) async throws -> ClusterTopology.Node? {
+        let redis = self.redis
+        return try await redis.eventLoop.submit { redis.master(ofSlot: HashSlot.of(key: key)) }.get()
+    }
 
     private init(client: RedisClient, redis: Redis) {
         self.client = client

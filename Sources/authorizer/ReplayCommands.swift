@@ -119,7 +119,7 @@ struct Replay: AsyncParsableCommand {
 
         logger.info("replaying statements", metadata: [
             "redis": "\(target.primary)", "db": "\(db)", "group": "\(group)", "consumer": "\(configuration.consumer)",
-            "drain": "\(drain)", "notify": "\(notify)", "cluster": "\(target.isCluster)",
+            "drain": "\(drain)", "notify": "\(notify)", "ledger": "\(target.ledger)",
         ])
         let services = ServiceGroup(configuration: .init(
             // Done (--drain) is a normal end, not a failure of the group.

@@ -170,17 +170,16 @@ struct Serve: AsyncParsableCommand {
         )
         try await authorizer.connect().get()
         authorizer.applyOwedReversals()
-        let lag = try await lagReaders(target, admin: admin, logger: logger)
-        defer { lag.router?.close() }
+        let lag = try await lagReaders(target, logger: logger)
+        defer { lag.redis.close() }
         let metricsEndpoint = try await startMetrics(
-            metrics, group: group, authorizer: authorizer, redis: admin, readLag: target.isCluster ? nil : lag.readLag,
-            readMemory: lag.readMemory, logger: logger
+            metrics, group: group, authorizer: authorizer, redis: admin, readMemory: lag.readMemory, logger: logger
         )
         let lagWatch = ReplayerLagMonitor(
-            eventLoop: lag.loop, group: Keys.replayGroup,
+            eventLoop: lag.redis.eventLoop, group: Keys.replayGroup,
             threshold: .init(maxUnappliedEntries: replayerLagWarnEntries, maxAge: .seconds(60)), logger: logger, read: lag.readLag
-        ).start(every: .seconds(10)) { [isCluster = target.isCluster] reading in
-            if isCluster { metrics.statementsStream(reading) }
+        ).start(every: target.ledger.lagReadInterval) { reading in
+            metrics.statementsStream(reading)
         }
         let listeners = try await startListeners(group: group, authorizer: authorizer, endpoint: endpoint, listenPort: listenPort, logger: logger)
 
@@ -221,12 +220,10 @@ struct Serve: AsyncParsableCommand {
             try await router.connect().get()
         } catch {
             router.close()
-            throw ValidationError("cannot use \(target.isCluster ? "the Redis Cluster at " : "")\(endpoint): \(error)")
+            throw ValidationError("cannot use \(endpoint): \(error)")
         }
-        if target.isCluster {
-            let masters = try await router.topology.get().masters.map(\.description)
-            logger.info("redis cluster", metadata: ["masters": "\(masters)"])
-        }
+        let masters = try await router.topology.get().masters.map(\.description)
+        logger.info("redis", metadata: ["masters": "\(masters)"])
         return router
     }
 
@@ -285,39 +282,29 @@ struct Serve: AsyncParsableCommand {
         }
     }
 
-    /// How the replayer's lag and Redis' memory are read, off the hot path.
+    /// How the replayer's lag and Redis' memory are read, off the hot path:
+    /// by a monitor every `LedgerLayout.lagReadInterval`, whose readings
+    /// set the gauges, on a thread and connections of its own (the shared
+    /// singleton group, not a shard's loop): a cluster's full reading
+    /// handles thousands of replies, which must not delay a shard's terminals.
     private struct LagReaders {
         let readLag: @Sendable () -> EventLoopFuture<ReplayerLag>
         let readMemory: @Sendable () -> EventLoopFuture<RedisMemory>
-        let loop: EventLoop
-        /// The cluster's own router for these reads (closed at the stop).
-        let router: Redis?
+        let redis: Redis
     }
 
-    /// One Redis: the sampler sets the lag gauges every second and the
-    /// monitor warns. A cluster: the ledger is one stream per slot, summed
-    /// over the masters, so it is read only by the monitor (every 10 s),
-    /// whose readings set the gauges, on a thread and connections of its own
-    /// (the shared singleton group, not a shard's loop): a full reading
-    /// handles thousands of replies, which must not delay a shard's terminals.
-    private func lagReaders(_ target: RedisTarget, admin: RedisClient, logger: Logger) async throws -> LagReaders {
-        guard case .cluster(let seeds) = target else {
-            let reader = ReplayerLagReader.single(admin)
-            return LagReaders(
-                readLag: { reader.read() }, readMemory: { RedisMemory.read([admin], on: admin.eventLoop) }, loop: admin.eventLoop, router: nil
-            )
-        }
-        let router = Redis(seeds: seeds, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
-        try await router.connect().get()
-        let reader = ClusterLagReader(router: router)
+    private func lagReaders(_ target: RedisTarget, logger: Logger) async throws -> LagReaders {
+        let redis = Redis(target: target, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+        try await redis.connect().get()
+        let reader = LedgerLagReader(router: redis)
         return LagReaders(
             readLag: { reader.read() },
             readMemory: {
-                router.eventLoop.flatSubmit {
-                    router.topology.flatMap { RedisMemory.read($0.masters.map(router.client(for:)), on: router.eventLoop) }
+                redis.eventLoop.flatSubmit {
+                    redis.topology.flatMap { RedisMemory.read($0.masters.map(redis.client(for:)), on: redis.eventLoop) }
                 }
             },
-            loop: router.eventLoop, router: router
+            redis: redis
         )
     }
 
@@ -357,7 +344,7 @@ struct Serve: AsyncParsableCommand {
     /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.
     private func startMetrics(
         _ metrics: ServerMetrics, group: EventLoopGroup, authorizer: Authorizer, redis: RedisClient,
-        readLag: (@Sendable () -> EventLoopFuture<ReplayerLag>)?, readMemory: @escaping @Sendable () -> EventLoopFuture<RedisMemory>,
+        readMemory: @escaping @Sendable () -> EventLoopFuture<RedisMemory>,
         logger: Logger
     ) async throws -> (server: MetricsServer, sampler: MetricsSampler)? {
         guard let metricsPort else { return nil }
@@ -366,7 +353,7 @@ struct Serve: AsyncParsableCommand {
         options.port = metricsPort
         let server = try await MetricsServer.start(group: group, metrics: metrics, options: options, logger: logger).get()
         let sampler = MetricsSampler.start(
-            authorizer: authorizer, redis: redis, metrics: metrics, readLag: readLag, readMemory: readMemory, logger: logger
+            authorizer: authorizer, redis: redis, metrics: metrics, readMemory: readMemory, logger: logger
         )
         logger.info("metrics listening", metadata: ["host": "\(metricsHost)", "port": "\(server.localPort ?? metricsPort)", "path": "/metrics"])
         return (server, sampler)

@@ -38,7 +38,7 @@ struct Top: AsyncParsableCommand {
         let url = try MetricsURL(metrics)
         let redis = try await RedisSession.open(redisOptions)
         defer { redis.close() }
-        let source = TopSource(redis: redis, metrics: url, clusterLag: redis.router.map { ClusterLagReader(router: $0) })
+        let source = TopSource(redis: redis, metrics: url, lag: LedgerLagReader(router: redis.redis))
         if once {
             let snapshot = await source.sample()
             print(TopView(redisLabel: "\(redis.client.endpoint)", metricsLabel: url.description).render(snapshot, previous: nil), terminator: "")
@@ -90,14 +90,14 @@ struct LockScan {
 struct TopSource {
     let redis: RedisSession
     let metrics: MetricsURL
-    /// On a cluster: the lag summed over every master's slot streams.
-    let clusterLag: ClusterLagReader?
+    /// The lag summed over every master's ledger streams.
+    let lag: LedgerLagReader
 
     func sample() async -> TopSnapshot {
         var snapshot = TopSnapshot(time: Date())
         let scrape = MetricsScraper.get(metrics, on: redis.eventLoop)
         do {
-            snapshot.stream = try await (clusterLag?.read() ?? ReplayerLagReader.single(redis.client).read()).get()
+            snapshot.stream = try await lag.read().get()
             snapshot.locks = try await scanLocks()
         } catch {
             snapshot.redisError = "\(error)"
@@ -113,10 +113,7 @@ struct TopSource {
 
     /// Every Redis that holds keys: the one, or each master (SCAN is node-local).
     private func lockHolders() async throws -> [RedisClient] {
-        guard let router = redis.router else { return [redis.client] }
-        return try await router.eventLoop.flatSubmit {
-            router.topology.map { $0.masters.map { router.client(for: $0) } }
-        }.get()
+        try await redis.masters().map(\.client)
     }
 
     private func scanLocks() async throws -> LockScan {

@@ -2,8 +2,9 @@ import AuthorizerCore
 import NIOCore
 import RedisWire
 
-/// `ReplayerLag` of a Redis Cluster: the sum over the slot streams
-/// (`statements:{T}`) of every master.
+/// `ReplayerLag` of the ledger, one Redis or a cluster alike: the sum over
+/// the ledger streams of every master (`statements` on one Redis, the slot
+/// streams `statements:{T}` on a cluster).
 ///
 /// Cheap for Redis by design. Each read asks every master first for its
 /// `INFO commandstats`: a master on which no command that changes a stream
@@ -11,12 +12,12 @@ import RedisWire
 /// XREADGROUP, XACK, XCLAIM, XAUTOCLAIM, XDEL, XTRIM, XSETID, XGROUP, or
 /// DEL, UNLINK, RESTORE, MIGRATE, FLUSH*, RENAME), and whose slots did not
 /// change, keeps its last reading: one INFO per master while idle. Otherwise
-/// that master is read: one XLEN per slot it serves (pipelined; a missing
+/// that master is read: one XLEN per ledger stream its slots hold (pipelined; a missing
 /// stream is 0 and costs no error), then, for the streams with entries,
 /// XINFO STREAM + XINFO GROUPS and the id lookups of `ReplayerLagReader`,
 /// at most `chunk` streams in flight at a time. No SCAN: the cost is bounded
 /// by the slots, not by the keyspace.
-public final class ClusterLagReader: Sendable {
+public final class LedgerLagReader: Sendable {
     public typealias Node = ClusterTopology.Node
 
     /// Streams whose commands are in flight at once on one master.
@@ -82,7 +83,7 @@ public final class ClusterLagReader: Sendable {
     /// XLEN of every slot stream of the node, then the lag of those with entries.
     private func readInFull(client: RedisClient, slots: [ClosedRange<Int>]) -> EventLoopFuture<ReplayerLag> {
         let loop = router.eventLoop
-        let names = LedgerLayout.streams(inSlots: slots)
+        let names = router.target.ledger.streams(servedBy: slots)
         let reader = ReplayerLagReader(eventLoop: loop, group: group) { _, command in client.send(command) }
         return Self.inChunks(names, on: loop, initial: [String]()) { chunk, found in
             let lengths = chunk.map { client.send(RedisCommand("XLEN", $0)) }

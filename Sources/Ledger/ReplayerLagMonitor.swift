@@ -32,9 +32,11 @@ public final class ReplayerLagMonitor: Sendable {
     private let threshold: Threshold
     private let logger: Logger
     private let wasLagging: NIOLoopBoundBox<Bool>
-    /// Checks in a row that found the replayer lagging; the warning repeats every `repeatEvery` of them.
+    /// Checks in a row that found the replayer lagging; the warning repeats
+    /// once a minute (every `repeatEvery` checks, set by `start`).
     private let laggingChecks: NIOLoopBoundBox<Int>
-    private static let repeatEvery = 6
+    private let repeatEvery: NIOLoopBoundBox<Int>
+    static let warningInterval = TimeAmount.seconds(60)
 
     public init(
         eventLoop: EventLoop, group: String, threshold: Threshold = Threshold(), logger: Logger,
@@ -47,14 +49,18 @@ public final class ReplayerLagMonitor: Sendable {
         self.logger = logger
         self.wasLagging = NIOLoopBoundBox.makeBoxSendingValue(false, eventLoop: eventLoop)
         self.laggingChecks = NIOLoopBoundBox.makeBoxSendingValue(0, eventLoop: eventLoop)
+        self.repeatEvery = NIOLoopBoundBox.makeBoxSendingValue(6, eventLoop: eventLoop)
     }
 
     /// Checks every `interval` on the event loop; cancel the returned task
     /// to stop. Failures to reach Redis are logged at debug level only:
     /// `serve` reports Redis trouble elsewhere.
     public func start(every interval: TimeAmount = .seconds(10), onReport: @escaping @Sendable (ReplayerLag) -> Void = { _ in }) -> RepeatedTask {
-        eventLoop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: interval) { _ in
-            self.read().hop(to: self.eventLoop).map { lag in
+        precondition(interval > .zero)
+        let checksPerWarning = max(1, Int(Self.warningInterval.nanoseconds / interval.nanoseconds))
+        return eventLoop.scheduleRepeatedAsyncTask(initialDelay: .zero, delay: interval) { _ in
+            self.repeatEvery.value = checksPerWarning
+            return self.read().hop(to: self.eventLoop).map { lag in
                 self.record(lag)
                 onReport(lag)
             }.recover { error in
@@ -72,7 +78,7 @@ public final class ReplayerLagMonitor: Sendable {
             "stream_length": "\(lag.length)", "streams": "\(lag.streams)",
         ]
         laggingChecks.value = lagging ? laggingChecks.value + 1 : 0
-        if lagging && (laggingChecks.value - 1) % Self.repeatEvery == 0 {
+        if lagging && (laggingChecks.value - 1) % repeatEvery.value == 0 {
             logger.warning("replayer is lagging: the statements stream cannot be trimmed past it", metadata: metadata)
         } else if !lagging && wasLagging.value {
             logger.info("replayer caught up", metadata: metadata)

@@ -10,14 +10,15 @@ import NIOCore
 /// until they are taken up (`ConnectionLifecycle` holds those rules, the
 /// same as the ISO 8583 port's). This handler keeps the line codec and the
 /// answer queue that puts the answers back in request order.
-final class TerminalHandler: ChannelDuplexHandler {
+final class TerminalHandler: LifecycleHandler {
     typealias InboundIn = TerminalFrame
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let authorizer: Authorizer
-    private let logger: Logger
-    private var lifecycle: ConnectionLifecycle<TerminalFrame>
+    let logger: Logger
+    var lifecycle: ConnectionLifecycle<TerminalFrame>
+    static let connectionName = "terminal connection"
 
     /// One entry per request in flight, oldest first: its answer, nil while
     /// the decision is pending.
@@ -61,7 +62,7 @@ final class TerminalHandler: ChannelDuplexHandler {
     /// Takes one frame up: it gets the next place in the answer queue, filled
     /// at once for a refusal, or when the authorizer decides; `writeReady`
     /// writes it in its turn.
-    private func start(_ frame: TerminalFrame, context: ChannelHandlerContext) {
+    func start(_ frame: TerminalFrame, context: ChannelHandlerContext) {
         switch frame {
         case .tooLong:
             let id = TransactionID.make()
@@ -152,79 +153,6 @@ final class TerminalHandler: ChannelDuplexHandler {
         }
         if written > 0 && lifecycle.answerWritten() { scheduleFlush(context: context) }
         return written
-    }
-
-    private func perform(_ actions: [ConnectionLifecycle<TerminalFrame>.Action], context: ChannelHandlerContext) {
-        for action in actions {
-            switch action {
-            case .dispatch(let frame):
-                start(frame, context: context)
-            case .resumeReads:
-                context.read()
-            case .flushLastAnswers:
-                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
-                    self.perform(self.lifecycle.lastAnswersFlushed(), context: context)
-                }
-            case .closeOutputAndLinger:
-                LingeringClose.start(context: context)
-            case .close:
-                context.close(promise: nil)
-            }
-        }
-    }
-
-    private func scheduleFlush(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        context.eventLoop.assumeIsolated().execute {
-            loopBound.value.handler.lifecycle.flushRan()
-            loopBound.value.context.flush()
-        }
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if lifecycle.readRequested() == .read { context.read() }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            // Idle terminal: nothing sent for the idle timeout and nothing owed to it.
-            let actions = lifecycle.readIdle()
-            if !actions.isEmpty { logger.debug("closing an idle terminal connection") }
-            perform(actions, context: context)
-            return
-        }
-        if event is ChannelShouldQuiesceEvent {
-            perform(lifecycle.quiesce(), context: context)
-            return
-        }
-        if event as? ChannelEvent == .inputClosed {
-            perform(lifecycle.inputClosed(), context: context)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    /// The terminal does not read its answers fast enough: the outbound
-    /// buffer passed its high-water mark. Close rather than buffer without bound.
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !context.channel.isWritable {
-            let actions = lifecycle.becameUnwritable()
-            if !actions.isEmpty {
-                logger.warning("closing a terminal that does not read its answers", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
-            }
-            perform(actions, context: context)
-        }
-        context.fireChannelWritabilityChanged()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        lifecycle.channelInactive()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        logger.debug("terminal connection error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
     }
 }
 

@@ -311,25 +311,19 @@ struct Serve: AsyncParsableCommand {
     /// The terminal port, the ISO 8583 port when asked, and the port file once both listen.
     private func startListeners(
         group: MultiThreadedEventLoopGroup, authorizer: Authorizer, endpoint: RedisEndpoint, listenPort: Int, logger: Logger
-    ) async throws -> (terminals: TerminalServer, iso8583: ISO8583Server?) {
-        var options = TerminalServer.Options()
-        options.host = host
-        options.port = listenPort
-        options.maxConnections = maxConnections
-        options.maxWriteBufferBytes = maxWriteBufferBytes
-        options.tls = try makeTLSContext()
-        options.idleTimeout = idleTimeoutS > 0 ? .seconds(Int64(idleTimeoutS)) : nil
-        let server = try await TerminalServer.start(group: group, authorizer: authorizer, options: options, logger: logger).get()
-        var isoServer: ISO8583Server?
+    ) async throws -> (terminals: Listener, iso8583: Listener?) {
+        var limits = Listener.Limits(port: listenPort)
+        limits.host = host
+        limits.maxConnections = maxConnections
+        limits.maxWriteBufferBytes = maxWriteBufferBytes
+        limits.tls = try makeTLSContext()
+        limits.idleTimeout = idleTimeoutS > 0 ? .seconds(Int64(idleTimeoutS)) : nil
+        let server = try await Listener.terminals(group: group, authorizer: authorizer, limits: limits, logger: logger).get()
+        var isoServer: Listener?
         if let iso8583Port {
-            var isoOptions = ISO8583Server.Options()
-            isoOptions.host = host
-            isoOptions.port = iso8583Port
-            isoOptions.maxLinks = maxConnections
-            isoOptions.maxWriteBufferBytes = maxWriteBufferBytes
-            isoOptions.tls = options.tls
-            isoOptions.idleTimeout = options.idleTimeout
-            let started = try await ISO8583Server.start(group: group, authorizer: authorizer, options: isoOptions, logger: logger).get()
+            var isoLimits = limits
+            isoLimits.port = iso8583Port
+            let started = try await Listener.iso8583(group: group, authorizer: authorizer, limits: isoLimits, logger: logger).get()
             isoServer = started
             logger.info("iso8583 listening", metadata: ["host": "\(host)", "port": "\(started.localPort ?? iso8583Port)"])
         }

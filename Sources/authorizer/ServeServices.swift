@@ -13,8 +13,8 @@ import ServiceLifecycle
 /// answer every request already read, then give the reversals owed a
 /// bounded moment to reach Redis (what is left stays in the journal).
 struct ListenerService: Service {
-    let terminals: TerminalServer
-    let iso8583: ISO8583Server?
+    let terminals: Listener
+    let iso8583: Listener?
     let journal: ReversalJournal
     let logger: Logger
     /// How long a stop waits for the reversals owed.

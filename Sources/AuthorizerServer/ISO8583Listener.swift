@@ -6,51 +6,23 @@ import NIOExtras
 import NIOPosix
 import NIOSSL
 
-/// The TCP listener for acquirer links speaking ISO 8583 (2-byte big-endian
-/// length prefix, ASCII packager: see `ISO8583`). Same authorizer, same
-/// decisions as the terminal port; only the front differs.
-public final class ISO8583Server: Sendable {
-    public struct Options: Sendable {
-        public var host = "127.0.0.1"
-        public var port = 7071
-        /// Links open at once; more are refused.
-        public var maxLinks = 20_000
-        /// Requests of one link in flight at once; messages read past it wait, and the link is not read until they are taken up.
-        public var maxInFlightPerLink = 1_024
-        /// Largest message accepted (the length prefix says more: the link is closed).
-        public var maxMessageLength = 16 * 1024
-        public var maxWriteBufferBytes = 1 << 20
-        public var idleTimeout: TimeAmount? = .seconds(300)
-        public var tls: NIOSSLContext?
-        public init() {}
-    }
+extension Listener {
+    /// Largest ISO 8583 message accepted (a length prefix that says more closes the link).
+    public static let maxISO8583MessageLength = 16 * 1024
 
-    private let listener: Listener
-
-    public var localPort: Int? { listener.localPort }
-
-    private init(listener: Listener) {
-        self.listener = listener
-    }
-
-    public static func start(group: EventLoopGroup, authorizer: Authorizer, options: Options, logger: Logger) -> EventLoopFuture<ISO8583Server> {
-        let limits = Listener.Limits(
-            host: options.host, port: options.port, maxConnections: options.maxLinks,
-            maxWriteBufferBytes: options.maxWriteBufferBytes, idleTimeout: options.idleTimeout, tls: options.tls,
-            connectionsName: "ISO 8583 links"
-        )
-        return Listener.start(group: group, limits: limits, metrics: authorizer.metrics, logger: logger) { channel in
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ISO8583Framer(maxLength: options.maxMessageLength)))
+    /// The port for acquirer links speaking ISO 8583 (2-byte big-endian
+    /// length prefix, ASCII packager: see `ISO8583`). Same authorizer, same
+    /// decisions as the terminal port; answers leave as soon as decided.
+    public static func iso8583(
+        group: EventLoopGroup, authorizer: Authorizer, limits: Limits,
+        maxMessageLength: Int = maxISO8583MessageLength, logger: Logger
+    ) -> EventLoopFuture<Listener> {
+        start(group: group, limits: limits, connectionsName: "ISO 8583 links", metrics: authorizer.metrics, logger: logger) { channel in
+            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(ISO8583Framer(maxLength: maxMessageLength)))
             try channel.pipeline.syncOperations.addHandler(
-                ISO8583Handler(authorizer: authorizer, maxInFlight: options.maxInFlightPerLink, logger: logger)
+                ISO8583Handler(authorizer: authorizer, maxInFlight: limits.maxInFlightPerConnection, logger: logger)
             )
-        }.map { ISO8583Server(listener: $0) }
-    }
-
-    /// Stops accepting, lets every connection answer what it accepted, and
-    /// completes when all of them are closed.
-    public func shutdown() -> EventLoopFuture<Void> {
-        listener.shutdown()
+        }
     }
 }
 
@@ -115,14 +87,15 @@ struct ISO8583Framer: ByteToMessageDecoder {
 /// the limit wait and reading stops until they are taken up
 /// (`ConnectionLifecycle` holds those rules, the same as the terminal
 /// port's). This handler keeps the ISO 8583 codec and its translation.
-final class ISO8583Handler: ChannelDuplexHandler {
+final class ISO8583Handler: LifecycleHandler {
     typealias InboundIn = ISO8583Frame
     typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
     private let authorizer: Authorizer
-    private let logger: Logger
-    private var lifecycle: ConnectionLifecycle<ISO8583Inbound>
+    let logger: Logger
+    var lifecycle: ConnectionLifecycle<ISO8583Inbound>
+    static let connectionName = "iso8583 link"
     /// Requests finished while `finished` is running (a decision that
     /// completed at once): its loop reports them, so that parked messages
     /// are taken up in order and without recursion.
@@ -148,7 +121,7 @@ final class ISO8583Handler: ChannelDuplexHandler {
     /// Takes one message up: answers it at once, or asks the authorizer. A
     /// message that ends the link is logged and counted here; the lifecycle
     /// closes the link once the answers before it are written.
-    private func start(_ inbound: ISO8583Inbound, context: ChannelHandlerContext) {
+    func start(_ inbound: ISO8583Inbound, context: ChannelHandlerContext) {
         let receivedAt = NIODeadline.now()
         switch inbound {
         case .tooLong(let length):
@@ -233,76 +206,6 @@ final class ISO8583Handler: ChannelDuplexHandler {
             finishedMeanwhile = 0
             perform(lifecycle.requestsFinished(count), context: context)
         }
-    }
-
-    private func perform(_ actions: [ConnectionLifecycle<ISO8583Inbound>.Action], context: ChannelHandlerContext) {
-        for action in actions {
-            switch action {
-            case .dispatch(let inbound):
-                start(inbound, context: context)
-            case .resumeReads:
-                context.read()
-            case .flushLastAnswers:
-                context.writeAndFlush(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0))).assumeIsolated().whenComplete { _ in
-                    self.perform(self.lifecycle.lastAnswersFlushed(), context: context)
-                }
-            case .closeOutputAndLinger:
-                LingeringClose.start(context: context)
-            case .close:
-                context.close(promise: nil)
-            }
-        }
-    }
-
-    private func scheduleFlush(context: ChannelHandlerContext) {
-        let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
-        context.eventLoop.assumeIsolated().execute {
-            loopBound.value.handler.lifecycle.flushRan()
-            loopBound.value.context.flush()
-        }
-    }
-
-    func read(context: ChannelHandlerContext) {
-        if lifecycle.readRequested() == .read { context.read() }
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            let actions = lifecycle.readIdle()
-            if !actions.isEmpty { logger.debug("closing an idle iso8583 link") }
-            perform(actions, context: context)
-            return
-        }
-        if event is ChannelShouldQuiesceEvent {
-            perform(lifecycle.quiesce(), context: context)
-            return
-        }
-        if event as? ChannelEvent == .inputClosed {
-            perform(lifecycle.inputClosed(), context: context)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
-    }
-
-    func channelWritabilityChanged(context: ChannelHandlerContext) {
-        if !context.channel.isWritable {
-            let actions = lifecycle.becameUnwritable()
-            if !actions.isEmpty {
-                logger.warning("closing an iso8583 link that does not read its answers", metadata: ["remote": "\(context.remoteAddress.map { "\($0)" } ?? "-")"])
-            }
-            perform(actions, context: context)
-        }
-        context.fireChannelWritabilityChanged()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        lifecycle.channelInactive()
-        context.fireChannelInactive()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        logger.debug("iso8583 link error", metadata: ["error": "\(error)"])
-        context.close(promise: nil)
     }
 }
 

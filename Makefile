@@ -32,6 +32,10 @@ deps:
 		$(SUDO) apt-get update -qq && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# pyiso8583: an independent ISO 8583 implementation the interop tests talk to.
+	@python3 -c 'import iso8583' 2>/dev/null || pip install --quiet pyiso8583 >/dev/null 2>&1 \
+		|| pip install --quiet --break-system-packages pyiso8583 >/dev/null 2>&1 \
+		|| echo "pyiso8583 could not be installed: the ISO 8583 interop tests will be skipped"
 
 build: deps
 	swift build

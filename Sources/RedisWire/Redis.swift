@@ -55,7 +55,7 @@ public final class Redis: Sendable {
     }
 
     /// One Redis or a cluster, as `target` says.
-    public convenience init(
+    public init(
         target: RedisTarget,
         eventLoop: EventLoop,
         scripts: [LuaScript] = [],
@@ -66,53 +66,13 @@ public final class Redis: Sendable {
         onScriptsReloaded: (@Sendable () -> Void)? = nil,
         onRedirect: (@Sendable (RedirectKind) -> Void)? = nil
     ) {
+        let seeds: [RedisEndpoint]
         switch target {
-        case .single(let endpoint):
-            self.init(
-                seeds: [endpoint], single: true, eventLoop: eventLoop, scripts: scripts, options: options, tryAgainBudget: tryAgainBudget,
-                logger: logger, onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded, onRedirect: onRedirect
-            )
-        case .cluster(let seeds):
-            self.init(
-                seeds: seeds, single: false, eventLoop: eventLoop, scripts: scripts, options: options, tryAgainBudget: tryAgainBudget,
-                logger: logger, onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded, onRedirect: onRedirect
-            )
+        case .single(let endpoint): seeds = [endpoint]
+        case .cluster(let clusterSeeds): seeds = clusterSeeds
         }
-    }
-
-    /// A cluster found from `seeds`.
-    public convenience init(
-        seeds: [RedisEndpoint],
-        eventLoop: EventLoop,
-        scripts: [LuaScript] = [],
-        options: RedisConnection.Options = .init(),
-        tryAgainBudget: TimeAmount = .seconds(2),
-        logger: Logger = Logger(label: "redis-cluster"),
-        onReconnect: (@Sendable () -> Void)? = nil,
-        onScriptsReloaded: (@Sendable () -> Void)? = nil,
-        onRedirect: (@Sendable (RedirectKind) -> Void)? = nil
-    ) {
-        self.init(
-            seeds: seeds, single: false, eventLoop: eventLoop, scripts: scripts, options: options, tryAgainBudget: tryAgainBudget,
-            logger: logger, onReconnect: onReconnect, onScriptsReloaded: onScriptsReloaded, onRedirect: onRedirect
-        )
-    }
-
-    private init(
-        seeds: [RedisEndpoint],
-        single: Bool,
-        eventLoop: EventLoop,
-        scripts: [LuaScript] = [],
-        options: RedisConnection.Options = .init(),
-        tryAgainBudget: TimeAmount = .seconds(2),
-        logger: Logger = Logger(label: "redis-cluster"),
-        onReconnect: (@Sendable () -> Void)? = nil,
-        onScriptsReloaded: (@Sendable () -> Void)? = nil,
-        onRedirect: (@Sendable (RedirectKind) -> Void)? = nil
-    ) {
         precondition(!seeds.isEmpty, "a cluster needs at least one seed node")
-        precondition(!single || seeds.count == 1, "one Redis is one node")
-        self.target = single ? .single(seeds[0]) : .cluster(seeds: seeds)
+        self.target = target
         self.credentials = seeds[0]
         self.seeds = seeds.map { Node(host: $0.host, port: $0.port) }
         self.eventLoop = eventLoop
@@ -124,7 +84,7 @@ public final class Redis: Sendable {
         self.onScriptsReloaded = onScriptsReloaded
         self.onRedirect = onRedirect
         var state = State()
-        if single { state.topology = ClusterTopology(single: self.seeds[0]) }
+        if !target.isCluster { state.topology = ClusterTopology(single: self.seeds[0]) }
         self.state = NIOLoopBoundBox.makeBoxSendingValue(state, eventLoop: eventLoop)
     }
 

@@ -142,7 +142,7 @@ final class ClusterFailoverTests: XCTestCase {
         try cluster.waitUntilHealthy()
 
         // The books, account by account: balance = start - the amounts answered 00.
-        let router = Redis(seeds: try cluster.nodes.filter(\.isRunning).map { try RedisEndpoint(url: $0.adminURL) }, eventLoop: group.next())
+        let router = Redis(target: .cluster(seeds: try cluster.nodes.filter(\.isRunning).map { try RedisEndpoint(url: $0.adminURL) }), eventLoop: group.next())
         try router.connect().wait()
         defer { router.close() }
         for id in accounts {

@@ -39,7 +39,7 @@ final class ClusterRouterTests: XCTestCase {
         let seeds = try cluster.nodes.prefix(2).map { try RedisEndpoint(url: $0.url) }
         let counts = redirects
         let router = Redis(
-            seeds: seeds, eventLoop: group.next(), scripts: [setBoth], tryAgainBudget: .seconds(5),
+            target: .cluster(seeds: seeds), eventLoop: group.next(), scripts: [setBoth], tryAgainBudget: .seconds(5),
             onRedirect: { kind in counts.withLockedValue { $0[kind, default: 0] += 1 } }
         )
         try router.connect().wait()

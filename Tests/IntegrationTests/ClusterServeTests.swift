@@ -208,12 +208,12 @@ final class ClusterServeTests: XCTestCase {
     /// The ACL users' refusals hold on every master's slot streams.
     func testTheLedgerRefusesEachUserWhatItMustNotDoOnTheCluster() throws {
         let (cluster, _) = try context()
-        let router = Redis(seeds: [try RedisEndpoint(url: cluster.nodes[0].url)], eventLoop: group.next())
+        let router = Redis(target: .cluster(seeds: [try RedisEndpoint(url: cluster.nodes[0].url)]), eventLoop: group.next())
         try router.connect().wait()
         var replayerSeed = try RedisEndpoint(url: cluster.nodes[0].url)
         replayerSeed.username = "replayer"
         replayerSeed.password = cluster.credentials["REPLAYER_PASSWORD"]
-        let replayerRouter = Redis(seeds: [replayerSeed], eventLoop: group.next())
+        let replayerRouter = Redis(target: .cluster(seeds: [replayerSeed]), eventLoop: group.next())
         try replayerRouter.connect().wait()
         defer { router.close(); replayerRouter.close() }
         func via(_ router: Redis) -> ([String]) throws -> RESPValue {

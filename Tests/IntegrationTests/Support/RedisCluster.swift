@@ -187,7 +187,7 @@ final class RedisCluster: @unchecked Sendable {
     /// runs), routed by slot and pipelined: a `set` statement in each slot stream.
     func setBalances(_ accounts: [String: [String: Int64]], on loop: EventLoop) throws {
         let scripts = try ScriptLibrary.load(directory: TestEnvironment.repositoryRoot.appendingPathComponent("Lua").path)
-        let router = Redis(seeds: [try RedisEndpoint(url: nodes[0].url)], eventLoop: loop, scripts: [scripts.adjust])
+        let router = Redis(target: .cluster(seeds: [try RedisEndpoint(url: nodes[0].url)]), eventLoop: loop, scripts: [scripts.adjust])
         try router.connect().wait()
         defer { router.close() }
         let replies = try loop.submit {

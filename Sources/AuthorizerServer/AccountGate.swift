@@ -18,11 +18,11 @@ final class AccountGate: Sendable {
     let redis: Redis
     /// Which ledger stream records each account.
     private let ledger: LedgerLayout
-    private let scripts: ScriptLibrary
+    let scripts: ScriptLibrary
     private let watcher: LockWatcher
-    private let config: AuthorizerConfig
-    private let logger: Logger
-    private let metrics: ServerMetrics
+    let config: AuthorizerConfig
+    let logger: Logger
+    let metrics: ServerMetrics
     private let tokenPrefix: String
     private let lockTTLms: Int64
     private let state: NIOLoopBoundBox<State>
@@ -78,52 +78,6 @@ final class AccountGate: Sendable {
     func reverseOwed(_ entry: PendingReversal) -> EventLoopFuture<Decision> {
         let request = ReversalRequest(id: entry.reversalID, account: entry.account, original: entry.original)
         return submit(.reverse(request, service: true), receivedAt: .now(), answerBy: nil)
-    }
-
-    /// A balance inquiry: read-only, no lock, no queue; answered `07 timeout`
-    /// when Redis does not answer within the SLA.
-    func balance(_ inquiry: BalanceInquiry, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
-        let promise = eventLoop.makePromise(of: Decision.self)
-        eventLoop.execute {
-            let answered = NIOLoopBoundBox(false, eventLoop: self.eventLoop)
-            let timer = self.eventLoop.assumeIsolated().scheduleTask(deadline: receivedAt + self.config.sla - self.config.answerMargin) {
-                guard !answered.value else { return }
-                answered.value = true
-                self.metrics.timedOut()
-                self.logger.warning("declined", metadata: ["account": "\(inquiry.account)", "id": "\(inquiry.id)", "reason": "\(RejectReason.timeout)"])
-                promise.succeed(.rejected(.timeout))
-            }
-            let sent = NIODeadline.now()
-            self.redis.run(.balance(account: inquiry.account), in: self.scripts).assumeIsolated().whenComplete { result in
-                self.metrics.redisRoundTrip(.balance, since: sent)
-                guard !answered.value else { return }
-                answered.value = true
-                timer.cancel()
-                promise.succeed(Self.balanceDecision(result, logger: self.logger))
-            }
-        }
-        return promise.futureResult
-    }
-
-    static func balanceDecision(_ result: Result<RESPValue, Error>, logger: Logger) -> Decision {
-        switch result {
-        case .failure(let error):
-            logger.warning("balance inquiry failed", metadata: ["error": "\(error)"])
-            return .rejected(.storageUnavailable)
-        case .success(let value):
-            guard let items = value.array, let kind = items.first?.string else { return .rejected(.internalError(nil)) }
-            if kind == "UNKNOWN" { return .rejected(.unknownAccount) }
-            guard kind == "BALANCES", items.count % 2 == 1 else { return .rejected(.internalError(nil)) }
-            var balances: [CategoryBalance] = []
-            var index = 1
-            while index + 1 < items.count {
-                guard let category = items[index].string, let text = items[index + 1].string else { return .rejected(.internalError(nil)) }
-                guard let cents = Int64(text) else { return .rejected(.declined("balance is not an integer amount of cents")) }
-                balances.append(CategoryBalance(category: category, balance: Cents(cents)))
-                index += 2
-            }
-            return Decision(code: .approved, balances: balances.sorted { $0.category < $1.category })
-        }
     }
 
     private func submit(_ operation: Operation, receivedAt: NIODeadline, answerBy: NIODeadline?) -> EventLoopFuture<Decision> {
@@ -739,38 +693,5 @@ private final class Job {
         self.answerBy = answerBy
         self.token = token
         self.lockToken = token
-    }
-}
-
-/// The reply of authorize.lua.
-enum AuthorizeReply {
-    case unknownAccount
-    case locked(pttl: Int64)
-    case decided(Decision)
-
-    /// A decision (not LOCKED, not UNKNOWN): its writes are worth a WAIT.
-    static func isDecided(_ value: RESPValue) -> Bool {
-        value.array?.first?.string == "DONE"
-    }
-
-    init(_ value: RESPValue) throws {
-        guard let items = value.array, let kind = items.first?.string else {
-            throw RedisError.unexpectedReply("\(value)")
-        }
-        switch kind {
-        case "UNKNOWN":
-            self = .unknownAccount
-        case "LOCKED":
-            guard items.count == 2, let pttl = items[1].int else { throw RedisError.unexpectedReply("\(value)") }
-            self = .locked(pttl: pttl)
-        case "DONE":
-            guard items.count >= 3, let code = items[1].string.flatMap(ResponseCode.init(rawValue:)) else {
-                throw RedisError.unexpectedReply("\(value)")
-            }
-            let detail = items[2].string ?? ""
-            self = .decided(code == .rejected ? .rejected(RejectReason(text: detail)) : Decision(code: code))
-        default:
-            throw RedisError.unexpectedReply("\(value)")
-        }
     }
 }

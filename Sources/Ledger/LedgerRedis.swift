@@ -3,50 +3,14 @@ import NIOCore
 import NIOPosix
 import RedisWire
 
-/// Where the ledger pipeline sends the commands of one stream: the one Redis
-/// (`RedisLink`), or on a cluster the master of the stream's slot
-/// (`SlotRedis`, which follows MOVED through the router).
+/// Where the ledger pipeline sends the commands of one stream: the master of
+/// the stream's slot (`SlotRedis`, which follows MOVED through the `Redis`;
+/// one Redis is the master of every slot), or one node (node-local commands).
 public protocol LedgerRedis: Sendable {
     @discardableResult
     func send(_ arguments: [String]) async throws -> RESPValue
     /// Every command at once, replies in order; fails with the first error.
     func pipeline(_ commands: [[String]]) async throws -> [RESPValue]
-}
-
-/// One connection to one Redis, for one consumer (an XREADGROUP BLOCK holds
-/// its connection, so each consumer has its own). Runs on the shared event
-/// loop group: a blocked read holds a connection, never a thread.
-public final class RedisLink: LedgerRedis {
-    public let endpoint: RedisEndpoint
-    private let client: RedisClient
-
-    /// `commandTimeout` must exceed the longest BLOCK this connection issues.
-    public init(endpoint: RedisEndpoint, commandTimeout: TimeAmount = .seconds(5), logger: Logger) {
-        self.endpoint = endpoint
-        self.client = RedisClient(
-            endpoint: endpoint,
-            eventLoop: MultiThreadedEventLoopGroup.singleton.next(),
-            options: RedisConnection.Options(commandTimeout: commandTimeout, connectTimeout: .seconds(2)),
-            logger: logger
-        )
-    }
-
-    @discardableResult
-    public func send(_ arguments: [String]) async throws -> RESPValue {
-        try await client.send(RedisCommand(arguments)).get()
-    }
-
-    public func pipeline(_ commands: [[String]]) async throws -> [RESPValue] {
-        let futures = commands.map { client.send(RedisCommand($0)) }
-        var replies: [RESPValue] = []
-        replies.reserveCapacity(futures.count)
-        for future in futures { replies.append(try await future.get()) }
-        return replies
-    }
-
-    public func close() {
-        client.close()
-    }
 }
 
 /// The master of one slot, through a `Redis`. A MOVED reply updates

@@ -1,5 +1,6 @@
 import AuthorizerCore
 import NIOCore
+import NIOExtras
 import NIOPosix
 
 /// One terminal connection for single requests, each answer timestamped when
@@ -16,7 +17,10 @@ public final class LineClient: Sendable {
             .connectTimeout(.seconds(5))
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(LineClientHandler()) }
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: LineClientHandler.maxLineLength))
+                    try channel.pipeline.syncOperations.addHandler(LineClientHandler())
+                }
             }
             .connect(host: target.host, port: target.port)
             .map { LineClient(channel: $0) }
@@ -46,7 +50,8 @@ final class LineClientHandler: ChannelDuplexHandler {
     }
 
     private var waiting = CircularBuffer<EventLoopPromise<(line: String, at: NIODeadline)>>()
-    private var received = ByteBuffer()
+    /// The longest answer line read; a longer one ends the connection.
+    static let maxLineLength = 64 * 1024
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request = unwrapOutboundIn(data)
@@ -55,15 +60,9 @@ final class LineClientHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let now = NIODeadline.now()
-        var chunk = unwrapInboundIn(data)
-        received.writeBuffer(&chunk)
-        while let newline = received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
-            let line = received.readString(length: newline - received.readerIndex)!
-            received.moveReaderIndex(forwardBy: 1)
-            waiting.popFirst()?.succeed((line, now))
-        }
-        received.discardReadBytes()
+        // One answer line (LineBasedFrameDecoder: without its \n or \r\n).
+        let line = String(buffer: unwrapInboundIn(data))
+        waiting.popFirst()?.succeed((line, NIODeadline.now()))
     }
 
     func channelInactive(context: ChannelHandlerContext) {

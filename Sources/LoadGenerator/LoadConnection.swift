@@ -1,5 +1,6 @@
 import AuthorizerCore
 import NIOCore
+import NIOExtras
 
 /// One terminal connection under load: sends on its timetable (open loop) or
 /// as answers come back (closed loop), at most `pipeline` in flight, and
@@ -21,7 +22,6 @@ final class LoadConnection: ChannelInboundHandler {
     /// ISO 8583: answers come in any order, matched by STAN.
     private var isoInFlight: [UInt64: InFlight] = [:]
     private var inFlightCount: Int { worker.options.wire == .iso8583 ? isoInFlight.count : inFlight.count }
-    private var received: ByteBuffer?
     private var next: UInt64 = 0
     private var timetable: (first: Double, interval: Double, count: UInt64) = (0, 0, 0)
     private var timer: Scheduled<Void>?
@@ -92,34 +92,33 @@ final class LoadConnection: ChannelInboundHandler {
         if nothingLeft && inFlightCount == 0 { finish() }
     }
 
+    /// One answer: a line (without its newline) or an ISO 8583 message
+    /// (without its length prefix), framed by the decoder in front.
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
         let now = NIODeadline.now().uptimeNanoseconds
-        var chunk = unwrapInboundIn(data)
-        if received == nil {
-            received = chunk
-        } else {
-            received!.writeBuffer(&chunk)
-        }
         if worker.options.wire == .iso8583 {
-            while let length = received!.getInteger(at: received!.readerIndex, endianness: .big, as: UInt16.self),
-                  received!.readableBytes >= 2 + Int(length) {
-                received!.moveReaderIndex(forwardBy: 2)
-                let body = received!.readSlice(length: Int(length))!
-                isoAnswer(body, at: now)
-            }
+            isoAnswer(frame, at: now)
+        } else {
+            answer(frame.readableBytesView, at: now)
         }
-        while worker.options.wire == .line, let newline = received!.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
-            let line = received!.readSlice(length: newline - received!.readerIndex)!
-            received!.moveReaderIndex(forwardBy: 1)
-            answer(line.readableBytesView, at: now)
+    }
+
+    /// What a read brought is answered: send what is now due, in one write.
+    func channelReadComplete(context: ChannelHandlerContext) {
+        pump(now: NIODeadline.now().uptimeNanoseconds)
+    }
+
+    /// The decoder in front of a connection: lines, or length-prefixed ISO 8583 messages.
+    static func decoder(for wire: LoadProtocol) -> ChannelHandler {
+        switch wire {
+        case .line:
+            return ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: maxLineLength)
+        case .iso8583:
+            return ByteToMessageHandler(
+                LengthFieldBasedFrameDecoder(lengthFieldLength: .two, lengthFieldEndianness: .big), maximumBufferSize: maxLineLength
+            )
         }
-        if received!.readableBytes == 0 {
-            received = nil
-        } else if received!.readableBytes > Self.maxLineLength {
-            abandon("answer line too long")
-            return
-        }
-        pump(now: now)
     }
 
     private func answer(_ line: ByteBufferView, at now: UInt64) {

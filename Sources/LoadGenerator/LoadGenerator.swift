@@ -44,6 +44,7 @@ public enum LoadGenerator {
                     .channelOption(.socketOption(.tcp_nodelay), value: 1)
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(LoadConnection.decoder(for: options.wire))
                             try channel.pipeline.syncOperations.addHandler(LoadConnection(worker: worker.value, number: number))
                         }
                     }

@@ -2,6 +2,7 @@ import ArgumentParser
 import AuthorizerCore
 import Foundation
 import NIOCore
+import NIOExtras
 import NIOPosix
 import NIOSSL
 
@@ -208,6 +209,8 @@ final class SendExchange: @unchecked Sendable {
     private let serverName: String?
     private let timeout: TimeAmount
     private let eventLoop: EventLoop
+    /// The longest answer line read; a longer one ends the exchange.
+    static let maxAnswerLength = 64 * 1024
 
     init(target: HostPort, requests: [String], tls: NIOSSLContext?, serverName: String?, timeout: TimeAmount, eventLoop: EventLoop) {
         self.target = target
@@ -236,6 +239,7 @@ final class SendExchange: @unchecked Sendable {
                     if let tls {
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls, serverHostname: sni))
                     }
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder(), maximumBufferSize: Self.maxAnswerLength))
                     try channel.pipeline.syncOperations.addHandler(collector)
                 }
             }
@@ -269,14 +273,13 @@ final class SendExchange: @unchecked Sendable {
     }
 }
 
-/// Splits the byte stream into answer lines; event-loop confined.
+/// Collects the answer lines; event-loop confined.
 final class AnswerCollector: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
 
     private let expected: Int
     private let done: EventLoopPromise<SendExchange.Outcome>
     private var answers: [String] = []
-    private var received = ByteBuffer()
     private var finished = false
     private var channel: Channel?
 
@@ -294,15 +297,8 @@ final class AnswerCollector: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        var chunk = unwrapInboundIn(data)
-        received.writeBuffer(&chunk)
-        while let newline = received.readableBytesView.firstIndex(of: UInt8(ascii: "\n")) {
-            var line = received.readString(length: newline - received.readerIndex) ?? ""
-            received.moveReaderIndex(forwardBy: 1)
-            if line.hasSuffix("\r") { line.removeLast() }
-            answers.append(line)
-        }
-        received.discardReadBytes()
+        // One answer line (LineBasedFrameDecoder: without its \n or \r\n).
+        answers.append(String(buffer: unwrapInboundIn(data)))
         if answers.count >= expected { finish(failure: nil) }
     }
 

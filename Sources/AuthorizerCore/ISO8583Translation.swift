@@ -2,9 +2,8 @@
 /// answered: the translation between ISO 8583 messages and the service's own
 /// requests and decisions. No decision is taken here.
 public enum ISO8583Operation: Sendable, Equatable {
-    case authorization(TransactionRequest)
-    case balance(BalanceInquiry)
-    case reversal(ReversalRequest)
+    /// What the terminal port would ask: the same request, the same decision.
+    case request(TerminalRequest)
     /// 0800 with DE70 `301`: answered 0810 `00` without touching Redis.
     case echo
 }
@@ -83,7 +82,7 @@ public enum ISO8583Translator {
         switch processing.prefix(2) {
         case "31":
             if let amount = message[4], !isDigits(amount) { return refuse(R.formatError, "DE4 must be 12 digits") }
-            return .success(.balance(BalanceInquiry(id: common.rrn, account: common.account)))
+            return .success(.request(.balance(BalanceInquiry(id: common.rrn, account: common.account))))
         case "00":
             guard let amountText = message[4] else { return refuse(R.formatError, "DE4 (amount) is missing") }
             guard isDigits(amountText), let cents = Int64(amountText) else { return refuse(R.formatError, "DE4 must be 12 digits") }
@@ -94,7 +93,7 @@ public enum ISO8583Translator {
             guard merchant.contains(where: { $0 != " " }) else { return refuse(R.formatError, "DE43 must not be blank") }
             var request = TransactionRequest(id: common.rrn, account: common.account, amount: Cents(cents), mcc: mcc, merchant: merchant)
             request.statementFields = statementFields(message, stan: stan, rrn: common.rrn)
-            return .success(.authorization(request))
+            return .success(.request(.authorization(request)))
         default:
             return refuse(R.invalidTransaction, "processing code \(processing) is not served (00xxxx purchase, 31xxxx balance inquiry)")
         }
@@ -138,7 +137,7 @@ public enum ISO8583Translator {
         // repeat (or a second 0400) is recognised as the same reversal.
         var request = ReversalRequest(id: "iso-rev:" + common.rrn, account: common.account, original: common.rrn, amount: amount, mcc: mcc)
         request.statementFields = statementFields(message, stan: stan, rrn: common.rrn)
-        return .success(.reversal(request))
+        return .success(.request(.reversal(request)))
     }
 
     private static func accountAndRRN(_ message: ISO8583.Message) -> Result<(account: String, rrn: String), ISO8583Refusal> {
@@ -162,8 +161,8 @@ public enum ISO8583Translator {
         ]
     }
 
-    /// DE39 for the authorizer's decision on an operation.
-    public static func responseCode(for decision: Decision, of operation: ISO8583Operation) -> String {
+    /// DE39 for the authorizer's decision.
+    public static func responseCode(for decision: Decision) -> String {
         switch decision.code {
         case .approved: return R.approved
         case .insufficientFunds: return R.insufficientFunds

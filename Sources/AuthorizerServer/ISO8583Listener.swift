@@ -142,15 +142,15 @@ final class ISO8583Handler: LifecycleHandler {
             send(answer, receivedAt: receivedAt, context: context)
         case .echo(let answer):
             if let answer { send(answer, receivedAt: receivedAt, context: context) }
-        case .request(let message, let operation, let request):
-            decide(request, of: message, operation: operation, receivedAt: receivedAt, context: context)
+        case .request(let message, let request):
+            decide(request, of: message, receivedAt: receivedAt, context: context)
             return
         }
         finished(1, context: context)
     }
 
     private func decide(
-        _ request: TerminalRequest, of message: ISO8583.Message, operation: ISO8583Operation,
+        _ request: TerminalRequest, of message: ISO8583.Message,
         receivedAt: NIODeadline, context: ChannelHandlerContext
     ) {
         let loopBound = NIOLoopBound((handler: self, context: context), eventLoop: context.eventLoop)
@@ -166,7 +166,7 @@ final class ISO8583Handler: LifecycleHandler {
                     handler.logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
                 }
                 handler.authorizer.metrics.requestDecided(decision)
-                let code = ISO8583Translator.responseCode(for: decision, of: operation)
+                let code = ISO8583Translator.responseCode(for: decision)
                 handler.logger.debug("decided", metadata: ["channel": "iso8583", "account": "\(request.account)", "id": "\(request.id)", "code": "\(code)"])
                 if let answer = ISO8583Translator.answer(to: message, code: code, balances: decision.balances) {
                     handler.send(answer, receivedAt: receivedAt, context: loopBound.value.context)
@@ -227,7 +227,7 @@ enum ISO8583Inbound {
     /// 0800: answered at once without touching Redis.
     case echo(answer: ISO8583.Message?)
     /// A request for the authorizer.
-    case request(ISO8583.Message, ISO8583Operation, TerminalRequest)
+    case request(ISO8583.Message, TerminalRequest)
 
     init(_ frame: ISO8583Frame) {
         switch frame {
@@ -259,9 +259,7 @@ enum ISO8583Inbound {
         case .success(let operation):
             switch operation {
             case .echo: return .echo(answer: ISO8583Translator.answer(to: message, code: ISO8583ResponseCode.approved))
-            case .authorization(let value): return .request(message, operation, .authorization(value))
-            case .reversal(let value): return .request(message, operation, .reversal(value))
-            case .balance(let value): return .request(message, operation, .balance(value))
+            case .request(let request): return .request(message, request)
             }
         }
     }

@@ -93,7 +93,7 @@ final class ISO8583CodecTests: XCTestCase {
     }
 
     func testPurchaseBecomesAnAuthorizationWithStatementFields() throws {
-        guard case .success(.authorization(let request)) = ISO8583Translator.interpret(purchaseMessage()) else { return XCTFail() }
+        guard case .success(.request(.authorization(let request))) = ISO8583Translator.interpret(purchaseMessage()) else { return XCTFail() }
         XCTAssertEqual(request.id, "RRN1")
         XCTAssertEqual(request.account, "4000001")
         XCTAssertEqual(request.amount, Cents(10_010))
@@ -122,14 +122,13 @@ final class ISO8583CodecTests: XCTestCase {
     }
 
     func testDecisionCodes() {
-        let operation = ISO8583Operation.echo
-        XCTAssertEqual(ISO8583Translator.responseCode(for: .approved, of: operation), "00")
-        XCTAssertEqual(ISO8583Translator.responseCode(for: .insufficientFunds, of: operation), "51")
-        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.unknownAccount), of: operation), "14")
-        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.timeout), of: operation), "91")
-        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.storageUnavailable), of: operation), "91")
-        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.accountBusy), of: operation), "05")
-        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.reversed), of: operation), "05")
+        XCTAssertEqual(ISO8583Translator.responseCode(for: .approved), "00")
+        XCTAssertEqual(ISO8583Translator.responseCode(for: .insufficientFunds), "51")
+        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.unknownAccount)), "14")
+        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.timeout)), "91")
+        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.storageUnavailable)), "91")
+        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.accountBusy)), "05")
+        XCTAssertEqual(ISO8583Translator.responseCode(for: .rejected(RejectReason.reversed)), "05")
     }
 
     func testAnswerEchoesAndAddsAuthorizationID() throws {

@@ -29,24 +29,24 @@ public final class LedgerLagReader: Sendable {
         let lag: ReplayerLag
     }
 
-    private let router: Redis
+    private let redis: Redis
     private let group: String
     private let readings: NIOLoopBoundBox<[Node: Reading]>
 
-    public init(router: Redis, group: String = Keys.replayGroup) {
-        self.router = router
+    public init(redis: Redis, group: String = Keys.replayGroup) {
+        self.redis = redis
         self.group = group
-        self.readings = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: router.eventLoop)
+        self.readings = NIOLoopBoundBox.makeBoxSendingValue([:], eventLoop: redis.eventLoop)
     }
 
     /// The lag summed over every master, stamped with Redis' clock.
     public func read() -> EventLoopFuture<ReplayerLag> {
-        router.eventLoop.flatSubmit { self.readOnLoop() }
+        redis.eventLoop.flatSubmit { self.readOnLoop() }
     }
 
     private func readOnLoop() -> EventLoopFuture<ReplayerLag> {
-        let loop = router.eventLoop
-        return router.topology.flatMap { topology in
+        let loop = redis.eventLoop
+        return redis.topology.flatMap { topology in
             let masters = topology.masters
             guard let first = masters.first else { return loop.makeSucceededFuture(ReplayerLag()) }
             let perNode = masters.map { self.read(node: $0, slots: topology.slots(of: $0)) }
@@ -54,7 +54,7 @@ public final class LedgerLagReader: Sendable {
             self.readings.value = self.readings.value.filter { masters.contains($0.key) }
             return EventLoopFuture.whenAllSucceed(perNode, on: loop).flatMap { lags in
                 // The clock after the reads: no entry read is newer than it.
-                self.router.client(for: first).send(RedisCommand("TIME")).map { ReplayerLag.millis(time: $0) }.recover { _ in nil }.map { time in
+                self.redis.client(for: first).send(RedisCommand("TIME")).map { ReplayerLag.millis(time: $0) }.recover { _ in nil }.map { time in
                     var total = lags.reduce(ReplayerLag(), +)
                     total.nowMillis = time ?? ReplayerLag.localMillis()
                     return total
@@ -64,8 +64,8 @@ public final class LedgerLagReader: Sendable {
     }
 
     private func read(node: Node, slots: [ClosedRange<Int>]) -> EventLoopFuture<ReplayerLag> {
-        let loop = router.eventLoop
-        let client = router.client(for: node)
+        let loop = redis.eventLoop
+        let client = redis.client(for: node)
         // A user that may not run INFO (the read-only operator) reads in full every time.
         let info = client.send(RedisCommand("INFO", "commandstats")).map { Optional($0) }.recover { _ in nil }
         return info.flatMap { reply in
@@ -82,8 +82,8 @@ public final class LedgerLagReader: Sendable {
 
     /// XLEN of every slot stream of the node, then the lag of those with entries.
     private func readInFull(client: RedisClient, slots: [ClosedRange<Int>]) -> EventLoopFuture<ReplayerLag> {
-        let loop = router.eventLoop
-        let names = router.target.ledger.streams(servedBy: slots)
+        let loop = redis.eventLoop
+        let names = redis.target.ledger.streams(servedBy: slots)
         let reader = ReplayerLagReader(eventLoop: loop, group: group) { _, command in client.send(command) }
         return Self.inChunks(names, on: loop, initial: [String]()) { chunk, found in
             let lengths = chunk.map { client.send(RedisCommand("XLEN", $0)) }

@@ -179,13 +179,9 @@ public final class StatementStore: Sendable {
     /// that are not valid statements go to `rejected_entries` (counted as
     /// skipped) so nothing read is ever lost. An entry
     /// already present (re-delivered after a crash between commit and XACK,
-    /// or claimed from a consumer that had applied it) is ignored by its key.
-    public func apply(_ entries: [StreamEntry], group: String, consumer: String) async throws -> BatchOutcome {
-        try await apply([(Keys.statements, entries)], group: group, consumer: consumer)
-    }
-
-    /// Entries of several streams in one transaction (a cluster's slot
-    /// streams); rows are keyed by (stream, entry id).
+    /// or claimed from a consumer that had applied it) is ignored by its key:
+    /// (stream, entry id), entries of several streams (a cluster's slot
+    /// streams) going in one transaction.
     public func apply(_ batches: [(stream: String, entries: [StreamEntry])], group: String, consumer: String) async throws -> BatchOutcome {
         guard let greatest = batches.flatMap({ $0.entries.map(\.id) }).max() else { return BatchOutcome() }
         let now = Self.nowMilliseconds()

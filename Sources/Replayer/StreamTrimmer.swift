@@ -25,7 +25,7 @@ public final class StreamTrimmer: Sendable {
     public let maxLength: Int
     private let logger: Logger
 
-    public init(redis: any LedgerRedis, stream: String = Keys.statements, maxLength: Int, logger: Logger) {
+    public init(redis: any LedgerRedis, stream: String, maxLength: Int, logger: Logger) {
         precondition(maxLength >= 0)
         self.redis = redis
         self.stream = stream

@@ -296,7 +296,7 @@ struct Serve: AsyncParsableCommand {
     private func lagReaders(_ target: RedisTarget, logger: Logger) async throws -> LagReaders {
         let redis = Redis(target: target, eventLoop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
         try await redis.connect().get()
-        let reader = LedgerLagReader(router: redis)
+        let reader = LedgerLagReader(redis: redis)
         return LagReaders(
             readLag: { reader.read() },
             readMemory: {

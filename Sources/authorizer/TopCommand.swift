@@ -38,7 +38,7 @@ struct Top: AsyncParsableCommand {
         let url = try MetricsURL(metrics)
         let redis = try await RedisSession.open(redisOptions)
         defer { redis.close() }
-        let source = TopSource(redis: redis, metrics: url, lag: LedgerLagReader(router: redis.redis))
+        let source = TopSource(redis: redis, metrics: url, lag: LedgerLagReader(redis: redis.redis))
         if once {
             let snapshot = await source.sample()
             print(TopView(redisLabel: "\(redis.client.endpoint)", metricsLabel: url.description).render(snapshot, previous: nil), terminator: "")

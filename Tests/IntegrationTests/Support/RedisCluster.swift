@@ -23,7 +23,12 @@ final class RedisCluster: @unchecked Sendable {
     private let name: String
     private let nodeTimeoutMs: Int
 
-    init(name: String, masters: Int = 3, nodeTimeoutMs: Int = 2_000) throws {
+    /// `nodeTimeoutMs` is long by default: a master stalled for a couple of
+    /// seconds (an AOF fsync on a slow disk, a starved core) would otherwise
+    /// be failed over in the middle of a suite that does not test failovers,
+    /// and writes its replica had not received would vanish under the test.
+    /// Suites that test failovers pass a short one.
+    init(name: String, masters: Int = 3, nodeTimeoutMs: Int = 15_000) throws {
         precondition(masters >= 3, "redis-cli --cluster create wants at least 3 masters")
         self.name = name
         self.nodeTimeoutMs = nodeTimeoutMs

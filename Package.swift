@@ -19,6 +19,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // RESP formatting and parsing from Debian's libhiredis-dev.
@@ -70,7 +72,8 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
-        // Statements stream -> SQLite (exactly once), notifications, audit.
+        // Statements stream -> SQLite (exactly once), notifications, audit,
+        // and the webhooks: signed events delivered from an outbox of their own.
         .target(
             name: "Replayer",
             dependencies: [
@@ -82,6 +85,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // Open- and closed-loop load generator over the terminal protocol.
@@ -121,6 +128,10 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),
         .testTarget(name: "AuthorizerCoreTests", dependencies: ["AuthorizerCore"]),
@@ -128,6 +139,10 @@ let package = Package(
         .testTarget(name: "RedisWireTests", dependencies: ["RedisWire", "AuthorizerCore"]),
         .testTarget(name: "LedgerTests", dependencies: ["Ledger", "RedisWire"]),
         .testTarget(name: "LoadGeneratorTests", dependencies: ["LoadGenerator"]),
+        .testTarget(
+            name: "ReplayerTests",
+            dependencies: ["Replayer", "Ledger", "AuthorizerCore", .product(name: "Crypto", package: "swift-crypto")]
+        ),
         .testTarget(
             name: "MetricsScrapeTests",
             dependencies: [

@@ -24,6 +24,8 @@ public enum Keys {
     /// Consumer groups on `statements`: the SQLite replayer and the notifier.
     public static let replayGroup = "replayer"
     public static let notifyGroup = "notifier"
+    /// The consumer group of `authorizer webhooks deliver`.
+    public static let webhooksGroup = "webhooks"
     /// The capped stream of human-readable notifications of one account.
     public static func notifications(_ account: String) -> String { "notifications:{\(account)}" }
     public static let rulesMCC = "rules:mcc"

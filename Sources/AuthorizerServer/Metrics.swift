@@ -390,8 +390,8 @@ public final class ServerMetrics: Sendable {
 
 /// Orders the registry's families by name and gives each its `# HELP` line
 /// (swift-metrics handles carry no help text of their own).
-enum PrometheusText {
-    static func annotated(_ exposition: [UInt8], help: [String: String]) -> [UInt8] {
+public enum PrometheusText {
+    public static func annotated(_ exposition: [UInt8], help: [String: String]) -> [UInt8] {
         var families: [(name: String, lines: [Substring])] = []
         let text = String(decoding: exposition, as: UTF8.self)
         for line in text.split(separator: "\n", omittingEmptySubsequences: true) {

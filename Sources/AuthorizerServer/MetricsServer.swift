@@ -27,6 +27,13 @@ public final class MetricsServer: Sendable {
     }
 
     public static func start(group: EventLoopGroup, metrics: ServerMetrics, options: Options, logger: Logger) -> EventLoopFuture<MetricsServer> {
+        start(group: group, exposition: { metrics.exposition() }, options: options, logger: logger)
+    }
+
+    /// Serves what `exposition` renders (the Prometheus text of a registry).
+    public static func start(
+        group: EventLoopGroup, exposition: @escaping @Sendable () -> [UInt8], options: Options, logger: Logger
+    ) -> EventLoopFuture<MetricsServer> {
         let open = NIOLockedValueBox(0)
         var limits = NIOHTTPDecoderLimitConfiguration()
         limits.maxHeaderFieldSize = 8 * 1024
@@ -54,7 +61,7 @@ public final class MetricsServer: Sendable {
                     withDecoderLimitConfiguration: decoderLimits
                 ).flatMapThrowing {
                     try channel.pipeline.syncOperations.addHandler(IdleStateHandler(allTimeout: options.idleTimeout))
-                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(metrics: metrics))
+                    try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler(exposition: exposition))
                 }
             }
         return bootstrap.bind(host: options.host, port: options.port).map { MetricsServer(channel: $0) }
@@ -73,14 +80,14 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
     static let path = "/metrics"
     static let contentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    private let metrics: ServerMetrics
+    private let exposition: @Sendable () -> [UInt8]
     private var head: HTTPRequestHead?
     private var hasBody = false
     private var bodyBytes = 0
     static let maxBodyBytes = 64 * 1024
 
-    init(metrics: ServerMetrics) {
-        self.metrics = metrics
+    init(exposition: @escaping @Sendable () -> [UInt8]) {
+        self.exposition = exposition
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -106,7 +113,7 @@ final class MetricsHTTPHandler: ChannelInboundHandler {
         let keepAlive = head.isKeepAlive && !hasBody
         switch (path, head.method) {
         case (Self.path, .GET), (Self.path, .HEAD):
-            send(.ok, contentType: Self.contentType, body: metrics.exposition(), head: head, keepAlive: keepAlive, context: context)
+            send(.ok, contentType: Self.contentType, body: exposition(), head: head, keepAlive: keepAlive, context: context)
         case (Self.path, _):
             send(.methodNotAllowed, body: Array("only GET and HEAD\n".utf8), extraHeaders: [("Allow", "GET, HEAD")], head: head, keepAlive: keepAlive, context: context)
         default:

@@ -21,7 +21,7 @@ struct Bench: AsyncParsableCommand {
         --seed creates them through --redis first. --hgrm writes the latency \
         distribution for `authorizer bench plot`.
         """,
-        subcommands: [BenchPlot.self]
+        subcommands: [BenchPlot.self, BenchReceiver.self]
     )
 
     @Option(help: "Terminal server, host:port; a comma-separated list spreads the connections over several.")

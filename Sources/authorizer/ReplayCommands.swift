@@ -12,7 +12,7 @@ import ServiceLifecycle
 
 /// The ledger's Redis: one node, or a cluster's seeds (detected by asking
 /// the first node for `cluster_enabled`). `--redis`, else the role's URL(s).
-private func ledgerTarget(_ options: RedisOptions, roleVariable: String) async throws -> RedisTarget {
+func ledgerTarget(_ options: RedisOptions, roleVariable: String) async throws -> RedisTarget {
     var options = options
     if options.redis == nil, let urls = ProcessInfo.processInfo.environment[roleVariable] {
         options.redis = urls

@@ -75,14 +75,32 @@ final class GrafanaDashboardTests: IntegrationTestCase {
         // One request so that every kind of series has moved at least once.
         try account("g", ["FOOD": 1_000])
         XCTAssertEqual(try serve.connect().request(["id": "g1", "account": "g", "totalAmount": 1, "mcc": "5411", "merchant": "M"]).code, "00")
-        let exported = try exportedNames()
-        let missing = used.subtracting(exported)
-        XCTAssertTrue(missing.isEmpty, "queried by the dashboard but not exported: \(missing.sorted())")
+        let exported = try exportedNames(port: try XCTUnwrap(serve.metricsPort))
+        XCTAssertTrue(exported.contains("authorizer_requests_total"), "a real exposition of serve")
+        // The webhook panels' metrics come from the deliverer's /metrics.
+        let webhooks = used.filter { $0.hasPrefix("authorizer_webhook_") }
+        XCTAssertTrue(webhooks.contains("authorizer_webhook_delivery_latency_seconds_bucket"), "the webhooks panels: \(used.sorted())")
+        let missing = used.subtracting(webhooks).subtracting(exported)
+        XCTAssertTrue(missing.isEmpty, "queried by the dashboard but not exported by serve: \(missing.sorted())")
+        let config = try writeWebhookConfig("""
+            endpoints:
+              - name: app
+                url: http://127.0.0.1:9/hooks
+                secret_env: HOOK_SECRET
+            """, in: redis.directory)
+        let deliverer = try WebhookDeliverer(
+            redisURL: redis.replayerURL, config: config, database: redis.directory.appendingPathComponent("webhooks.sqlite").path,
+            environment: ["HOOK_SECRET": "0123456789abcdef"], extra: ["--metrics-port", "0"]
+        )
+        let line = try XCTUnwrap(deliverer.child.line(containing: "metrics listening"))
+        let fromDeliverer = try exportedNames(port: try XCTUnwrap(ServeProcess.port(in: line)))
+        let missingWebhooks = webhooks.subtracting(fromDeliverer)
+        XCTAssertTrue(missingWebhooks.isEmpty, "queried by the dashboard but not exported by the deliverer: \(missingWebhooks.sorted())")
+        _ = deliverer.stop()
     }
 
-    /// Sample names in serve's /metrics (`name{…} value` or `name value`).
-    private func exportedNames() throws -> Set<String> {
-        let port = try XCTUnwrap(serve.metricsPort)
+    /// Sample names in a /metrics (`name{…} value` or `name value`).
+    private func exportedNames(port: Int) throws -> Set<String> {
         let connection = try TerminalClient(port: port)
         try connection.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         var lines: [String] = []
@@ -95,7 +113,7 @@ final class GrafanaDashboardTests: IntegrationTestCase {
                 names.insert(String(name))
             }
         }
-        XCTAssertTrue(names.contains("authorizer_requests_total"), "a real exposition: \(lines.prefix(5))")
+        XCTAssertFalse(names.isEmpty, "a real exposition: \(lines.prefix(5))")
         return names
     }
 }

@@ -120,6 +120,8 @@ final class ChildProcess: @unchecked Sendable {
     private let lock = NSLock()
     private var lines: [String] = []
     private var waiters: [(predicate: (String) -> Bool, semaphore: DispatchSemaphore)] = []
+    /// Conditions over every line so far, checked after each chunk of output.
+    private var outputWaiters: [(condition: ([String]) -> Bool, semaphore: DispatchSemaphore)] = []
     private var partial = Data()
     private let input = Pipe()
     /// Signalled once standard output and error reached end-of-file.
@@ -214,6 +216,13 @@ final class ChildProcess: @unchecked Sendable {
         for line in newLines {
             for waiter in waiters where waiter.predicate(line) { waiter.semaphore.signal() }
         }
+        if !newLines.isEmpty {
+            outputWaiters.removeAll { waiter in
+                guard waiter.condition(lines) else { return false }
+                waiter.semaphore.signal()
+                return true
+            }
+        }
         lock.unlock()
     }
 
@@ -249,6 +258,28 @@ final class ChildProcess: @unchecked Sendable {
         waiters.append(({ $0.contains(text) }, semaphore))
         lock.unlock()
         return semaphore.wait(timeout: .now() + timeout) == .success
+    }
+
+    /// Waits until `condition` holds over every line printed so far (checked
+    /// now and after each new chunk of output); false after `timeout`.
+    @discardableResult
+    func waitForOutput(timeout: TimeInterval = 20, _ condition: @escaping ([String]) -> Bool) -> Bool {
+        let semaphore = DispatchSemaphore(value: 0)
+        lock.lock()
+        if condition(lines) {
+            lock.unlock()
+            return true
+        }
+        outputWaiters.append((condition, semaphore))
+        lock.unlock()
+        return semaphore.wait(timeout: .now() + timeout) == .success
+    }
+
+    /// Every line printed so far.
+    var outputLines: [String] {
+        lock.lock()
+        defer { lock.unlock() }
+        return lines
     }
 
     /// The first line containing `text`, once printed.

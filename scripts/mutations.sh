@@ -78,6 +78,10 @@ declare -A TESTS=(
   [stream-tags-without-prefix]='LedgerTests.LedgerLayoutTests'
   [single-redis-reads-slot-map]='IntegrationTests.AuthorizationTests'
   [amount-mismatch-not-13]='IntegrationTests.ISO8583Tests/testReversalRestores'
+  [webhooks-ack-before-delivery]='IntegrationTests.WebhookTests/testAFailingReceiver'
+  [webhooks-no-signature-timestamp]='IntegrationTests.WebhookTests/testEveryEventType'
+  [webhooks-order-broken]='IntegrationTests.WebhookTests/testAFailingReceiver'
+  [webhooks-dead-endpoint-pins-stream]='IntegrationTests.WebhookTests/testADeadEndpoint'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -301,6 +301,57 @@ final class ClusterReplayTests: XCTestCase {
         XCTAssertEqual(try sqliteInt(db, "SELECT COUNT(DISTINCT stream) FROM statements WHERE account = '\(account)'"), 1)
     }
 
+    /// Webhooks on the cluster: one deliverer gets events from the slot
+    /// streams of every master, and each account's arrive in ledger order,
+    /// also across a live migration of an account's slot.
+    func testWebhooksComeFromEverySlotStreamInOrderPerAccountAcrossASlotMigration() throws {
+        let (cluster, serve) = try context()
+        let accounts = (0..<30).map { "wh\($0)" }
+        try setBalances(Dictionary(uniqueKeysWithValues: accounts.map { ($0, ["FOOD": Int64(1_000_000)]) }), on: cluster)
+        let masters = Set(try accounts.compactMap { try cluster.master(ofSlot: HashSlot.of(key: Keys.account($0)))?.port })
+        XCTAssertEqual(masters.count, 3, "the accounts live on every master")
+        let secret = "whsec-0123456789abcdef"
+        let receiver = try WebhookReceiver(secret: secret)
+        let config = try writeWebhookConfig("""
+            endpoints:
+              - name: app
+                url: \(receiver.url)
+                secret_env: HOOK_SECRET
+                events: [authorization.approved]
+                accounts: [\(accounts.joined(separator: ", "))]
+            """, in: directory)
+        let deliverer = try WebhookDeliverer(
+            redisURL: replayerSeeds(cluster), config: config, database: database("webhooks"), environment: ["HOOK_SECRET": secret]
+        )
+        defer { _ = deliverer.stop() }
+        let client = try serve.connect()
+        func round(_ number: Int) throws {
+            for account in accounts {
+                let answer = try client.request(["id": "wh-\(number)-\(account)", "account": account, "totalAmount": 1, "mcc": "5411", "merchant": "M"])
+                XCTAssertEqual(answer.code, "00")
+            }
+        }
+        for number in 0..<5 { try round(number) }
+        let slot = HashSlot.of(key: Keys.account(accounts[0]))
+        guard let source = try cluster.master(ofSlot: slot), let target = try cluster.masters().first(where: { $0 !== source }) else {
+            throw TestFailure("masters")
+        }
+        try cluster.migrate(slot: slot, to: target)
+        for number in 5..<10 { try round(number) }
+        XCTAssertTrue(receiver.waitForRecords(timeout: 60) { Set($0.filter { $0.status == 200 }.map(\.eventID)).count == 300 }, receiver.child.output)
+        let records = receiver.records
+        XCTAssertTrue(records.allSatisfy(\.verified))
+        XCTAssertGreaterThanOrEqual(Set(records.map { $0.eventID.prefix { $0 != "/" } }).count, 3, "events from several slot streams")
+        for account in accounts {
+            var order: [String] = []
+            for record in records where record.account == account {
+                let id = record.body?["transaction_id"] as? String ?? "?"
+                if !order.contains(id) { order.append(id) }
+            }
+            XCTAssertEqual(order, (0..<10).map { "wh-\($0)-\(account)" }, "\(account): in ledger order")
+        }
+    }
+
     /// Under steady load (6 terminals, pipelined) a running replayer keeps
     /// up on its wakeups alone (the sweep ten minutes away): when the last
     /// answer is out, every decision reaches SQLite without waiting for a

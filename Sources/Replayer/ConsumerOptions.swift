@@ -42,6 +42,9 @@ public struct ConsumerOptions: Sendable {
     public var blockMilliseconds = 1_000
     /// Pending entries of another consumer idle this long are claimed.
     public var claimIdleMilliseconds = 30_000
+    /// After a wake-up, wait this long before reading, so that one round
+    /// (one sink transaction) takes the entries of several decisions.
+    public var lingerMilliseconds = 0
     /// Stop once the group has nothing new and nothing pending.
     public var drain = false
     /// Consecutive Redis failures tolerated (with back-off) before giving up

@@ -213,6 +213,8 @@ final class StreamConsumer {
                     }
                     let next = min(self.lastSweep.addingTimeInterval(self.sweepInterval), Date().addingTimeInterval(Double(self.options.blockMilliseconds) / 1000))
                     await self.wakeups.wait(upTo: .milliseconds(Int(next.timeIntervalSinceNow * 1000)))
+                    // Let a few more entries arrive: one round (one transaction) for them all.
+                    if self.options.lingerMilliseconds > 0 { try? await Task.sleep(for: .milliseconds(self.options.lingerMilliseconds)) }
                 }
             }
             if done { break }

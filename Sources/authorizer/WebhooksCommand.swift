@@ -45,6 +45,9 @@ struct WebhooksDeliver: AsyncParsableCommand {
     @Option(help: "Entries per read and per outbox transaction (1-10000).")
     var batch = 500
 
+    @Option(help: "After a wake-up, wait this long (ms) before reading the ledger, so that one outbox transaction stores the events of several decisions (0-1000): a little latency for much less CPU per event.")
+    var lingerMs = 20
+
     @Option(help: "How often every master is swept for ledger streams, in ms (the safety net under the xadd keyevents).")
     var sweepMs = 5_000
 
@@ -60,6 +63,7 @@ struct WebhooksDeliver: AsyncParsableCommand {
     func validate() throws {
         guard ConsumerOptions.batchSizeRange.contains(batch) else { throw ValidationError("--batch must be 1-10000") }
         guard (100...600_000).contains(sweepMs) else { throw ValidationError("--sweep-ms must be 100-600000") }
+        guard (0...1_000).contains(lingerMs) else { throw ValidationError("--linger-ms must be 0-1000") }
         guard (0...16).contains(replicaAcks ?? 0) else { throw ValidationError("--replica-acks must be 0-16") }
         guard (1...200).contains(consumer.count) else { throw ValidationError("--consumer must be 1-200 characters") }
         guard metricsPort.map({ (0...65_535).contains($0) }) ?? true else { throw ValidationError("--metrics-port must be 0-65535") }
@@ -77,6 +81,7 @@ struct WebhooksDeliver: AsyncParsableCommand {
         let target = try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
         var options = WebhookRunner.Options(target: target, databasePath: db, consumer: consumer)
         options.consumerOptions.batchSize = batch
+        options.consumerOptions.lingerMilliseconds = lingerMs
         options.consumerOptions.replicaAcks = replicaAcks
         options.sweepIntervalSeconds = Double(sweepMs) / 1000
         let names = configuration.endpoints.map(\.name)

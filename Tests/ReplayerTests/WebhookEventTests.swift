@@ -116,5 +116,8 @@ final class WebhookEventTests: XCTestCase {
         chmod(file, 0o600)
         XCTAssertNoThrow(try WebhookConfiguration(yaml: fromFile, environment: [:]))
         XCTAssertThrowsError(try WebhookConfiguration(yaml: yaml.replacingOccurrences(of: "credit]", with: "purchase]"), environment: ["APP_SECRET": "0123456789abcdef"]))
+        XCTAssertThrowsError(try WebhookConfiguration(yaml: yaml.replacingOccurrences(of: "max_age_seconds", with: "max_age_second"), environment: ["APP_SECRET": "0123456789abcdef"]), "a misspelt key") { error in
+            XCTAssertTrue("\(error)".contains("unknown key max_age_second"), "\(error)")
+        }
     }
 }

@@ -81,6 +81,7 @@ public struct WebhookConfiguration: Sendable {
         } catch {
             throw Invalid("webhooks configuration: \(error)")
         }
+        try Self.checkKeys(yaml)
         guard !file.endpoints.isEmpty, file.endpoints.count <= Self.maxEndpoints else {
             throw Invalid("webhooks configuration: 1-\(Self.maxEndpoints) endpoints")
         }
@@ -144,6 +145,26 @@ public struct WebhookConfiguration: Sendable {
         guard let secret = text?.trimmingCharacters(in: .whitespacesAndNewlines) else { return nil }
         guard (16...512).contains(secret.utf8.count) else { throw Invalid("\(what): 16-512 bytes") }
         return Array(secret.utf8)
+    }
+
+    /// A misspelt key would silently keep its default: every key must be known.
+    private static func checkKeys(_ yaml: String) throws {
+        guard let root = try Yams.load(yaml: yaml) as? [String: Any] else { throw Invalid("webhooks configuration: not a mapping") }
+        try known(root, ["endpoints", "retry", "store"], at: "")
+        for endpoint in root["endpoints"] as? [Any] ?? [] {
+            try known(endpoint as? [String: Any] ?? [:], [
+                "name", "url", "secret_file", "secret_env", "previous_secret_file", "previous_secret_env",
+                "events", "accounts", "max_in_flight", "timeout_ms",
+            ], at: "endpoints: ")
+        }
+        try known(root["retry"] as? [String: Any] ?? [:], ["first_ms", "max_ms", "max_age_seconds"], at: "retry: ")
+        try known(root["store"] as? [String: Any] ?? [:], ["max_events"], at: "store: ")
+    }
+
+    private static func known(_ mapping: [String: Any], _ keys: Set<String>, at place: String) throws {
+        if let unknown = mapping.keys.sorted().first(where: { !keys.contains($0) }) {
+            throw Invalid("webhooks configuration: \(place)unknown key \(unknown) (known: \(keys.sorted().joined(separator: ", ")))")
+        }
     }
 
     /// The file as written.

@@ -31,6 +31,11 @@ final class WebhookDispatcher: @unchecked Sendable {
     private let continuation: AsyncStream<Signal>.Continuation
     /// Owned by `run()`.
     private var queue: DeliveryQueue
+    /// Messages read with their rows, kept until delivered or buried while
+    /// they fit `cacheBytes` (past it, each is read again when it is sent).
+    private var messages: [Int64: WebhookOutbox.Message] = [:]
+    private var cachedBytes = 0
+    static let cacheBytes = 64 * 1_024 * 1_024
     private var delivered: [Int64] = []
     private var failed: [(seq: Int64, attempts: Int, nextAttempt: Int64, error: String)] = []
 
@@ -101,8 +106,9 @@ final class WebhookDispatcher: @unchecked Sendable {
                 }
                 if delivered.count + failed.count >= Self.recordBatch { await recordOutcomes() }
                 for item in queue.take(now: Self.now()) {
+                    let cached = messages[item.seq]
                     tasks.addTask { [continuation] in
-                        let (outcome, created) = await self.deliver(item)
+                        let (outcome, created) = await self.deliver(item, cached: cached)
                         continuation.yield(.finished(item, outcome, createdMilliseconds: created))
                     }
                 }
@@ -117,6 +123,10 @@ final class WebhookDispatcher: @unchecked Sendable {
         while true {
             let page = try await outbox.stored(endpoint: endpoint.name, after: queue.lastSeq, limit: Self.readPage)
             for stored in page {
+                if cachedBytes + stored.message.body.count <= Self.cacheBytes {
+                    messages[stored.seq] = stored.message
+                    cachedBytes += stored.message.body.count
+                }
                 queue.add(DeliveryQueue.Item(
                     seq: stored.seq, account: stored.account, attempts: stored.attempts,
                     enqueuedMilliseconds: stored.enqueuedMilliseconds, dueMilliseconds: stored.nextAttemptMilliseconds
@@ -128,7 +138,11 @@ final class WebhookDispatcher: @unchecked Sendable {
 
     private func finished(_ item: DeliveryQueue.Item, _ outcome: DeliveryQueue.Outcome, createdMilliseconds: Int64?) async {
         let now = Self.now()
-        switch queue.finished(account: item.account, outcome: outcome, now: now, random: { Int64.random(in: $0) }) {
+        let action = queue.finished(account: item.account, outcome: outcome, now: now, random: { Int64.random(in: $0) })
+        if case .reschedule = action {} else if let message = messages.removeValue(forKey: item.seq) {
+            cachedBytes -= message.body.count
+        }
+        switch action {
         case .forget(let done):
             delivered.append(done.seq)
             metrics.delivered.increment()
@@ -175,13 +189,17 @@ final class WebhookDispatcher: @unchecked Sendable {
     }
 
     /// One POST of one stored event.
-    private func deliver(_ item: DeliveryQueue.Item) async -> (DeliveryQueue.Outcome, Int64?) {
+    private func deliver(_ item: DeliveryQueue.Item, cached: WebhookOutbox.Message?) async -> (DeliveryQueue.Outcome, Int64?) {
         let message: WebhookOutbox.Message
-        do {
-            guard let stored = try await outbox.message(seq: item.seq) else { return (.delivered, nil) }
-            message = stored
-        } catch {
-            return (.failed("outbox: \(error)"), nil)
+        if let cached {
+            message = cached
+        } else {
+            do {
+                guard let stored = try await outbox.message(seq: item.seq) else { return (.delivered, nil) }
+                message = stored
+            } catch {
+                return (.failed("outbox: \(error)"), nil)
+            }
         }
         var request = HTTPClientRequest(url: endpoint.url)
         request.method = .POST

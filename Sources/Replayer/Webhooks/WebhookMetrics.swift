@@ -13,6 +13,8 @@ public final class WebhookMetrics: Sendable {
         public static let storeEvents = "authorizer_webhook_retry_store_events"
         public static let storeCap = "authorizer_webhook_retry_store_cap"
         public static let overflow = "authorizer_webhook_retry_store_overflow_total"
+        public static let ledgerLag = "authorizer_webhook_ledger_lag_entries"
+        public static let ledgerLagSeconds = "authorizer_webhook_ledger_lag_seconds"
 
         public static let help: [String: String] = [
             deliveries: "Delivery attempts by endpoint and outcome: delivered (2xx), failed (retried later), dead (failed past the age limit: a dead letter).",
@@ -23,6 +25,8 @@ public final class WebhookMetrics: Sendable {
             storeEvents: "Events in the retry store (the outbox), every endpoint together.",
             storeCap: "The retry store's cap; past it new events become dead letters. Alert at 0.8 of it.",
             overflow: "Events stored as dead letters at once because the retry store was full.",
+            ledgerLag: "Ledger entries the webhooks group has not stored in the outbox yet (read and unread); NaN when unknown. While it grows the replayer cannot trim them.",
+            ledgerLagSeconds: "Age of the oldest ledger entry the webhooks group has not stored yet; 0 when none, NaN when unknown.",
         ]
 
         /// Decision-to-delivery: tens of ms normally, minutes to days while an endpoint is down.
@@ -46,6 +50,8 @@ public final class WebhookMetrics: Sendable {
     let storeEvents: Gauge
     let storeCap: Gauge
     let overflow: Counter
+    let ledgerLag: Gauge
+    let ledgerLagSeconds: Gauge
 
     public init(endpoints names: [String], factory: MetricsFactory) {
         endpoints = Dictionary(uniqueKeysWithValues: names.map { name in
@@ -63,6 +69,8 @@ public final class WebhookMetrics: Sendable {
         storeEvents = Gauge(label: Name.storeEvents, factory: factory)
         storeCap = Gauge(label: Name.storeCap, factory: factory)
         overflow = Counter(label: Name.overflow, factory: factory)
+        ledgerLag = Gauge(label: Name.ledgerLag, factory: factory)
+        ledgerLagSeconds = Gauge(label: Name.ledgerLagSeconds, factory: factory)
     }
 
     /// Metrics that record nothing.

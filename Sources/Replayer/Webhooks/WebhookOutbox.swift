@@ -13,14 +13,15 @@ public final class WebhookOutbox: Sendable {
     public let path: String
     private let pool: DatabasePool
 
-    /// One stored event, without its body.
-    public struct Stored: Sendable, Equatable {
+    /// One stored event, with its message.
+    public struct Stored: Sendable {
         public let seq: Int64
         public let endpoint: String
         public let account: String
         public let attempts: Int
         public let enqueuedMilliseconds: Int64
         public let nextAttemptMilliseconds: Int64
+        public let message: Message
     }
 
     public struct Message: Sendable {
@@ -127,10 +128,13 @@ public final class WebhookOutbox: Sendable {
     public func stored(endpoint: String, after seq: Int64, limit: Int) async throws -> [Stored] {
         try await pool.read { db in
             try Row.fetchAll(db, sql: """
-                SELECT seq, account, attempts, enqueued_ms, next_attempt_ms FROM outbox
+                SELECT seq, account, attempts, enqueued_ms, next_attempt_ms, event_id, created_ms, body FROM outbox
                 WHERE endpoint = ? AND seq > ? ORDER BY seq LIMIT ?
                 """, arguments: [endpoint, seq, limit]).map { row in
-                Stored(seq: row[0], endpoint: endpoint, account: row[1], attempts: row[2], enqueuedMilliseconds: row[3], nextAttemptMilliseconds: row[4])
+                Stored(
+                    seq: row[0], endpoint: endpoint, account: row[1], attempts: row[2], enqueuedMilliseconds: row[3], nextAttemptMilliseconds: row[4],
+                    message: Message(eventID: row[5], createdMilliseconds: row[6], body: Array(row[7] as Data))
+                )
             }
         }
     }

@@ -58,6 +58,12 @@ public final class WebhookRunner: Sendable {
             WebhookDispatcher(endpoint: $0, retry: configuration.retry, outbox: outbox, client: client, metrics: metrics, logger: logger)
         }
         metrics.storeCap.record(configuration.maxStoredEvents)
+        let configured = Set(configuration.endpoints.map(\.name))
+        for stranded in try outbox.status() where !configured.contains(stranded.endpoint) {
+            logger.warning("the store holds events of an endpoint no longer configured; they count against the cap", metadata: [
+                "endpoint": "\(stranded.endpoint)", "backlog": "\(stranded.backlog)", "dead_letters": "\(stranded.deadLetters)",
+            ])
+        }
         let ledger = LedgerClient(
             target: options.target, commandTimeout: .milliseconds(Int64(options.consumerOptions.commandTimeoutMilliseconds)), logger: logger
         )
@@ -68,7 +74,7 @@ public final class WebhookRunner: Sendable {
                 for dispatcher in dispatchers {
                     tasks.addTask { try await dispatcher.run() }
                 }
-                tasks.addTask { await self.sampleStore(outbox) }
+                tasks.addTask { await self.sampleStore(outbox, lag: LedgerLagReader(redis: ledger.redis, group: self.options.group)) }
                 // The first to end (cancelled, or failed) ends all.
                 defer { tasks.cancelAll() }
                 try await tasks.next()
@@ -94,9 +100,17 @@ public final class WebhookRunner: Sendable {
     }
 
     /// Every 5 s: the retry store's size and the dead letters per endpoint
-    /// (`webhooks resend` changes both from another process).
-    private func sampleStore(_ outbox: WebhookOutbox) async {
+    /// (`webhooks resend` changes both from another process), and the
+    /// group's lag on the ledger.
+    private func sampleStore(_ outbox: WebhookOutbox, lag: LedgerLagReader) async {
         while !Task.isCancelled {
+            if let reading = try? await lag.read().get() {
+                metrics.ledgerLag.record(reading.unapplied.map(Double.init) ?? .nan)
+                metrics.ledgerLagSeconds.record(reading.oldestUnappliedSeconds ?? .nan)
+            } else {
+                metrics.ledgerLag.record(Double.nan)
+                metrics.ledgerLagSeconds.record(Double.nan)
+            }
             do {
                 metrics.storeEvents.record(try outbox.size())
                 let dead = try outbox.deadLetterCounts()

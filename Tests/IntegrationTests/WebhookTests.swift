@@ -150,6 +150,31 @@ final class WebhookTests: LedgerTestCase {
         _ = deliverer.stop()
     }
 
+    /// One account whose events the receiver keeps refusing holds back only
+    /// its own later events: the other accounts' are delivered meanwhile.
+    func testAFailingAccountHoldsBackOnlyItsOwnEvents() throws {
+        let receiver = try WebhookReceiver(secret: secret)
+        try receiver.control(["mode": "fail-accounts", "accounts": ["hb-bad"], "status": 503])
+        let deliverer = try deliverer(config: try config(endpoint("app", url: receiver.url, extra: "    max_in_flight: 2")), database: store)
+        try adjust("set", [("hb-bad", [("CASH", 0)]), ("hb-good", [("CASH", 0)])])
+        try adjust("credit", (0..<20).map { ($0 % 2 == 0 ? "hb-bad" : "hb-good", [("CASH", Int64(100 + $0))]) })
+        let expected = try expectedEvents()
+        let good = expected.filter { $0.account == "hb-good" }.map(\.id)
+        let bad = expected.filter { $0.account == "hb-bad" }.map(\.id)
+        XCTAssertTrue(receiver.waitForRecords { records in
+            good.allSatisfy { id in records.contains { $0.eventID == id && $0.status == 200 } }
+                && records.filter { $0.account == "hb-bad" }.count >= 3
+        }, receiver.child.output)
+        let held = receiver.records.filter { $0.account == "hb-bad" }
+        XCTAssertEqual(Set(held.map(\.eventID)), [bad[0]], "only its first event is tried, again and again")
+        XCTAssertTrue(held.allSatisfy { $0.status == 503 })
+        XCTAssertEqual(receiver.records.filter { $0.account == "hb-good" && $0.status == 200 }.map(\.eventID), good, "the other account in ledger order")
+        try receiver.control(["mode": "ok"])
+        XCTAssertTrue(receiver.waitForRecords { records in bad.allSatisfy { id in records.contains { $0.eventID == id && $0.status == 200 } } })
+        XCTAssertEqual(receiver.records.filter { $0.account == "hb-bad" && $0.status == 200 }.map(\.eventID), bad)
+        _ = deliverer.stop()
+    }
+
     /// A receiver down past the age limit: the events become dead letters;
     /// `webhooks resend` delivers them once it is back.
     func testEventsPastTheAgeLimitAreDeadLettersThatResendDelivers() throws {

@@ -37,6 +37,8 @@ final class WebhookDispatcher: @unchecked Sendable {
     private var cachedBytes = 0
     static let cacheBytes = 64 * 1_024 * 1_024
     private var delivered: [Int64] = []
+    /// Events past the age limit not yet moved to the dead letters.
+    private var burials: [(seq: Int64, attempts: Int, error: String)] = []
     private var failed: [(seq: Int64, attempts: Int, nextAttempt: Int64, error: String)] = []
 
     static let tick = Duration.milliseconds(100)
@@ -93,6 +95,7 @@ final class WebhookDispatcher: @unchecked Sendable {
                         updateGauges()
                     }
                     await recordOutcomes()
+                    await buryPending(now: Self.now())
                 case .finished(let item, let outcome, let created):
                     await finished(item, outcome, createdMilliseconds: created)
                 }
@@ -116,6 +119,7 @@ final class WebhookDispatcher: @unchecked Sendable {
             tasks.cancelAll()
         }
         await recordOutcomes()
+        await buryPending(now: Self.now())
     }
 
     /// Adds the events stored after the last one read.
@@ -160,10 +164,24 @@ final class WebhookDispatcher: @unchecked Sendable {
             ])
             // Its earlier outcomes first: the dead letter must not be re-created by a late update.
             await recordOutcomes()
+            burials.append((dead.seq, dead.attempts, error))
+            await buryPending(now: now)
+        }
+    }
+
+    /// Moves the buried events to the dead letters; one that cannot be moved
+    /// now (a store error) is tried again at the next tick, never forgotten
+    /// in the outbox until a restart.
+    private func buryPending(now: Int64) async {
+        while let burial = burials.first {
             do {
-                try await outbox.bury(seq: dead.seq, attempts: dead.attempts, error: error, now: now)
+                try await outbox.bury(seq: burial.seq, attempts: burial.attempts, error: burial.error, now: now)
+                burials.removeFirst()
             } catch {
-                logger.error("cannot move an event to the dead letters; it stays in the outbox", metadata: ["error": "\(error)"])
+                logger.error("cannot move an event to the dead letters yet; retrying at the next tick", metadata: [
+                    "error": "\(error)", "waiting": "\(burials.count)",
+                ])
+                return
             }
         }
     }

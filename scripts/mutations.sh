@@ -82,6 +82,7 @@ declare -A TESTS=(
   [webhooks-no-signature-timestamp]='IntegrationTests.WebhookTests/testEveryEventType'
   [webhooks-order-broken]='IntegrationTests.WebhookTests/testAFailingReceiver'
   [webhooks-dead-endpoint-pins-stream]='IntegrationTests.WebhookTests/testADeadEndpoint'
+  [webhooks-one-queue-per-endpoint]='IntegrationTests.WebhookTests/testAFailingAccountHoldsBackOnlyItsOwnEvents'
 )
 
 if [ -n "$(git status --porcelain --untracked-files=no)" ]; then

@@ -19,34 +19,9 @@ DURATION=${BENCH_WEBHOOK_DURATION:-20}
 ACCOUNTS=${BENCH_ACCOUNTS:-10000}
 [ -x "$BIN" ] || { echo "no $BIN; run: swift build -c release" >&2; exit 1; }
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/authorizer-bench-webhooks.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-wait_for_line() {
-    local file=$1 text=$2 pid=$3
-    for _ in $(seq 1 300); do
-        grep -q -- "$text" "$file" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || { echo "process $pid exited; its log:" >&2; cat "$file" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "timed out waiting for \"$text\" in $file" >&2
-    exit 1
-}
-free_port() {
-    local port
-    while :; do
-        port=$((23000 + RANDOM % 7000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-    done
-}
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
+BENCH_NAME=authorizer-bench-webhooks
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 port_of() { grep "$1" "$2" | grep -o 'port=[0-9]*' | head -1 | cut -d= -f2; }
 
 REDIS_PORT=$(free_port)

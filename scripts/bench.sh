@@ -53,38 +53,9 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE + 1000)) ]; t
     echo "ulimit -n is $(ulimit -n): measuring $IDLE idle connections instead" >&2
 fi
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/authorizer-bench.XXXXXX")
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Waits until FILE has a line containing TEXT (a started process says it is ready).
-wait_for_line() {
-    local file=$1 text=$2 pid=$3
-    for _ in $(seq 1 300); do
-        grep -q -- "$text" "$file" 2>/dev/null && return 0
-        kill -0 "$pid" 2>/dev/null || { echo "process $pid exited; its log:" >&2; cat "$file" >&2; exit 1; }
-        sleep 0.1
-    done
-    echo "timed out waiting for \"$text\" in $file" >&2
-    exit 1
-}
-
-# Below the kernel's ephemeral range (32768+), where a client socket may hold
-# a port that nothing listens on, and apart from the cluster nodes' ports
-# (20000-22399, bus ports 30000-32399).
-free_port() {
-    local port
-    while :; do
-        port=$((23000 + RANDOM % 7000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
-    done
-}
+BENCH_NAME=authorizer-bench
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 
 # A number field of the one-line JSON that `authorizer bench --json` prints.
 field() { grep -o "\"$1\":[0-9.eE+-]*" <<<"$2" | head -1 | cut -d: -f2; }
@@ -156,9 +127,6 @@ SHA=$(rcli SCRIPT LOAD "$(cat Lua/authorize.lua)")
 TODAY=$(( $(date +%s) / 86400 ))
 utc_date() { date -u -d "@$(( $1 * 86400 ))" +%Y%m%d; }
 before=$(rcli XLEN statements)
-# utime + stime of a process in clock ticks (/proc/PID/stat fields 14 and 15,
-# counted after the ')' that ends the command name).
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{ print $12 + $13 }'; }
 ceiling_ticks=$(cpu_ticks "$REDIS_PID")
 echo "redis-benchmark: EVALSHA authorize.lua x $CEILING_REQUESTS, 50 clients, pipeline 16" >&2
 ceiling_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PASSWORD" -n "$CEILING_REQUESTS" -c 50 -P 16 -r "$ACCOUNTS" --csv \

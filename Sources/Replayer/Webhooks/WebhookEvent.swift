@@ -92,7 +92,7 @@ public struct WebhookEvent: Sendable, Equatable {
             try container.encode(WebhookEvent.apiVersion, forKey: .apiVersion)
             try container.encode(id, forKey: .eventID)
             try container.encode(kind, forKey: .type)
-            try container.encode(Self.iso8601(milliseconds), forKey: .created)
+            try container.encode(UTCTimestamp.iso8601(milliseconds: milliseconds), forKey: .created)
             try container.encode(milliseconds, forKey: .createdMs)
             try container.encode(statement.account, forKey: .account)
             try container.encode(String?.none, forKey: .card)
@@ -110,20 +110,6 @@ public struct WebhookEvent: Sendable, Equatable {
             try container.encode(Dictionary(statement.balances.map { ($0.category, $0.cents) }, uniquingKeysWith: { $1 }), forKey: .balancesAfter)
             try container.encode(statement.original.isEmpty ? nil : statement.original, forKey: .originalTransactionID)
             try container.encode(WebhookEvent.text(statement), forKey: .text)
-        }
-
-        /// `2026-12-07T15:04:05.123Z` (UTC, from the C library's calendar:
-        /// a formatter per event cost more than the rest of the event).
-        static func iso8601(_ milliseconds: Int64) -> String {
-            var seconds = time_t(milliseconds / 1_000)
-            var parts = tm()
-            gmtime_r(&seconds, &parts)
-            func pad(_ value: Int32, _ width: Int) -> String {
-                let digits = String(value)
-                return String(repeating: "0", count: max(0, width - digits.count)) + digits
-            }
-            return "\(pad(parts.tm_year + 1_900, 4))-\(pad(parts.tm_mon + 1, 2))-\(pad(parts.tm_mday, 2))T"
-                + "\(pad(parts.tm_hour, 2)):\(pad(parts.tm_min, 2)):\(pad(parts.tm_sec, 2)).\(pad(Int32(milliseconds % 1_000), 3))Z"
         }
     }
 }

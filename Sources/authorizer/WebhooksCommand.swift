@@ -133,6 +133,15 @@ struct WebhooksService: Service {
     }
 }
 
+/// The deliverer's existing store; a clear error when there is none.
+private func openStore(_ path: String) throws -> WebhookOutbox {
+    do {
+        return try WebhookOutbox(path: path, create: false)
+    } catch let error as WebhookConfiguration.Invalid {
+        throw fail("\(error)")
+    }
+}
+
 struct WebhooksStatus: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
@@ -143,12 +152,7 @@ struct WebhooksStatus: ParsableCommand {
     var db = "webhooks.sqlite"
 
     func run() throws {
-        let outbox: WebhookOutbox
-        do {
-            outbox = try WebhookOutbox(path: db, create: false)
-        } catch let error as WebhookConfiguration.Invalid {
-            throw fail("\(error)")
-        }
+        let outbox = try openStore(db)
         let now = Int64(Date().timeIntervalSince1970 * 1000)
         func age(_ milliseconds: Int64?) -> String {
             guard let milliseconds else { return "-" }
@@ -217,12 +221,7 @@ struct WebhooksResend: ParsableCommand {
     }
 
     func run() throws {
-        let outbox: WebhookOutbox
-        do {
-            outbox = try WebhookOutbox(path: db, create: false)
-        } catch let error as WebhookConfiguration.Invalid {
-            throw fail("\(error)")
-        }
+        let outbox = try openStore(db)
         var selection = WebhookOutbox.Selection()
         selection.endpoint = endpoint
         selection.eventID = event

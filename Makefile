@@ -14,7 +14,7 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 
-.PHONY: deps build release run run-cluster redis-up stop test chaos chaos-ci bench bench-webhooks clean install
+.PHONY: deps build release run run-cluster run-webhooks redis-up stop test chaos chaos-ci bench bench-webhooks clean install
 
 ## deps: install redis-server, libhiredis-dev, a netcat (the README's alternative to `authorizer send`),
 ## openssl (for the TLS tests), and for the chaos run nftables and redis-py, when missing (Debian/Ubuntu).
@@ -60,6 +60,17 @@ run-cluster: release
 	source $(DATA)/cluster.env && $(RELEASE) rules init
 	source $(DATA)/cluster.env && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
 	source $(DATA)/cluster.env && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
+
+## run-webhooks: with `make run` serving in another terminal, the example receiver
+## (scripts/webhook-receiver.py, port 9000, one JSON line per delivery) and a deliverer sending
+## it every holder-facing ledger entry, signed with a new secret in .data/webhook.secret.
+run-webhooks: release
+	@test -f $(DATA)/urls.env || { echo "start \`make run\` first (in another terminal)"; exit 1; }
+	@test -f $(DATA)/webhook.secret || (umask 077 && openssl rand -hex 32 > $(DATA)/webhook.secret)
+	@printf 'endpoints:\n  - name: local\n    url: http://127.0.0.1:9000/hooks\n    secret_file: %s\n' "$(DATA)/webhook.secret" > $(DATA)/webhooks.yaml
+	WEBHOOK_SECRET=$$(cat $(DATA)/webhook.secret) python3 scripts/webhook-receiver.py --port 9000 & receiver=$$!; \
+	trap 'kill $$receiver 2>/dev/null' EXIT; \
+	source $(USERS) && $(RELEASE) webhooks deliver --config $(DATA)/webhooks.yaml --db $(DATA)/webhooks.sqlite --metrics-port 9465
 
 ## redis-up: generate the ACL users once (.data/credentials.env), start Redis unless it is up.
 redis-up: deps

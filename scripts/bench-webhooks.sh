@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The webhooks' cost and speed: one Redis (redis.conf, ACL users), serve, the
-# deliverer (`authorizer webhooks deliver`, as the `replayer` user) and a
+# deliverer (`authorizer webhooks deliver`, as the `webhooks` user) and a
 # local receiver (`authorizer bench receiver`: 200 at once, no verification,
 # so the cost measured is the deliverer's). An open loop of BENCH_WEBHOOK_RATE
 # approvals per second for BENCH_WEBHOOK_DURATION; then it waits until every
@@ -32,7 +32,7 @@ redis-server "$PWD/redis.conf" --port "$REDIS_PORT" --dir "$WORK" --aclfile "$WO
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
 wait_for_line "$WORK/redis.log" "Ready to accept connections" "$REDIS_PID"
 REDIS_URL="redis://authorizer:$AUTHORIZER_PASSWORD@127.0.0.1:$REDIS_PORT/0"
-REPLAYER_URL="redis://replayer:$REPLAYER_PASSWORD@127.0.0.1:$REDIS_PORT/0"
+WEBHOOKS_URL="redis://webhooks:$WEBHOOKS_PASSWORD@127.0.0.1:$REDIS_PORT/0"
 "$BIN" rules init --redis "$REDIS_URL" >/dev/null
 
 "$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --state-dir "$WORK/state" >"$WORK/serve.log" 2>&1 &
@@ -51,7 +51,7 @@ endpoints:
     events: [authorization.approved]
     max_in_flight: 64
 YAML
-"$BIN" webhooks deliver --redis "$REPLAYER_URL" --config "$WORK/webhooks.yaml" --db "$WORK/webhooks.sqlite" >"$WORK/webhooks.log" 2>&1 &
+"$BIN" webhooks deliver --redis "$WEBHOOKS_URL" --config "$WORK/webhooks.yaml" --db "$WORK/webhooks.sqlite" >"$WORK/webhooks.log" 2>&1 &
 DELIVERER_PID=$!; PIDS+=("$DELIVERER_PID")
 wait_for_line "$WORK/webhooks.log" "consumer ready" "$DELIVERER_PID"
 

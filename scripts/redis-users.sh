@@ -19,10 +19,12 @@ REPLAYER_PASSWORD=$(secret)
 OPERATOR_PASSWORD=$(secret)
 ENV
 fi
-# Added later than the others: older credential files get it appended.
-if ! grep -q '^REPLICATION_PASSWORD=' "$dir/credentials.env"; then
-    echo "REPLICATION_PASSWORD=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$dir/credentials.env"
-fi
+# Added later than the others: older credential files get them appended.
+for name in REPLICATION_PASSWORD WEBHOOKS_PASSWORD; do
+    if ! grep -q "^$name=" "$dir/credentials.env"; then
+        echo "$name=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$dir/credentials.env"
+    fi
+done
 # shellcheck disable=SC1091
 source "$dir/credentials.env"
 
@@ -33,11 +35,14 @@ source "$dir/credentials.env"
 # overwrite them; it may DEL only locks and rules, SET only locks, txn records
 # and rules, and write the day buckets (txns:*) only with HSET and EXPIREAT.
 # The replayer reads, acknowledges, claims, trims and manages
-# groups on the ledger, and appends only to notifications:*.
+# groups on the ledger, and appends only to notifications:*. The webhooks
+# deliverer (which talks to outside endpoints) reads, acknowledges, claims and
+# manages its group on the ledger, and can neither trim nor write anything.
 cat > "$dir/users.acl" <<ACL
 user default on >${REDIS_ADMIN_PASSWORD} ~* &* +@all
 user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr (~account:* ~lock:* ~txn:* ~txns:* ~statements ~statements:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set) (~txns:* +hget +hset +expireat) (~idempotency:* +get +set)
 user replayer on >${REPLAYER_PASSWORD} ~statements ~statements:* ~notifications:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid +cluster|slots +info +subscribe +unsubscribe +scan +wait (~notifications:* +xadd)
+user webhooks on >${WEBHOOKS_PASSWORD} ~statements ~statements:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid -xtrim +cluster|slots +info +subscribe +unsubscribe +scan +wait
 user replication on >${REPLICATION_PASSWORD} -@all +psync +replconf +ping
 user operator on >${OPERATOR_PASSWORD} ~* &* -@all +@read +auth +hello +ping +select +quit -@dangerous +cluster|slots
 ACL
@@ -46,6 +51,7 @@ ACL
 cat > "$dir/urls.env" <<URLS
 export AUTHORIZER_REDIS_URL=redis://authorizer:${AUTHORIZER_PASSWORD}@127.0.0.1:${port}/0
 export AUTHORIZER_REPLAYER_REDIS_URL=redis://replayer:${REPLAYER_PASSWORD}@127.0.0.1:${port}/0
+export AUTHORIZER_WEBHOOKS_REDIS_URL=redis://webhooks:${WEBHOOKS_PASSWORD}@127.0.0.1:${port}/0
 export AUTHORIZER_OPERATOR_REDIS_URL=redis://operator:${OPERATOR_PASSWORD}@127.0.0.1:${port}/0
 export REDISCLI_AUTH=${REDIS_ADMIN_PASSWORD}
 URLS

@@ -29,7 +29,7 @@ struct WebhooksDeliver: AsyncParsableCommand {
             """
     )
 
-    /// Default: AUTHORIZER_REPLAYER_REDIS_URL (the replayer's user may consume the streams), then AUTHORIZER_REDIS_URL.
+    /// Default: AUTHORIZER_WEBHOOKS_REDIS_URL (the `webhooks` user: it may consume the streams, not trim or write them), then AUTHORIZER_REDIS_URL.
     @OptionGroup var redisOptions: RedisOptions
     @OptionGroup var logOptions: LogOptions
 
@@ -78,7 +78,7 @@ struct WebhooksDeliver: AsyncParsableCommand {
         } catch let error as WebhookConfiguration.Invalid {
             throw fail("\(config): \(error)")
         }
-        let target = try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_REPLAYER_REDIS_URL")
+        let target = try await ledgerTarget(redisOptions, roleVariable: "AUTHORIZER_WEBHOOKS_REDIS_URL")
         var options = WebhookRunner.Options(target: target, databasePath: db, consumer: consumer)
         options.consumerOptions.batchSize = batch
         options.consumerOptions.lingerMilliseconds = lingerMs

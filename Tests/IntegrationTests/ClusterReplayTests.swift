@@ -321,7 +321,8 @@ final class ClusterReplayTests: XCTestCase {
                 accounts: [\(accounts.joined(separator: ", "))]
             """, in: directory)
         let deliverer = try WebhookDeliverer(
-            redisURL: replayerSeeds(cluster), config: config, database: database("webhooks"), environment: ["HOOK_SECRET": secret]
+            redisURL: cluster.nodes.map(\.webhooksURL).joined(separator: ","), config: config, database: database("webhooks"),
+            environment: ["HOOK_SECRET": secret]
         )
         defer { _ = deliverer.stop() }
         let client = try serve.connect()

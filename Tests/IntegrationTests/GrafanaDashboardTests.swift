@@ -89,7 +89,7 @@ final class GrafanaDashboardTests: IntegrationTestCase {
                 secret_env: HOOK_SECRET
             """, in: redis.directory)
         let deliverer = try WebhookDeliverer(
-            redisURL: redis.replayerURL, config: config, database: redis.directory.appendingPathComponent("webhooks.sqlite").path,
+            redisURL: redis.webhooksURL, config: config, database: redis.directory.appendingPathComponent("webhooks.sqlite").path,
             environment: ["HOOK_SECRET": "0123456789abcdef"], extra: ["--metrics-port", "0"]
         )
         let line = try XCTUnwrap(deliverer.child.line(containing: "metrics listening"))

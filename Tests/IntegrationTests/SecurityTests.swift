@@ -56,6 +56,25 @@ final class SecurityTests: XCTestCase {
         XCTAssertThrowsError(try run(redis.replayerURL, ["XADD", "other", "*", "a", "b"]))
     }
 
+    /// The webhooks deliverer talks to outside endpoints: it may consume the
+    /// ledger with its group and change nothing in it, nor anything else.
+    func testTheWebhooksUserConsumesTheLedgerAndChangesNothing() throws {
+        try redis.setBalances("wh", ["FOOD": 500])
+        XCTAssertEqual(try run(redis.webhooksURL, ["XGROUP", "CREATE", "statements", "webhooks", "0", "MKSTREAM"]).string, "OK")
+        XCTAssertNoThrow(try run(redis.webhooksURL, ["XREADGROUP", "GROUP", "webhooks", "c", "COUNT", "10", "STREAMS", "statements", ">"]))
+        XCTAssertNoThrow(try run(redis.webhooksURL, ["XPENDING", "statements", "webhooks"]))
+        for refused in [
+            ["XTRIM", "statements", "MAXLEN", "0"], ["XADD", "statements", "*", "type", "credit"], ["XDEL", "statements", "0-1"],
+            ["DEL", "statements"], ["XADD", "notifications:{wh}", "*", "text", "x"], ["HSET", "account:{wh}", "FOOD", "1"],
+            ["HGET", "account:{wh}", "FOOD"],
+        ] {
+            XCTAssertThrowsError(try run(redis.webhooksURL, refused), refused.joined(separator: " ")) { error in
+                XCTAssertTrue("\(error)".contains("NOPERM"), "\(error)")
+            }
+        }
+        XCTAssertEqual(try redis.balances("wh"), ["FOOD": 500])
+    }
+
     /// The ledger can be appended to by the service's scripts and consumed
     /// by the replayer, and deleted, trimmed, overwritten or forged by neither.
     func testTheLedgerRefusesEachUserWhatItMustNotDo() throws {

@@ -34,7 +34,7 @@ final class WebhookTests: LedgerTestCase {
     }
 
     private func deliverer(config: String, database: String, extra: [String] = []) throws -> WebhookDeliverer {
-        try WebhookDeliverer(redisURL: redis.replayerURL, config: config, database: database, environment: ["HOOK_SECRET": secret], extra: extra)
+        try WebhookDeliverer(redisURL: redis.webhooksURL, config: config, database: database, environment: ["HOOK_SECRET": secret], extra: extra)
     }
 
     /// The ledger's holder-facing entries, as event ids, in ledger order.

@@ -18,6 +18,7 @@ final class RedisServer: @unchecked Sendable {
     /// For `serve` and the CLI: the `authorizer` user when ACLs are on.
     var url: String { userURL("authorizer", "AUTHORIZER_PASSWORD") }
     var replayerURL: String { userURL("replayer", "REPLAYER_PASSWORD") }
+    var webhooksURL: String { userURL("webhooks", "WEBHOOKS_PASSWORD") }
     var operatorURL: String { userURL("operator", "OPERATOR_PASSWORD") }
     /// The `default` user: everything allowed.
     var adminURL: String { userURL("default", "REDIS_ADMIN_PASSWORD") }

@@ -4,7 +4,8 @@
 # random seed (printed, so a failure can be replayed). Each run's report is
 # printed; the first failure fails the script, after the other runs.
 #
-# One exception, stated in docs/reliability.md: a run whose only violation is
+# Two exceptions, stated in docs/reliability.md: C2's margin is 300 ms here
+# (see `margin` below), and a run whose only violation is
 # C2 (an answer later than SLA + margin) is run once more with the same seed,
 # and passes if that run passes. On this machine a `07 timeout` answer waits
 # for its journal's fsync, and the disk stalls now and then for 150-400 ms
@@ -15,6 +16,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 seconds=${CHAOS_CI_SECONDS:-90}
+# C2's margin over the 100 ms SLA. CI runs the debug build, with two serves,
+# nine redis-servers, the replayer and the terminals on this machine's two
+# cores; `make chaos` keeps the checker's default (150 ms).
+margin=${CHAOS_CI_SLA_MARGIN_MS:-300}
 out=$(mktemp -d /tmp/chaos-ci.XXXXXX)
 python3 scripts/chaos/chaos.py selftest || exit 1
 random_seed=$(( (RANDOM << 15) | RANDOM ))
@@ -23,7 +28,8 @@ echo "chaos: random seed $random_seed on profile $random_profile"
 status=0
 # Runs one profile and seed into $out/NAME; prints its report; returns its exit code.
 run_one() {
-    python3 scripts/chaos/chaos.py run --profile "$1" --seed "$2" --seconds "$seconds" --out "$out/$3" > "$out/$3.log" 2>&1
+    python3 scripts/chaos/chaos.py run --profile "$1" --seed "$2" --seconds "$seconds" --sla-margin-ms "$margin" \
+        --out "$out/$3" > "$out/$3.log" 2>&1
     local code=$?
     sed -n '/^chaos run: /,$p' "$out/$3.log"
     return "$code"

@@ -190,8 +190,6 @@ public final class WebhookOutbox: Sendable {
         public var sinceMilliseconds: Int64?
         public var untilMilliseconds: Int64?
         public init() {}
-
-        var isEmpty: Bool { eventID == nil && account == nil && sinceMilliseconds == nil && untilMilliseconds == nil }
     }
 
     /// Moves the selected dead letters back into the outbox (attempts from

@@ -531,8 +531,12 @@ final class AccountGate: Sendable {
 
     /// Answers `decision` (a 07) for a job whose script may still run. An
     /// authorization is reversed by the service: the reversal is journaled
-    /// (fsynced) before the answer, then queued. A reversal running late is
-    /// harmless (the terminal repeats it), so it is just answered.
+    /// before the answer, then queued. The answer waits for the journal's
+    /// fsync, but not past the SLA's last moment: then a written line is
+    /// enough (it survives a crash of serve; only a host crash within the rest
+    /// of the fsync could lose it, the durability Redis's `appendfsync
+    /// everysec` gives the ledger itself). A reversal running late is harmless
+    /// (the terminal repeats it), so it is just answered.
     private func oweReversal(_ job: Job, answer decision: Decision) {
         job.answered = true
         job.answerTask?.cancel()
@@ -548,12 +552,23 @@ final class AccountGate: Sendable {
             job.promise.succeed(decision)
             return
         }
-        journal.append(entry, on: eventLoop).assumeIsolated().whenComplete { result in
+        let appended = journal.append(entry, on: eventLoop)
+        var owed = OwedAnswer()
+        let perform: (OwedAnswer.Action) -> Void = { action in
+            guard case .answer(let beforeSync) = action else { return }
+            if beforeSync { self.metrics.answeredBeforeJournalSync() }
+            self.owe(entry)
+            job.promise.succeed(decision)
+        }
+        appended.written.assumeIsolated().whenSuccess { perform(owed.lineWritten()) }
+        appended.durable.assumeIsolated().whenComplete { result in
             if case .failure(let error) = result {
                 self.logger.error("reversal not journaled; it is owed in memory only", metadata: ["account": "\(entry.account)", "id": "\(entry.original)", "error": "\(error)"])
             }
-            self.owe(entry)
-            job.promise.succeed(decision)
+            perform(owed.lineDurable())
+        }
+        if let answerBy = job.answerBy {
+            eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - .microseconds(500)) { perform(owed.lastMoment()) }
         }
     }
 

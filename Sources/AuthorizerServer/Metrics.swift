@@ -103,6 +103,7 @@ public final class ServerMetrics: Sendable {
         public static let replayerPending = "authorizer_replayer_pending_entries"
         public static let startTime = "process_start_time_seconds"
         public static let timeouts = "authorizer_timeouts_total"
+        public static let journalUnsyncedAnswers = "authorizer_reversal_journal_unsynced_answers_total"
         public static let pendingReversals = "authorizer_pending_reversals"
         public static let reversalsApplied = "authorizer_reversals_applied_total"
         public static let journalBytes = "authorizer_reversal_journal_bytes"
@@ -131,6 +132,7 @@ public final class ServerMetrics: Sendable {
             replayerPending: "Statements delivered to the replayer but not acknowledged.",
             startTime: "Start time of the process since the Unix epoch, in seconds.",
             timeouts: "Requests answered 07 timeout because their decision was not back within the SLA.",
+            journalUnsyncedAnswers: "07 answers given at the SLA's deadline with their owed reversal written to the journal but its fsync not yet done.",
             pendingReversals: "Reversals of timed-out authorizations the service owes and Redis has not acknowledged yet.",
             reversalsApplied: "Reversals of timed-out authorizations acknowledged by Redis.",
             journalBytes: "Size of the local journal of owed reversals, in bytes.",
@@ -188,6 +190,7 @@ public final class ServerMetrics: Sendable {
     private let replayerLagSeconds: Gauge
     private let replayerPending: Gauge
     private let timeouts: Counter
+    private let journalUnsyncedAnswers: Counter
     private let pendingReversals: Gauge
     private let reversalsApplied: Counter
     private let journalBytes: Gauge
@@ -245,6 +248,7 @@ public final class ServerMetrics: Sendable {
         replayerLagSeconds = Gauge(label: Name.replayerLagSeconds, factory: factory)
         replayerPending = Gauge(label: Name.replayerPending, factory: factory)
         timeouts = Counter(label: Name.timeouts, factory: factory)
+        journalUnsyncedAnswers = Counter(label: Name.journalUnsyncedAnswers, factory: factory)
         pendingReversals = Gauge(label: Name.pendingReversals, factory: factory)
         pendingReversals.record(0)
         reversalsApplied = Counter(label: Name.reversalsApplied, factory: factory)
@@ -336,6 +340,7 @@ public final class ServerMetrics: Sendable {
     // MARK: - The SLA and the reversals the service owes
 
     public func timedOut() { timeouts.increment() }
+    public func answeredBeforeJournalSync() { journalUnsyncedAnswers.increment() }
 
     public func reversalApplied() { reversalsApplied.increment() }
 

@@ -29,31 +29,48 @@ public struct PendingReversal: Hashable, Sendable {
 /// small local file so that they survive a crash of `serve`.
 ///
 /// The file is a log of lines: `A <account> <original>` when a reversal is
-/// owed (appended and fsynced before the terminal hears `07 timeout`) and
+/// owed (written before the terminal hears `07 timeout`, and fsynced before
+/// it unless the fsync outlasts the answer's deadline: see `Appended`) and
 /// `D <account> <original>` once Redis acknowledged it (not fsynced: replaying
 /// an applied reversal is a no-op). At start the log is read, what is still
 /// owed is rewritten into a fresh file, and handed back to be applied. The
 /// file is truncated whenever nothing is owed, and rewritten when it grows
 /// past `compactBytes` with mostly finished entries.
 ///
-/// All file work happens on one dedicated thread, never on an event loop;
-/// appends that arrive while a write is in progress are written and fsynced
-/// together with the next one (group commit).
+/// File work happens on two dedicated threads, never on an event loop: one
+/// writes lines (and truncates or compacts the file), the other fsyncs, so
+/// a slow fsync never holds back the next line's write. Appends that arrive
+/// while a write or an fsync is in progress go together in the next one
+/// (group commit).
 public final class ReversalJournal: @unchecked Sendable {
+    /// The two moments of an append. `written`: the line is in the kernel, so
+    /// it survives a crash of `serve` (SIGKILL included). `durable`: it is
+    /// fsynced, so it survives a crash of the host too.
+    public struct Appended: Sendable {
+        public let written: EventLoopFuture<Void>
+        public let durable: EventLoopFuture<Void>
+    }
+
     public let path: String
     public let maxEntries: Int
     private let compactBytes: Int
     private let logger: Logger
     private let metrics: ServerMetrics
     private let thread: NIOThreadPool
+    private let syncThread: NIOThreadPool
+    private let syncFile: @Sendable (Int32) -> Int32
 
     private let lock = NIOLock()
     // Under `lock`:
     private var pending: Set<PendingReversal> = []
-    private var appends: [(PendingReversal, EventLoopPromise<Void>)] = []
+    private var appends: [(PendingReversal, written: EventLoopPromise<Void>, durable: EventLoopPromise<Void>)] = []
     private var done: [PendingReversal] = []
     private var writing = false
-    // On the journal thread only:
+    /// Written lines waiting for an fsync; only the writer adds to it.
+    private var syncWaiters: [EventLoopPromise<Void>] = []
+    private var syncing = false
+    // On the writer thread; read by the sync thread only while `syncing`,
+    // and `rewrite` (which replaces it) runs only while it is not.
     private var fd: Int32 = -1
     private var fileBytes = 0
     /// Held (flock) for the life of the process: one serve per state directory.
@@ -72,8 +89,14 @@ public final class ReversalJournal: @unchecked Sendable {
 
     /// Opens (creating the directory and file when missing) and returns the
     /// reversals still owed from a previous run.
-    public init(directory: String, maxEntries: Int = 10_000, compactBytes: Int = 1 << 20, logger: Logger, metrics: ServerMetrics = .disabled) throws {
+    /// `syncFile` is `fsync` (a test may hold it back to stand for a stalled disk).
+    public init(
+        directory: String, maxEntries: Int = 10_000, compactBytes: Int = 1 << 20, logger: Logger, metrics: ServerMetrics = .disabled,
+        syncFile: @escaping @Sendable (Int32) -> Int32 = { fsync($0) }
+    ) throws {
         precondition(maxEntries > 0)
+        self.syncFile = syncFile
+        self.syncThread = NIOThreadPool(numberOfThreads: 1)
         self.path = directory.hasSuffix("/") ? directory + "pending-reversals.log" : directory + "/pending-reversals.log"
         self.maxEntries = maxEntries
         self.compactBytes = compactBytes
@@ -92,6 +115,7 @@ public final class ReversalJournal: @unchecked Sendable {
         pending = try Self.read(path: path, logger: logger)
         try rewrite(pending)
         thread.start()
+        syncThread.start()
         metrics.reversalJournal(pending: pending.count, bytes: fileBytes)
     }
 
@@ -121,21 +145,22 @@ public final class ReversalJournal: @unchecked Sendable {
         }
     }
 
-    /// Records a reversal as owed; the future succeeds once it is on disk
-    /// (fsynced), on `eventLoop`. An entry owed twice is written twice
-    /// (harmless: the log is read as a set), so that each caller's answer
-    /// waits for a line of its own on disk.
-    public func append(_ entry: PendingReversal, on eventLoop: EventLoop) -> EventLoopFuture<Void> {
-        let promise = eventLoop.makePromise(of: Void.self)
+    /// Records a reversal as owed; its futures complete on `eventLoop` once
+    /// the line is written, then once it is fsynced. An entry owed twice is
+    /// written twice (harmless: the log is read as a set), so that each
+    /// caller's answer waits for a line of its own.
+    public func append(_ entry: PendingReversal, on eventLoop: EventLoop) -> Appended {
+        let written = eventLoop.makePromise(of: Void.self)
+        let durable = eventLoop.makePromise(of: Void.self)
         let start = lock.withLock { () -> Bool in
             pending.insert(entry)
-            appends.append((entry, promise))
+            appends.append((entry, written, durable))
             metrics.reversalJournal(pending: pending.count, bytes: nil)
             defer { writing = true }
             return !writing
         }
         if start { thread.submit { _ in self.writeLoop() } }
-        return promise.futureResult
+        return Appended(written: written.futureResult, durable: durable.futureResult)
     }
 
     /// Redis acknowledged the reversal: it is no longer owed.
@@ -153,6 +178,7 @@ public final class ReversalJournal: @unchecked Sendable {
 
     public func close() {
         try? thread.syncShutdownGracefully()
+        try? syncThread.syncShutdownGracefully()
         if fd >= 0 { Glibc.close(fd) }
         fd = -1
         if lockFD >= 0 { Glibc.close(lockFD) }
@@ -163,7 +189,7 @@ public final class ReversalJournal: @unchecked Sendable {
 
     private func writeLoop() {
         while true {
-            let (adds, finished, owedNow) = lock.withLock { () -> ([(PendingReversal, EventLoopPromise<Void>)], [PendingReversal], Set<PendingReversal>?) in
+            let (adds, finished, owedNow) = lock.withLock { () -> ([(PendingReversal, written: EventLoopPromise<Void>, durable: EventLoopPromise<Void>)], [PendingReversal], Set<PendingReversal>?) in
                 let batch = (appends, done)
                 appends = []
                 done = []
@@ -172,31 +198,63 @@ public final class ReversalJournal: @unchecked Sendable {
             }
             guard let owedNow else { return }
             var text = ""
-            for (entry, _) in adds { text += "A \(entry.account) \(entry.original)\n" }
+            for add in adds { text += "A \(add.0.account) \(add.0.original)\n" }
             for entry in finished { text += "D \(entry.account) \(entry.original)\n" }
-            var failure: Error?
             do {
                 try writeAll(text)
-                if !adds.isEmpty { try sync() }
+                for add in adds { add.written.succeed() }
+                if !adds.isEmpty { requestSync(adds.map(\.durable)) }
             } catch {
-                failure = error
                 logger.error("reversal journal write failed; the reversals stay owed in memory", metadata: ["path": "\(path)", "error": "\(error)"])
-            }
-            for (_, promise) in adds {
-                if let failure { promise.fail(failure) } else { promise.succeed() }
+                for add in adds {
+                    add.written.fail(error)
+                    add.durable.fail(error)
+                }
             }
             do {
                 if owedNow.isEmpty && fileBytes > 0 {
                     // Nothing owed: the whole log is finished business.
                     guard ftruncate(fd, 0) == 0 else { throw JournalError.io("truncate \(path)", errno) }
                     fileBytes = 0
-                } else if fileBytes > compactBytes && owedNow.count * 80 < fileBytes / 2 {
+                } else if fileBytes > compactBytes && owedNow.count * 80 < fileBytes / 2 && !lock.withLock({ syncing }) {
+                    // Only the writer starts an fsync, so none starts during the rewrite.
                     try rewrite(owedNow)
                 }
             } catch {
                 logger.warning("reversal journal compaction failed", metadata: ["path": "\(path)", "error": "\(error)"])
             }
             metrics.reversalJournal(pending: nil, bytes: fileBytes)
+        }
+    }
+
+    /// Hands written lines to the sync thread.
+    private func requestSync(_ waiters: [EventLoopPromise<Void>]) {
+        let start = lock.withLock { () -> Bool in
+            syncWaiters += waiters
+            defer { syncing = true }
+            return !syncing
+        }
+        if start { syncThread.submit { _ in self.syncLoop() } }
+    }
+
+    /// On the sync thread: one fsync for every line written before it began.
+    private func syncLoop() {
+        while true {
+            let waiters = lock.withLock { () -> [EventLoopPromise<Void>] in
+                let batch = syncWaiters
+                syncWaiters = []
+                if batch.isEmpty { syncing = false }
+                return batch
+            }
+            guard !waiters.isEmpty else { return }
+            assert(fd >= 0, "the journal's file is open while lines wait for an fsync")
+            if syncFile(fd) == 0 {
+                for waiter in waiters { waiter.succeed() }
+            } else {
+                let error = JournalError.io("fsync \(path)", errno)
+                logger.error("reversal journal fsync failed; the reversals stay owed in memory", metadata: ["path": "\(path)", "error": "\(error)"])
+                for waiter in waiters { waiter.fail(error) }
+            }
         }
     }
 
@@ -214,10 +272,6 @@ public final class ReversalJournal: @unchecked Sendable {
             offset += written
         }
         fileBytes += bytes.count
-    }
-
-    private func sync() throws {
-        guard fsync(fd) == 0 else { throw JournalError.io("fsync \(path)", errno) }
     }
 
     /// Replaces the file with one holding exactly `entries`: a temp file,

@@ -48,7 +48,7 @@ release: deps
 run: release redis-up
 	source $(USERS) && $(RELEASE) rules init
 	source $(USERS) && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
-	source $(USERS) && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
+	source $(USERS) && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071 --iso-pan-as-account
 
 ## run-cluster: like run, on a local Redis Cluster of 3 masters and 3 replicas (ports 7001-7006,
 ## data in .data/cluster/); serve finds the cluster from the seed URLs in .data/cluster.env.
@@ -59,7 +59,7 @@ run-cluster: release
 	@REPLICAS=$(REPLICAS) bash scripts/cluster.sh up $(DATA)
 	source $(DATA)/cluster.env && $(RELEASE) rules init
 	source $(DATA)/cluster.env && $(RELEASE) account set --if-missing 123 FOOD=1000.00 MEAL=1000.00 CASH=1000.00
-	source $(DATA)/cluster.env && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071
+	source $(DATA)/cluster.env && exec $(RELEASE) serve --metrics-port $(METRICS_PORT) --iso8583-port 7071 --iso-pan-as-account
 
 ## run-webhooks: with `make run` serving in another terminal, the example receiver
 ## (scripts/webhook-receiver.py, port 9000, one JSON line per delivery) and a deliverer sending

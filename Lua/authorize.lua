@@ -9,11 +9,14 @@
     KEYS[3]  statements              STREAM the ledger (statements:{T} on a cluster)
     KEYS[4]  txn:{ID}:TXNID          STRING the older one-key-per-transaction record,
                                      read only when ARGV[15] is "1"
-    KEYS[5..] txns:{ID}:YYYYMMDD     HASH transaction id -> record, one per account
-                                     and UTC day: consecutive days, newest first,
-                                     KEYS[5] being the caller's tomorrow (so that a
-                                     caller whose clock is a little behind Redis's
-                                     still names Redis's today)
+    KEYS[5..]  txns:{ID}:YYYYMMDD    HASH transaction id -> record, one per account
+                                     and UTC day: B consecutive days (ARGV[16]),
+                                     newest first, KEYS[5] being the caller's
+                                     tomorrow (so that a caller whose clock is a
+                                     little behind Redis's still names Redis's today)
+               (KEYS[5] to KEYS[4+B])
+    then, only when ARGV[17] names a card, after the buckets:
+               card:{ID}:CARD        HASH status, expiry (YYMM), pan (masked), ...
 
     ARGV[1]  lock token (random per request)
     ARGV[2]  lock ttl in milliseconds; 0: nothing of the caller follows on
@@ -33,7 +36,12 @@
              for a reversal's match check)
     ARGV[14] seconds a day's bucket outlives its day (the reversal window plus a day)
     ARGV[15] "1": also read KEYS[4] (records written before the day buckets)
-    ARGV[16..] optional: extra statement fields as name, value pairs appended
+    ARGV[16] B, the number of day buckets in KEYS
+    ARGV[17] card id, or "" (no card: nothing of cards is read)
+    ARGV[18] the expiry the terminal read from the card (YYMM), or "" (not checked)
+    ARGV[19] seconds east of UTC of the issuer's time zone, now (the civil
+             month that decides whether a card has expired)
+    ARGV[20..] optional: extra statement fields as name, value pairs appended
              to the statement after the usual ones (the ISO 8583 port sends
              channel, stan, rrn, terminal, merchant_id); none from the
              line-JSON port
@@ -43,7 +51,10 @@
     {"LOCKED", pttl}                          another holder has the lock (and the id
                                               was not decided before); pttl = its
                                               remaining ms (-1: no expiry)
-    {"DONE", code, detail, replayed, entryid} decision made; code "00" | "51" | "07";
+    {"DONE", code, detail, replayed, entryid} decision made; code "00" | "51" | "07"
+                                              (a card that is unknown, not active or
+                                              expired: 07 with "unknown card", "card
+                                              blocked", "card expired", ...);
                                               detail = debits ("MEAL:700,CASH:300") for
                                               00, reason for 07, "" for 51; a repeat of
                                               an approval reversed since: 07 "reversed";
@@ -80,8 +91,9 @@ local account, lock, statements = KEYS[1], KEYS[2], KEYS[3]
 local now = redis.call('TIME')
 local seconds = tonumber(now[1])
 local day = math.floor(seconds / 86400)
+local lastBucket = 4 + tonumber(ARGV[16])
 local todayKey = 5 + tonumber(ARGV[12]) - day
-if todayKey < 5 or todayKey >= #KEYS then
+if todayKey < 5 or todayKey >= lastBucket then
   return redis.error_reply('ERR clock: Redis day ' .. day .. ' is not among the buckets named (newest ' .. ARGV[12] .. ')')
 end
 
@@ -97,7 +109,7 @@ end
 -- with this id's script in flight must not turn its approval into a 07.
 local token, id = ARGV[1], ARGV[3]
 local where, prior
-for k = todayKey, #KEYS do
+for k = todayKey, lastBucket do
   prior = redis.call('HGET', KEYS[k], id)
   if prior then where = k break end
 end
@@ -158,8 +170,49 @@ end
 local categoryBalance, categoryOk = balanceOf(categoryRaw)
 local fallbackBalance, fallbackOk = balanceOf(fallbackRaw)
 
+-- The card, when one is named: status, then expiry (the last day of its
+-- month, in the issuer's zone), then the expiry the terminal read.
+local cardID, maskedPAN, cardRefusal = ARGV[17], '', nil
+local finalStatus = {blocked = true, lost = true, stolen = true, cancelled = true}
+local function yearMonth(days)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local month = mp < 10 and mp + 3 or mp - 9
+  local year = yoe + era * 400
+  if month <= 2 then year = year + 1 end
+  return year, month
+end
+if cardID ~= '' then
+  local card = redis.call('HMGET', KEYS[lastBucket + 1], 'status', 'expiry', 'pan')
+  local status, expiry = card[1], card[2]
+  maskedPAN = card[3] or ''
+  if not status then
+    cardRefusal = 'unknown card'
+  elseif status == 'pending' then
+    cardRefusal = 'card not activated'
+  elseif status ~= 'active' then
+    -- Anything but active refuses; a status this script does not know reads as blocked.
+    cardRefusal = 'card ' .. (finalStatus[status] and status or 'blocked')
+  elseif not expiry or not string.match(expiry, '^%d%d%d%d$') then
+    cardRefusal = 'card expired'
+  else
+    local year, month = yearMonth(math.floor((seconds + tonumber(ARGV[19])) / 86400))
+    if year * 12 + month > (2000 + tonumber(string.sub(expiry, 1, 2))) * 12 + tonumber(string.sub(expiry, 3, 4)) then
+      cardRefusal = 'card expired'
+    elseif ARGV[18] ~= '' and ARGV[18] ~= expiry then
+      cardRefusal = 'card expiry does not match'
+    end
+  end
+end
+
 local code, reason, debitText, balanceText = '51', '', '', ''
-if not (categoryOk and fallbackOk) then
+if cardRefusal then
+  code, reason = '07', cardRefusal
+elseif not (categoryOk and fallbackOk) then
   code, reason = '07', 'balance is not an integer amount of cents'
 elseif categoryBalance >= amount then
   code = '00'
@@ -196,7 +249,13 @@ local fields = {
   'debits', debitText,
   'balances', balanceText,
   'reason', reason}
-for i = 16, #ARGV - 1, 2 do
+if cardID ~= '' then
+  fields[#fields + 1] = 'card'
+  fields[#fields + 1] = cardID
+  fields[#fields + 1] = 'pan'
+  fields[#fields + 1] = maskedPAN
+end
+for i = 20, #ARGV - 1, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end

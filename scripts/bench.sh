@@ -133,7 +133,7 @@ ceiling_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER
     EVALSHA "$SHA" 7 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' statements 'txn:{rb-__rand_int__}:x' \
     "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
     tok 0 'id-__rand_int__-__rand_int__' acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
-    $((TODAY + 1)) 0badcafe 172800 0 \
+    $((TODAY + 1)) 0badcafe 172800 0 3 '' '' 0 \
     2> >(grep -v "Could not fetch server CONFIG" >&2))
 CEILING=$(tail -1 <<<"$ceiling_csv" | cut -d, -f2 | tr -d '"')
 ceiling_ticks=$(( $(cpu_ticks "$REDIS_PID") - ceiling_ticks ))
@@ -145,13 +145,37 @@ if [ "$decided" -ne "$CEILING_REQUESTS" ] || ! grep -q "code 00 .*debits FOOD:10
     echo "warning: only $decided of $CEILING_REQUESTS redis-benchmark calls debited (last: $last)" >&2
 fi
 echo "ceiling: $CEILING calls/s ($decided of $CEILING_REQUESTS calls debited and wrote a statement)" >&2
+
+# 1b. The same calls naming a card (active, not expired): what a card costs
+# Redis inside authorize.lua (one HMGET of its hash, the expiry check, two
+# more statement fields), from the same run.
+for i in $(seq -f '%012g' 0 $((ACCOUNTS - 1))); do
+    echo "HSET card:{rb-$i}:crd_bench status active expiry 9912 pan 999000******0000"
+done | rcli --pipe >/dev/null
+before=$(rcli XLEN statements)
+card_ticks=$(cpu_ticks "$REDIS_PID")
+echo "redis-benchmark: EVALSHA authorize.lua with a card x $CEILING_REQUESTS" >&2
+card_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PASSWORD" -n "$CEILING_REQUESTS" -c 50 -P 16 -r "$ACCOUNTS" --csv \
+    EVALSHA "$SHA" 8 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' statements 'txn:{rb-__rand_int__}:x' \
+    "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
+    'card:{rb-__rand_int__}:crd_bench' \
+    tok 0 'idc-__rand_int__-__rand_int__' acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
+    $((TODAY + 1)) 0badcafe 172800 0 3 crd_bench '' -10800 \
+    2> >(grep -v "Could not fetch server CONFIG" >&2))
+CEILING_CARD=$(tail -1 <<<"$card_csv" | cut -d, -f2 | tr -d '"')
+card_ticks=$(( $(cpu_ticks "$REDIS_PID") - card_ticks ))
+CEILING_CARD_CPU_US=$(awk -v t="$card_ticks" -v hz="$(getconf CLK_TCK)" -v n="$CEILING_REQUESTS" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+last=$(rcli XREVRANGE statements + - COUNT 1 | tr '\n' ' ')
+if ! grep -q "code 00 .*card crd_bench" <<<"$last"; then
+    echo "warning: the card calls did not approve (last: $last)" >&2
+fi
 # The ceiling leaves 300,000 lock keys expiring in the background and as many
 # transaction records: start the serve phases (the memory phase above all) from an empty Redis.
 rcli FLUSHALL SYNC >/dev/null
 
 # serve, started after the ceiling so that it does not share the machine with it.
 # shellcheck disable=SC2086
-"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --iso8583-port 0 --state-dir "$WORK/state" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
+"$BIN" serve --redis "$REDIS_URL" --port 0 --port-file "$WORK/serve.port" --iso8583-port 0 --iso-pan-as-account --state-dir "$WORK/state" ${BENCH_SERVE_ARGS:-} >"$WORK/serve.log" 2>&1 &
 SERVE_PID=$!
 PIDS+=("$SERVE_PID")
 wait_for_line "$WORK/serve.log" "authorizer listening" "$SERVE_PID"
@@ -322,6 +346,7 @@ echo
 echo "authorizer bench, $(date -u +%Y-%m-%d), $(nproc) cores ($(uname -m)), runs of $DURATION"
 printf '%-44s %-46s %s\n' "measurement" "result" "target"
 printf '%-44s %-46s %s\n' "redis-benchmark EVALSHA authorize.lua" "$CEILING/s (ceiling)" ""
+printf '%-44s %-46s %s\n' "  the same, naming a card" "$CEILING_CARD/s" ""
 printf '%-44s %-46s %s\n' "closed loop, $CONNECTIONS conns x $PIPELINE in flight" \
     "$closed_tp/s = $closed_ratio x ceiling, p99 $(field p99_ms "$closed") ms" ">= 50000/s or >= 0.4 x: $closed_target"
 printf '%-44s %-46s %s\n' "open loop at $RATE/s, $CONNECTIONS conns" \
@@ -344,6 +369,7 @@ echo
 echo "CPU per answered authorization, /proc/PID/stat utime + stime ($(getconf CLK_TCK) ticks/s)"
 printf '%-44s %s\n' "  single Redis: phase" "redis / serve / generator = total"
 printf '%-44s %s\n' "  redis-benchmark EVALSHA (ceiling)" "redis $CEILING_CPU_US µs per call"
+printf '%-44s %s\n' "  the same, naming a card" "redis $CEILING_CARD_CPU_US µs per call = $(ratio "$CEILING_CARD_CPU_US" "$CEILING_CPU_US") x without"
 printf '%-44s %s\n' "  closed loop" "$(cpu_row "$closed" "redis serve generator")"
 printf '%-44s %s\n' "  open loop at $RATE/s" "$(cpu_row "$open" "redis serve generator")"
 printf '%-44s %s\n' "  open loop at $((RATE / 2))/s" "$(cpu_row "$open_half" "redis serve generator")"
@@ -362,8 +388,8 @@ printf '%-44s %-46s\n' "codes: closed loop / open loop" \
     "00 $(code_count 00 "$closed") / $(code_count 00 "$open"), 51 $(code_count 51 "$closed") / $(code_count 51 "$open"), 07 $(code_count 07 "$closed") / $(code_count 07 "$open")"
 # Every phase's JSON in one object.
 {
-    printf '{"date":"%s","cores":%s,"duration":"%s","rate":%s,"ceiling":%s,"ceiling_redis_cpu_us_per_call":%s,"rss_idle_mib":%s,"rss_before_mib":%s,"phases":{' \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "$DURATION" "$RATE" "$CEILING" "$CEILING_CPU_US" "$rss_idle" "$rss_before"
+    printf '{"date":"%s","cores":%s,"duration":"%s","rate":%s,"ceiling":%s,"ceiling_redis_cpu_us_per_call":%s,"ceiling_card_redis_cpu_us_per_call":%s,"rss_idle_mib":%s,"rss_before_mib":%s,"phases":{' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "$DURATION" "$RATE" "$CEILING" "$CEILING_CPU_US" "$CEILING_CARD_CPU_US" "$rss_idle" "$rss_before"
     printf '"memory":%s,"closed":%s,"open":%s,"open_half":%s,"iso8583":%s,"unlock_probe":%s' "$memory" "$closed" "$open" "$open_half" "$iso" "$probe"
     if [ -n "${cluster_closed:-}" ]; then
         printf ',"cluster_closed":%s,"cluster_open":%s,"cluster_open_half":%s,"cluster_acks_half":%s,"cluster_memory":%s' \

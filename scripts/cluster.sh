@@ -56,6 +56,7 @@ export AUTHORIZER_REPLAYER_REDIS_URL=redis://replayer:${REPLAYER_PASSWORD}@127.0
 export AUTHORIZER_WEBHOOKS_REDIS_URL=redis://webhooks:${WEBHOOKS_PASSWORD}@127.0.0.1:7001/0
 export AUTHORIZER_OPERATOR_REDIS_URL=redis://operator:${OPERATOR_PASSWORD}@127.0.0.1:7001/0
 export REDISCLI_AUTH=${REDIS_ADMIN_PASSWORD}
+export AUTHORIZER_PAN_KEY=${PAN_INDEX_KEY}
 URLS
     echo "redis cluster up on 127.0.0.1:7001-${ports[-1]} (data in $data/cluster; URLs in $data/cluster.env)"
     ;;

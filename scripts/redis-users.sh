@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the Redis ACL users for the authorizer into DIR (default .data):
 #   DIR/users.acl         loaded by redis-server (redis.conf: aclfile)
-#   DIR/credentials.env   the matching URLs and passwords, for the CLI and operators
+#   DIR/credentials.env   the passwords (and the PAN index key), for the CLI and operators
 # Passwords are random and generated once; existing files are kept.
 set -euo pipefail
 dir=${1:-.data}
@@ -20,7 +20,7 @@ OPERATOR_PASSWORD=$(secret)
 ENV
 fi
 # Added later than the others: older credential files get them appended.
-for name in REPLICATION_PASSWORD WEBHOOKS_PASSWORD; do
+for name in REPLICATION_PASSWORD WEBHOOKS_PASSWORD PAN_INDEX_KEY; do
     if ! grep -q "^$name=" "$dir/credentials.env"; then
         echo "$name=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')" >> "$dir/credentials.env"
     fi
@@ -34,13 +34,15 @@ source "$dir/credentials.env"
 # appends to the ledger streams (its scripts XADD) but cannot delete, trim or
 # overwrite them; it may DEL only locks and rules, SET only locks, txn records
 # and rules, and write the day buckets (txns:*) only with HSET and EXPIREAT.
+# Cards: the card hashes and sets (card:*, cards:*) in the account's slot, and
+# the PAN and card id indexes (pan:*, cardid:*) with GET and SET only.
 # The replayer reads, acknowledges, claims, trims and manages
 # groups on the ledger, and appends only to notifications:*. The webhooks
 # deliverer (which talks to outside endpoints) reads, acknowledges, claims and
 # manages its group on the ledger, and can neither trim nor write anything.
 cat > "$dir/users.acl" <<ACL
 user default on >${REDIS_ADMIN_PASSWORD} ~* &* +@all
-user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr (~account:* ~lock:* ~txn:* ~txns:* ~statements ~statements:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set) (~txns:* +hget +hset +expireat) (~idempotency:* +get +set)
+user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* ~card:* ~cards:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr +sadd +smembers (~account:* ~lock:* ~txn:* ~txns:* ~statements ~statements:* ~card:* ~cards:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set) (~txns:* +hget +hset +expireat) (~idempotency:* +get +set) (~pan:* ~cardid:* +get +set)
 user replayer on >${REPLAYER_PASSWORD} ~statements ~statements:* ~notifications:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid +cluster|slots +info +subscribe +unsubscribe +scan +wait (~notifications:* +xadd)
 user webhooks on >${WEBHOOKS_PASSWORD} ~statements ~statements:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid -xtrim +cluster|slots +info +subscribe +unsubscribe +scan +wait
 user replication on >${REPLICATION_PASSWORD} -@all +psync +replconf +ping
@@ -54,4 +56,6 @@ export AUTHORIZER_REPLAYER_REDIS_URL=redis://replayer:${REPLAYER_PASSWORD}@127.0
 export AUTHORIZER_WEBHOOKS_REDIS_URL=redis://webhooks:${WEBHOOKS_PASSWORD}@127.0.0.1:${port}/0
 export AUTHORIZER_OPERATOR_REDIS_URL=redis://operator:${OPERATOR_PASSWORD}@127.0.0.1:${port}/0
 export REDISCLI_AUTH=${REDIS_ADMIN_PASSWORD}
+# The key of the PAN index (HMAC-SHA256; serve and the card CLI).
+export AUTHORIZER_PAN_KEY=${PAN_INDEX_KEY}
 URLS

@@ -65,6 +65,8 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
     case amountMismatch
     /// A fault of the authorizer itself; the detail is for the logs as much as the terminal.
     case internalError(String?)
+    /// The card named cannot authorize (authorize.lua's card check, or its resolution).
+    case card(CardRefusal)
     /// A `07` a decision script gave in its own words.
     case declined(String)
 
@@ -94,7 +96,27 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case .amountMismatch: return Self.amountMismatchText
         case .internalError(let detail?): return "internal error: \(detail)"
         case .internalError(nil): return "internal error"
+        case .card(let refusal): return refusal.rawValue
         case .declined(let words): return words
+        }
+    }
+
+    /// A machine-readable code for the answer's `reasonCode`: stable, unlike the words.
+    public var code: String {
+        switch self {
+        case .invalidRequest: return "invalid_request"
+        case .lineTooLong: return "line_too_long"
+        case .unknownAccount: return "unknown_account"
+        case .accountBusy: return "account_busy"
+        case .storageUnavailable: return "storage_unavailable"
+        case .shuttingDown: return "shutting_down"
+        case .timeout: return "timeout"
+        case .reversed: return "reversed"
+        case .originalNotFound: return "original_not_found"
+        case .amountMismatch: return "amount_mismatch"
+        case .internalError: return "internal_error"
+        case .card(let refusal): return refusal.code
+        case .declined: return "declined"
         }
     }
 
@@ -114,7 +136,36 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case Self.originalNotFoundText: self = .originalNotFound
         case Self.amountMismatchText: self = .amountMismatch
         case "internal error": self = .internalError(nil)
+        case let words where CardRefusal(rawValue: words) != nil: self = .card(CardRefusal(rawValue: words)!)
         default: self = .declined(text.isEmpty ? "declined" : text)
+        }
+    }
+}
+
+/// Why a card cannot authorize, in the words the terminal receives
+/// (authorize.lua writes the same words).
+public enum CardRefusal: String, Sendable, Hashable, CaseIterable {
+    case unknown = "unknown card"
+    case pending = "card not activated"
+    case blocked = "card blocked"
+    case lost = "card lost"
+    case stolen = "card stolen"
+    case cancelled = "card cancelled"
+    case expired = "card expired"
+    case expiryMismatch = "card expiry does not match"
+    case otherAccount = "card does not belong to the account"
+
+    public var code: String {
+        switch self {
+        case .unknown: return "card_unknown"
+        case .pending: return "card_pending"
+        case .blocked: return "card_blocked"
+        case .lost: return "card_lost"
+        case .stolen: return "card_stolen"
+        case .cancelled: return "card_cancelled"
+        case .expired: return "card_expired"
+        case .expiryMismatch: return "card_expiry_mismatch"
+        case .otherAccount: return "card_other_account"
         }
     }
 }

@@ -28,6 +28,11 @@ public enum ISO8583ResponseCode {
     public static let invalidCard = "14"
     public static let formatError = "30"
     public static let insufficientFunds = "51"
+    public static let lostCard = "41"
+    public static let stolenCard = "43"
+    public static let cancelledCard = "46"
+    public static let expiredCard = "54"
+    public static let blockedCard = "62"
     public static let issuerUnavailable = "91"
 }
 
@@ -69,7 +74,7 @@ public enum ISO8583Translator {
         func refuse(_ code: String, _ reason: String) -> Result<ISO8583Operation, ISO8583Refusal> {
             .failure(ISO8583Refusal(code, reason))
         }
-        let common: (account: String, rrn: String)
+        let common: (account: String, pan: PAN?, rrn: String)
         switch accountAndRRN(message) {
         case .success(let value): common = value
         case .failure(let refusal): return .failure(refusal)
@@ -82,7 +87,9 @@ public enum ISO8583Translator {
         switch processing.prefix(2) {
         case "31":
             if let amount = message[4], !isDigits(amount) { return refuse(R.formatError, "DE4 must be 12 digits") }
-            return .success(.request(.balance(BalanceInquiry(id: common.rrn, account: common.account))))
+            var inquiry = BalanceInquiry(id: common.rrn, account: "", card: common.pan.map(CardReference.pan))
+            inquiry.accountIfNoCard = common.account
+            return .success(.request(.balance(inquiry)))
         case "00":
             guard let amountText = message[4] else { return refuse(R.formatError, "DE4 (amount) is missing") }
             guard isDigits(amountText), let cents = Int64(amountText) else { return refuse(R.formatError, "DE4 must be 12 digits") }
@@ -91,7 +98,14 @@ public enum ISO8583Translator {
             guard let mcc = message[18], MCC.isValid(mcc) else { return refuse(R.formatError, "DE18 (MCC) must be 4 digits") }
             guard let merchant = message[43] else { return refuse(R.formatError, "DE43 (card acceptor name/location) is missing") }
             guard merchant.contains(where: { $0 != " " }) else { return refuse(R.formatError, "DE43 must not be blank") }
-            var request = TransactionRequest(id: common.rrn, account: common.account, amount: Cents(cents), mcc: mcc, merchant: merchant)
+            var request = TransactionRequest(
+                id: common.rrn, account: "", amount: Cents(cents), mcc: mcc, merchant: merchant, card: common.pan.map(CardReference.pan)
+            )
+            request.accountIfNoCard = common.account
+            if let expiry = message[14] {
+                guard CardExpiry(expiry) != nil else { return refuse(R.formatError, "DE14 (expiry) must be YYMM") }
+                request.cardExpiry = expiry
+            }
             request.statementFields = statementFields(message, stan: stan, rrn: common.rrn)
             return .success(.request(.authorization(request)))
         default:
@@ -103,7 +117,7 @@ public enum ISO8583Translator {
         func refuse(_ code: String, _ reason: String) -> Result<ISO8583Operation, ISO8583Refusal> {
             .failure(ISO8583Refusal(code, reason))
         }
-        let common: (account: String, rrn: String)
+        let common: (account: String, pan: PAN?, rrn: String)
         switch accountAndRRN(message) {
         case .success(let value): common = value
         case .failure(let refusal): return .failure(refusal)
@@ -135,12 +149,16 @@ public enum ISO8583Translator {
         }
         // The reversal's own id: derived from the original's, so that a 0401
         // repeat (or a second 0400) is recognised as the same reversal.
-        var request = ReversalRequest(id: "iso-rev:" + common.rrn, account: common.account, original: common.rrn, amount: amount, mcc: mcc)
+        var request = ReversalRequest(
+            id: "iso-rev:" + common.rrn, account: "", original: common.rrn, amount: amount, mcc: mcc, card: common.pan.map(CardReference.pan)
+        )
+        request.accountIfNoCard = common.account
         request.statementFields = statementFields(message, stan: stan, rrn: common.rrn)
         return .success(.request(.reversal(request)))
     }
 
-    private static func accountAndRRN(_ message: ISO8583.Message) -> Result<(account: String, rrn: String), ISO8583Refusal> {
+    /// DE2 as an account id (used only with `--iso-pan-as-account` when it names no card), as a PAN when it is one, and DE37.
+    private static func accountAndRRN(_ message: ISO8583.Message) -> Result<(account: String, pan: PAN?, rrn: String), ISO8583Refusal> {
         guard let pan = message[2] else { return .failure(ISO8583Refusal(R.formatError, "DE2 (PAN) is missing")) }
         guard !pan.isEmpty, isDigits(pan) else { return .failure(ISO8583Refusal(R.formatError, "DE2 must be 1-19 digits")) }
         guard let rrnField = message[37] else { return .failure(ISO8583Refusal(R.formatError, "DE37 (RRN) is missing")) }
@@ -148,7 +166,7 @@ public enum ISO8583Translator {
         guard Identifier.isValid(rrn) else {
             return .failure(ISO8583Refusal(R.formatError, "DE37 must be letters, digits or . _ : - (space padded)"))
         }
-        return .success((pan, rrn))
+        return .success((pan, PAN(pan), rrn))
     }
 
     static func statementFields(_ message: ISO8583.Message, stan: String, rrn: String) -> [String] {
@@ -171,8 +189,21 @@ public enum ISO8583Translator {
             case .unknownAccount?: return R.invalidCard
             case .timeout?, .storageUnavailable?, .shuttingDown?, .internalError?: return R.issuerUnavailable
             case .amountMismatch?: return R.invalidAmount
+            case .card(let refusal)?: return cardResponseCode(refusal)
             default: return R.doNotHonour
             }
+        }
+    }
+
+    /// DE39 for a card that cannot authorize.
+    static func cardResponseCode(_ refusal: CardRefusal) -> String {
+        switch refusal {
+        case .unknown, .otherAccount: return R.invalidCard
+        case .expired, .expiryMismatch: return R.expiredCard
+        case .lost: return R.lostCard
+        case .stolen: return R.stolenCard
+        case .blocked, .pending: return R.blockedCard
+        case .cancelled: return R.cancelledCard
         }
     }
 

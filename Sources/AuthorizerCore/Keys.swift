@@ -4,6 +4,17 @@
 public enum Keys {
     public static func account(_ id: String) -> String { "account:{\(id)}" }
     public static func lock(_ id: String) -> String { "lock:{\(id)}" }
+    /// A card: HASH status, expiry (YYMM), kind, pan (masked), issued (Unix ms),
+    /// replaces / replaced_by. In the account's slot, so authorize.lua reads it
+    /// in the execution that debits.
+    public static func card(account: String, card: String) -> String { "card:{\(account)}:\(card)" }
+    /// The account's cards: SET of card ids.
+    public static func cards(account: String) -> String { "cards:{\(account)}" }
+    /// The PAN index: STRING `ACCOUNT CARD`, keyed by the hex HMAC-SHA256 of
+    /// the PAN (never the PAN). Immutable once written, so serve caches it.
+    public static func panIndex(digest: String) -> String { "pan:{\(digest)}" }
+    /// The card id index: STRING `ACCOUNT`. Immutable.
+    public static func cardIndex(card: String) -> String { "cardid:{\(card)}" }
     /// The older one-key-per-transaction record, still read until it expires.
     public static func transaction(account: String, id: String) -> String { "txn:{\(account)}:\(id)" }
     /// The account's decisions of one UTC day: a HASH transaction id -> record.

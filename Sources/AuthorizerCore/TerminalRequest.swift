@@ -3,7 +3,12 @@
 /// the original's.
 public struct ReversalRequest: Sendable, Equatable {
     public let id: String
-    public let account: String
+    /// "" until a card-only request's card is resolved.
+    public var account: String
+    /// The card as named (a reversal needs no card check: it only gives back).
+    public var card: CardReference?
+    /// ISO 8583 with `--iso-pan-as-account`: the account when DE2 names no card.
+    public var accountIfNoCard: String?
     public let original: String
     public let amount: Cents?
     public let mcc: String?
@@ -11,9 +16,12 @@ public struct ReversalRequest: Sendable, Equatable {
     /// Extra statement fields, name/value pairs (see `TransactionRequest.statementFields`).
     public var statementFields: [String] = []
 
-    public init(id: String, account: String, original: String, amount: Cents? = nil, mcc: String? = nil, merchant: String? = nil) {
+    public init(
+        id: String, account: String, original: String, amount: Cents? = nil, mcc: String? = nil, merchant: String? = nil, card: CardReference? = nil
+    ) {
         self.id = id
         self.account = account
+        self.card = card
         self.original = original
         self.amount = amount
         self.mcc = mcc
@@ -24,11 +32,16 @@ public struct ReversalRequest: Sendable, Equatable {
 /// A balance inquiry: every category of one account.
 public struct BalanceInquiry: Sendable, Equatable {
     public let id: String
-    public let account: String
+    /// "" until a card-only request's card is resolved.
+    public var account: String
+    public var card: CardReference?
+    /// ISO 8583 with `--iso-pan-as-account`: the account when DE2 names no card.
+    public var accountIfNoCard: String?
 
-    public init(id: String, account: String) {
+    public init(id: String, account: String, card: CardReference? = nil) {
         self.id = id
         self.account = account
+        self.card = card
     }
 }
 
@@ -53,10 +66,53 @@ public enum TerminalRequest: Sendable, Equatable {
         case .balance(let request): return request.account
         }
     }
+
+    /// For logs: the account, or (not resolved yet) the card as it may be shown, a masked PAN at most.
+    public var holderShown: String {
+        account.isEmpty ? card?.shown ?? "" : account
+    }
+
+    /// The card as named, if any.
+    public var card: CardReference? {
+        switch self {
+        case .authorization(let request): return request.card
+        case .reversal(let request): return request.card
+        case .balance(let request): return request.card
+        }
+    }
+
+    /// The account to use when the card names none (ISO 8583 compatibility).
+    public var accountIfNoCard: String? {
+        switch self {
+        case .authorization(let request): return request.accountIfNoCard
+        case .reversal(let request): return request.accountIfNoCard
+        case .balance(let request): return request.accountIfNoCard
+        }
+    }
+
+    /// The same request with its holder resolved: `account`, and the card's
+    /// id (nil: no card). A PAN goes no further than this.
+    public func resolved(account: String, cardID: String?) -> TerminalRequest {
+        switch self {
+        case .authorization(var request):
+            request.account = account
+            request.cardID = cardID
+            request.card = cardID.map(CardReference.id)
+            return .authorization(request)
+        case .reversal(var request):
+            request.account = account
+            request.card = cardID.map(CardReference.id)
+            return .reversal(request)
+        case .balance(var request):
+            request.account = account
+            request.card = cardID.map(CardReference.id)
+            return .balance(request)
+        }
+    }
 }
 
 public enum TerminalRequestParser {
-    static let fields: Set<String> = ["type", "id", "account", "totalAmount", "mcc", "merchant", "original"]
+    static let fields: Set<String> = ["type", "id", "account", "card", "expiry", "totalAmount", "mcc", "merchant", "original"]
     static let typeRule = "type must be authorization, reversal or balance"
 
     /// Parses one line (without its newline). `makeID` supplies an id when the
@@ -85,8 +141,8 @@ public enum TerminalRequestParser {
         case .string("reversal")?:
             return parseReversal(members, id: id, makeID: makeID)
         case .string("balance")?:
-            switch Fields.account(members) {
-            case .success(let account): return .success(.balance(BalanceInquiry(id: id ?? makeID(), account: account)))
+            switch Fields.holder(members) {
+            case .success(let holder): return .success(.balance(BalanceInquiry(id: id ?? makeID(), account: holder.account, card: holder.card)))
             case .failure(let why): return reject(why.reason)
             }
         case .string?:
@@ -104,9 +160,9 @@ public enum TerminalRequestParser {
         func reject(_ reason: String) -> Result<TerminalRequest, RequestRejection> {
             .failure(RequestRejection(id: id, reason: reason))
         }
-        let account: String
-        switch Fields.account(members) {
-        case .success(let value): account = value
+        let holder: Fields.Holder
+        switch Fields.holder(members) {
+        case .success(let value): holder = value
         case .failure(let why): return reject(why.reason)
         }
         let original: String
@@ -140,7 +196,7 @@ public enum TerminalRequestParser {
         case .failure(let why)?: return reject(why.reason)
         }
         return .success(.reversal(ReversalRequest(
-            id: reversalID, account: account, original: original, amount: amount, mcc: mcc, merchant: merchant
+            id: reversalID, account: holder.account, original: original, amount: amount, mcc: mcc, merchant: merchant, card: holder.card
         )))
     }
 }

@@ -153,7 +153,8 @@ final class AccountGate: Sendable {
             metric = .authorize
             call = .authorize(
                 request, resolution, token: job.lockToken, lockTTLms: job.keepsLock ? lockTTLms : 0, idempotency: idempotencyScope(),
-                statements: ledger.stream(forAccount: request.account)
+                statements: ledger.stream(forAccount: request.account),
+                zoneOffsetSeconds: request.cardID == nil ? 0 : config.zoneOffsetSeconds()
             )
         case .reverse(let request, _):
             metric = .reverse
@@ -567,7 +568,7 @@ final class AccountGate: Sendable {
             }
             perform(owed.lineDurable())
         }
-        if let answerBy = job.answerBy {
+        if let answerBy = job.answerBy, !config.answerAfterJournalSync {
             eventLoop.assumeIsolated().scheduleTask(deadline: answerBy - .microseconds(500)) { perform(owed.lastMoment()) }
         }
     }

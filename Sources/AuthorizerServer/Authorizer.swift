@@ -14,6 +14,8 @@ public final class Authorizer: Sendable {
     public let metrics: ServerMetrics
     /// The reversals this service owes (nil: kept in memory only, for tools and tests).
     public let journal: ReversalJournal?
+    /// Resolves the card a request names into its account and card id.
+    public let cards: CardDirectory
     private let logger: Logger
     /// Set once the shards exist: applies an owed reversal until Redis acknowledges it.
     private let applier = NIOLockedValueBox<(@Sendable (PendingReversal) -> Void)?>(nil)
@@ -29,7 +31,8 @@ public final class Authorizer: Sendable {
         redisOptions: RedisConnection.Options,
         logger: Logger,
         metrics: ServerMetrics = .disabled,
-        journal: ReversalJournal? = nil
+        journal: ReversalJournal? = nil,
+        cards: CardDirectory = CardDirectory(keys: nil)
     ) {
         let applier = self.applier
         let owe: @Sendable (PendingReversal) -> Void = { entry in
@@ -59,6 +62,7 @@ public final class Authorizer: Sendable {
         self.config = config
         self.metrics = metrics
         self.journal = journal
+        self.cards = cards
         self.logger = logger
         applier.withLockedValue { [unowned self] in
             $0 = { entry in self.apply(entry, attempt: 0) }
@@ -136,8 +140,37 @@ public final class Authorizer: Sendable {
         return shard.authorize(request, resolution, receivedAt: receivedAt)
     }
 
-    /// Any terminal request: authorization, reversal or balance inquiry.
+    /// Any terminal request: authorization, reversal or balance inquiry. A
+    /// request that names a card is first resolved to its account and card id.
     public func handle(_ request: TerminalRequest, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
+        guard let card = request.card else {
+            guard let fallback = request.accountIfNoCard else { return route(request, receivedAt: receivedAt) }
+            // ISO 8583, DE2 not a PAN.
+            guard config.isoPANAsAccount else { return shards[0].eventLoop.makeSucceededFuture(.rejected(.card(.unknown))) }
+            return route(request.resolved(account: fallback, cardID: nil), receivedAt: receivedAt)
+        }
+        let resolver = shard(for: request.id)
+        return cards.resolve(card, on: resolver.redis).flatMap { outcome in
+            switch outcome {
+            case .card(let account, let cardID):
+                guard request.account.isEmpty || request.account == account else {
+                    return resolver.eventLoop.makeSucceededFuture(.rejected(.card(.otherAccount)))
+                }
+                return self.route(request.resolved(account: account, cardID: cardID), receivedAt: receivedAt)
+            case .none:
+                if let fallback = request.accountIfNoCard, self.config.isoPANAsAccount {
+                    return self.route(request.resolved(account: fallback, cardID: nil), receivedAt: receivedAt)
+                }
+                return resolver.eventLoop.makeSucceededFuture(.rejected(.card(.unknown)))
+            }
+        }.flatMapErrorThrowing { error in
+            self.logger.warning("card not resolved", metadata: ["card": "\(card.shown)", "id": "\(request.id)", "error": "\(error)"])
+            return .rejected(.storageUnavailable)
+        }
+    }
+
+    private func route(_ request: TerminalRequest, receivedAt: NIODeadline) -> EventLoopFuture<Decision> {
+        assert(!request.account.isEmpty, "a request reaches its shard with its account")
         switch request {
         case .authorization(let authorization):
             return authorize(authorization, receivedAt: receivedAt)

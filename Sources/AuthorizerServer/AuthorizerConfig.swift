@@ -37,6 +37,15 @@ public struct AuthorizerConfig: Sendable {
     public var replicaAcks = 0
     /// The most one WAIT may take (the SLA still bounds the answer).
     public var replicaAckTimeout: TimeAmount = .milliseconds(50)
+    /// A `07` that owes a reversal waits for its journal line's fsync however
+    /// long it takes (past the SLA), instead of until the SLA's last moment.
+    public var answerAfterJournalSync = false
+    /// ISO 8583: a DE2 that names no card is taken as the account id (the
+    /// behaviour before cards). Off: such a request is `07 unknown card` (DE39 14).
+    public var isoPANAsAccount = false
+    /// The zone of civil time for card expiry (and spending windows): its offset
+    /// from UTC in seconds, now.
+    public var zoneOffsetSeconds: @Sendable () -> Int = { 0 }
 
     public init() {}
 }

@@ -163,11 +163,11 @@ final class ISO8583Handler: LifecycleHandler {
                 case .success(let value): decision = value
                 case .failure(let error):
                     decision = .rejected(.internalError("\(error)"))
-                    handler.logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
+                    handler.logger.warning("declined", metadata: ["account": "\(request.holderShown)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
                 }
                 handler.authorizer.metrics.requestDecided(decision)
                 let code = ISO8583Translator.responseCode(for: decision)
-                handler.logger.debug("decided", metadata: ["channel": "iso8583", "account": "\(request.account)", "id": "\(request.id)", "code": "\(code)"])
+                handler.logger.debug("decided", metadata: ["channel": "iso8583", "account": "\(request.holderShown)", "id": "\(request.id)", "code": "\(code)"])
                 if let answer = ISO8583Translator.answer(to: message, code: code, balances: decision.balances) {
                     handler.send(answer, receivedAt: receivedAt, context: loopBound.value.context)
                 }

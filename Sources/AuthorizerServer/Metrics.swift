@@ -35,6 +35,8 @@ public final class ServerMetrics: Sendable {
         case timeout
         case shuttingDown = "shutting_down"
         case internalError = "internal_error"
+        /// The card named cannot authorize (unknown, not active, expired).
+        case card
         /// A `07` the decision script gave for another reason.
         case other
 
@@ -54,6 +56,7 @@ public final class ServerMetrics: Sendable {
             case .timeout: self = .timeout
             case .reversed, .originalNotFound, .amountMismatch: self = .other
             case .internalError: self = .internalError
+            case .card: self = .card
             case .declined: self = .other
             }
         }

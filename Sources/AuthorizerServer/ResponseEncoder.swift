@@ -1,7 +1,7 @@
 import AuthorizerCore
 import NIOCore
 
-/// Writes `{"id":"…","code":"00"}` (plus `"reason"` on a 07) and a newline.
+/// Writes `{"id":"…","code":"00"}` (plus `"reason"` and `"reasonCode"` on a 07) and a newline.
 enum ResponseEncoder {
     static func encode(id: String, decision: Decision, into buffer: inout ByteBuffer) {
         buffer.writeStaticString("{\"id\":")
@@ -9,9 +9,12 @@ enum ResponseEncoder {
         buffer.writeStaticString(",\"code\":\"")
         buffer.writeString(decision.code.rawValue)
         buffer.writeStaticString("\"")
-        if let reason = decision.reason {
+        if let reason = decision.rejectReason {
             buffer.writeStaticString(",\"reason\":")
-            writeJSONString(reason, into: &buffer)
+            writeJSONString(reason.text, into: &buffer)
+            buffer.writeStaticString(",\"reasonCode\":\"")
+            buffer.writeString(reason.code)
+            buffer.writeStaticString("\"")
         }
         if let balances = decision.balances {
             buffer.writeStaticString(",\"balances\":{")

@@ -8,7 +8,7 @@ import RedisWire
 /// the account (a cluster routes the call by `keys[0]`).
 public struct ScriptCall: Sendable, Equatable {
     public enum Script: String, Sendable, CaseIterable {
-        case authorize, unlock, decline, adjust, reverse, balance
+        case authorize, unlock, decline, adjust, reverse, balance, card
     }
 
     public let script: Script
@@ -22,17 +22,21 @@ public struct ScriptCall: Sendable, Equatable {
         self.arguments = arguments
     }
 
-    /// `authorize.lua`: lock, idempotency, balances, debit, statement.
+    /// `authorize.lua`: lock, idempotency, card, balances, debit, statement.
+    /// `zoneOffsetSeconds`: the issuer's zone now (read only with a card).
     public static func authorize(
         _ request: TransactionRequest, _ resolution: Resolution, token: String, lockTTLms: Int64, idempotency: IdempotencyScope,
-        statements: String
+        statements: String, zoneOffsetSeconds: Int = 0
     ) -> ScriptCall {
-        ScriptCall(.authorize, keys: [
+        precondition(request.cardID == nil || request.card == .id(request.cardID!), "only a resolved card reaches Redis, never a PAN")
+        let buckets = idempotency.buckets(account: request.account, olderDays: idempotency.authorizeOlderDays)
+        let card = request.cardID.map { [Keys.card(account: request.account, card: $0)] } ?? []
+        return ScriptCall(.authorize, keys: [
             Keys.account(request.account),
             Keys.lock(request.account),
             statements,
             Keys.transaction(account: request.account, id: request.id),
-        ] + idempotency.buckets(account: request.account, olderDays: idempotency.authorizeOlderDays), arguments: [
+        ] + buckets + card, arguments: [
             token,
             String(lockTTLms),
             request.id,
@@ -48,6 +52,10 @@ public struct ScriptCall: Sendable, Equatable {
             request.descriptor.digest,
             String(idempotency.retentionSeconds),
             idempotency.readOlderKeys ? "1" : "0",
+            String(buckets.count),
+            request.cardID ?? "",
+            request.cardID == nil ? "" : request.cardExpiry ?? "",
+            String(zoneOffsetSeconds),
         ] + request.statementFields)
     }
 
@@ -127,6 +135,27 @@ public struct ScriptCall: Sendable, Equatable {
             + changes.flatMap { [$0.category, String($0.cents.value)] })
     }
 
+    /// `card.lua`: a new card (`replaces`: the card it replaces, cancelled by it).
+    public static func issueCard(
+        operation: String, account: String, card: String, status: CardStatus, expiry: CardExpiry, kind: CardKind, maskedPAN: String,
+        replaces: String?, by: String, statements: String
+    ) -> ScriptCall {
+        precondition(status == .active || status == .pending)
+        precondition(maskedPAN.contains("*"), "a PAN is stored masked")
+        let key = Keys.card(account: account, card: card)
+        return ScriptCall(.card, keys: [key, Keys.cards(account: account), statements, replaces.map { Keys.card(account: account, card: $0) } ?? key], arguments: [
+                "issue", operation, account, card, status.rawValue, by, expiry.description, kind.rawValue, maskedPAN, replaces ?? "",
+            ])
+    }
+
+    /// `card.lua`: a card's status change (the script knows which are allowed).
+    public static func changeCard(operation: String, account: String, card: String, to status: CardStatus, by: String, statements: String) -> ScriptCall {
+        let key = Keys.card(account: account, card: card)
+        return ScriptCall(.card, keys: [key, Keys.cards(account: account), statements, key], arguments: [
+            "status", operation, account, card, status.rawValue, by, "", "", "", "",
+        ])
+    }
+
     /// `balance.lua`: every category of the account, read-only.
     public static func balance(account: String) -> ScriptCall {
         ScriptCall(.balance, keys: [Keys.account(account)], arguments: [])
@@ -180,6 +209,7 @@ extension ScriptLibrary {
         case .unlock: return unlock
         case .decline: return decline
         case .adjust: return adjust
+        case .card: return card
         case .reverse: return reverse
         case .balance: return balance
         }

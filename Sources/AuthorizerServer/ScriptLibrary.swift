@@ -17,8 +17,9 @@ public struct ScriptLibrary: Sendable {
     public let adjust: LuaScript
     public let reverse: LuaScript
     public let balance: LuaScript
+    public let card: LuaScript
 
-    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance] }
+    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance, card] }
 
     public enum LoadError: Error, CustomStringConvertible {
         case notFound([String])
@@ -42,7 +43,8 @@ public struct ScriptLibrary: Sendable {
             decline: try read("decline"),
             adjust: try read("adjust"),
             reverse: try read("reverse"),
-            balance: try read("balance")
+            balance: try read("balance"),
+            card: try read("card")
         )
     }
 

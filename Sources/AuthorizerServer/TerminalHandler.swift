@@ -98,10 +98,10 @@ final class TerminalHandler: LifecycleHandler {
                     case .success(let value): decision = value
                     case .failure(let error):
                         decision = .rejected(.internalError("\(error)"))
-                        loopBound.value.handler.logger.warning("declined", metadata: ["account": "\(request.account)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
+                        loopBound.value.handler.logger.warning("declined", metadata: ["account": "\(request.holderShown)", "id": "\(request.id)", "reason": "\(decision.reason ?? "")"])
                     }
                     loopBound.value.handler.authorizer.metrics.requestDecided(decision)
-                    loopBound.value.handler.logger.debug("decided", metadata: ["account": "\(request.account)", "id": "\(request.id)", "code": "\(decision.code.rawValue)"])
+                    loopBound.value.handler.logger.debug("decided", metadata: ["account": "\(request.holderShown)", "id": "\(request.id)", "code": "\(decision.code.rawValue)"])
                     loopBound.value.handler.fill(sequence: sequence, id: request.id, decision: decision, context: loopBound.value.context)
                 }
         }

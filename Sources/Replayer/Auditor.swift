@@ -45,6 +45,8 @@ public struct LedgerBalances: Sendable {
             if statement.code == .approved {
                 for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
             }
+        case .card:
+            break  // no money moves
         }
         for recorded in statement.balances {
             let recomputed = account[recorded.category, default: 0]

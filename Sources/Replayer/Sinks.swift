@@ -59,13 +59,41 @@ public struct Notification: Sendable, Equatable {
     public let amount: Cents
     public let text: String
 
-    /// Decisions are notified, and reversals that gave money back; operator
-    /// changes and reversals that moved nothing are not.
+    /// Decisions are notified, reversals that gave money back, and a card's
+    /// status changes; operator balance changes and reversals that moved
+    /// nothing are not.
     public static func isNotified(_ statement: Statement) -> Bool {
         switch statement.kind {
-        case .authorization: return true
+        case .authorization, .card: return true
         case .reversal: return statement.code == .approved && !statement.credits.isEmpty
         case .credit, .set: return false
+        }
+    }
+
+    /// A card's status in the holder's words.
+    static func cardStatusText(_ status: String) -> String {
+        switch CardStatus(rawValue: status) {
+        case .pending?: return "emitido, aguardando ativação"
+        case .active?: return "ativo"
+        case .blocked?: return "bloqueado"
+        case .lost?: return "bloqueado por perda"
+        case .stolen?: return "bloqueado por roubo"
+        case .cancelled?: return "cancelado"
+        case nil: return status
+        }
+    }
+
+    /// The words of a card refusal, as the holder reads them.
+    static func cardRefusalText(_ refusal: CardRefusal) -> String {
+        switch refusal {
+        case .unknown, .otherAccount: return "cartão não reconhecido"
+        case .pending: return "cartão não ativado"
+        case .blocked: return "cartão bloqueado"
+        case .lost: return "cartão bloqueado por perda"
+        case .stolen: return "cartão bloqueado por roubo"
+        case .cancelled: return "cartão cancelado"
+        case .expired: return "cartão vencido"
+        case .expiryMismatch: return "validade do cartão não confere"
         }
     }
 
@@ -77,6 +105,13 @@ public struct Notification: Sendable, Equatable {
         amount = statement.amount
         let merchant = MerchantDescriptor(statement.merchant).name
         let value = BrazilianReal.format(statement.amount)
+        if statement.kind == .card {
+            let card = statement.maskedPAN.isEmpty ? statement.card : "final \(statement.maskedPAN.suffix(4))"
+            text = statement.cardFrom.isEmpty
+                ? "Cartão \(card) emitido: \(Self.cardStatusText(statement.cardTo))"
+                : "Cartão \(card) \(Self.cardStatusText(statement.cardTo))"
+            return
+        }
         if statement.kind == .reversal {
             text = merchant.isEmpty ? "Estorno de \(value)" : "Estorno de \(value) em \(merchant)"
             return
@@ -90,6 +125,10 @@ public struct Notification: Sendable, Equatable {
         case .insufficientFunds:
             text = "Compra recusada de \(value) em \(merchant): saldo insuficiente"
         case .rejected:
+            if let refusal = CardRefusal(rawValue: statement.reason) {
+                text = "Compra recusada de \(value) em \(merchant): \(Self.cardRefusalText(refusal))"
+                return
+            }
             let reason = statement.reason.isEmpty ? "" : " (\(statement.reason))"
             text = "Compra recusada de \(value) em \(merchant): transação não autorizada\(reason)"
         }

@@ -13,6 +13,8 @@ public enum StatementKind: String, Sendable, CaseIterable {
     /// original debited (nothing when it was declined, already reversed or
     /// never seen); 07 changes nothing.
     case reversal
+    /// A card issued or its status changed (`card`, `from` -> `to`, `by`); no money moves.
+    case card
 }
 
 /// `MEAL:700` — an amount of cents against one category.
@@ -69,6 +71,13 @@ public struct Statement: Sendable, Equatable {
     public let reason: String
     /// The reversed transaction's id (reversals only).
     public let original: String
+    /// The card used or changed ("" without one) and its masked PAN.
+    public let card: String
+    public let maskedPAN: String
+    /// A card entry's status change (`from` is "" when the card was issued) and who made it.
+    public let cardFrom: String
+    public let cardTo: String
+    public let changedBy: String
 
     public let debits: [Posting]
     public let credits: [Posting]
@@ -109,6 +118,11 @@ public struct Statement: Sendable, Equatable {
         self.balancesText = fields["balances"] ?? ""
         self.reason = fields["reason"] ?? ""
         self.original = fields["original"] ?? ""
+        self.card = fields["card"] ?? ""
+        self.maskedPAN = fields["pan"] ?? ""
+        self.cardFrom = fields["from"] ?? ""
+        self.cardTo = fields["to"] ?? ""
+        self.changedBy = fields["by"] ?? ""
         self.debits = try Posting.list(debitsText)
         self.credits = try Posting.list(creditsText)
         self.balances = try Posting.list(balancesText)
@@ -142,6 +156,12 @@ public struct Statement: Sendable, Equatable {
             case .insufficientFunds:
                 throw StatementError.malformed("reversal \(entryID) has code \(code)")
             }
+        case .card:
+            guard debits.isEmpty, credits.isEmpty, amount.value == 0, !card.isEmpty, CardStatus(rawValue: cardTo) != nil else {
+                throw StatementError.malformed("card entry \(entryID) must name a card and its new status, and move no money")
+            }
+            // A PAN never reaches the ledger: only its first six and last four digits.
+            guard maskedPAN.isEmpty || maskedPAN.contains("*") else { throw StatementError.malformed("card entry \(entryID) carries an unmasked PAN") }
         case .credit, .set:
             guard debits.isEmpty, !credits.isEmpty else { throw StatementError.malformed("\(kind.rawValue) \(entryID) has no credits") }
             if kind == .credit, credits.contains(where: { $0.cents <= 0 }) {

@@ -170,6 +170,11 @@ public final class StatementStore: Sendable {
                 ALTER TABLE rejected_entries_v3 RENAME TO rejected_entries;
                 """)
         }
+        migrator.registerMigration("v4: cards") { db in
+            for column in ["card", "pan", "card_from", "card_to", "changed_by"] {
+                try db.execute(sql: "ALTER TABLE statements ADD COLUMN \(column) TEXT NOT NULL DEFAULT ''")
+            }
+        }
         return migrator
     }
 
@@ -204,8 +209,9 @@ public final class StatementStore: Sendable {
         let insert = try db.cachedStatement(sql: """
             INSERT OR IGNORE INTO statements
             (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
-             merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original,
+             card, pan, card_from, card_to, changed_by)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for (stream, entries) in batches {
             for entry in entries {
@@ -223,6 +229,7 @@ public final class StatementStore: Sendable {
                     statement.amount.value, statement.mcc, statement.mccUsed, statement.merchant, statement.category,
                     statement.debitsText, statement.creditsText, statement.balancesText, statement.reason,
                     consumer, now, statement.original,
+                    statement.card, statement.maskedPAN, statement.cardFrom, statement.cardTo, statement.changedBy,
                 ])
                 if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }
             }
@@ -363,6 +370,7 @@ public final class StatementStore: Sendable {
             ("type", "type"), ("id", "txn_id"), ("account", "account"), ("code", "code"), ("mcc", "mcc"),
             ("mcc_used", "mcc_used"), ("merchant", "merchant"), ("category", "category"), ("debits", "debits"),
             ("credits", "credits"), ("balances", "balances"), ("reason", "reason"), ("original", "original"),
+            ("card", "card"), ("pan", "pan"), ("from", "card_from"), ("to", "card_to"), ("by", "changed_by"),
         ]
         var fields: [String: String] = [:]
         for (field, column) in columns { fields[field] = row[column] }

@@ -57,6 +57,12 @@ public enum StatementTable {
                 description = subject + (statement.reason.isEmpty ? "" : ": \(statement.reason)")
                 amount = ""
             }
+        case .card:
+            let card = statement.maskedPAN.isEmpty ? statement.card : statement.maskedPAN
+            description = statement.cardFrom.isEmpty
+                ? "card \(card) issued, \(statement.cardTo)"
+                : "card \(card) \(statement.cardFrom) -> \(statement.cardTo)"
+            amount = ""
         case .set:
             description = "balance set " + statement.credits.map { "\($0.category)=\(Cents($0.cents))" }.joined(separator: ", ")
             amount = ""

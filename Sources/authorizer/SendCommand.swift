@@ -34,6 +34,9 @@ struct Send: AsyncParsableCommand {
     @Option(help: "Account id.")
     var account: String?
 
+    @Option(help: "The card: a PAN or a card id (crd_…), instead of --account or with it.")
+    var card: String?
+
     @Option(help: "Amount, e.g. 100.10: digits and at most two decimals, sent exactly as written.")
     var amount: String?
 
@@ -124,7 +127,7 @@ struct Send: AsyncParsableCommand {
         return target
     }
 
-    private var hasFields: Bool { account != nil || amount != nil || mcc != nil || merchant != nil || id != nil }
+    private var hasFields: Bool { account != nil || card != nil || amount != nil || mcc != nil || merchant != nil || id != nil }
 
     func buildRequests() throws -> [String] {
         if hasFields {
@@ -147,8 +150,8 @@ struct Send: AsyncParsableCommand {
     }
 
     private func fieldsRequest() throws -> String {
-        guard let account, let amount, let mcc, let merchant else {
-            throw UsageError("--account, --amount, --mcc and --merchant are all needed")
+        guard account != nil || card != nil, let amount, let mcc, let merchant else {
+            throw UsageError("--account (or --card), --amount, --mcc and --merchant are all needed")
         }
         // Checked here from its digits so that a typo never reaches the server;
         // then sent exactly as typed, never through floating point.
@@ -157,7 +160,8 @@ struct Send: AsyncParsableCommand {
         }
         var fields: [(String, String)] = []
         if let id { fields.append(("id", Self.jsonString(id))) }
-        fields.append(("account", Self.jsonString(account)))
+        if let account { fields.append(("account", Self.jsonString(account))) }
+        if let card { fields.append(("card", Self.jsonString(card))) }
         fields.append(("totalAmount", amount))
         fields.append(("mcc", Self.jsonString(mcc)))
         fields.append(("merchant", Self.jsonString(merchant)))

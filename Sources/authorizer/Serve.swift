@@ -62,6 +62,15 @@ struct Serve: AsyncParsableCommand {
     @Option(name: .customLong("iso8583-port"), help: "Also serve ISO 8583 acquirer links on this port (0 picks a free port). Off when absent. Same host, TLS options and limits as the terminal port.")
     var iso8583Port: Int?
 
+    @Flag(help: "A 07 timeout waits for its owed reversal's journal fsync however long the disk takes, past the SLA if need be. Without it the answer waits at most until the SLA's last moment, the line written (it survives a crash of serve, not of the host).")
+    var journalFsyncBeforeAnswer = false
+
+    @Flag(help: "ISO 8583: take a DE2 that names no card as the account id (the behaviour before cards). Without it such a request is answered DE39 14.")
+    var isoPanAsAccount = false
+
+    @OptionGroup var panKey: PANKeyOptions
+    @OptionGroup var zone: ZoneOptions
+
     @Option(help: "Warn when the replayer has more than this many statements not yet applied.")
     var replayerLagWarnEntries = 100_000
 
@@ -148,7 +157,8 @@ struct Serve: AsyncParsableCommand {
     ) async throws {
         // The ledger's stream tags, before any request needs them (see LedgerLayout.tags).
         LedgerLayout.prepare()
-        var config = authorizerConfig()
+        var config = try authorizerConfig()
+        let cards = CardDirectory(keys: try panKey.keys())
         let admin = RedisClient(endpoint: endpoint, eventLoop: group.next(), logger: logger)
         let target = try await redisOptions.target(on: admin.eventLoop)
         let adminRouter = try await connectAdminRouter(target, endpoint: endpoint, loop: admin.eventLoop, logger: logger)
@@ -166,7 +176,7 @@ struct Serve: AsyncParsableCommand {
         let authorizer = Authorizer(
             group: group, target: target, scripts: scripts, rules: rules, watcher: watcher,
             config: config, redisOptions: RedisConnection.Options(commandTimeout: .milliseconds(Int64(redisTimeoutMs))),
-            logger: logger, metrics: metrics, journal: journal
+            logger: logger, metrics: metrics, journal: journal, cards: cards
         )
         try await authorizer.connect().get()
         authorizer.applyOwedReversals()
@@ -198,8 +208,12 @@ struct Serve: AsyncParsableCommand {
     }
 
     /// The decision settings from the options.
-    private func authorizerConfig() -> AuthorizerConfig {
+    private func authorizerConfig() throws -> AuthorizerConfig {
         var config = AuthorizerConfig()
+        config.isoPANAsAccount = isoPanAsAccount
+        config.answerAfterJournalSync = journalFsyncBeforeAnswer
+        let issuerZone = try zone.zone()
+        config.zoneOffsetSeconds = { issuerZone.secondsFromGMT(for: Date()) }
         config.sla = .milliseconds(Int64(slaMs))
         config.lockTTL = .milliseconds(Int64(lockTtlMs))
         // The journal's fsync happens inside the SLA: a fifth of it, at most 20 ms.

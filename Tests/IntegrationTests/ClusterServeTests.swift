@@ -26,7 +26,9 @@ final class ClusterServeTests: XCTestCase {
             let cluster = try RedisCluster(name: "serve")
             try runAuthorizer(["rules", "init", "--redis", cluster.seeds])
             // A long SLA: these tests check who gets the money and where it is recorded.
-            serve = try ServeProcess(url: cluster.seeds, stateParent: cluster.users, arguments: ["--sla-ms", "5000"])
+            let keyFile = cluster.users.appendingPathComponent("pan.key").path
+            FileManager.default.createFile(atPath: keyFile, contents: Data("a-test-pan-index-key-0123456789".utf8), attributes: [.posixPermissions: 0o600])
+            serve = try ServeProcess(url: cluster.seeds, stateParent: cluster.users, arguments: ["--sla-ms", "5000", "--pan-key-file", keyFile])
             self.cluster = cluster
         } catch {
             setUpError = "\(error)"
@@ -144,6 +146,29 @@ final class ClusterServeTests: XCTestCase {
         let shown = try runAuthorizer(["account", "show", "--redis", cluster.seeds, "cl7"]).output
         XCTAssertTrue(shown.contains("slot \(HashSlot.of(key: "cl7"))"), shown)
         XCTAssertTrue(shown.contains(Self.streamKey("cl7")), shown)
+    }
+
+    /// Cards on a cluster: the PAN index in its own slot, the card in the
+    /// account's, checked by authorize.lua on the account's master; the card's
+    /// entries in the account's slot stream.
+    func testACardIsIssuedUsedAndBlockedOnTheCluster() throws {
+        let (cluster, serve) = try context()
+        try setBalances(["cc1": ["FOOD": 10_000]], on: cluster)
+        let keyFile = cluster.users.appendingPathComponent("pan.key").path
+        let card = ["--redis", cluster.seeds, "--pan-key-file", keyFile]
+        let issued = try runAuthorizer(["card", "issue", "cc1", "--pan", "9990003333333331"] + card).output
+        let id = try XCTUnwrap(issued.split(separator: " ").dropFirst().first.map(String.init))
+        XCTAssertNotEqual(HashSlot.of(key: Keys.panIndex(digest: "x")), HashSlot.of(key: Keys.account("cc1")))
+        let client = try serve.connect()
+        let line: (String) -> [String: Any] = { ["id": $0, "card": "9990003333333331", "totalAmount": "10.00", "mcc": "5411", "merchant": "PADARIA DO ZE"] }
+        XCTAssertEqual(try client.request(line("cc-1")).code, "00")
+        try runAuthorizer(["card", "block", id] + card)
+        let refused = try client.request(line("cc-2"))
+        XCTAssertEqual(refused.reason, "card blocked")
+        let entries = try entries(of: "cc1", in: cluster)
+        XCTAssertEqual(entries.filter { $0["type"] == "card" }.map { $0["to"] ?? "" }, ["active", "blocked"])
+        XCTAssertEqual(entries.last { $0["id"] == "cc-2" }?["card"], id)
+        XCTAssertEqual(try balances("cc1", in: cluster)["FOOD"], 10_000 - 1_000)
     }
 
     /// On each master: a request waiting on a lock held there wakes on that

@@ -10,7 +10,7 @@ final class ISO8583Tests: LedgerTestCase {
     override func setUpWithError() throws {
         try super.setUpWithError()
         // Decisions, not speed, are checked here: a debug build on a shared machine.
-        serve = try ServeProcess(redis: redis, arguments: ["--sla-ms", "5000", "--iso8583-port", "0"])
+        serve = try ServeProcess(redis: redis, arguments: ["--sla-ms", "5000", "--iso8583-port", "0", "--iso-pan-as-account"])
     }
 
     override func tearDown() {
@@ -399,7 +399,7 @@ final class ISO8583Tests: LedgerTestCase {
     /// before the answer) makes the books whole once Redis resumes.
     func testRedisPausedPurchaseIsAnswered91InTimeAndReversedByTheService() throws {
         try set("4000009", [("FOOD", 10_000)])
-        let fast = try ServeProcess(redis: redis, arguments: ["--sla-ms", "100", "--iso8583-port", "0"])
+        let fast = try ServeProcess(redis: redis, arguments: ["--sla-ms", "100", "--iso8583-port", "0", "--iso-pan-as-account"])
         let link = try ISOLink(port: try XCTUnwrap(fast.iso8583Port))
         XCTAssertEqual(try link.exchange(mti: "0200", Self.purchase(pan: "4000009", cents: 100, stan: 90, rrn: "WARM90")).fields[39], "00")
 

@@ -53,6 +53,11 @@ final class ScriptCallTests: XCTestCase {
             .decline(reversal, reason: .accountBusy, idempotency: scope, rewrite: false, statements: statements),
             .adjust(kind: "set", operation: "op", account: "acct", changes: [(category: "FOOD", cents: Cents(100))], statements: statements),
             .balance(account: "acct"),
+            .issueCard(
+                operation: "op", account: "acct", card: "crd_new", status: .active, expiry: CardExpiry(year: 30, month: 12), kind: .virtual,
+                maskedPAN: "999000******7890", replaces: "crd_old", by: "test", statements: statements
+            ),
+            .changeCard(operation: "op", account: "acct", card: "crd_new", to: .lost, by: "test", statements: statements),
         ]
     }
 
@@ -80,8 +85,17 @@ final class ScriptCallTests: XCTestCase {
         XCTAssertTrue(authorize.keys[2].hasPrefix("statements:{"), authorize.keys[2])
         XCTAssertEqual(authorize.arguments, [
             "tok", "200", "t1", "acct", "1234", "5411", "5411", "PADARIA DO ZE", "FOOD", "CASH", "whole",
-            "20784", MerchantDescriptor("PADARIA DO ZE").digest, "172800", "1",
-        ])
+            "20784", MerchantDescriptor("PADARIA DO ZE").digest, "172800", "1", "3", "", "", "0",
+        ], "no card: nothing of cards is read")
+        var withCard = TransactionRequest(id: "t1", account: "acct", amount: Cents(1_234), mcc: "5411", merchant: "PADARIA DO ZE", card: .id("crd_a"))
+        withCard.cardID = "crd_a"
+        withCard.cardExpiry = "3012"
+        let resolution = Rules.defaults.resolve(mcc: "5411", merchant: MerchantDescriptor("PADARIA DO ZE"))
+        let carded = ScriptCall.authorize(
+            withCard, resolution, token: "tok", lockTTLms: 200, idempotency: scope, statements: "statements", zoneOffsetSeconds: -10_800
+        )
+        XCTAssertEqual(carded.keys.last, "card:{acct}:crd_a", "the card's hash after the buckets")
+        XCTAssertEqual(Array(carded.arguments.suffix(4)), ["3", "crd_a", "3012", "-10800"])
         let reverse = calls[1]
         XCTAssertEqual(Array(reverse.keys.suffix(4)), ["txns:{acct}:20261127", "txns:{acct}:20261126", "txns:{acct}:20261125", "txns:{acct}:20261124"],
                        "a reversal looks back over the whole retention")

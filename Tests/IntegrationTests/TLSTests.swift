@@ -144,7 +144,7 @@ final class TLSTests: XCTestCase {
         guard check.terminationStatus == 0 else { throw XCTSkip("pyiso8583 is not installed (pip install pyiso8583)") }
         try redis.setBalances("4242", ["FOOD": 1_000])
         let serve = try ServeProcess(redis: redis, arguments: [
-            "--tls-cert", path("server.pem"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.pem"), "--iso8583-port", "0",
+            "--tls-cert", path("server.pem"), "--tls-key", path("server.key"), "--tls-client-ca", path("ca.pem"), "--iso8583-port", "0", "--iso-pan-as-account",
         ])
         let script = TestEnvironment.repositoryRoot.appendingPathComponent("scripts/iso8583_interop.py").path
         func run(_ certificate: String) throws -> (status: Int32?, output: String) {

@@ -27,7 +27,7 @@ final class WebhookEventTests: XCTestCase {
         XCTAssertEqual(Set(body.keys), [
             "api_version", "event_id", "type", "created", "created_ms", "account", "card", "transaction_id", "code", "reason",
             "amount_cents", "currency", "merchant", "mcc", "category", "debits", "credits", "balances_after",
-            "original_transaction_id", "text",
+            "original_transaction_id", "text", "pan", "card_status", "card_status_before",
         ])
         XCTAssertEqual(body["api_version"] as? String, WebhookEvent.apiVersion)
         XCTAssertEqual(body["event_id"] as? String, event.id)

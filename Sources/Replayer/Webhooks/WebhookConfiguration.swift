@@ -1,3 +1,4 @@
+import AuthorizerCore
 import Crypto
 import Foundation
 import Yams
@@ -131,20 +132,11 @@ public struct WebhookConfiguration: Sendable {
 
     /// A secret from a file only its owner may read, or from the environment.
     private static func secret(file: String?, variable: String?, environment: [String: String], what: String) throws -> [UInt8]? {
-        var text: String?
-        if let file {
-            var info = stat()
-            guard stat(file, &info) == 0 else { throw Invalid("\(what): cannot read \(file)") }
-            guard info.st_mode & 0o077 == 0 else { throw Invalid("\(what): \(file) is readable by others (chmod 600 it)") }
-            guard let data = FileManager.default.contents(atPath: file) else { throw Invalid("\(what): cannot read \(file)") }
-            text = String(decoding: data, as: UTF8.self)
-        } else if let variable {
-            guard let value = environment[variable] else { throw Invalid("\(what): \(variable) is not set") }
-            text = value
+        do {
+            return try Secret.read(file: file, variable: variable, environment: environment, what: what)
+        } catch let error as Secret.Invalid {
+            throw Invalid(error.description)
         }
-        guard let secret = text?.trimmingCharacters(in: .whitespacesAndNewlines) else { return nil }
-        guard (16...512).contains(secret.utf8.count) else { throw Invalid("\(what): 16-512 bytes") }
-        return Array(secret.utf8)
     }
 
     /// A misspelt key would silently keep its default: every key must be known.

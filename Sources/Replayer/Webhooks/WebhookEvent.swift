@@ -21,6 +21,8 @@ public struct WebhookEvent: Sendable, Equatable {
         case reversal = "reversal"
         /// Money added to the account's benefits by an operator or a load.
         case credit = "credit"
+        /// A card issued, or its status changed (`card_status`, `card_status_before`).
+        case cardStatus = "card.status"
     }
 
     public let id: String
@@ -53,6 +55,7 @@ public struct WebhookEvent: Sendable, Equatable {
         case .authorization: return statement.code == .approved ? .authorizationApproved : .authorizationDeclined
         case .reversal: return statement.code == .approved && !statement.credits.isEmpty ? .reversal : nil
         case .credit: return .credit
+        case .card: return .cardStatus
         case .set: return nil
         }
     }
@@ -79,6 +82,7 @@ public struct WebhookEvent: Sendable, Equatable {
             case account, card, transactionID = "transaction_id", code, reason, amountCents = "amount_cents"
             case currency, merchant, mcc, category, debits, credits, balancesAfter = "balances_after"
             case originalTransactionID = "original_transaction_id", text
+            case maskedPAN = "pan", cardStatus = "card_status", cardStatusBefore = "card_status_before"
         }
 
         struct Posting: Encodable {
@@ -95,7 +99,10 @@ public struct WebhookEvent: Sendable, Equatable {
             try container.encode(UTCTimestamp.iso8601(milliseconds: milliseconds), forKey: .created)
             try container.encode(milliseconds, forKey: .createdMs)
             try container.encode(statement.account, forKey: .account)
-            try container.encode(String?.none, forKey: .card)
+            try container.encode(statement.card.isEmpty ? nil : statement.card, forKey: .card)
+            try container.encode(statement.maskedPAN.isEmpty ? nil : statement.maskedPAN, forKey: .maskedPAN)
+            try container.encode(statement.cardTo.isEmpty ? nil : statement.cardTo, forKey: .cardStatus)
+            try container.encode(statement.cardFrom.isEmpty ? nil : statement.cardFrom, forKey: .cardStatusBefore)
             try container.encode(statement.transactionID, forKey: .transactionID)
             try container.encode(statement.code.rawValue, forKey: .code)
             try container.encode(statement.reason.isEmpty ? nil : statement.reason, forKey: .reason)

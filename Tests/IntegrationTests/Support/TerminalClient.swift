@@ -112,6 +112,8 @@ struct Response: Equatable {
     let id: String?
     let code: String
     let reason: String?
+    /// The machine-readable reason of a 07.
+    let reasonCode: String?
     /// A balance inquiry's answer: category -> amount as sent ("1000.00").
     let balances: [String: String]?
 
@@ -123,6 +125,7 @@ struct Response: Equatable {
         self.id = object["id"] as? String
         self.code = code
         self.reason = object["reason"] as? String
+        self.reasonCode = object["reasonCode"] as? String
         self.balances = object["balances"] as? [String: String]
     }
 }

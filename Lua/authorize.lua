@@ -41,7 +41,10 @@
     ARGV[18] the expiry the terminal read from the card (YYMM), or "" (not checked)
     ARGV[19] seconds east of UTC of the issuer's time zone, now (the civil
              month that decides whether a card has expired)
-    ARGV[20..] optional: extra statement fields as name, value pairs appended
+    ARGV[20] the request's own token (unique per request, unlike the lock
+             token, which a request may inherit): a repeat answered with an
+             approval marks the record as confirmed by it (see reverse.lua)
+    ARGV[21..] optional: extra statement fields as name, value pairs appended
              to the statement after the usual ones (the ISO 8583 port sends
              channel, stan, rrn, terminal, merchant_id); none from the
              line-JSON port
@@ -137,6 +140,11 @@ if prior then
   local reversedBy = string.match(rest, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)')
   if code == '00' and reversedBy and reversedBy ~= '' then
     return {'DONE', '07', 'reversed', 1, ''}
+  end
+  if code == '00' and where >= 5 then
+    -- This repeat hears the approval: a reversal the service owes for an
+    -- earlier attempt of the id must not undo what the terminal last heard.
+    redis.pcall('HSET', KEYS[where], id .. '#confirmed', ARGV[20])
   end
   return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end
@@ -255,7 +263,7 @@ if cardID ~= '' then
   fields[#fields + 1] = 'pan'
   fields[#fields + 1] = maskedPAN
 end
-for i = 20, #ARGV - 1, 2 do
+for i = 21, #ARGV - 1, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end

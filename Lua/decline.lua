@@ -35,7 +35,9 @@
     ARGV[14] digest of the normalized merchant descriptor ("" for a reversal)
     ARGV[15] "1": rewrite a record found (the caller sends WAIT next, which
              then covers the write that made the record)
-    ARGV[16..] optional: extra statement fields as name, value pairs (the
+    ARGV[16] the request's own token: a first decision returned as an
+             approval marks the record as confirmed by it (see authorize.lua)
+    ARGV[17..] optional: extra statement fields as name, value pairs (the
              ISO 8583 port's channel, stan, rrn, terminal, merchant_id)
 
   Output (array), the shape of authorize.lua's:
@@ -99,6 +101,9 @@ if prior then
   if code == '00' and reversedBy and reversedBy ~= '' then
     return {'DONE', '07', 'reversed', 1, ''}
   end
+  if code == '00' and where >= 4 then
+    redis.pcall('HSET', KEYS[where], id .. '#confirmed', ARGV[16])
+  end
   return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end
 
@@ -134,7 +139,7 @@ else
     'balances', '',
     'reason', ARGV[8]}
 end
-for i = 16, #ARGV - 1, 2 do
+for i = 17, #ARGV - 1, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end

@@ -15,6 +15,8 @@ public struct ReversalRequest: Sendable, Equatable {
     public let merchant: String?
     /// Extra statement fields, name/value pairs (see `TransactionRequest.statementFields`).
     public var statementFields: [String] = []
+    /// The service's own reversal of a timed-out request: that request's token.
+    public var owedBy: String?
 
     public init(
         id: String, account: String, original: String, amount: Cents? = nil, mcc: String? = nil, merchant: String? = nil, card: CardReference? = nil

@@ -76,7 +76,8 @@ final class AccountGate: Sendable {
     /// A reversal the service owes; no terminal waits for it, so no answer
     /// deadline. A `07` (busy, storage unavailable) means "try again later".
     func reverseOwed(_ entry: PendingReversal) -> EventLoopFuture<Decision> {
-        let request = ReversalRequest(id: entry.reversalID, account: entry.account, original: entry.original)
+        var request = ReversalRequest(id: entry.reversalID, account: entry.account, original: entry.original)
+        request.owedBy = entry.token
         return submit(.reverse(request, service: true), receivedAt: .now(), answerBy: nil)
     }
 
@@ -154,7 +155,7 @@ final class AccountGate: Sendable {
             call = .authorize(
                 request, resolution, token: job.lockToken, lockTTLms: job.keepsLock ? lockTTLms : 0, idempotency: idempotencyScope(),
                 statements: ledger.stream(forAccount: request.account),
-                zoneOffsetSeconds: request.cardID == nil ? 0 : config.zoneOffsetSeconds()
+                zoneOffsetSeconds: request.cardID == nil ? 0 : config.zoneOffsetSeconds(), requestToken: job.token
             )
         case .reverse(let request, _):
             metric = .reverse
@@ -413,7 +414,9 @@ final class AccountGate: Sendable {
         let rewrite = config.replicaAcks > 0
         switch job.operation {
         case .authorize(let request, let resolution):
-            call = .decline(request, resolution, reason: reason, idempotency: idempotencyScope(), rewrite: rewrite, statements: statements)
+            call = .decline(
+                request, resolution, reason: reason, idempotency: idempotencyScope(), rewrite: rewrite, statements: statements, requestToken: job.token
+            )
         case .reverse(_, service: true):
             // Nobody to tell and nothing to record: the service tries again later.
             job.machine.finished()
@@ -546,7 +549,7 @@ final class AccountGate: Sendable {
             job.promise.succeed(decision)
             return
         }
-        let entry = PendingReversal(account: request.account, original: request.id)
+        let entry = PendingReversal(account: request.account, original: request.id, token: job.token)
         logger.warning("reversal owed", metadata: ["account": "\(entry.account)", "id": "\(entry.original)", "reason": "\(decision.reason ?? "")"])
         guard let journal else {
             owe(entry)

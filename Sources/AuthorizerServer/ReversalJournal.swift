@@ -14,10 +14,25 @@ import NIOPosix
 public struct PendingReversal: Hashable, Sendable {
     public let account: String
     public let original: String
+    /// The token of the request that timed out ("" in lines written before
+    /// tokens were): a later repeat by another request that heard the
+    /// approval makes this reversal credit nothing (reverse.lua).
+    public let token: String
 
-    public init(account: String, original: String) {
+    public init(account: String, original: String, token: String = "") {
         self.account = account
         self.original = original
+        self.token = token
+    }
+
+    /// One reversal per account and original: the token rides along.
+    public static func == (lhs: PendingReversal, rhs: PendingReversal) -> Bool {
+        lhs.account == rhs.account && lhs.original == rhs.original
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(account)
+        hasher.combine(original)
     }
 
     /// The reversal's own id. The `/` cannot appear in a terminal's id, so it
@@ -28,10 +43,10 @@ public struct PendingReversal: Hashable, Sendable {
 /// The store-and-forward queue of reversals owed by this service, kept in a
 /// small local file so that they survive a crash of `serve`.
 ///
-/// The file is a log of lines: `A <account> <original>` when a reversal is
+/// The file is a log of lines: `A <account> <original> <token>` when a reversal is
 /// owed (written before the terminal hears `07 timeout`, and fsynced before
 /// it unless the fsync outlasts the answer's deadline: see `Appended`) and
-/// `D <account> <original>` once Redis acknowledged it (not fsynced: replaying
+/// `D <account> <original> <token>` once Redis acknowledged it (not fsynced: replaying
 /// an applied reversal is a no-op). At start the log is read, what is still
 /// owed is rewritten into a fresh file, and handed back to be applied. The
 /// file is truncated whenever nothing is owed, and rewritten when it grows
@@ -163,6 +178,11 @@ public final class ReversalJournal: @unchecked Sendable {
         return Appended(written: written.futureResult, durable: durable.futureResult)
     }
 
+    /// `A|D <account> <original> [<token>]` (lines without a token come from before tokens).
+    static func line(_ kind: String, _ entry: PendingReversal) -> String {
+        entry.token.isEmpty ? "\(kind) \(entry.account) \(entry.original)\n" : "\(kind) \(entry.account) \(entry.original) \(entry.token)\n"
+    }
+
     /// Redis acknowledged the reversal: it is no longer owed.
     public func acknowledge(_ entry: PendingReversal) {
         let start = lock.withLock { () -> Bool? in
@@ -198,8 +218,8 @@ public final class ReversalJournal: @unchecked Sendable {
             }
             guard let owedNow else { return }
             var text = ""
-            for add in adds { text += "A \(add.0.account) \(add.0.original)\n" }
-            for entry in finished { text += "D \(entry.account) \(entry.original)\n" }
+            for add in adds { text += Self.line("A", add.0) }
+            for entry in finished { text += Self.line("D", entry) }
             do {
                 try writeAll(text)
                 for add in adds { add.written.succeed() }
@@ -280,7 +300,7 @@ public final class ReversalJournal: @unchecked Sendable {
         let temporary = path + ".tmp"
         let out = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
         guard out >= 0 else { throw JournalError.io("open \(temporary)", errno) }
-        let text = entries.map { "A \($0.account) \($0.original)\n" }.joined()
+        let text = entries.map { Self.line("A", $0) }.joined()
         let bytes = Array(text.utf8)
         var offset = 0
         while offset < bytes.count {
@@ -346,11 +366,12 @@ public final class ReversalJournal: @unchecked Sendable {
         var skipped = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true) {
             let parts = line.split(separator: UInt8(ascii: " ")).map { String(decoding: $0, as: UTF8.self) }
-            guard parts.count == 3, Identifier.isValid(parts[1]), Identifier.isValid(parts[2]) else {
+            guard parts.count == 3 || parts.count == 4, Identifier.isValid(parts[1]), Identifier.isValid(parts[2]),
+                  parts.count == 3 || Identifier.isValid(parts[3]) else {
                 skipped += 1
                 continue
             }
-            let entry = PendingReversal(account: parts[1], original: parts[2])
+            let entry = PendingReversal(account: parts[1], original: parts[2], token: parts.count == 4 ? parts[3] : "")
             switch parts[0] {
             case "A": owed.insert(entry)
             case "D": owed.remove(entry)

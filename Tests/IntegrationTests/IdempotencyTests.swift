@@ -96,7 +96,7 @@ final class IdempotencyTests: LedgerTestCase {
             let buckets = (-1...1).map { Keys.transactions(account: "c", day: callerToday.adding(days: Int64(-$0))) }
             let reply = try redis.command(["EVAL", authorize, "7", "account:{c}", "lock:{c}", "statements", "txn:{c}:\(id)"] + buckets + [
                 "token-\(id)", "200", id, "c", "100", "5411", "5411", "M", "FOOD", "CASH", "whole",
-                String(callerToday.number + 1), MerchantDescriptor("M").digest, "172800", "0", "3", "", "", "0",
+                String(callerToday.number + 1), MerchantDescriptor("M").digest, "172800", "0", "3", "", "", "0", "token-\(id)",
             ])
             try redis.command("DEL", "lock:{c}")
             return reply.array?[1].string

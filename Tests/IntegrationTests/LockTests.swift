@@ -140,7 +140,7 @@ final class LockTests: IntegrationTestCase {
             Keys.transactions(account: "f", day: today.adding(days: 1)), Keys.transactions(account: "f", day: today),
             Keys.transactions(account: "f", day: today.adding(days: -1)),
             "my-token", "200", "t", "f", "100", "5411", "5411", "M", "FOOD", "CASH", "whole",
-            String(today.number + 1), MerchantDescriptor("M").digest, "172800", "0",
+            String(today.number + 1), MerchantDescriptor("M").digest, "172800", "0", "3", "", "", "0", "my-token",
         ])
         XCTAssertEqual(reply.array?.first?.string, "LOCKED")
         XCTAssertGreaterThan(reply.array?[1].int ?? 0, 9_000)

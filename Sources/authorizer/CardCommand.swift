@@ -148,16 +148,24 @@ struct CardCommand: AsyncParsableCommand {
         }
     }
 
-    /// The status changes, one subcommand each.
+    /// The status changes, one subcommand each (`Lua/card.lua` decides which are allowed).
     enum Change {
-        static func run(_ text: String, to status: CardStatus, options: RedisOptions, panKey: PANKeyOptions, by: String) async throws {
+        /// What every status change takes: the card, Redis, the PAN key, who.
+        struct Options: ParsableArguments {
+            @OptionGroup var redisOptions: RedisOptions
+            @OptionGroup var panKey: PANKeyOptions
+            @OptionGroup var who: Who
+            @Argument(help: "Card id or PAN.") var card: String
+        }
+
+        static func run(_ options: Options, to status: CardStatus) async throws {
             let scripts = try ScriptLibrary.load()
-            let redis = try await RedisSession.open(options, scripts: scripts.all)
+            let redis = try await RedisSession.open(options.redisOptions, scripts: scripts.all)
             defer { redis.close() }
-            let found = try await CardCommand.find(text, redis: redis, keys: try panKey.keys())
+            let found = try await CardCommand.find(options.card, redis: redis, keys: try options.panKey.keys())
             let call = ScriptCall.changeCard(
                 operation: "card-\(found.card)-\(UInt64(Date().timeIntervalSince1970 * 1000))", account: found.account, card: found.card,
-                to: status, by: by, statements: redis.target.statementsKey(forAccount: found.account)
+                to: status, by: options.who.name, statements: redis.target.statementsKey(forAccount: found.account)
             )
             let reply: RESPValue
             do {
@@ -169,58 +177,40 @@ struct CardCommand: AsyncParsableCommand {
             print("card \(found.card) on account \(found.account): \(from) -> \(status.rawValue)")
         }
 
-        struct Activate: AsyncParsableCommand {
+        struct Activate: StatusChange {
             static let configuration = CommandConfiguration(abstract: "Activate a pending card.")
-            @OptionGroup var redisOptions: RedisOptions
-            @OptionGroup var panKey: PANKeyOptions
-            @OptionGroup var who: Who
-            @Argument(help: "Card id or PAN.") var card: String
-            func run() async throws { try await Change.run(card, to: .active, options: redisOptions, panKey: panKey, by: who.name) }
+            static let status = CardStatus.active
+            @OptionGroup var options: Options
         }
 
-        struct Block: AsyncParsableCommand {
+        struct Block: StatusChange {
             static let configuration = CommandConfiguration(abstract: "Block a card for now (unblock reverses it).")
-            @OptionGroup var redisOptions: RedisOptions
-            @OptionGroup var panKey: PANKeyOptions
-            @OptionGroup var who: Who
-            @Argument(help: "Card id or PAN.") var card: String
-            func run() async throws { try await Change.run(card, to: .blocked, options: redisOptions, panKey: panKey, by: who.name) }
+            static let status = CardStatus.blocked
+            @OptionGroup var options: Options
         }
 
-        struct Unblock: AsyncParsableCommand {
+        struct Unblock: StatusChange {
             static let configuration = CommandConfiguration(abstract: "Unblock a blocked card.")
-            @OptionGroup var redisOptions: RedisOptions
-            @OptionGroup var panKey: PANKeyOptions
-            @OptionGroup var who: Who
-            @Argument(help: "Card id or PAN.") var card: String
-            func run() async throws { try await Change.run(card, to: .active, options: redisOptions, panKey: panKey, by: who.name) }
+            static let status = CardStatus.active
+            @OptionGroup var options: Options
         }
 
-        struct Lost: AsyncParsableCommand {
+        struct Lost: StatusChange {
             static let configuration = CommandConfiguration(abstract: "Report a card lost (final: replace it).")
-            @OptionGroup var redisOptions: RedisOptions
-            @OptionGroup var panKey: PANKeyOptions
-            @OptionGroup var who: Who
-            @Argument(help: "Card id or PAN.") var card: String
-            func run() async throws { try await Change.run(card, to: .lost, options: redisOptions, panKey: panKey, by: who.name) }
+            static let status = CardStatus.lost
+            @OptionGroup var options: Options
         }
 
-        struct Stolen: AsyncParsableCommand {
+        struct Stolen: StatusChange {
             static let configuration = CommandConfiguration(abstract: "Report a card stolen (final: replace it).")
-            @OptionGroup var redisOptions: RedisOptions
-            @OptionGroup var panKey: PANKeyOptions
-            @OptionGroup var who: Who
-            @Argument(help: "Card id or PAN.") var card: String
-            func run() async throws { try await Change.run(card, to: .stolen, options: redisOptions, panKey: panKey, by: who.name) }
+            static let status = CardStatus.stolen
+            @OptionGroup var options: Options
         }
 
-        struct Cancel: AsyncParsableCommand {
+        struct Cancel: StatusChange {
             static let configuration = CommandConfiguration(abstract: "Cancel a card (final).")
-            @OptionGroup var redisOptions: RedisOptions
-            @OptionGroup var panKey: PANKeyOptions
-            @OptionGroup var who: Who
-            @Argument(help: "Card id or PAN.") var card: String
-            func run() async throws { try await Change.run(card, to: .cancelled, options: redisOptions, panKey: panKey, by: who.name) }
+            static let status = CardStatus.cancelled
+            @OptionGroup var options: Options
         }
     }
 
@@ -263,3 +253,13 @@ struct CardCommand: AsyncParsableCommand {
 }
 
 extension CardKind: ExpressibleByArgument {}
+
+/// A subcommand that moves a card to `status`.
+protocol StatusChange: AsyncParsableCommand {
+    static var status: CardStatus { get }
+    var options: CardCommand.Change.Options { get }
+}
+
+extension StatusChange {
+    func run() async throws { try await CardCommand.Change.run(options, to: Self.status) }
+}

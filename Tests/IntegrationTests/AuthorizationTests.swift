@@ -144,7 +144,8 @@ final class AuthorizationTests: IntegrationTestCase {
         // by the 24 h reversal window plus a day.
         let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
         let bucket = Keys.transactions(account: "5", day: UTCDay(unixSeconds: now))
-        XCTAssertEqual(try redis.command("HLEN", bucket).int, 2, "dup-1 and dup-2, one field each")
+        XCTAssertEqual(try redis.command("HLEN", bucket).int, 3, "dup-1 and dup-2, one field each, and dup-1's mark: a repeat heard its approval")
+        XCTAssertNotNil(try redis.command("HGET", bucket, "dup-1#confirmed").string)
         XCTAssertTrue(try redis.command("HGET", bucket, "dup-1").string?.hasPrefix("00|FOOD:600|600|5411|") ?? false)
         XCTAssertEqual(try redis.command("EXISTS", "txn:{5}:dup-1").int, 0, "no one-key record any more")
         let ttl = try XCTUnwrap(redis.command("TTL", bucket).int)

@@ -28,10 +28,35 @@ final class ClusterServeTests: XCTestCase {
             // A long SLA: these tests check who gets the money and where it is recorded.
             let keyFile = cluster.users.appendingPathComponent("pan.key").path
             FileManager.default.createFile(atPath: keyFile, contents: Data("a-test-pan-index-key-0123456789".utf8), attributes: [.posixPermissions: 0o600])
-            serve = try ServeProcess(url: cluster.seeds, stateParent: cluster.users, arguments: ["--sla-ms", "5000", "--pan-key-file", keyFile])
+            let serve = try ServeProcess(url: cluster.seeds, stateParent: cluster.users, arguments: ["--sla-ms", "5000", "--pan-key-file", keyFile])
+            try waitForApprovals(serve, cluster)
+            self.serve = serve
             self.cluster = cluster
         } catch {
             setUpError = "\(error)"
+        }
+    }
+
+    /// serve waits for a replica's acknowledgement before it approves (its
+    /// default --replica-acks on a cluster with replicas), and a replica just
+    /// synced acknowledges on its own only once a second: the tests start
+    /// once every master approves.
+    static func waitForApprovals(_ serve: ServeProcess, _ cluster: RedisCluster) throws {
+        let accounts = (0..<30).map { "warm\($0)" }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        try cluster.setBalances(Dictionary(uniqueKeysWithValues: accounts.map { ($0, ["FOOD": Int64(1_000_000)]) }), on: group.next())
+        let client = try serve.connect()
+        var waiting = Set(accounts)
+        let deadline = Date().addingTimeInterval(30)
+        var attempt = 0
+        while !waiting.isEmpty {
+            guard Date() < deadline else { throw TestFailure("no approval on accounts \(waiting.sorted()) within 30 s") }
+            for account in waiting.sorted() {
+                attempt += 1
+                let answer = try client.request(["id": "warm-\(attempt)", "account": account, "totalAmount": "0.01", "mcc": "5411", "merchant": "M"])
+                if answer.code == "00" { waiting.remove(account) }
+            }
         }
     }
 

@@ -95,7 +95,9 @@ final class ISO8583CodecTests: XCTestCase {
     func testPurchaseBecomesAnAuthorizationWithStatementFields() throws {
         guard case .success(.request(.authorization(let request))) = ISO8583Translator.interpret(purchaseMessage()) else { return XCTFail() }
         XCTAssertEqual(request.id, "RRN1")
-        XCTAssertEqual(request.account, "4000001")
+        XCTAssertEqual(request.account, "", "resolved by serve: through the PAN index, or as the account with --iso-pan-as-account")
+        XCTAssertEqual(request.accountIfNoCard, "4000001")
+        XCTAssertNil(request.card, "seven digits are not a PAN")
         XCTAssertEqual(request.amount, Cents(10_010))
         XCTAssertEqual(request.mcc, "5411")
         XCTAssertEqual(request.merchant, Self.merchant)

@@ -152,8 +152,22 @@ def write_run(directory, run):
     (d / "schedule.json").write_text(json.dumps(run["schedule"]))
 
 
+def journal_lines_are_read():
+    """serve's journal lines, with and without the owing request's token: what
+    the harness reads to know a killed serve owed reversals (coverage) and
+    that every journal is empty at the end."""
+    from topology import journal_owed
+    with tempfile.TemporaryDirectory(prefix="chaos-selftest-") as tmp:
+        path = Path(tmp) / "pending-reversals.log"
+        path.write_text("A a1 t1 n0:0:7\nA a2 t2\nA a3 t3 n0:1:9\nD a3 t3 n0:1:9\n")
+        return journal_owed(path) == {("a1", "t1"), ("a2", "t2")}
+
+
 def main():
     failures = 0
+    ok = journal_lines_are_read()
+    failures += not ok
+    print(f"{'ok  ' if ok else 'FAIL'} journal lines with and without a token are read")
     for name, plant, invariant, expected in CASES:
         run = copy.deepcopy(clean_run())
         if plant:
@@ -168,7 +182,7 @@ def main():
         failures += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name}: exit {result['exit']} (want {expected}), flagged {flagged or 'nothing'}"
               + (f", want {invariant}" if invariant else ""))
-    print(f"selftest: {len(CASES) - failures} passed, {failures} failed")
+    print(f"selftest: {len(CASES) + 1 - failures} passed, {failures} failed")
     return 1 if failures else 0
 
 

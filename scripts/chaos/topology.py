@@ -197,7 +197,8 @@ class Serve:
 
 
 def journal_owed(path):
-    """The reversals still owed in a journal file: `A` lines not followed by `D`."""
+    """The reversals still owed in a journal file: `A` lines not followed by `D`
+    (`A|D account original [token]`; lines of older serves have no token)."""
     owed = set()
     try:
         text = Path(path).read_text()
@@ -205,9 +206,9 @@ def journal_owed(path):
         return owed
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) == 3 and parts[0] == "A":
+        if len(parts) in (3, 4) and parts[0] == "A":
             owed.add((parts[1], parts[2]))
-        elif len(parts) == 3 and parts[0] == "D":
+        elif len(parts) in (3, 4) and parts[0] == "D":
             owed.discard((parts[1], parts[2]))
     return owed
 

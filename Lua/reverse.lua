@@ -37,9 +37,7 @@
     ARGV[13] "1": also read KEYS[4] and KEYS[5] (records written before the day buckets)
     ARGV[14] the service's own reversal of a timed-out request (id
              timeout/ORIGINAL): that request's token; "" for a terminal's
-             reversal. When a repeat by another request heard the approval
-             since (the record is confirmed by another token), the approval
-             stands: acknowledged, nothing credited
+             reversal (not read yet: see docs/reliability.md, run 8)
     ARGV[15..] optional: extra statement fields as name, value pairs appended
              to the reversal statement (the ISO 8583 port sends channel, stan,
              rrn, terminal, merchant_id); none from the line-JSON port
@@ -228,15 +226,6 @@ end
 if code ~= '00' then
   markReversed()
   return acknowledge(recordAmount, '', '', 'original declined', mcc)
-end
-
--- The service's reversal of an attempt that timed out yields to a later
--- repeat that was answered the approval: the terminal last heard 00.
-if ARGV[14] ~= '' and inBucket then
-  local confirmedBy = redis.call('HGET', KEYS[where], originalId .. '#confirmed')
-  if confirmedBy and confirmedBy ~= ARGV[14] then
-    return acknowledge(recordAmount, '', '', 'approval heard by a later repeat', mcc)
-  end
 end
 
 -- Credit back exactly the recorded debits. Balances are integer cents:

@@ -118,58 +118,6 @@ final class CombinedFaultTests: IntegrationTestCase {
         XCTAssertEqual(later.reason, "reversed")
         XCTAssertEqual(try redis.balances("z4"), ["FOOD": 100_000])
     }
-
-    /// Runs one script call as serve would send it.
-    private func run(_ call: ScriptCall) throws -> RESPValue {
-        let source = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Lua/\(call.script.rawValue).lua"), encoding: .utf8)
-        return try redis.command(["EVAL", source, String(call.keys.count)] + call.keys + call.arguments)
-    }
-
-    /// Chaos run 8: serve A timed out id X (its script in flight), owed the
-    /// reversal and was killed before its `07` reached the terminal; the
-    /// terminal retried X on serve B, which found X approved and answered
-    /// `00`; serve A, restarted, applied its reversal and credited X back: a
-    /// terminal told `00`, no debit. The service's reversal of an attempt now
-    /// yields to a later repeat that heard the approval, and only to it: a
-    /// reversal owed by that repeat itself (its own answer timed out) credits.
-    func testAServiceReversalYieldsToALaterRepeatThatHeardTheApproval() throws {
-        try account("z5", ["FOOD": 100_000])
-        let resolution = Rules.defaults.resolve(mcc: "5411", merchant: MerchantDescriptor("PADARIA DO ZE"))
-        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
-        let scope = IdempotencyScope(today: UTCDay(unixSeconds: now), reversalWindowSeconds: 86_400, retentionSeconds: 172_800, readOlderKeys: false)
-        func authorize(_ id: String, by token: String) throws -> [String] {
-            let request = TransactionRequest(id: id, account: "z5", amount: Cents(1_000), mcc: "5411", merchant: "PADARIA DO ZE")
-            let call = ScriptCall.authorize(request, resolution, token: token, lockTTLms: 0, idempotency: scope, statements: "statements")
-            let reply = try run(call)
-            let items: [RESPValue] = Array((reply.array ?? []).prefix(4))
-            return items.map { item -> String in item.string ?? item.int.map { String($0) } ?? "" }
-        }
-        func serviceReversal(of id: String, owedBy token: String) throws -> [String] {
-            var request = ReversalRequest(id: "timeout/\(id)", account: "z5", original: id)
-            request.owedBy = token
-            let call = ScriptCall.reverse(request, token: "svc", lockTTLms: 200, idempotency: scope, windowMs: 86_400_000, statements: "statements")
-            let reply = try run(call)
-            try redis.command("DEL", "lock:{z5}")
-            return reply.array?.prefix(3).compactMap(\.string) ?? []
-        }
-        XCTAssertEqual(try authorize("X5", by: "A:1"), ["DONE", "00", "FOOD:1000", "0"], "serve A's attempt; its answer is lost")
-        XCTAssertEqual(try authorize("X5", by: "B:7"), ["DONE", "00", "FOOD:1000", "1"], "the terminal's retry on serve B hears 00")
-        XCTAssertEqual(try serviceReversal(of: "X5", owedBy: "A:1"), ["DONE", "00", ""], "acknowledged, nothing credited")
-        XCTAssertEqual(try redis.balances("z5"), ["FOOD": 99_000], "the approval the terminal last heard stands")
-        XCTAssertEqual(try statements(of: "timeout/X5").first?["reason"], "approval heard by a later repeat")
-        XCTAssertEqual(try authorize("X5", by: "C:2"), ["DONE", "00", "FOOD:1000", "1"], "and repeats still hear it")
-
-        XCTAssertEqual(try authorize("Y5", by: "A:2")[1], "00")
-        XCTAssertEqual(try authorize("Y5", by: "B:8")[3], "1", "a repeat that itself timed out at its serve")
-        XCTAssertEqual(try serviceReversal(of: "Y5", owedBy: "B:8"), ["DONE", "00", "FOOD:1000"], "its own reversal credits")
-        XCTAssertEqual(try serviceReversal(of: "Y5", owedBy: "A:2"), ["DONE", "00", "FOOD:1000"], "the same reversal id: its first decision, credited once")
-        XCTAssertEqual(try redis.balances("z5"), ["FOOD": 99_000])
-
-        XCTAssertEqual(try authorize("W5", by: "A:3")[1], "00")
-        XCTAssertEqual(try serviceReversal(of: "W5", owedBy: "A:3"), ["DONE", "00", "FOOD:1000"], "no repeat: reversed as before")
-        XCTAssertEqual(try authorize("W5", by: "B:9")[1], "07", "a repeat after it hears it reversed")
-        XCTAssertEqual(try redis.balances("z5"), ["FOOD": 99_000])
-    }
 }
 
 /// `--replica-acks 1` on a Redis with one replica, the replica paused: what

@@ -1,5 +1,6 @@
 /// A card's status. `lost`, `stolen` and `cancelled` are final: a card in
-/// them never authorizes again (a replacement is a new card).
+/// them never authorizes again (a replacement is a new card). Which moves
+/// are allowed is decided in one place, `Lua/card.lua`.
 public enum CardStatus: String, Sendable, CaseIterable {
     /// Issued, not yet activated.
     case pending
@@ -9,19 +10,6 @@ public enum CardStatus: String, Sendable, CaseIterable {
     case lost
     case stolen
     case cancelled
-
-    public var isFinal: Bool { self == .lost || self == .stolen || self == .cancelled }
-
-    /// Whether an operator may move a card from `self` to `next`.
-    public func allows(_ next: CardStatus) -> Bool {
-        guard !isFinal, next != self else { return false }
-        switch next {
-        case .pending: return false
-        case .active: return self == .pending || self == .blocked
-        case .blocked: return self == .active
-        case .lost, .stolen, .cancelled: return true
-        }
-    }
 }
 
 /// A card's expiry, `YYMM` (valid through the last day of that month).

@@ -41,9 +41,9 @@
     ARGV[18] the expiry the terminal read from the card (YYMM), or "" (not checked)
     ARGV[19] seconds east of UTC of the issuer's time zone, now (the civil
              month that decides whether a card has expired)
-    ARGV[20] the request's own token (unique per request, unlike the lock
-             token, which a request may inherit): a repeat answered with an
-             approval marks the record as confirmed by it (see reverse.lua)
+    ARGV[20] when the request was received (the serve's wall clock, µs
+             since 1970): recorded as HEARD, the latest attempt answered the
+             approval (see reverse.lua's ARGV[14])
     ARGV[21..] optional: extra statement fields as name, value pairs appended
              to the statement after the usual ones (the ISO 8583 port sends
              channel, stan, rrn, terminal, merchant_id); none from the
@@ -83,7 +83,10 @@
   CODE 00/51/07; DETAIL the debits of a 00 (MEAL:700,CASH:300), the reason of
   a 07, empty for a 51; AMOUNT in cents; SECOND of the bucket's day when it
   was decided; REVERSED_BY the id of the reversal that reversed it, empty
-  until then. reverse.lua reads and updates it; a tombstone left by a
+  until then; HEARD (µs, the serves' wall clock) when the latest attempt
+  answered the decision was received: the first attempt's, raised by each
+  repeat answered the approval (records of earlier versions end at the
+  digest). reverse.lua reads and updates it; a tombstone left by a
   reversal whose original was never seen is such a record with CODE 07 and
   DETAIL "reversed". A record starting with "RV|" belongs to a reversal's own
   id (see reverse.lua). The older one-key form (KEYS[4]) is
@@ -108,6 +111,14 @@ if not categoryRaw and not fallbackRaw and redis.call('EXISTS', account) == 0 th
   return {'UNKNOWN'}
 end
 
+-- A record with HEARD raised to `at` (µs), when `at` is later.
+local function heardBy(record, at)
+  local head, heard = string.match(record, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|?(%d*)$')
+  local atNumber = tonumber(at)
+  if not head or not atNumber or (tonumber(heard) or 0) >= atNumber then return record end
+  return head .. '|' .. at
+end
+
 -- A decided id gets its first decision whatever the lock: a holder that died
 -- with this id's script in flight must not turn its approval into a 07.
 local token, id = ARGV[1], ARGV[3]
@@ -121,30 +132,32 @@ if not prior and ARGV[15] == '1' then
   if prior then where = 4 end
 end
 if prior then
+  local code, rest = string.match(prior, '^(%d%d)|(.*)$')
+  local reversedBy = code and string.match(rest, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)')
+  local record = prior
+  if code == '00' and reversedBy == '' and where >= 5 then
+    -- This repeat is answered the approval: a reversal the service owes for
+    -- an earlier attempt's 07 must not undo what the terminal heard last.
+    record = heardBy(prior, ARGV[20])
+  end
   if ARGV[2] == '0' then
     if redis.call('GET', lock) == token then redis.call('DEL', lock) end
+    if record ~= prior then redis.pcall('HSET', KEYS[where], id, record) end
   elseif where == 4 then
     -- A ttl: the caller may WAIT for replicas next; this write makes the
     -- WAIT cover the one that made the record (pcall: at maxmemory it is
     -- refused, and the first decision is still the answer).
     redis.pcall('SET', KEYS[4], prior, 'KEEPTTL')
   else
-    redis.pcall('HSET', KEYS[where], id, prior)
+    redis.pcall('HSET', KEYS[where], id, record)
   end
-  local code, rest = string.match(prior, '^(%d%d)|(.*)$')
   if not code then
     return {'DONE', '07', 'id already used by a reversal', 1, ''}
   end
   -- An approval reversed since (by the terminal, or by the service after a
   -- timeout of one of its repeats) is answered as reversed: it debits nothing now.
-  local reversedBy = string.match(rest, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)')
   if code == '00' and reversedBy and reversedBy ~= '' then
     return {'DONE', '07', 'reversed', 1, ''}
-  end
-  if code == '00' and where >= 5 then
-    -- This repeat hears the approval: a reversal the service owes for an
-    -- earlier attempt of the id must not undo what the terminal last heard.
-    redis.pcall('HSET', KEYS[where], id .. '#confirmed', ARGV[20])
   end
   return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end
@@ -273,7 +286,7 @@ local detail = debitText
 if code == '07' then detail = reason end
 local bucket = KEYS[todayKey]
 redis.call('HSET', bucket, id, code .. '|' .. detail .. '|' .. amountText .. '|' .. ARGV[6] .. '|'
-  .. (seconds - day * 86400) .. '||' .. ARGV[13])
+  .. (seconds - day * 86400) .. '||' .. ARGV[13] .. '|' .. ARGV[20])
 -- NX: set once per bucket (no expire keyevent on every decision).
 redis.call('EXPIREAT', bucket, (day + 1) * 86400 + tonumber(ARGV[14]), 'NX')
 return {'DONE', code, detail, 0, entry}

@@ -35,8 +35,9 @@
     ARGV[14] digest of the normalized merchant descriptor ("" for a reversal)
     ARGV[15] "1": rewrite a record found (the caller sends WAIT next, which
              then covers the write that made the record)
-    ARGV[16] the request's own token: a first decision returned as an
-             approval marks the record as confirmed by it (see authorize.lua)
+    ARGV[16] when the request was received (µs, the serve's wall clock): a
+             first decision returned as an approval raises the record's
+             HEARD to it (see authorize.lua); "" for a reversal
     ARGV[17..] optional: extra statement fields as name, value pairs (the
              ISO 8583 port's channel, stan, rrn, terminal, merchant_id)
 
@@ -67,6 +68,14 @@ if redis.call('EXISTS', account) == 0 then
   return {'UNKNOWN'}
 end
 
+-- A record with HEARD raised to `at` (µs), when `at` is later (as in authorize.lua).
+local function heardBy(record, at)
+  local head, heard = string.match(record, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|?(%d*)$')
+  local atNumber = tonumber(at)
+  if not head or not atNumber or (tonumber(heard) or 0) >= atNumber then return record end
+  return head .. '|' .. at
+end
+
 -- The id's first decision, if any.
 local where, prior
 for k = todayKey, #KEYS do
@@ -78,11 +87,17 @@ if not prior and ARGV[13] == '1' then
   if prior then where = 3 end
 end
 if prior then
-  if ARGV[15] == '1' then
+  local record = prior
+  if kind == 'authorization' and where >= 4 and string.match(prior, '^00|[^|]*|[^|]*|[^|]*|[^|]*||') then
+    -- Answered the approval (not reversed since): recorded as heard now,
+    -- as authorize.lua records a repeat's.
+    record = heardBy(prior, ARGV[16])
+  end
+  if ARGV[15] == '1' or record ~= prior then
     if where == 3 then
       redis.pcall('SET', KEYS[3], prior, 'KEEPTTL')
     else
-      redis.pcall('HSET', KEYS[where], id, prior)
+      redis.pcall('HSET', KEYS[where], id, record)
     end
   end
   local credits = string.match(prior, '^RV|%d%d|[^|]*|(.*)$')
@@ -100,9 +115,6 @@ if prior then
   local reversedBy = string.match(rest, '^[^|]*|[^|]*|[^|]*|[^|]*|([^|]*)')
   if code == '00' and reversedBy and reversedBy ~= '' then
     return {'DONE', '07', 'reversed', 1, ''}
-  end
-  if code == '00' and where >= 4 then
-    redis.pcall('HSET', KEYS[where], id .. '#confirmed', ARGV[16])
   end
   return {'DONE', code, string.match(rest, '^([^|]*)'), 1, ''}
 end

@@ -36,8 +36,11 @@
     ARGV[12] seconds a day's bucket outlives its day (as authorize.lua's ARGV[14])
     ARGV[13] "1": also read KEYS[4] and KEYS[5] (records written before the day buckets)
     ARGV[14] the service's own reversal of a timed-out request (id
-             timeout/ORIGINAL): that request's token; "" for a terminal's
-             reversal (not read yet: see docs/reliability.md, run 8)
+             timeout/ORIGINAL): when that request was answered 07 (µs, the
+             serve's wall clock); "" for a terminal's reversal. An approval
+             whose HEARD is later (an attempt received after that 07 was
+             answered it) stands: nothing is credited and nothing recorded,
+             so the reversal owed for a later 07 of the id still runs
     ARGV[15..] optional: extra statement fields as name, value pairs appended
              to the reversal statement (the ISO 8583 port sends channel, stan,
              rrn, terminal, merchant_id); none from the line-JSON port
@@ -48,7 +51,9 @@
                                               reversal id was not decided before)
     {"DONE", code, detail, replayed, entryid} code "00" (reversal acknowledged;
                                               detail = the credits, "" when
-                                              nothing was credited) or "07"
+                                              nothing was credited; "heard
+                                              later" when ARGV[14] yields)
+                                              or "07"
                                               (detail = reason); replayed = 1
                                               when the reversal id was seen
                                               before (nothing written)
@@ -131,6 +136,19 @@ if record then
   if not code then
     return {'DONE', '07', 'original is a reversal', 0, ''}
   end
+end
+-- A bucket's record ends with the digest, then HEARD (see authorize.lua).
+local heard = 0
+if inBucket and merchant then
+  local digest, at = string.match(merchant, '^([^|]*)|(%d+)$')
+  if digest then merchant, heard = digest, tonumber(at) end
+end
+
+-- The service's reversal of a 07 yields to a later attempt answered the
+-- approval: the terminal heard that last.
+local owedSince = tonumber(ARGV[14])
+if owedSince and code == '00' and reversedBy == '' and heard > owedSince then
+  return {'DONE', '00', 'heard later', 1, ''}
 end
 
 local function statement(resultCode, statementAmount, credits, balances, reason, statementMcc, statementMerchant)

@@ -133,7 +133,7 @@ ceiling_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER
     EVALSHA "$SHA" 7 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' statements 'txn:{rb-__rand_int__}:x' \
     "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
     tok 0 'id-__rand_int__-__rand_int__' acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
-    $((TODAY + 1)) 0badcafe 172800 0 3 '' '' 0 tok \
+    $((TODAY + 1)) 0badcafe 172800 0 3 '' '' 0 "$(date +%s)000000" \
     2> >(grep -v "Could not fetch server CONFIG" >&2))
 CEILING=$(tail -1 <<<"$ceiling_csv" | cut -d, -f2 | tr -d '"')
 ceiling_ticks=$(( $(cpu_ticks "$REDIS_PID") - ceiling_ticks ))
@@ -160,7 +160,7 @@ card_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PA
     "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
     'card:{rb-__rand_int__}:crd_bench' \
     tok 0 'idc-__rand_int__-__rand_int__' acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
-    $((TODAY + 1)) 0badcafe 172800 0 3 crd_bench '' -10800 tok \
+    $((TODAY + 1)) 0badcafe 172800 0 3 crd_bench '' -10800 "$(date +%s)000000" \
     2> >(grep -v "Could not fetch server CONFIG" >&2))
 CEILING_CARD=$(tail -1 <<<"$card_csv" | cut -d, -f2 | tr -d '"')
 card_ticks=$(( $(cpu_ticks "$REDIS_PID") - card_ticks ))

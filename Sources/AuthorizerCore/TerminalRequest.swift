@@ -15,8 +15,10 @@ public struct ReversalRequest: Sendable, Equatable {
     public let merchant: String?
     /// Extra statement fields, name/value pairs (see `TransactionRequest.statementFields`).
     public var statementFields: [String] = []
-    /// The service's own reversal of a timed-out request: that request's token.
-    public var owedBy: String?
+    /// The service's own reversal of a timed-out request: when that request
+    /// was answered `07` (wall clock, µs since 1970). reverse.lua lets an
+    /// approval stand that an attempt received later was answered.
+    public var owedSince: Int64?
 
     public init(
         id: String, account: String, original: String, amount: Cents? = nil, mcc: String? = nil, merchant: String? = nil, card: CardReference? = nil

@@ -77,7 +77,7 @@ final class AccountGate: Sendable {
     /// deadline. A `07` (busy, storage unavailable) means "try again later".
     func reverseOwed(_ entry: PendingReversal) -> EventLoopFuture<Decision> {
         var request = ReversalRequest(id: entry.reversalID, account: entry.account, original: entry.original)
-        request.owedBy = entry.token
+        request.owedSince = entry.owedSince > 0 ? entry.owedSince : nil
         return submit(.reverse(request, service: true), receivedAt: .now(), answerBy: nil)
     }
 
@@ -155,7 +155,7 @@ final class AccountGate: Sendable {
             call = .authorize(
                 request, resolution, token: job.lockToken, lockTTLms: job.keepsLock ? lockTTLms : 0, idempotency: idempotencyScope(),
                 statements: ledger.stream(forAccount: request.account),
-                zoneOffsetSeconds: request.cardID == nil ? 0 : config.zoneOffsetSeconds(), requestToken: job.token
+                zoneOffsetSeconds: request.cardID == nil ? 0 : config.zoneOffsetSeconds(), receivedMicros: job.receivedMicros
             )
         case .reverse(let request, _):
             metric = .reverse
@@ -415,7 +415,7 @@ final class AccountGate: Sendable {
         switch job.operation {
         case .authorize(let request, let resolution):
             call = .decline(
-                request, resolution, reason: reason, idempotency: idempotencyScope(), rewrite: rewrite, statements: statements, requestToken: job.token
+                request, resolution, reason: reason, idempotency: idempotencyScope(), rewrite: rewrite, statements: statements, receivedMicros: job.receivedMicros
             )
         case .reverse(_, service: true):
             // Nobody to tell and nothing to record: the service tries again later.
@@ -549,7 +549,7 @@ final class AccountGate: Sendable {
             job.promise.succeed(decision)
             return
         }
-        let entry = PendingReversal(account: request.account, original: request.id, token: job.token)
+        let entry = PendingReversal(account: request.account, original: request.id, owedSince: WallClock.micros())
         logger.warning("reversal owed", metadata: ["account": "\(entry.account)", "id": "\(entry.original)", "reason": "\(decision.reason ?? "")"])
         guard let journal else {
             owe(entry)
@@ -672,6 +672,9 @@ private final class Job {
     /// When the terminal must have its answer; nil for the service's own reversals.
     let answerBy: NIODeadline?
     let token: String
+    /// When it was received (wall clock, µs): an approval it is answered is
+    /// recorded as heard then (see `PendingReversal.owedSince`).
+    let receivedMicros = WallClock.micros()
     /// The token this request locks with: its own, or the one of the lock
     /// it inherited from the previous request of this process for the account.
     var lockToken: String

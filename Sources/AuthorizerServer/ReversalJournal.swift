@@ -14,18 +14,25 @@ import NIOPosix
 public struct PendingReversal: Hashable, Sendable {
     public let account: String
     public let original: String
-    /// The token of the request that timed out ("" in lines written before
-    /// tokens were): a later repeat by another request that heard the
-    /// approval makes this reversal credit nothing (reverse.lua).
-    public let token: String
+    /// When the request that timed out was answered `07` (wall clock, µs
+    /// since 1970; 0 in lines written before it was recorded): an approval
+    /// that an attempt of the id received later was answered stands, and
+    /// this reversal credits nothing (reverse.lua).
+    public let owedSince: Int64
 
-    public init(account: String, original: String, token: String = "") {
+    public init(account: String, original: String, owedSince: Int64 = 0) {
+        precondition(owedSince >= 0)
         self.account = account
         self.original = original
-        self.token = token
+        self.owedSince = owedSince
     }
 
-    /// One reversal per account and original: the token rides along.
+    /// Of two reversals owed for one original, the later `07`'s.
+    func later(than other: PendingReversal) -> Bool {
+        owedSince > other.owedSince
+    }
+
+    /// One reversal per account and original: `owedSince` rides along.
     public static func == (lhs: PendingReversal, rhs: PendingReversal) -> Bool {
         lhs.account == rhs.account && lhs.original == rhs.original
     }
@@ -43,10 +50,10 @@ public struct PendingReversal: Hashable, Sendable {
 /// The store-and-forward queue of reversals owed by this service, kept in a
 /// small local file so that they survive a crash of `serve`.
 ///
-/// The file is a log of lines: `A <account> <original> <token>` when a reversal is
+/// The file is a log of lines: `A <account> <original> <µs>` when a reversal is
 /// owed (written before the terminal hears `07 timeout`, and fsynced before
 /// it unless the fsync outlasts the answer's deadline: see `Appended`) and
-/// `D <account> <original> <token>` once Redis acknowledged it (not fsynced: replaying
+/// `D <account> <original> <µs>` once Redis acknowledged it (not fsynced: replaying
 /// an applied reversal is a no-op). At start the log is read, what is still
 /// owed is rewritten into a fresh file, and handed back to be applied. The
 /// file is truncated whenever nothing is owed, and rewritten when it grows
@@ -168,7 +175,7 @@ public final class ReversalJournal: @unchecked Sendable {
         let written = eventLoop.makePromise(of: Void.self)
         let durable = eventLoop.makePromise(of: Void.self)
         let start = lock.withLock { () -> Bool in
-            pending.insert(entry)
+            Self.owe(entry, in: &pending)
             appends.append((entry, written, durable))
             metrics.reversalJournal(pending: pending.count, bytes: nil)
             defer { writing = true }
@@ -178,15 +185,24 @@ public final class ReversalJournal: @unchecked Sendable {
         return Appended(written: written.futureResult, durable: durable.futureResult)
     }
 
-    /// `A|D <account> <original> [<token>]` (lines without a token come from before tokens).
+    /// `A|D <account> <original> <µs>` (`owedSince`; lines of earlier versions
+    /// have no fourth field, or a request token there: read as 0).
     static func line(_ kind: String, _ entry: PendingReversal) -> String {
-        entry.token.isEmpty ? "\(kind) \(entry.account) \(entry.original)\n" : "\(kind) \(entry.account) \(entry.original) \(entry.token)\n"
+        "\(kind) \(entry.account) \(entry.original) \(entry.owedSince)\n"
+    }
+
+    /// One entry per original, the latest `07`'s.
+    private static func owe(_ entry: PendingReversal, in set: inout Set<PendingReversal>) {
+        if let stored = set.stored(entry), !entry.later(than: stored) { return }
+        set.update(with: entry)
     }
 
     /// Redis acknowledged the reversal: it is no longer owed.
     public func acknowledge(_ entry: PendingReversal) {
         let start = lock.withLock { () -> Bool? in
-            guard pending.remove(entry) != nil else { return nil }
+            // A later 07 of the same original owes a reversal of its own.
+            guard let owed = pending.stored(entry), !owed.later(than: entry) else { return nil }
+            pending.remove(owed)
             done.append(entry)
             // Under the lock, so the gauge never shows an older count last.
             metrics.reversalJournal(pending: pending.count, bytes: nil)
@@ -371,10 +387,11 @@ public final class ReversalJournal: @unchecked Sendable {
                 skipped += 1
                 continue
             }
-            let entry = PendingReversal(account: parts[1], original: parts[2], token: parts.count == 4 ? parts[3] : "")
+            let since = parts.count == 4 ? Int64(parts[3]).map { max($0, 0) } ?? 0 : 0
+            let entry = PendingReversal(account: parts[1], original: parts[2], owedSince: since)
             switch parts[0] {
-            case "A": owed.insert(entry)
-            case "D": owed.remove(entry)
+            case "A": owe(entry, in: &owed)
+            case "D": if let stored = owed.stored(entry), !stored.later(than: entry) { owed.remove(stored) }
             default: skipped += 1
             }
         }
@@ -395,3 +412,10 @@ private struct ParentDirectory {
     }
 }
 
+
+extension Set where Element == PendingReversal {
+    /// The entry this set holds for `entry`'s account and original.
+    fileprivate func stored(_ entry: PendingReversal) -> PendingReversal? {
+        firstIndex(of: entry).map { self[$0] }
+    }
+}

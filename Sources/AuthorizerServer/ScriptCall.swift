@@ -24,11 +24,13 @@ public struct ScriptCall: Sendable, Equatable {
 
     /// `authorize.lua`: lock, idempotency, card, balances, debit, statement.
     /// `zoneOffsetSeconds`: the issuer's zone now (read only with a card).
-    /// `requestToken`: the request's own token (default: the lock token).
+    /// `receivedMicros`: when the request was received (wall clock, µs since
+    /// 1970), recorded as the latest attempt answered an approval.
     public static func authorize(
         _ request: TransactionRequest, _ resolution: Resolution, token: String, lockTTLms: Int64, idempotency: IdempotencyScope,
-        statements: String, zoneOffsetSeconds: Int = 0, requestToken: String? = nil
+        statements: String, zoneOffsetSeconds: Int = 0, receivedMicros: Int64
     ) -> ScriptCall {
+        precondition(receivedMicros > 0)
         precondition(request.cardID == nil || request.card == .id(request.cardID!), "only a resolved card reaches Redis, never a PAN")
         let buckets = idempotency.buckets(account: request.account, olderDays: idempotency.authorizeOlderDays)
         let card = request.cardID.map { [Keys.card(account: request.account, card: $0)] } ?? []
@@ -57,7 +59,7 @@ public struct ScriptCall: Sendable, Equatable {
             request.cardID ?? "",
             request.cardID == nil ? "" : request.cardExpiry ?? "",
             String(zoneOffsetSeconds),
-            requestToken ?? token,
+            String(receivedMicros),
         ] + request.statementFields)
     }
 
@@ -86,7 +88,7 @@ public struct ScriptCall: Sendable, Equatable {
             String(idempotency.newest.number),
             String(idempotency.retentionSeconds),
             idempotency.readOlderKeys ? "1" : "0",
-            request.owedBy ?? "",
+            request.owedSince.map { String($0) } ?? "",
         ] + request.statementFields)
     }
 
@@ -100,12 +102,12 @@ public struct ScriptCall: Sendable, Equatable {
     /// `rewrite`: a WAIT follows (`--replica-acks`).
     public static func decline(
         _ request: TransactionRequest, _ resolution: Resolution, reason: RejectReason, idempotency: IdempotencyScope,
-        rewrite: Bool, statements: String, requestToken: String = ""
+        rewrite: Bool, statements: String, receivedMicros: Int64
     ) -> ScriptCall {
         declineCall(account: request.account, id: request.id, statements: statements, idempotency: idempotency, arguments: [
             request.id, request.account, String(request.amount.value), request.mcc, resolution.mccUsed, request.merchant,
             resolution.category, reason.text, "authorization", "",
-        ], digest: request.descriptor.digest, rewrite: rewrite, requestToken: requestToken, fields: request.statementFields)
+        ], digest: request.descriptor.digest, rewrite: rewrite, receivedMicros: String(receivedMicros), fields: request.statementFields)
     }
 
     /// `decline.lua` for a terminal's reversal declined outside reverse.lua:
@@ -115,19 +117,19 @@ public struct ScriptCall: Sendable, Equatable {
     ) -> ScriptCall {
         declineCall(account: request.account, id: request.id, statements: statements, idempotency: idempotency, arguments: [
             request.id, request.account, "0", request.mcc ?? "", "", request.merchant ?? "", "", reason.text, "reversal", request.original,
-        ], digest: "", rewrite: rewrite, requestToken: "", fields: request.statementFields)
+        ], digest: "", rewrite: rewrite, receivedMicros: "", fields: request.statementFields)
     }
 
     private static func declineCall(
         account: String, id: String, statements: String, idempotency: IdempotencyScope, arguments: [String], digest: String,
-        rewrite: Bool, requestToken: String, fields: [String]
+        rewrite: Bool, receivedMicros: String, fields: [String]
     ) -> ScriptCall {
         assert(arguments.count == 10)
         return ScriptCall(.decline, keys: [
             Keys.account(account), statements, Keys.transaction(account: account, id: id),
         ] + idempotency.buckets(account: account, olderDays: idempotency.reverseOlderDays), arguments: arguments + [
             String(idempotency.newest.number), String(idempotency.retentionSeconds), idempotency.readOlderKeys ? "1" : "0",
-            digest, rewrite ? "1" : "0", requestToken,
+            digest, rewrite ? "1" : "0", receivedMicros,
         ] + fields)
     }
 

@@ -59,14 +59,14 @@ final class ReversalJournalTests: XCTestCase {
         let journal = try journal(disk)
         let first = journal.append(PendingReversal(account: "a1", original: "t1"), on: group.next())
         try waitFor(first.written, "the first line written")
-        XCTAssertTrue(try fileText().contains("A a1 t1\n"))
+        XCTAssertTrue(try fileText().contains("A a1 t1 0\n"))
         let durable = NIOLockedValueBox(false)
         first.durable.whenComplete { _ in durable.withLockedValue { $0 = true } }
 
         // The next line is written while the first one's fsync is still stalled.
         let second = journal.append(PendingReversal(account: "a2", original: "t2"), on: group.next())
         try waitFor(second.written, "the second line written while the first fsync stalls")
-        XCTAssertTrue(try fileText().contains("A a2 t2\n"))
+        XCTAssertTrue(try fileText().contains("A a2 t2 0\n"))
         XCTAssertFalse(durable.withLockedValue { $0 }, "durable before its fsync returned")
 
         disk.release()
@@ -97,6 +97,25 @@ final class ReversalJournalTests: XCTestCase {
         journal.close()
         let next = try self.journal()
         XCTAssertEqual(next.owed, [])
+        next.close()
+    }
+
+    /// Two 07s of one original: the entry owed is the later one's, which an
+    /// acknowledgement of the earlier's reversal (which may have credited
+    /// nothing, yielding to an approval heard in between) does not settle.
+    func testTheLaterOf07sOfOneOriginalStaysOwedUntilItsOwnReversal() throws {
+        let journal = try journal()
+        let earlier = PendingReversal(account: "a1", original: "t1", owedSince: 100)
+        let later = PendingReversal(account: "a1", original: "t1", owedSince: 200)
+        try journal.append(earlier, on: group.next()).durable.wait()
+        try journal.append(later, on: group.next()).durable.wait()
+        journal.acknowledge(earlier)
+        XCTAssertEqual(journal.owed.map(\.owedSince), [200])
+        journal.close()
+        let next = try self.journal()
+        XCTAssertEqual(next.owed.map(\.owedSince), [200], "read back from the lines: A 100, A 200, D 100")
+        next.acknowledge(later)
+        XCTAssertEqual(next.count, 0)
         next.close()
     }
 }

@@ -77,7 +77,9 @@ final class CombinedFaultTests: IntegrationTestCase {
         let resolution = Rules.defaults.resolve(mcc: "5411", merchant: MerchantDescriptor("PADARIA DO ZE"))
         let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
         let scope = IdempotencyScope(today: UTCDay(unixSeconds: now), reversalWindowSeconds: 86_400, retentionSeconds: 172_800, readOlderKeys: false)
-        let orphan = ScriptCall.authorize(request, resolution, token: "dead-serve-token", lockTTLms: 200, idempotency: scope, statements: "statements")
+        let orphan = ScriptCall.authorize(request, resolution, token: "dead-serve-token", lockTTLms: 200, idempotency: scope, statements: "statements",
+            receivedMicros: now * 1_000_000
+        )
         let source = try String(contentsOf: TestEnvironment.repositoryRoot.appendingPathComponent("Lua/authorize.lua"), encoding: .utf8)
         let reply = try redis.command(["EVAL", source, String(orphan.keys.count)] + orphan.keys + orphan.arguments)
         XCTAssertEqual(reply.array?.prefix(2).compactMap(\.string), ["DONE", "07"], "\(reply)")
@@ -93,6 +95,35 @@ final class CombinedFaultTests: IntegrationTestCase {
     /// A repeat of an approved id that times out (Redis paused) is reversed
     /// like any timed-out authorization: the terminal's last answer for the id
     /// is `07`, so nothing may stay debited; later repeats are told it is reversed.
+    /// Serve b answered X5 `07 timeout` (its reversal journaled) and was
+    /// killed before the terminal heard it; the terminal retried X5 on serve
+    /// a and heard `00`. b, restarted, must not undo that approval. Its
+    /// reversal of a `07` given *after* every attempt that heard the
+    /// approval (X6: approved, repeated, then b's 07) still credits.
+    func testAnOwedReversalLetsStandAnApprovalALaterAttemptWasAnswered() throws {
+        try account("z5", ["FOOD": 100_000])
+        try account("z6", ["FOOD": 100_000])
+        let client = try serve.connect()
+        let stateDirectory = redis.directory.appendingPathComponent("serve-b-state").path
+        try FileManager.default.createDirectory(atPath: stateDirectory, withIntermediateDirectories: true)
+        let owedBeforeX5 = WallClock.micros()
+        XCTAssertEqual(try purchase(client, "X5", account: "z5").code, "00", "the retry, received after b's 07")
+        XCTAssertEqual(try purchase(client, "X6", account: "z6").code, "00")
+        XCTAssertEqual(try purchase(client, "X6", account: "z6").code, "00", "a repeat, heard before b's 07")
+        let owedAfterX6 = WallClock.micros()
+        try "A z5 X5 \(owedBeforeX5)\nA z6 X6 \(owedAfterX6)\n".write(
+            toFile: stateDirectory + "/pending-reversals.log", atomically: true, encoding: .utf8)
+
+        let restarted = try ServeProcess(redis: redis, arguments: ["--state-dir", stateDirectory])
+        XCTAssertTrue(restarted.child.waitForLine(containing: "no reversals owed", timeout: 30), restarted.child.output)
+        XCTAssertEqual(try redis.balances("z5"), ["FOOD": 99_000], "the approval the terminal heard last stands")
+        XCTAssertEqual(try purchase(client, "X5", account: "z5").code, "00")
+        XCTAssertEqual(try redis.balances("z6"), ["FOOD": 100_000], "the 07 heard last is not charged")
+        XCTAssertEqual(try purchase(client, "X6", account: "z6").reason, "reversed")
+        XCTAssertEqual(try statements(of: "timeout/X5").count, 0, "nothing recorded: a later 07 of X5 could still be reversed")
+        XCTAssertEqual(try statements(of: "timeout/X6").map { $0["credits"] }, ["FOOD:1000"])
+    }
+
     func testATimedOutRepeatOfAnApprovalReversesItAndLaterRepeatsSaySo() throws {
         try account("z4", ["FOOD": 100_000])
         let client = try serve.connect()

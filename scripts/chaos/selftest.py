@@ -153,21 +153,22 @@ def write_run(directory, run):
 
 
 def journal_lines_are_read():
-    """serve's journal lines, with and without the owing request's token: what
+    """serve's journal lines, with and without the 07's time (µs): what
     the harness reads to know a killed serve owed reversals (coverage) and
     that every journal is empty at the end."""
     from topology import journal_owed
     with tempfile.TemporaryDirectory(prefix="chaos-selftest-") as tmp:
         path = Path(tmp) / "pending-reversals.log"
-        path.write_text("A a1 t1 n0:0:7\nA a2 t2\nA a3 t3 n0:1:9\nD a3 t3 n0:1:9\n")
-        return journal_owed(path) == {("a1", "t1"), ("a2", "t2")}
+        path.write_text("A a1 t1 n0:0:7\nA a2 t2\nA a3 t3 100\nD a3 t3 100\n"
+                        "A a4 t4 100\nA a4 t4 200\nD a4 t4 100\n")
+        return journal_owed(path) == {("a1", "t1"), ("a2", "t2"), ("a4", "t4")}
 
 
 def main():
     failures = 0
     ok = journal_lines_are_read()
     failures += not ok
-    print(f"{'ok  ' if ok else 'FAIL'} journal lines with and without a token are read")
+    print(f"{'ok  ' if ok else 'FAIL'} journal lines are read (a later 07 outlives an earlier one's D)")
     for name, plant, invariant, expected in CASES:
         run = copy.deepcopy(clean_run())
         if plant:

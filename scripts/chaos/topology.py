@@ -197,20 +197,25 @@ class Serve:
 
 
 def journal_owed(path):
-    """The reversals still owed in a journal file: `A` lines not followed by `D`
-    (`A|D account original [token]`; lines of older serves have no token)."""
-    owed = set()
+    """The reversals still owed in a journal file: `A account original µs`
+    lines not settled by a `D` line of the same or a later 07 (µs: when the
+    07 was answered; older serves wrote a token there, or nothing: read as 0)."""
+    owed = {}
     try:
         text = Path(path).read_text()
     except OSError:
-        return owed
+        return set()
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) in (3, 4) and parts[0] == "A":
-            owed.add((parts[1], parts[2]))
-        elif len(parts) in (3, 4) and parts[0] == "D":
-            owed.discard((parts[1], parts[2]))
-    return owed
+        if len(parts) not in (3, 4) or parts[0] not in ("A", "D"):
+            continue
+        key = (parts[1], parts[2])
+        since = int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
+        if parts[0] == "A":
+            owed[key] = max(owed.get(key, since), since)
+        elif key in owed and owed[key] <= since:
+            del owed[key]
+    return set(owed)
 
 
 # --------------------------------------------------------------- accounts

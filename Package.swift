@@ -159,6 +159,7 @@ let package = Package(
                 "AuthorizerServer",
                 "Ledger",
                 "RedisWire",
+                "Replayer",
                 "MetricsScrape",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

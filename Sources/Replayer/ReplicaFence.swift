@@ -9,7 +9,10 @@ import RedisWire
 /// Per stream, back to back on the connection that reads it: XCLAIM of the
 /// batch to this consumer itself (idle 0, JUSTID: it changes nothing but is a
 /// write, so the WAIT that follows counts from here even on a connection that
-/// just reconnected), then WAIT.
+/// just reconnected), then WAIT. Only the entries the XCLAIM returns are
+/// applied: after a failover the batch read from the old master may name
+/// entries the new one never received; XCLAIM claims nothing for them (no
+/// write, so the WAIT would pass at once) and they must not be applied.
 public struct ReplicaFence: Sendable, Equatable {
     public let replicas: Int
     public let timeoutMilliseconds: Int
@@ -30,6 +33,19 @@ public struct ReplicaFence: Sendable, Equatable {
             ["XCLAIM", stream, group, consumer, "0"] + ids.map(\.description) + ["JUSTID"],
             ["WAIT", String(wanted ?? replicas), String(timeoutMilliseconds)],
         ]
+    }
+
+    /// The entries of a batch that its master holds, by the reply of the
+    /// fence's XCLAIM: an id it does not return is not in that master's
+    /// pending list (a failover discarded the entry, or its delivery), so it
+    /// is neither applied nor acknowledged now. An entry the master does hold
+    /// is delivered again (it is past the group's last id there). Entries
+    /// read as deleted (no fields) are kept: the sink skips them.
+    func held(_ entries: [StreamEntry], claimReply: RESPValue) throws -> [StreamEntry] {
+        guard let items = claimReply.array else { throw RedisError.unexpectedReply("XCLAIM: \(claimReply)") }
+        let claimed = Set(items.compactMap { $0.string.flatMap(StreamID.init) })
+        guard claimed.count == items.count else { throw RedisError.unexpectedReply("XCLAIM JUSTID: \(claimReply)") }
+        return entries.filter { $0.fields == nil || claimed.contains($0.id) }
     }
 
     /// Throws unless the WAIT reply counts enough replicas.

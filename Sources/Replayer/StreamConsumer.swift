@@ -394,8 +394,10 @@ final class StreamConsumer {
     /// Apply (commit), then acknowledge. A crash between the two re-delivers
     /// the batch, which the sink ignores by (stream, id).
     private func handle(_ batches: [(stream: String, entries: [StreamEntry])]) async throws {
+        var batches = batches
+        if let fence { batches = try await fenceOnReplicas(batches, fence) }
+        guard !batches.isEmpty else { return }
         let total = batches.reduce(0) { $0 + $1.entries.count }
-        if let fence { try await fenceOnReplicas(batches, fence) }
         let outcome: BatchOutcome
         do {
             outcome = try await sink.apply(batches)
@@ -418,10 +420,13 @@ final class StreamConsumer {
 
     /// The replica fence over a round's streams: every stream's XCLAIM, then
     /// one WAIT per master (after all of that master's XCLAIMs on the same
-    /// connection, so it covers them all).
-    private func fenceOnReplicas(_ batches: [(stream: String, entries: [StreamEntry])], _ fence: ReplicaFence) async throws {
+    /// connection, so it covers them all). Returns the batches with only the
+    /// entries their master holds (see `ReplicaFence.held`), empty ones dropped.
+    private func fenceOnReplicas(
+        _ batches: [(stream: String, entries: [StreamEntry])], _ fence: ReplicaFence
+    ) async throws -> [(stream: String, entries: [StreamEntry])] {
         let fenced = batches.filter { !$0.entries.isEmpty }
-        guard !fenced.isEmpty else { return }
+        guard !fenced.isEmpty else { return [] }
         let router = ledger.redis
         let owners = try await router.eventLoop.submit {
             fenced.map { batch -> (node: ClusterTopology.Node?, wanted: Int) in
@@ -441,6 +446,18 @@ final class StreamConsumer {
         for (index, wait) in waits.enumerated() {
             try fence.check(waitReply: replies[claims.count + index], stream: wait.key, wanted: wait.wanted)
         }
+        var held: [(stream: String, entries: [StreamEntry])] = []
+        for (index, batch) in fenced.enumerated() {
+            let entries = try fence.held(batch.entries, claimReply: replies[index])
+            if entries.count < batch.entries.count {
+                logger.warning("entries their master does not hold (a failover discarded them): not applied", metadata: [
+                    "stream": "\(batch.stream)", "entries": "\(batch.entries.count - entries.count)",
+                    "first": "\(batch.entries.first { !entries.contains($0) }?.id.description ?? "")",
+                ])
+            }
+            if !entries.isEmpty { held.append((batch.stream, entries)) }
+        }
+        return held
     }
 
     /// Entries delivered to anyone in the group and not acknowledged, over every known stream.

@@ -39,6 +39,7 @@ declare -A TESTS=(
   [reversal-ignores-own-record]='IntegrationTests.ReversalTests'
   [timeout-not-journaled]='IntegrationTests.SLATests'
   [journal-fsync-holds-back-writes]='AuthorizerServerTests.ReversalJournalTests'
+  [fence-applies-what-the-master-lacks]='IntegrationTests.ReplicaFenceTests'
   [journal-earlier-ack-settles-later]='AuthorizerServerTests.ReversalJournalTests'
   [owed-reversal-ignores-heard]='IntegrationTests.CombinedFaultTests/testAnOwedReversalLetsStand'
   [repeat-does-not-raise-heard]='IntegrationTests.(AuthorizationTests/testRepeatedId|CombinedFaultTests/testAnOwedReversalLetsStand)'

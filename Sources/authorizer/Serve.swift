@@ -198,7 +198,10 @@ struct Serve: AsyncParsableCommand {
             services: [
                 RedisSideService(rules: rules, watcher: watcher, authorizer: authorizer, adminRouter: adminRouter, admin: admin),
                 MetricsService(server: metricsEndpoint?.server, sampler: metricsEndpoint?.sampler, lagWatch: lagWatch),
-                ListenerService(terminals: listeners.terminals, iso8583: listeners.iso8583, journal: journal, logger: logger),
+                ListenerService(
+                    terminals: listeners.terminals, iso8583: listeners.iso8583, journal: journal, logger: logger,
+                    announce: announcement(listeners.terminals, endpoint: endpoint, listenPort: listenPort, logger: logger)
+                ),
             ],
             gracefulShutdownSignals: [.sigterm, .sigint],
             logger: logger
@@ -322,7 +325,7 @@ struct Serve: AsyncParsableCommand {
         )
     }
 
-    /// The terminal port, the ISO 8583 port when asked, and the port file once both listen.
+    /// The terminal port, and the ISO 8583 port when asked.
     private func startListeners(
         group: MultiThreadedEventLoopGroup, authorizer: Authorizer, endpoint: RedisEndpoint, listenPort: Int, logger: Logger
     ) async throws -> (terminals: Listener, iso8583: Listener?) {
@@ -341,12 +344,23 @@ struct Serve: AsyncParsableCommand {
             isoServer = started
             logger.info("iso8583 listening", metadata: ["host": "\(host)", "port": "\(started.localPort ?? iso8583Port)"])
         }
-        let boundPort = server.localPort ?? listenPort
-        logger.info("authorizer listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "redis": "\(endpoint)"])
-        if let portFile {
-            try "\(boundPort)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
-        }
         return (server, isoServer)
+    }
+
+    /// "authorizer listening" and the port file: said only once the service
+    /// group handles SIGTERM (from `ListenerService.run`), so that a stop
+    /// sent as soon as serve says it listens is a graceful one.
+    private func announcement(
+        _ terminals: Listener, endpoint: RedisEndpoint, listenPort: Int, logger: Logger
+    ) -> @Sendable () throws -> Void {
+        let boundPort = terminals.localPort ?? listenPort
+        let (host, portFile) = (host, portFile)
+        return {
+            logger.info("authorizer listening", metadata: ["host": "\(host)", "port": "\(boundPort)", "redis": "\(endpoint)"])
+            if let portFile {
+                try "\(boundPort)\n".write(toFile: portFile, atomically: true, encoding: .utf8)
+            }
+        }
     }
 
     /// `/metrics` and the sampler behind its stream and contention gauges, with --metrics-port.

@@ -17,10 +17,13 @@ struct ListenerService: Service {
     let iso8583: Listener?
     let journal: ReversalJournal
     let logger: Logger
+    /// Says the service listens (the group handles the stop signals by now).
+    let announce: @Sendable () throws -> Void
     /// How long a stop waits for the reversals owed.
     static let owedReversalsWait: Duration = .seconds(5)
 
     func run() async throws {
+        try announce()
         try? await gracefulShutdown()
         logger.info("shutting down: no new connections, answering requests in flight")
         let isoStopped = iso8583?.shutdown()

@@ -15,7 +15,21 @@
                                      tomorrow (so that a caller whose clock is a
                                      little behind Redis's still names Redis's today)
                (KEYS[5] to KEYS[4+B])
-    then, only when ARGV[17] names a card, after the buckets:
+    then, after the buckets:
+               controls:{ID}         HASH the spending controls of the account
+                                     ("account.KIND") and of its cards ("CARD.KIND"):
+                                     KIND per_txn, day_amount, day_count,
+                                     week_amount, week_count, month_amount,
+                                     month_count (cents or a count), blocked_mcc
+                                     (comma list of MCCs), blocked_merchant
+                                     (comma list of merchant digests)
+               spent:{ID}            HASH what approvals consumed in the current
+                                     windows: "SCOPE.W.p" the window's period,
+                                     "SCOPE.W.a" cents, "SCOPE.W.n" approvals
+                                     (W: d day, w week from Monday, m month,
+                                     civil in the issuer's zone; a window is
+                                     counted while a limit is set on it)
+    then, only when ARGV[17] names a card:
                card:{ID}:CARD        HASH status, expiry (YYMM), pan (masked), ...
 
     ARGV[1]  lock token (random per request)
@@ -40,7 +54,8 @@
     ARGV[17] card id, or "" (no card: nothing of cards is read)
     ARGV[18] the expiry the terminal read from the card (YYMM), or "" (not checked)
     ARGV[19] seconds east of UTC of the issuer's time zone, now (the civil
-             month that decides whether a card has expired)
+             month that decides whether a card has expired, and the civil
+             day, week and month of the controls' windows)
     ARGV[20] when the request was received (the serve's wall clock, µs
              since 1970): recorded as HEARD, the latest attempt answered the
              approval (see reverse.lua's ARGV[14])
@@ -86,7 +101,11 @@
   until then; HEARD (µs, the serves' wall clock) when the latest attempt
   answered the decision was received: the first attempt's, raised by each
   repeat answered the approval (records of earlier versions end at the
-  digest). reverse.lua reads and updates it; a tombstone left by a
+  digest); CONSUMED, on an approval counted in controls' windows, the
+  windows as SCOPE/W/PERIOD items, comma-separated ("account/d/20430,
+  crd_x/m/24323"; SCOPE "account" or a card id, W d|w|m), so that its
+  reversal gives back what it consumed in the windows still current.
+  reverse.lua reads and updates it; a tombstone left by a
   reversal whose original was never seen is such a record with CODE 07 and
   DETAIL "reversed". A record starting with "RV|" belongs to a reversal's own
   id (see reverse.lua). The older one-key form (KEYS[4]) is
@@ -113,10 +132,10 @@ end
 
 -- A record with HEARD raised to `at` (µs), when `at` is later.
 local function heardBy(record, at)
-  local head, heard = string.match(record, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|?(%d*)$')
+  local head, heard, rest = string.match(record, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|?(%d*)(.*)$')
   local atNumber = tonumber(at)
   if not head or not atNumber or (tonumber(heard) or 0) >= atNumber then return record end
-  return head .. '|' .. at
+  return head .. '|' .. at .. rest
 end
 
 -- A decided id gets its first decision whatever the lock: a holder that died
@@ -208,7 +227,7 @@ local function yearMonth(days)
   return year, month
 end
 if cardID ~= '' then
-  local card = redis.call('HMGET', KEYS[lastBucket + 1], 'status', 'expiry', 'pan')
+  local card = redis.call('HMGET', KEYS[lastBucket + 3], 'status', 'expiry', 'pan')
   local status, expiry = card[1], card[2]
   maskedPAN = card[3] or ''
   if not status then
@@ -230,9 +249,70 @@ if cardID ~= '' then
   end
 end
 
+-- Spending controls: the account's and the card's (controls:{ID}); every
+-- one set must pass, so the tightest wins. Windows are civil in the issuer's
+-- zone; a window's counters count from its period's first approval.
+local controlKinds = {'per_txn', 'day_amount', 'day_count', 'week_amount', 'week_count',
+  'month_amount', 'month_count', 'blocked_mcc', 'blocked_merchant'}
+local amountWords = {'daily limit reached', 'weekly limit reached', 'monthly limit reached'}
+local countWords = {'too many transactions today', 'too many transactions this week', 'too many transactions this month'}
+local windowLetters = {'d', 'w', 'm'}
+local controlRefusal, counted, periods = nil, {}, nil
+local function listed(list, value)
+  return list and value ~= '' and string.find(',' .. list .. ',', ',' .. value .. ',', 1, true) ~= nil
+end
+local function checkScope(scope, limits)
+  if listed(limits[8], ARGV[6]) or listed(limits[8], ARGV[7]) then return 'merchant category not allowed' end
+  if listed(limits[9], ARGV[13]) then return 'merchant not allowed' end
+  local perTxn = tonumber(limits[1])
+  if perTxn and amount > perTxn then return 'amount over the per-transaction limit' end
+  -- Only the windows with a limit are read and counted.
+  for w = 1, 3 do
+    local amountLimit, countLimit = tonumber(limits[2 * w]), tonumber(limits[2 * w + 1])
+    if amountLimit or countLimit then
+      local prefix = scope .. '.' .. windowLetters[w] .. '.'
+      local spent = redis.call('HMGET', KEYS[lastBucket + 2], prefix .. 'p', prefix .. 'a', prefix .. 'n')
+      local current = spent[1] == periods[w]
+      local spentAmount, spentCount = 0, 0
+      if current then spentAmount, spentCount = tonumber(spent[2]) or 0, tonumber(spent[3]) or 0 end
+      if amountLimit and spentAmount + amount > amountLimit then return amountWords[w] end
+      if countLimit and spentCount + 1 > countLimit then return countWords[w] end
+      counted[#counted + 1] = {prefix, current, scope .. '/' .. windowLetters[w] .. '/' .. periods[w], w}
+    end
+  end
+  return nil
+end
+if not cardRefusal then
+  local scopes = {'account'}
+  if cardID ~= '' then scopes[2] = cardID end
+  local names = {}
+  for _, scope in ipairs(scopes) do
+    for _, kind in ipairs(controlKinds) do names[#names + 1] = scope .. '.' .. kind end
+  end
+  local values = redis.call('HMGET', KEYS[lastBucket + 1], unpack(names))
+  for i, scope in ipairs(scopes) do
+    local limits, any = {}, false
+    for k = 1, #controlKinds do
+      limits[k] = values[(i - 1) * #controlKinds + k] or nil
+      if limits[k] then any = true end
+    end
+    if any then
+      if not periods then
+        local localDays = math.floor((seconds + tonumber(ARGV[19])) / 86400)
+        local year, month = yearMonth(localDays)
+        periods = {tostring(localDays), tostring(math.floor((localDays + 3) / 7)), tostring(year * 12 + month - 1)}
+      end
+      controlRefusal = checkScope(scope, limits)
+      if controlRefusal then break end
+    end
+  end
+end
+
 local code, reason, debitText, balanceText = '51', '', '', ''
 if cardRefusal then
   code, reason = '07', cardRefusal
+elseif controlRefusal then
+  code, reason = '07', controlRefusal
 elseif not (categoryOk and fallbackOk) then
   code, reason = '07', 'balance is not an integer amount of cents'
 elseif categoryBalance >= amount then
@@ -282,11 +362,30 @@ for i = 21, #ARGV - 1, 2 do
 end
 local entry = redis.call('XADD', statements, '*', unpack(fields))
 
+-- An approval counts in the windows that have a limit (only approvals count).
+local consumed = ''
+if code == '00' and #counted > 0 then
+  local items = {}
+  for i, window in ipairs(counted) do
+    local prefix = window[1]
+    if window[2] then
+      redis.call('HINCRBY', KEYS[lastBucket + 2], prefix .. 'a', amountText)
+      redis.call('HINCRBY', KEYS[lastBucket + 2], prefix .. 'n', 1)
+    else
+      redis.call('HSET', KEYS[lastBucket + 2], prefix .. 'p', periods[window[4]], prefix .. 'a', amountText, prefix .. 'n', 1)
+    end
+    items[i] = window[3]
+  end
+  -- The longest window and a margin: an account idle that long has nothing to count.
+  redis.call('EXPIRE', KEYS[lastBucket + 2], 35 * 86400)
+  consumed = '|' .. table.concat(items, ',')
+end
+
 local detail = debitText
 if code == '07' then detail = reason end
 local bucket = KEYS[todayKey]
 redis.call('HSET', bucket, id, code .. '|' .. detail .. '|' .. amountText .. '|' .. ARGV[6] .. '|'
-  .. (seconds - day * 86400) .. '||' .. ARGV[13] .. '|' .. ARGV[20])
+  .. (seconds - day * 86400) .. '||' .. ARGV[13] .. '|' .. ARGV[20] .. consumed)
 -- NX: set once per bucket (no expire keyevent on every decision).
 redis.call('EXPIREAT', bucket, (day + 1) * 86400 + tonumber(ARGV[14]), 'NX')
 return {'DONE', code, detail, 0, entry}

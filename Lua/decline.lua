@@ -70,10 +70,10 @@ end
 
 -- A record with HEARD raised to `at` (µs), when `at` is later (as in authorize.lua).
 local function heardBy(record, at)
-  local head, heard = string.match(record, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|?(%d*)$')
+  local head, heard, rest = string.match(record, '^([^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*|[^|]*)|?(%d*)(.*)$')
   local atNumber = tonumber(at)
   if not head or not atNumber or (tonumber(heard) or 0) >= atNumber then return record end
-  return head .. '|' .. at
+  return head .. '|' .. at .. rest
 end
 
 -- The id's first decision, if any.

@@ -16,8 +16,10 @@
     KEYS[4]  txn:{ID}:ORIGINAL       STRING the original's older one-key record
     KEYS[5]  txn:{ID}:REVID          STRING the reversal's older one-key record
                                      (both read only when ARGV[13] is "1")
-    KEYS[6..] txns:{ID}:YYYYMMDD     HASH the day buckets (see authorize.lua):
-                                     consecutive days, newest first, KEYS[6] being
+    KEYS[6]  spent:{ID}              HASH what approvals consumed in the controls'
+                                     windows (see authorize.lua)
+    KEYS[7..] txns:{ID}:YYYYMMDD     HASH the day buckets (see authorize.lua):
+                                     consecutive days, newest first, KEYS[7] being
                                      the caller's tomorrow; every bucket from
                                      Redis's today on is read
 
@@ -32,7 +34,7 @@
     ARGV[9]  digest of ARGV[8] (8 hex digits), or ""
     ARGV[10] reversal window in milliseconds: an original decided longer ago
              than this is "original not found"
-    ARGV[11] the day of KEYS[6], in days since 1970-01-01 (UTC)
+    ARGV[11] the day of KEYS[7], in days since 1970-01-01 (UTC)
     ARGV[12] seconds a day's bucket outlives its day (as authorize.lua's ARGV[14])
     ARGV[13] "1": also read KEYS[4] and KEYS[5] (records written before the day buckets)
     ARGV[14] the service's own reversal of a timed-out request (id
@@ -72,8 +74,8 @@ local now = redis.call('TIME')
 local seconds = tonumber(now[1])
 local nowMs = seconds * 1000 + math.floor(tonumber(now[2]) / 1000)
 local day = math.floor(seconds / 86400)
-local todayKey = 6 + tonumber(ARGV[11]) - day
-if todayKey < 6 or todayKey >= #KEYS then
+local todayKey = 7 + tonumber(ARGV[11]) - day
+if todayKey < 7 or todayKey >= #KEYS then
   return redis.error_reply('ERR clock: Redis day ' .. day .. ' is not among the buckets named (newest ' .. ARGV[11] .. ')')
 end
 local today = KEYS[todayKey]
@@ -137,11 +139,11 @@ if record then
     return {'DONE', '07', 'original is a reversal', 0, ''}
   end
 end
--- A bucket's record ends with the digest, then HEARD (see authorize.lua).
-local heard = 0
+-- A bucket's record ends with the digest, then HEARD and CONSUMED (see authorize.lua).
+local heard, consumed = 0, ''
 if inBucket and merchant then
-  local digest, at = string.match(merchant, '^([^|]*)|(%d+)$')
-  if digest then merchant, heard = digest, tonumber(at) end
+  local digest, at, rest = string.match(merchant, '^([^|]*)|(%d+)|?(.*)$')
+  if digest then merchant, heard, consumed = digest, tonumber(at), rest end
 end
 
 -- The service's reversal of a 07 yields to a later attempt answered the
@@ -205,7 +207,7 @@ end
 -- When the original was decided, in ms: a bucket keeps the second of its day.
 local decidedAt
 if inBucket and tonumber(decided) then
-  local bucketDay = tonumber(ARGV[11]) - (where - 6)
+  local bucketDay = tonumber(ARGV[11]) - (where - 7)
   decidedAt = (bucketDay * 86400 + tonumber(decided)) * 1000
 elseif tonumber(decided) then
   decidedAt = tonumber(decided)
@@ -230,6 +232,21 @@ if recordAmount == '' then recordAmount = '0' end
 
 if reversedBy ~= '' then
   return acknowledge(recordAmount, '', '', 'already reversed', mcc)
+end
+
+-- What the original consumed in the controls' windows, given back in the
+-- windows still current (a window that has passed was reset since).
+local function giveBack()
+  for scope, letter, period in string.gmatch(consumed, '([^,/]+)/([dwm])/(%d+)') do
+    local prefix = scope .. '.' .. letter .. '.'
+    local spent = redis.call('HMGET', KEYS[6], prefix .. 'p', prefix .. 'a', prefix .. 'n')
+    if spent[1] == period then
+      -- Never below zero: a window's counters were set by its first approval.
+      local leftAmount = math.max((tonumber(spent[2]) or 0) - tonumber(amount), 0)
+      local leftCount = math.max((tonumber(spent[3]) or 0) - 1, 0)
+      redis.call('HSET', KEYS[6], prefix .. 'a', string.format('%d', leftAmount), prefix .. 'n', string.format('%d', leftCount))
+    end
+  end
 end
 
 local function markReversed()
@@ -263,5 +280,6 @@ for i, debit in ipairs(debits) do
   balances[i] = debit[1] .. ':' .. string.format('%d', after)
   total = total + tonumber(debit[2])
 end
+giveBack()
 markReversed()
 return acknowledge(string.format('%d', total), table.concat(credits, ','), table.concat(balances, ','), '', mcc)

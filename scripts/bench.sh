@@ -126,20 +126,30 @@ SHA=$(rcli SCRIPT LOAD "$(cat Lua/authorize.lua)")
 # The day buckets are named by UTC date (the script picks Redis's today among them).
 TODAY=$(( $(date +%s) / 86400 ))
 utc_date() { date -u -d "@$(( $1 * 86400 ))" +%Y%m%d; }
+# One redis-benchmark run of authorize.lua ($1: the ids' prefix; $2: a card
+# id, or '' for none): prints "calls/s redis-µs-per-call".
+authorize_ceiling() {
+    local prefix=$1 card=$2 keys=9 zone=0 ticks csv
+    local card_key=()
+    if [ -n "$card" ]; then keys=10; zone=-10800; card_key=("card:{rb-__rand_int__}:$card"); fi
+    ticks=$(cpu_ticks "$REDIS_PID")
+    csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PASSWORD" -n "$CEILING_REQUESTS" -c 50 -P 16 -r "$ACCOUNTS" --csv \
+        EVALSHA "$SHA" "$keys" 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' statements 'txn:{rb-__rand_int__}:x' \
+        "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
+        'controls:{rb-__rand_int__}' 'spent:{rb-__rand_int__}' "${card_key[@]}" \
+        tok 0 "$prefix-__rand_int__-__rand_int__" acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
+        $((TODAY + 1)) 0badcafe 172800 0 3 "$card" '' "$zone" "$(date +%s)000000" \
+        2> >(grep -v "Could not fetch server CONFIG" >&2))
+    ticks=$(( $(cpu_ticks "$REDIS_PID") - ticks ))
+    printf '%s %s\n' "$(tail -1 <<<"$csv" | cut -d, -f2 | tr -d '"')" \
+        "$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v n="$CEILING_REQUESTS" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')"
+}
+
 before=$(rcli XLEN statements)
-ceiling_ticks=$(cpu_ticks "$REDIS_PID")
 echo "redis-benchmark: EVALSHA authorize.lua x $CEILING_REQUESTS, 50 clients, pipeline 16" >&2
-ceiling_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PASSWORD" -n "$CEILING_REQUESTS" -c 50 -P 16 -r "$ACCOUNTS" --csv \
-    EVALSHA "$SHA" 7 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' statements 'txn:{rb-__rand_int__}:x' \
-    "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
-    tok 0 'id-__rand_int__-__rand_int__' acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
-    $((TODAY + 1)) 0badcafe 172800 0 3 '' '' 0 "$(date +%s)000000" \
-    2> >(grep -v "Could not fetch server CONFIG" >&2))
-CEILING=$(tail -1 <<<"$ceiling_csv" | cut -d, -f2 | tr -d '"')
-ceiling_ticks=$(( $(cpu_ticks "$REDIS_PID") - ceiling_ticks ))
+read -r CEILING CEILING_CPU_US < <(authorize_ceiling id '')
 decided=$(( $(rcli XLEN statements) - before ))
 # Redis CPU per EVALSHA of authorize.lua alone, beside its CPU per authorization through serve.
-CEILING_CPU_US=$(awk -v t="$ceiling_ticks" -v hz="$(getconf CLK_TCK)" -v n="$CEILING_REQUESTS" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
 last=$(rcli XREVRANGE statements + - COUNT 1 | tr '\n' ' ')
 if [ "$decided" -ne "$CEILING_REQUESTS" ] || ! grep -q "code 00 .*debits FOOD:100" <<<"$last"; then
     echo "warning: only $decided of $CEILING_REQUESTS redis-benchmark calls debited (last: $last)" >&2
@@ -152,22 +162,23 @@ echo "ceiling: $CEILING calls/s ($decided of $CEILING_REQUESTS calls debited and
 for i in $(seq -f '%012g' 0 $((ACCOUNTS - 1))); do
     echo "HSET card:{rb-$i}:crd_bench status active expiry 9912 pan 999000******0000"
 done | rcli --pipe >/dev/null
-before=$(rcli XLEN statements)
-card_ticks=$(cpu_ticks "$REDIS_PID")
 echo "redis-benchmark: EVALSHA authorize.lua with a card x $CEILING_REQUESTS" >&2
-card_csv=$(redis-benchmark -p "$REDIS_PORT" --user authorizer -a "$AUTHORIZER_PASSWORD" -n "$CEILING_REQUESTS" -c 50 -P 16 -r "$ACCOUNTS" --csv \
-    EVALSHA "$SHA" 8 'account:{rb-__rand_int__}' 'lock:{rb-__rand_int__}:__rand_int__' statements 'txn:{rb-__rand_int__}:x' \
-    "txns:{rb-__rand_int__}:$(utc_date $((TODAY + 1)))" "txns:{rb-__rand_int__}:$(utc_date "$TODAY")" "txns:{rb-__rand_int__}:$(utc_date $((TODAY - 1)))" \
-    'card:{rb-__rand_int__}:crd_bench' \
-    tok 0 'idc-__rand_int__-__rand_int__' acct 100 5411 5411 'BENCH MARKET             SAO PAULO    BR' FOOD CASH whole \
-    $((TODAY + 1)) 0badcafe 172800 0 3 crd_bench '' -10800 "$(date +%s)000000" \
-    2> >(grep -v "Could not fetch server CONFIG" >&2))
-CEILING_CARD=$(tail -1 <<<"$card_csv" | cut -d, -f2 | tr -d '"')
-card_ticks=$(( $(cpu_ticks "$REDIS_PID") - card_ticks ))
-CEILING_CARD_CPU_US=$(awk -v t="$card_ticks" -v hz="$(getconf CLK_TCK)" -v n="$CEILING_REQUESTS" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }')
+read -r CEILING_CARD CEILING_CARD_CPU_US < <(authorize_ceiling idc crd_bench)
 last=$(rcli XREVRANGE statements + - COUNT 1 | tr '\n' ' ')
 if ! grep -q "code 00 .*card crd_bench" <<<"$last"; then
     echo "warning: the card calls did not approve (last: $last)" >&2
+fi
+
+# 1c. The same card with two controls that pass (a per-transaction maximum
+# and a daily amount, whose window is counted on every approval).
+for i in $(seq -f '%012g' 0 $((ACCOUNTS - 1))); do
+    echo "HSET controls:{rb-$i} crd_bench.per_txn 1000000 crd_bench.day_amount 100000000000"
+done | rcli --pipe >/dev/null
+echo "redis-benchmark: EVALSHA authorize.lua with a card and two controls x $CEILING_REQUESTS" >&2
+read -r CEILING_CONTROLS CEILING_CONTROLS_CPU_US < <(authorize_ceiling idk crd_bench)
+last=$(rcli XREVRANGE statements + - COUNT 1 | tr '\n' ' ')
+if ! grep -q "code 00 .*card crd_bench" <<<"$last" || [ -z "$(rcli HGET 'spent:{rb-000000000000}' crd_bench.d.a)" ]; then
+    echo "warning: the controlled calls did not approve and count (last: $last)" >&2
 fi
 # The ceiling leaves 300,000 lock keys expiring in the background and as many
 # transaction records: start the serve phases (the memory phase above all) from an empty Redis.
@@ -347,6 +358,7 @@ echo "authorizer bench, $(date -u +%Y-%m-%d), $(nproc) cores ($(uname -m)), runs
 printf '%-44s %-46s %s\n' "measurement" "result" "target"
 printf '%-44s %-46s %s\n' "redis-benchmark EVALSHA authorize.lua" "$CEILING/s (ceiling)" ""
 printf '%-44s %-46s %s\n' "  the same, naming a card" "$CEILING_CARD/s" ""
+printf '%-44s %-46s %s\n' "  the same card with two controls" "$CEILING_CONTROLS/s" ""
 printf '%-44s %-46s %s\n' "closed loop, $CONNECTIONS conns x $PIPELINE in flight" \
     "$closed_tp/s = $closed_ratio x ceiling, p99 $(field p99_ms "$closed") ms" ">= 50000/s or >= 0.4 x: $closed_target"
 printf '%-44s %-46s %s\n' "open loop at $RATE/s, $CONNECTIONS conns" \
@@ -370,6 +382,7 @@ echo "CPU per answered authorization, /proc/PID/stat utime + stime ($(getconf CL
 printf '%-44s %s\n' "  single Redis: phase" "redis / serve / generator = total"
 printf '%-44s %s\n' "  redis-benchmark EVALSHA (ceiling)" "redis $CEILING_CPU_US µs per call"
 printf '%-44s %s\n' "  the same, naming a card" "redis $CEILING_CARD_CPU_US µs per call = $(ratio "$CEILING_CARD_CPU_US" "$CEILING_CPU_US") x without"
+printf '%-44s %s\n' "  the same card with two controls" "redis $CEILING_CONTROLS_CPU_US µs per call = $(ratio "$CEILING_CONTROLS_CPU_US" "$CEILING_CARD_CPU_US") x the card without controls, $(ratio "$CEILING_CONTROLS_CPU_US" "$CEILING_CPU_US") x neither"
 printf '%-44s %s\n' "  closed loop" "$(cpu_row "$closed" "redis serve generator")"
 printf '%-44s %s\n' "  open loop at $RATE/s" "$(cpu_row "$open" "redis serve generator")"
 printf '%-44s %s\n' "  open loop at $((RATE / 2))/s" "$(cpu_row "$open_half" "redis serve generator")"
@@ -388,8 +401,8 @@ printf '%-44s %-46s\n' "codes: closed loop / open loop" \
     "00 $(code_count 00 "$closed") / $(code_count 00 "$open"), 51 $(code_count 51 "$closed") / $(code_count 51 "$open"), 07 $(code_count 07 "$closed") / $(code_count 07 "$open")"
 # Every phase's JSON in one object.
 {
-    printf '{"date":"%s","cores":%s,"duration":"%s","rate":%s,"ceiling":%s,"ceiling_redis_cpu_us_per_call":%s,"ceiling_card_redis_cpu_us_per_call":%s,"rss_idle_mib":%s,"rss_before_mib":%s,"phases":{' \
-        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "$DURATION" "$RATE" "$CEILING" "$CEILING_CPU_US" "$CEILING_CARD_CPU_US" "$rss_idle" "$rss_before"
+    printf '{"date":"%s","cores":%s,"duration":"%s","rate":%s,"ceiling":%s,"ceiling_redis_cpu_us_per_call":%s,"ceiling_card_redis_cpu_us_per_call":%s,"ceiling_controls_redis_cpu_us_per_call":%s,"rss_idle_mib":%s,"rss_before_mib":%s,"phases":{' \
+        "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$(nproc)" "$DURATION" "$RATE" "$CEILING" "$CEILING_CPU_US" "$CEILING_CARD_CPU_US" "$CEILING_CONTROLS_CPU_US" "$rss_idle" "$rss_before"
     printf '"memory":%s,"closed":%s,"open":%s,"open_half":%s,"iso8583":%s,"unlock_probe":%s' "$memory" "$closed" "$open" "$open_half" "$iso" "$probe"
     if [ -n "${cluster_closed:-}" ]; then
         printf ',"cluster_closed":%s,"cluster_open":%s,"cluster_open_half":%s,"cluster_acks_half":%s,"cluster_memory":%s' \

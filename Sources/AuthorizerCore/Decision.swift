@@ -67,6 +67,8 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
     case internalError(String?)
     /// The card named cannot authorize (authorize.lua's card check, or its resolution).
     case card(CardRefusal)
+    /// A spending control of the account or the card refused it.
+    case control(ControlRefusal)
     /// A `07` a decision script gave in its own words.
     case declined(String)
 
@@ -97,6 +99,7 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case .internalError(let detail?): return "internal error: \(detail)"
         case .internalError(nil): return "internal error"
         case .card(let refusal): return refusal.rawValue
+        case .control(let refusal): return refusal.rawValue
         case .declined(let words): return words
         }
     }
@@ -116,6 +119,7 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case .amountMismatch: return "amount_mismatch"
         case .internalError: return "internal_error"
         case .card(let refusal): return refusal.code
+        case .control(let refusal): return refusal.code
         case .declined: return "declined"
         }
     }
@@ -137,6 +141,7 @@ public enum RejectReason: Sendable, Hashable, CustomStringConvertible {
         case Self.amountMismatchText: self = .amountMismatch
         case "internal error": self = .internalError(nil)
         case let words where CardRefusal(rawValue: words) != nil: self = .card(CardRefusal(rawValue: words)!)
+        case let words where ControlRefusal(rawValue: words) != nil: self = .control(ControlRefusal(rawValue: words)!)
         default: self = .declined(text.isEmpty ? "declined" : text)
         }
     }
@@ -168,4 +173,43 @@ public enum CardRefusal: String, Sendable, Hashable, CaseIterable {
         case .otherAccount: return "card_other_account"
         }
     }
+}
+
+/// Why a spending control refused an authorization, in the words the
+/// terminal receives (authorize.lua writes the same words).
+public enum ControlRefusal: String, Sendable, Hashable, CaseIterable {
+    case perTransaction = "amount over the per-transaction limit"
+    case dailyAmount = "daily limit reached"
+    case weeklyAmount = "weekly limit reached"
+    case monthlyAmount = "monthly limit reached"
+    case dailyCount = "too many transactions today"
+    case weeklyCount = "too many transactions this week"
+    case monthlyCount = "too many transactions this month"
+    case merchantCategory = "merchant category not allowed"
+    case merchant = "merchant not allowed"
+
+    public var code: String {
+        switch self {
+        case .perTransaction: return "control_per_transaction"
+        case .dailyAmount: return "control_daily_amount"
+        case .weeklyAmount: return "control_weekly_amount"
+        case .monthlyAmount: return "control_monthly_amount"
+        case .dailyCount: return "control_daily_count"
+        case .weeklyCount: return "control_weekly_count"
+        case .monthlyCount: return "control_monthly_count"
+        case .merchantCategory: return "control_merchant_category"
+        case .merchant: return "control_merchant"
+        }
+    }
+
+    /// What kind of limit: an amount, a count, or who may be paid.
+    public var kind: Kind {
+        switch self {
+        case .perTransaction, .dailyAmount, .weeklyAmount, .monthlyAmount: return .amount
+        case .dailyCount, .weeklyCount, .monthlyCount: return .count
+        case .merchantCategory, .merchant: return .notPermitted
+        }
+    }
+
+    public enum Kind: Sendable { case amount, count, notPermitted }
 }

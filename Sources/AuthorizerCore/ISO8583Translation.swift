@@ -33,6 +33,9 @@ public enum ISO8583ResponseCode {
     public static let cancelledCard = "46"
     public static let expiredCard = "54"
     public static let blockedCard = "62"
+    public static let notPermitted = "57"
+    public static let overAmountLimit = "61"
+    public static let overCountLimit = "65"
     public static let issuerUnavailable = "91"
 }
 
@@ -190,8 +193,18 @@ public enum ISO8583Translator {
             case .timeout?, .storageUnavailable?, .shuttingDown?, .internalError?: return R.issuerUnavailable
             case .amountMismatch?: return R.invalidAmount
             case .card(let refusal)?: return cardResponseCode(refusal)
+            case .control(let refusal)?: return controlResponseCode(refusal)
             default: return R.doNotHonour
             }
+        }
+    }
+
+    /// DE39 for a spending control's refusal.
+    static func controlResponseCode(_ refusal: ControlRefusal) -> String {
+        switch refusal.kind {
+        case .amount: return R.overAmountLimit
+        case .count: return R.overCountLimit
+        case .notPermitted: return R.notPermitted
         }
     }
 

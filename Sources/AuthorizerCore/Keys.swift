@@ -8,6 +8,12 @@ public enum Keys {
     /// replaces / replaced_by. In the account's slot, so authorize.lua reads it
     /// in the execution that debits.
     public static func card(account: String, card: String) -> String { "card:{\(account)}:\(card)" }
+    /// The spending controls of the account and of its cards: HASH
+    /// `SCOPE.KIND` → value, SCOPE `account` or a card id (see `SpendingControl`).
+    public static func controls(account: String) -> String { "controls:{\(account)}" }
+    /// What approvals consumed in the controls' current windows: HASH
+    /// `SCOPE.W.p|a|n` (period, cents, approvals; W `d`, `w`, `m`).
+    public static func spent(account: String) -> String { "spent:{\(account)}" }
     /// The account's cards: SET of card ids.
     public static func cards(account: String) -> String { "cards:{\(account)}" }
     /// The PAN index: STRING `ACCOUNT CARD`, keyed by the hex HMAC-SHA256 of

@@ -155,7 +155,7 @@ final class AccountGate: Sendable {
             call = .authorize(
                 request, resolution, token: job.lockToken, lockTTLms: job.keepsLock ? lockTTLms : 0, idempotency: idempotencyScope(),
                 statements: ledger.stream(forAccount: request.account),
-                zoneOffsetSeconds: request.cardID == nil ? 0 : config.zoneOffsetSeconds(), receivedMicros: job.receivedMicros
+                zoneOffsetSeconds: config.zoneOffsetSeconds(), receivedMicros: job.receivedMicros
             )
         case .reverse(let request, _):
             metric = .reverse

@@ -37,6 +37,8 @@ public final class ServerMetrics: Sendable {
         case internalError = "internal_error"
         /// The card named cannot authorize (unknown, not active, expired).
         case card
+        /// A spending control of the account or the card refused it.
+        case control
         /// A `07` the decision script gave for another reason.
         case other
 
@@ -57,6 +59,7 @@ public final class ServerMetrics: Sendable {
             case .reversed, .originalNotFound, .amountMismatch: self = .other
             case .internalError: self = .internalError
             case .card: self = .card
+            case .control: self = .control
             case .declined: self = .other
             }
         }

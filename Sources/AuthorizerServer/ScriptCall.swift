@@ -23,7 +23,7 @@ public struct ScriptCall: Sendable, Equatable {
     }
 
     /// `authorize.lua`: lock, idempotency, card, balances, debit, statement.
-    /// `zoneOffsetSeconds`: the issuer's zone now (read only with a card).
+    /// `zoneOffsetSeconds`: the issuer's zone now (a card's expiry, the controls' windows).
     /// `receivedMicros`: when the request was received (wall clock, µs since
     /// 1970), recorded as the latest attempt answered an approval.
     public static func authorize(
@@ -39,7 +39,7 @@ public struct ScriptCall: Sendable, Equatable {
             Keys.lock(request.account),
             statements,
             Keys.transaction(account: request.account, id: request.id),
-        ] + buckets + card, arguments: [
+        ] + buckets + [Keys.controls(account: request.account), Keys.spent(account: request.account)] + card, arguments: [
             token,
             String(lockTTLms),
             request.id,
@@ -74,6 +74,7 @@ public struct ScriptCall: Sendable, Equatable {
             statements,
             Keys.transaction(account: request.account, id: request.original),
             Keys.transaction(account: request.account, id: request.id),
+            Keys.spent(account: request.account),
         ] + idempotency.buckets(account: request.account, olderDays: idempotency.reverseOlderDays), arguments: [
             token,
             String(lockTTLms),

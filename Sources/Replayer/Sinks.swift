@@ -97,6 +97,21 @@ public struct Notification: Sendable, Equatable {
         }
     }
 
+    /// The words of a spending control's refusal, as the holder reads them.
+    static func controlRefusalText(_ refusal: ControlRefusal) -> String {
+        switch refusal {
+        case .perTransaction: return "valor acima do limite por compra"
+        case .dailyAmount: return "limite diário atingido"
+        case .weeklyAmount: return "limite semanal atingido"
+        case .monthlyAmount: return "limite mensal atingido"
+        case .dailyCount: return "número de compras do dia atingido"
+        case .weeklyCount: return "número de compras da semana atingido"
+        case .monthlyCount: return "número de compras do mês atingido"
+        case .merchantCategory: return "tipo de estabelecimento não permitido"
+        case .merchant: return "estabelecimento não permitido"
+        }
+    }
+
     public init(_ statement: Statement) {
         precondition(Self.isNotified(statement))
         statementID = statement.entryID
@@ -127,6 +142,10 @@ public struct Notification: Sendable, Equatable {
         case .rejected:
             if let refusal = CardRefusal(rawValue: statement.reason) {
                 text = "Compra recusada de \(value) em \(merchant): \(Self.cardRefusalText(refusal))"
+                return
+            }
+            if let refusal = ControlRefusal(rawValue: statement.reason) {
+                text = "Compra recusada de \(value) em \(merchant): \(Self.controlRefusalText(refusal))"
                 return
             }
             let reason = statement.reason.isEmpty ? "" : " (\(statement.reason))"

@@ -6,7 +6,7 @@ struct AuthorizerCommand: AsyncParsableCommand {
         commandName: "authorizer",
         abstract: "A Redis-native benefits card authorizer.",
         subcommands: [
-            Serve.self, RulesCommand.self, AccountCommand.self, CardCommand.self,
+            Serve.self, RulesCommand.self, AccountCommand.self, CardCommand.self, ControlsCommand.self,
             Replay.self, StatementCommand.self, Audit.self,
             Send.self, Bench.self, Top.self, WebhooksCommand.self,
         ]

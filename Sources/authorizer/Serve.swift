@@ -4,6 +4,7 @@ import AuthorizerServer
 import Foundation
 import Ledger
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import NIOSSL
@@ -216,7 +217,16 @@ struct Serve: AsyncParsableCommand {
         config.isoPANAsAccount = isoPanAsAccount
         config.answerAfterJournalSync = journalFsyncBeforeAnswer
         let issuerZone = try zone.zone()
-        config.zoneOffsetSeconds = { issuerZone.secondsFromGMT(for: Date()) }
+        // Looked up once a minute (an offset changes at a transition, on a minute).
+        let offset = NIOLockedValueBox((minute: Int64.min, seconds: 0))
+        config.zoneOffsetSeconds = {
+            let now = Date()
+            let minute = Int64(now.timeIntervalSince1970) / 60
+            return offset.withLockedValue { cached in
+                if cached.minute != minute { cached = (minute, issuerZone.secondsFromGMT(for: now)) }
+                return cached.seconds
+            }
+        }
         config.sla = .milliseconds(Int64(slaMs))
         config.lockTTL = .milliseconds(Int64(lockTtlMs))
         // The journal's fsync happens inside the SLA: a fifth of it, at most 20 ms.

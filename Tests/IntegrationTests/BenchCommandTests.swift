@@ -206,6 +206,7 @@ final class BenchCommandTests: IntegrationTestCase {
         let phases = try XCTUnwrap(summary["phases"] as? [String: [String: Any]])
         XCTAssertGreaterThan(summary["ceiling_redis_cpu_us_per_call"] as? Double ?? 0, 0, "\(summary)")
         XCTAssertGreaterThan(summary["ceiling_card_redis_cpu_us_per_call"] as? Double ?? 0, 0, "a card's cost is measured: \(summary)")
+        XCTAssertGreaterThan(summary["ceiling_controls_redis_cpu_us_per_call"] as? Double ?? 0, 0, "two controls' cost is measured: \(summary)")
         XCTAssertFalse(child.output.contains("the card calls did not approve"), child.output)
         let single = ["redis", "serve", "generator"], cluster = ["redis", "replicas", "serve", "generator"]
         for (phase, groups) in [("closed", single), ("open", single), ("open_half", single), ("iso8583", single),

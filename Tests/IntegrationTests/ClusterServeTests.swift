@@ -187,13 +187,18 @@ final class ClusterServeTests: XCTestCase {
         let client = try serve.connect()
         let line: (String) -> [String: Any] = { ["id": $0, "card": "9990003333333331", "totalAmount": "10.00", "mcc": "5411", "merchant": "PADARIA DO ZE"] }
         XCTAssertEqual(try client.request(line("cc-1")).code, "00")
+        // A control of the card, in the account's slot: checked with the debit.
+        try runAuthorizer(["controls", "set", "--card", id, "--daily-count", "1"] + card)
+        XCTAssertEqual(try client.request(line("cc-c")).code, "00", "the first approval counted: cc-1 came before any limit")
+        XCTAssertEqual(try client.request(line("cc-d")).reason, "too many transactions today")
+        try runAuthorizer(["controls", "clear", "--card", id] + card)
         try runAuthorizer(["card", "block", id] + card)
         let refused = try client.request(line("cc-2"))
         XCTAssertEqual(refused.reason, "card blocked")
         let entries = try entries(of: "cc1", in: cluster)
         XCTAssertEqual(entries.filter { $0["type"] == "card" }.map { $0["to"] ?? "" }, ["active", "blocked"])
         XCTAssertEqual(entries.last { $0["id"] == "cc-2" }?["card"], id)
-        XCTAssertEqual(try balances("cc1", in: cluster)["FOOD"], 10_000 - 1_000)
+        XCTAssertEqual(try balances("cc1", in: cluster)["FOOD"], 10_000 - 2 * 1_000)
     }
 
     /// On each master: a request waiting on a lock held there wakes on that

@@ -81,7 +81,8 @@ final class ScriptCallTests: XCTestCase {
         XCTAssertEqual(authorize.keys, [
             "account:{acct}", "lock:{acct}", authorize.keys[2], "txn:{acct}:t1",
             "txns:{acct}:20261127", "txns:{acct}:20261126", "txns:{acct}:20261125",
-        ], "tomorrow, today and the window's one older day")
+            "controls:{acct}", "spent:{acct}",
+        ], "tomorrow, today and the window's one older day, then the controls and their counters")
         XCTAssertTrue(authorize.keys[2].hasPrefix("statements:{"), authorize.keys[2])
         XCTAssertEqual(authorize.arguments, [
             "tok", "200", "t1", "acct", "1234", "5411", "5411", "PADARIA DO ZE", "FOOD", "CASH", "whole",

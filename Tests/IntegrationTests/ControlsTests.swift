@@ -1,0 +1,156 @@
+import AuthorizerCore
+import Foundation
+import XCTest
+
+/// Spending controls: set with the CLI, checked by authorize.lua in the
+/// execution that debits (one Redis here; the cluster in ClusterServeTests),
+/// counted per civil window of the issuer's zone, given back by reversals.
+final class ControlsTests: LedgerTestCase {
+    var serve: ServeProcess!
+    var keyFile: String!
+    /// The issuer's zone of this run: one whose civil day is not UTC's right
+    /// now, so that a window computed in UTC is caught.
+    var zone: (name: String, offset: Int64)!
+
+    static let pan = "9990001234567890"
+
+    override func setUpWithError() throws {
+        try super.setUpWithError()
+        keyFile = redis.directory.appendingPathComponent("pan.key").path
+        FileManager.default.createFile(atPath: keyFile, contents: Data("a-test-pan-index-key-0123456789".utf8), attributes: [.posixPermissions: 0o600])
+        let secondOfDay = Int64(Date().timeIntervalSince1970) % 86_400
+        zone = secondOfDay >= 36_000 ? ("Etc/GMT-14", 14 * 3_600) : ("Etc/GMT+12", -12 * 3_600)
+        serve = try ServeProcess(redis: redis, arguments: [
+            "--sla-ms", "5000", "--iso8583-port", "0", "--pan-key-file", keyFile, "--time-zone", zone.name,
+        ])
+        try adjust("set", [("k1", [("FOOD", 1_000_000), ("CASH", 10_000)]), ("k2", [("FOOD", 1_000_000)])])
+    }
+
+    override func tearDown() {
+        serve = nil
+        super.tearDown()
+    }
+
+    @discardableResult
+    private func controls(_ arguments: [String], expectSuccess: Bool = true) throws -> String {
+        try runAuthorizer(["controls"] + arguments + ["--redis", redis.url, "--pan-key-file", keyFile], expectSuccess: expectSuccess).output
+    }
+
+    private func issueCard(_ account: String) throws -> String {
+        let output = try runAuthorizer(["card", "issue", account, "--pan", Self.pan, "--redis", redis.url, "--pan-key-file", keyFile]).output
+        return output.split(separator: " ").dropFirst().first.map(String.init) ?? ""
+    }
+
+    private func buy(
+        _ client: TerminalClient, _ id: String, card: String? = nil, account: String? = nil, amount: String, mcc: String = "5411",
+        merchant: String = "PADARIA DO ZE"
+    ) throws -> Response {
+        var fields: [String: Any] = ["id": id, "totalAmount": amount, "mcc": mcc, "merchant": merchant]
+        if let card { fields["card"] = card }
+        if let account { fields["account"] = account }
+        return try client.request(fields)
+    }
+
+    private func spent(_ account: String, _ field: String) throws -> String? {
+        try redis.command("HGET", Keys.spent(account: account), field).string
+    }
+
+    func testEachControlRefusesWithItsReasonAndTheTightestWins() throws {
+        let card = try issueCard("k1")
+        let client = try serve.connect()
+        try controls(["set", "--card", card, "--per-transaction", "50.00", "--daily-count", "3", "--blocked-mcc", "7995,5933",
+                      "--blocked-merchant", "CASINO ROYAL"])
+        try controls(["set", "--account", "k1", "--daily-amount", "80.00"])
+        XCTAssertTrue(try controls(["show", "--card", card]).contains("per_txn: 50.00"))
+
+        let over = try buy(client, "c1", card: card, amount: "50.01")
+        XCTAssertEqual([over.code, over.reason, over.reasonCode], ["07", "amount over the per-transaction limit", "control_per_transaction"])
+        let mcc = try buy(client, "c2", card: card, amount: "1.00", mcc: "7995")
+        XCTAssertEqual([mcc.reason, mcc.reasonCode], ["merchant category not allowed", "control_merchant_category"])
+        let merchant = try buy(client, "c3", card: card, amount: "1.00", merchant: "casino  royal")
+        XCTAssertEqual([merchant.reason, merchant.reasonCode], ["merchant not allowed", "control_merchant"], "normalized like L3")
+        XCTAssertEqual(try buy(client, "c4", card: card, amount: "50.00").code, "00")
+        XCTAssertEqual(try buy(client, "c5", card: card, amount: "30.00").code, "00", "80.00 today on the account: at its limit, not over")
+        let account = try buy(client, "c6", card: card, amount: "0.01")
+        XCTAssertEqual([account.reason, account.reasonCode], ["daily limit reached", "control_daily_amount"], "the account's limit binds the card")
+        try controls(["clear", "--account", "k1"])
+        XCTAssertEqual(try buy(client, "c7", card: card, amount: "1.00").code, "00")
+        let count = try buy(client, "c8", card: card, amount: "1.00")
+        XCTAssertEqual([count.reason, count.reasonCode], ["too many transactions today", "control_daily_count"], "three approvals today on the card")
+        XCTAssertEqual(try buy(client, "c9", account: "k1", amount: "60.00").code, "00", "without the card: the card's controls do not apply")
+        XCTAssertEqual(try buy(client, "c1", card: card, amount: "50.01").reason, "amount over the per-transaction limit", "a repeat gets its first answer")
+        XCTAssertEqual(try redis.balances("k1")["FOOD"], 1_000_000 - 5_000 - 3_000 - 100 - 6_000)
+        try drain(["--notify"])
+        try assertDatabaseMatchesStream()
+        XCTAssertEqual(try audit().status, 0)
+        let texts = try (redis.command("KEYS", "notifications:*").array?.compactMap(\.string) ?? []).map { key in
+            RedisCluster.strings(in: try redis.command("XRANGE", key, "-", "+")).joined(separator: " ")
+        }
+        XCTAssertTrue(texts.contains { $0.contains("limite diário atingido") }, "\(texts)")
+    }
+
+    /// Windows are civil in the issuer's zone; a counter of an earlier
+    /// period counts nothing; a reversal gives back what its original counted.
+    func testWindowsAreTheIssuersAndAReversalGivesBack() throws {
+        let client = try serve.connect()
+        try controls(["set", "--account", "k2", "--daily-amount", "20.00", "--monthly-count", "100"])
+        XCTAssertEqual(try buy(client, "w1", account: "k2", amount: "15.00").code, "00")
+        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
+        let localDay = (now + zone.offset) / 86_400
+        XCTAssertEqual(try spent("k2", "account.d.p"), String(localDay), "the day of \(zone.name), not UTC's (\(now / 86_400))")
+        XCTAssertEqual(try spent("k2", "account.d.a"), "1500")
+        XCTAssertNil(try spent("k2", "account.w.p"), "no weekly limit: the week is not counted")
+        XCTAssertEqual(try buy(client, "w2", account: "k2", amount: "10.00").reason, "daily limit reached")
+
+        try client.sendLine(Request.reversal(id: "rw1", account: "k2", original: "w1"))
+        XCTAssertEqual(try client.readResponse().code, "00")
+        XCTAssertEqual(try spent("k2", "account.d.a"), "0", "given back")
+        XCTAssertEqual(try spent("k2", "account.m.n"), "0")
+        XCTAssertEqual(try buy(client, "w3", account: "k2", amount: "20.00").code, "00")
+
+        // Yesterday's counters (as the day turns): they count nothing today,
+        // and the reversal of an approval of yesterday gives nothing back today.
+        try redis.command("HSET", Keys.spent(account: "k2"), "account.d.p", String(localDay - 1))
+        XCTAssertEqual(try buy(client, "w4", account: "k2", amount: "20.00").code, "00", "a new day")
+        XCTAssertEqual(try spent("k2", "account.d.a"), "2000")
+        try redis.command("HSET", Keys.spent(account: "k2"), "account.d.p", String(localDay + 1))
+        try client.sendLine(Request.reversal(id: "rw4", account: "k2", original: "w4"))
+        XCTAssertEqual(try client.readResponse().code, "00")
+        XCTAssertEqual(try spent("k2", "account.d.a"), "2000", "w4's day is over: nothing given back to the next day's")
+        try drain()
+        XCTAssertEqual(try audit().status, 0)
+    }
+
+    /// 200 terminals at once on one card's daily amount: never over by a cent.
+    func testTwoHundredTerminalsOnOneCardNeverPassTheLimit() throws {
+        let card = try issueCard("k1")
+        try controls(["set", "--card", card, "--daily-amount", "100.00"])
+        let clients = try (0..<200).map { _ in try serve.connect() }
+        for (index, client) in clients.enumerated() {
+            try client.sendLine(Request.json(["id": "t\(index)", "card": card, "totalAmount": "1.50", "mcc": "5411", "merchant": "M"]))
+        }
+        let answers = try clients.map { try $0.readResponse() }
+        let approved = answers.filter { $0.code == "00" }.count
+        XCTAssertEqual(approved, 66, "66 × 1.50 = 99.00; a 67th would pass 100.00")
+        XCTAssertTrue(answers.allSatisfy { $0.code == "00" || $0.reason == "daily limit reached" }, "\(Set(answers.map { $0.reason ?? "" }))")
+        XCTAssertEqual(try spent("k1", "\(card).d.a"), "9900")
+        XCTAssertEqual(try redis.balances("k1")["FOOD"], 1_000_000 - 9_900)
+    }
+
+    func testISO8583AnswersControlsWithTheirDE39() throws {
+        let card = try issueCard("k1")
+        try controls(["set", "--card", Self.pan, "--per-transaction", "20.00", "--daily-count", "1", "--blocked-mcc", "7995"])
+        let link = try ISOLink(port: try XCTUnwrap(serve.iso8583Port))
+        var stan = 0
+        func purchase(_ cents: Int64, mcc: String = "5411") throws -> String? {
+            stan += 1
+            let request = ISO8583Tests.purchase(pan: Self.pan, cents: cents, stan: stan, rrn: String(format: "%012d", stan), mcc: mcc)
+            return try link.exchange(mti: "0200", request).fields[39]
+        }
+        XCTAssertEqual(try purchase(1_000, mcc: "7995"), "57")
+        XCTAssertEqual(try purchase(2_001), "61")
+        XCTAssertEqual(try purchase(1_000), "00")
+        XCTAssertEqual(try purchase(1_000), "65")
+        XCTAssertTrue(try controls(["show", "--card", card]).contains("1 approvals"))
+    }
+}

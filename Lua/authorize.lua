@@ -24,10 +24,10 @@
                                      (comma list of MCCs), blocked_merchant
                                      (comma list of merchant digests)
                spent:{ID}            HASH what approvals consumed in the current
-                                     windows: "SCOPE.W.p" the window's period,
-                                     "SCOPE.W.a" cents, "SCOPE.W.n" approvals
+                                     windows: "SCOPE.W" -> PERIOD:CENTS:APPROVALS
                                      (W: d day, w week from Monday, m month,
-                                     civil in the issuer's zone; a window is
+                                     civil in the issuer's zone; PERIOD in days,
+                                     weeks or months since 1970; a window is
                                      counted while a limit is set on it)
     then, only when ARGV[17] names a card:
                card:{ID}:CARD        HASH status, expiry (YYMM), pan (masked), ...
@@ -102,8 +102,8 @@
   answered the decision was received: the first attempt's, raised by each
   repeat answered the approval (records of earlier versions end at the
   digest); CONSUMED, on an approval counted in controls' windows, the
-  windows as SCOPE/W/PERIOD items, comma-separated ("account/d/20430,
-  crd_x/m/24323"; SCOPE "account" or a card id, W d|w|m), so that its
+  windows as SCOPE.W/PERIOD items, comma-separated ("account.d/20430,
+  crd_x.m/24323"; SCOPE "account" or a card id, W d|w|m), so that its
   reversal gives back what it consumed in the windows still current.
   reverse.lua reads and updates it; a tombstone left by a
   reversal whose original was never seen is such a record with CODE 07 and
@@ -251,58 +251,55 @@ end
 
 -- Spending controls: the account's and the card's (controls:{ID}); every
 -- one set must pass, so the tightest wins. Windows are civil in the issuer's
--- zone; a window's counters count from its period's first approval.
-local controlKinds = {'per_txn', 'day_amount', 'day_count', 'week_amount', 'week_count',
-  'month_amount', 'month_count', 'blocked_mcc', 'blocked_merchant'}
+-- zone; a window counts from its period's first approval. An account
+-- without controls costs one HGETALL of a missing key.
 local amountWords = {'daily limit reached', 'weekly limit reached', 'monthly limit reached'}
 local countWords = {'too many transactions today', 'too many transactions this week', 'too many transactions this month'}
+local windows = {'day', 'week', 'month'}
 local windowLetters = {'d', 'w', 'm'}
 local controlRefusal, counted, periods = nil, {}, nil
 local function listed(list, value)
   return list and value ~= '' and string.find(',' .. list .. ',', ',' .. value .. ',', 1, true) ~= nil
 end
 local function checkScope(scope, limits)
-  if listed(limits[8], ARGV[6]) or listed(limits[8], ARGV[7]) then return 'merchant category not allowed' end
-  if listed(limits[9], ARGV[13]) then return 'merchant not allowed' end
-  local perTxn = tonumber(limits[1])
+  if listed(limits.blocked_mcc, ARGV[6]) or listed(limits.blocked_mcc, ARGV[7]) then return 'merchant category not allowed' end
+  if listed(limits.blocked_merchant, ARGV[13]) then return 'merchant not allowed' end
+  local perTxn = tonumber(limits.per_txn)
   if perTxn and amount > perTxn then return 'amount over the per-transaction limit' end
-  -- Only the windows with a limit are read and counted.
+  -- Only the windows with a limit are read and counted: field SCOPE.W,
+  -- value PERIOD:CENTS:APPROVALS.
   for w = 1, 3 do
-    local amountLimit, countLimit = tonumber(limits[2 * w]), tonumber(limits[2 * w + 1])
+    local amountLimit, countLimit = tonumber(limits[windows[w] .. '_amount']), tonumber(limits[windows[w] .. '_count'])
     if amountLimit or countLimit then
-      local prefix = scope .. '.' .. windowLetters[w] .. '.'
-      local spent = redis.call('HMGET', KEYS[lastBucket + 2], prefix .. 'p', prefix .. 'a', prefix .. 'n')
-      local current = spent[1] == periods[w]
-      local spentAmount, spentCount = 0, 0
-      if current then spentAmount, spentCount = tonumber(spent[2]) or 0, tonumber(spent[3]) or 0 end
+      local field = scope .. '.' .. windowLetters[w]
+      local period, spentAmount, spentCount = string.match(redis.call('HGET', KEYS[lastBucket + 2], field) or '', '^(%d+):(%d+):(%d+)$')
+      if period ~= periods[w] then spentAmount, spentCount = 0, 0 end
+      spentAmount, spentCount = tonumber(spentAmount), tonumber(spentCount)
       if amountLimit and spentAmount + amount > amountLimit then return amountWords[w] end
       if countLimit and spentCount + 1 > countLimit then return countWords[w] end
-      counted[#counted + 1] = {prefix, current, scope .. '/' .. windowLetters[w] .. '/' .. periods[w], w}
+      counted[#counted + 1] = {field, w, spentAmount, spentCount, period == periods[w]}
     end
   end
   return nil
 end
-if not cardRefusal then
-  local scopes = {'account'}
-  if cardID ~= '' then scopes[2] = cardID end
-  local names = {}
-  for _, scope in ipairs(scopes) do
-    for _, kind in ipairs(controlKinds) do names[#names + 1] = scope .. '.' .. kind end
-  end
-  local values = redis.call('HMGET', KEYS[lastBucket + 1], unpack(names))
-  for i, scope in ipairs(scopes) do
-    local limits, any = {}, false
-    for k = 1, #controlKinds do
-      limits[k] = values[(i - 1) * #controlKinds + k] or nil
-      if limits[k] then any = true end
+local controls = redis.call('HGETALL', KEYS[lastBucket + 1])
+if #controls > 0 and not cardRefusal then
+  local byScope = {}
+  for i = 1, #controls, 2 do
+    local scope, kind = string.match(controls[i], '^(.+)%.([%a_]+)$')
+    if scope and (scope == 'account' or scope == cardID) then
+      byScope[scope] = byScope[scope] or {}
+      byScope[scope][kind] = controls[i + 1]
     end
-    if any then
+  end
+  for _, scope in ipairs({'account', cardID}) do
+    if byScope[scope] then
       if not periods then
         local localDays = math.floor((seconds + tonumber(ARGV[19])) / 86400)
         local year, month = yearMonth(localDays)
         periods = {tostring(localDays), tostring(math.floor((localDays + 3) / 7)), tostring(year * 12 + month - 1)}
       end
-      controlRefusal = checkScope(scope, limits)
+      controlRefusal = checkScope(scope, byScope[scope])
       if controlRefusal then break end
     end
   end
@@ -365,19 +362,17 @@ local entry = redis.call('XADD', statements, '*', unpack(fields))
 -- An approval counts in the windows that have a limit (only approvals count).
 local consumed = ''
 if code == '00' and #counted > 0 then
-  local items = {}
+  local items, started = {}, false
   for i, window in ipairs(counted) do
-    local prefix = window[1]
-    if window[2] then
-      redis.call('HINCRBY', KEYS[lastBucket + 2], prefix .. 'a', amountText)
-      redis.call('HINCRBY', KEYS[lastBucket + 2], prefix .. 'n', 1)
-    else
-      redis.call('HSET', KEYS[lastBucket + 2], prefix .. 'p', periods[window[4]], prefix .. 'a', amountText, prefix .. 'n', 1)
-    end
-    items[i] = window[3]
+    local field, w = window[1], window[2]
+    redis.call('HSET', KEYS[lastBucket + 2], field,
+      periods[w] .. ':' .. string.format('%d', window[3] + amount) .. ':' .. string.format('%d', window[4] + 1))
+    if not window[5] then started = true end
+    items[i] = field .. '/' .. periods[w]
   end
-  -- The longest window and a margin: an account idle that long has nothing to count.
-  redis.call('EXPIRE', KEYS[lastBucket + 2], 35 * 86400)
+  -- Set when a window's period starts: the longest window and a margin (an
+  -- account idle that long has nothing to count).
+  if started then redis.call('EXPIRE', KEYS[lastBucket + 2], 35 * 86400) end
   consumed = '|' .. table.concat(items, ',')
 end
 

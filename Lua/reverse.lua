@@ -237,14 +237,13 @@ end
 -- What the original consumed in the controls' windows, given back in the
 -- windows still current (a window that has passed was reset since).
 local function giveBack()
-  for scope, letter, period in string.gmatch(consumed, '([^,/]+)/([dwm])/(%d+)') do
-    local prefix = scope .. '.' .. letter .. '.'
-    local spent = redis.call('HMGET', KEYS[6], prefix .. 'p', prefix .. 'a', prefix .. 'n')
-    if spent[1] == period then
+  for field, period in string.gmatch(consumed, '([^,/]+)/(%d+)') do
+    local current, spentAmount, spentCount = string.match(redis.call('HGET', KEYS[6], field) or '', '^(%d+):(%d+):(%d+)$')
+    if current == period then
       -- Never below zero: a window's counters were set by its first approval.
-      local leftAmount = math.max((tonumber(spent[2]) or 0) - tonumber(amount), 0)
-      local leftCount = math.max((tonumber(spent[3]) or 0) - 1, 0)
-      redis.call('HSET', KEYS[6], prefix .. 'a', string.format('%d', leftAmount), prefix .. 'n', string.format('%d', leftCount))
+      local leftAmount = math.max(tonumber(spentAmount) - tonumber(amount), 0)
+      local leftCount = math.max(tonumber(spentCount) - 1, 0)
+      redis.call('HSET', KEYS[6], field, period .. ':' .. string.format('%d', leftAmount) .. ':' .. string.format('%d', leftCount))
     end
   end
 end

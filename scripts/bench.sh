@@ -177,7 +177,7 @@ done | rcli --pipe >/dev/null
 echo "redis-benchmark: EVALSHA authorize.lua with a card and two controls x $CEILING_REQUESTS" >&2
 read -r CEILING_CONTROLS CEILING_CONTROLS_CPU_US < <(authorize_ceiling idk crd_bench)
 last=$(rcli XREVRANGE statements + - COUNT 1 | tr '\n' ' ')
-if ! grep -q "code 00 .*card crd_bench" <<<"$last" || [ -z "$(rcli HGET 'spent:{rb-000000000000}' crd_bench.d.a)" ]; then
+if ! grep -q "code 00 .*card crd_bench" <<<"$last" || [ -z "$(rcli HGET 'spent:{rb-000000000000}' crd_bench.d)" ]; then
     echo "warning: the controlled calls did not approve and count (last: $last)" >&2
 fi
 # The ceiling leaves 300,000 lock keys expiring in the background and as many

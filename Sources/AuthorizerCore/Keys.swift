@@ -12,7 +12,7 @@ public enum Keys {
     /// `SCOPE.KIND` → value, SCOPE `account` or a card id (see `SpendingControl`).
     public static func controls(account: String) -> String { "controls:{\(account)}" }
     /// What approvals consumed in the controls' current windows: HASH
-    /// `SCOPE.W.p|a|n` (period, cents, approvals; W `d`, `w`, `m`).
+    /// `SCOPE.W` → `PERIOD:CENTS:APPROVALS` (W `d`, `w`, `m`).
     public static func spent(account: String) -> String { "spent:{\(account)}" }
     /// The account's cards: SET of card ids.
     public static func cards(account: String) -> String { "cards:{\(account)}" }

@@ -104,12 +104,12 @@ struct ControlsCommand: AsyncParsableCommand {
             }
             print(lines.isEmpty ? "no controls on \(scope.name) of account \(account)" : "controls on \(scope.name) of account \(account):\n" + lines.joined(separator: "\n"))
             let spentKey = Keys.spent(account: account)
-            let letters = ["d": "day", "w": "week", "m": "month"]
-            let fields = ["d", "w", "m"].flatMap { w in ["p", "a", "n"].map { "\(scope.name).\(w).\($0)" } }
-            let spent = (try await redis.send(RedisCommand(["HMGET", spentKey] + fields), key: spentKey).array ?? []).map(\.string)
-            for (index, window) in ["d", "w", "m"].enumerated() where spent[index * 3] != nil {
-                let cents = Int64(spent[index * 3 + 1] ?? "0") ?? 0
-                print("  counted this \(letters[window]!) (period \(spent[index * 3]!)): \(Cents(cents)) in \(spent[index * 3 + 2] ?? "0") approvals")
+            let windows = [("d", "day"), ("w", "week"), ("m", "month")]
+            let spent = (try await redis.send(RedisCommand(["HMGET", spentKey] + windows.map { "\(scope.name).\($0.0)" }), key: spentKey).array ?? []).map(\.string)
+            for ((_, name), value) in zip(windows, spent) {
+                let parts = (value ?? "").split(separator: ":").map(String.init)
+                guard parts.count == 3, let cents = Int64(parts[1]) else { continue }
+                print("  counted this \(name) (period \(parts[0])): \(Cents(cents)) in \(parts[2]) approvals")
             }
         }
     }

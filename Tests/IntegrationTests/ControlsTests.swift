@@ -51,8 +51,9 @@ final class ControlsTests: LedgerTestCase {
         return try client.request(fields)
     }
 
-    private func spent(_ account: String, _ field: String) throws -> String? {
-        try redis.command("HGET", Keys.spent(account: account), field).string
+    /// A window's counters: period, cents, approvals.
+    private func spent(_ account: String, _ field: String) throws -> [String]? {
+        try redis.command("HGET", Keys.spent(account: account), field).string.map { $0.split(separator: ":").map(String.init) }
     }
 
     func testEachControlRefusesWithItsReasonAndTheTightestWins() throws {
@@ -97,26 +98,25 @@ final class ControlsTests: LedgerTestCase {
         XCTAssertEqual(try buy(client, "w1", account: "k2", amount: "15.00").code, "00")
         let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
         let localDay = (now + zone.offset) / 86_400
-        XCTAssertEqual(try spent("k2", "account.d.p"), String(localDay), "the day of \(zone.name), not UTC's (\(now / 86_400))")
-        XCTAssertEqual(try spent("k2", "account.d.a"), "1500")
-        XCTAssertNil(try spent("k2", "account.w.p"), "no weekly limit: the week is not counted")
+        XCTAssertEqual(try spent("k2", "account.d"), [String(localDay), "1500", "1"], "the day of \(zone.name), not UTC's (\(now / 86_400))")
+        XCTAssertNil(try spent("k2", "account.w"), "no weekly limit: the week is not counted")
         XCTAssertEqual(try buy(client, "w2", account: "k2", amount: "10.00").reason, "daily limit reached")
 
         try client.sendLine(Request.reversal(id: "rw1", account: "k2", original: "w1"))
         XCTAssertEqual(try client.readResponse().code, "00")
-        XCTAssertEqual(try spent("k2", "account.d.a"), "0", "given back")
-        XCTAssertEqual(try spent("k2", "account.m.n"), "0")
+        XCTAssertEqual(try spent("k2", "account.d"), [String(localDay), "0", "0"], "given back")
+        XCTAssertEqual(try spent("k2", "account.m")?.last, "0")
         XCTAssertEqual(try buy(client, "w3", account: "k2", amount: "20.00").code, "00")
 
         // Yesterday's counters (as the day turns): they count nothing today,
         // and the reversal of an approval of yesterday gives nothing back today.
-        try redis.command("HSET", Keys.spent(account: "k2"), "account.d.p", String(localDay - 1))
+        try redis.command("HSET", Keys.spent(account: "k2"), "account.d", "\(localDay - 1):2000:1")
         XCTAssertEqual(try buy(client, "w4", account: "k2", amount: "20.00").code, "00", "a new day")
-        XCTAssertEqual(try spent("k2", "account.d.a"), "2000")
-        try redis.command("HSET", Keys.spent(account: "k2"), "account.d.p", String(localDay + 1))
+        XCTAssertEqual(try spent("k2", "account.d"), [String(localDay), "2000", "1"])
+        try redis.command("HSET", Keys.spent(account: "k2"), "account.d", "\(localDay + 1):2000:1")
         try client.sendLine(Request.reversal(id: "rw4", account: "k2", original: "w4"))
         XCTAssertEqual(try client.readResponse().code, "00")
-        XCTAssertEqual(try spent("k2", "account.d.a"), "2000", "w4's day is over: nothing given back to the next day's")
+        XCTAssertEqual(try spent("k2", "account.d"), [String(localDay + 1), "2000", "1"], "w4's day is over: nothing given back to the next day's")
         try drain()
         XCTAssertEqual(try audit().status, 0)
     }
@@ -133,7 +133,7 @@ final class ControlsTests: LedgerTestCase {
         let approved = answers.filter { $0.code == "00" }.count
         XCTAssertEqual(approved, 66, "66 × 1.50 = 99.00; a 67th would pass 100.00")
         XCTAssertTrue(answers.allSatisfy { $0.code == "00" || $0.reason == "daily limit reached" }, "\(Set(answers.map { $0.reason ?? "" }))")
-        XCTAssertEqual(try spent("k1", "\(card).d.a"), "9900")
+        XCTAssertEqual(try spent("k1", "\(card).d")?.dropFirst(), ["9900", "66"])
         XCTAssertEqual(try redis.balances("k1")["FOOD"], 1_000_000 - 9_900)
     }
 

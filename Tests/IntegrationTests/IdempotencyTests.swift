@@ -94,9 +94,10 @@ final class IdempotencyTests: LedgerTestCase {
         let today = try redisDay()
         func call(id: String, callerToday: UTCDay) throws -> String? {
             let buckets = (-1...1).map { Keys.transactions(account: "c", day: callerToday.adding(days: Int64(-$0))) }
-            let reply = try redis.command(["EVAL", authorize, "7", "account:{c}", "lock:{c}", "statements", "txn:{c}:\(id)"] + buckets + [
+            let reply = try redis.command(["EVAL", authorize, "9", "account:{c}", "lock:{c}", "statements", "txn:{c}:\(id)"] + buckets + [
+                "controls:{c}", "spent:{c}",
                 "token-\(id)", "200", id, "c", "100", "5411", "5411", "M", "FOOD", "CASH", "whole",
-                String(callerToday.number + 1), MerchantDescriptor("M").digest, "172800", "0", "3", "", "", "0", "token-\(id)",
+                String(callerToday.number + 1), MerchantDescriptor("M").digest, "172800", "0", "3", "", "", "0", "1796678672093851",
             ])
             try redis.command("DEL", "lock:{c}")
             return reply.array?[1].string

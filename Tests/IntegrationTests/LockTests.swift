@@ -136,11 +136,11 @@ final class LockTests: IntegrationTestCase {
         let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
         let today = UTCDay(unixSeconds: now)
         let reply = try redis.command([
-            "EVAL", authorize, "7", "account:{f}", "lock:{f}", "statements", "txn:{f}:t",
+            "EVAL", authorize, "9", "account:{f}", "lock:{f}", "statements", "txn:{f}:t",
             Keys.transactions(account: "f", day: today.adding(days: 1)), Keys.transactions(account: "f", day: today),
-            Keys.transactions(account: "f", day: today.adding(days: -1)),
+            Keys.transactions(account: "f", day: today.adding(days: -1)), Keys.controls(account: "f"), Keys.spent(account: "f"),
             "my-token", "200", "t", "f", "100", "5411", "5411", "M", "FOOD", "CASH", "whole",
-            String(today.number + 1), MerchantDescriptor("M").digest, "172800", "0", "3", "", "", "0", "my-token",
+            String(today.number + 1), MerchantDescriptor("M").digest, "172800", "0", "3", "", "", "0", "1796678672093851",
         ])
         XCTAssertEqual(reply.array?.first?.string, "LOCKED")
         XCTAssertGreaterThan(reply.array?[1].int ?? 0, 9_000)

@@ -16,7 +16,6 @@ public enum ControlKind: String, CaseIterable, Sendable {
 
     /// Amounts are cents; counts are approvals; the rest are lists.
     public var isAmount: Bool { [.perTransaction, .dayAmount, .weekAmount, .monthAmount].contains(self) }
-    public var isCount: Bool { [.dayCount, .weekCount, .monthCount].contains(self) }
 
     /// The longest list a control may hold (the script scans it per authorization).
     public static let maxListItems = 64

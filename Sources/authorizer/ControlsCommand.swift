@@ -25,6 +25,18 @@ struct ControlsCommand: AsyncParsableCommand {
             let found = try await CardCommand.find(card!, redis: redis, keys: keys)
             return (found.account, .card(found.card))
         }
+
+        /// A session to Redis and the target resolved through it; the caller closes the session.
+        func open(_ redisOptions: RedisOptions, _ panKey: PANKeyOptions) async throws -> (redis: RedisSession, account: String, scope: ControlScope) {
+            let redis = try await RedisSession.open(redisOptions)
+            do {
+                let (account, scope) = try await resolve(redis, keys: try panKey.keys())
+                return (redis, account, scope)
+            } catch {
+                redis.close()
+                throw error
+            }
+        }
     }
 
     struct Set: AsyncParsableCommand {
@@ -74,9 +86,8 @@ struct ControlsCommand: AsyncParsableCommand {
         func run() async throws {
             let values = try values()
             guard !values.isEmpty else { throw ValidationError("give at least one control") }
-            let redis = try await RedisSession.open(redisOptions)
+            let (redis, account, scope) = try await target.open(redisOptions, panKey)
             defer { redis.close() }
-            let (account, scope) = try await target.resolve(redis, keys: try panKey.keys())
             let key = Keys.controls(account: account)
             _ = try await redis.send(RedisCommand(["HSET", key] + values.flatMap { [$0.0.field(scope: scope), $0.1] }), key: key)
             print("controls of \(scope == .account ? "account \(account)" : "card \(scope.name) (account \(account))") set: "
@@ -91,9 +102,8 @@ struct ControlsCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let redis = try await RedisSession.open(redisOptions)
+            let (redis, account, scope) = try await target.open(redisOptions, panKey)
             defer { redis.close() }
-            let (account, scope) = try await target.resolve(redis, keys: try panKey.keys())
             let key = Keys.controls(account: account)
             let reply = try await redis.send(RedisCommand(["HMGET", key] + ControlKind.allCases.map { $0.field(scope: scope) }), key: key)
             let values = (reply.array ?? []).map(\.string)
@@ -121,9 +131,8 @@ struct ControlsCommand: AsyncParsableCommand {
         @OptionGroup var target: Target
 
         func run() async throws {
-            let redis = try await RedisSession.open(redisOptions)
+            let (redis, account, scope) = try await target.open(redisOptions, panKey)
             defer { redis.close() }
-            let (account, scope) = try await target.resolve(redis, keys: try panKey.keys())
             let key = Keys.controls(account: account)
             let removed = try await redis.send(RedisCommand(["HDEL", key] + ControlKind.allCases.map { $0.field(scope: scope) }), key: key)
             print("controls of \(scope.name) on account \(account) cleared (\(removed.int ?? 0) removed)")

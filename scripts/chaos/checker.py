@@ -232,6 +232,10 @@ def id_outcomes(answers):
             "repeats": [a for a in attempts if a["role"] == "repeat" and a["outcome"] == "answer"],
             "terminal_reversed": any(r["code"] == "00" and r.get("purpose") == "terminal" for r in revs),
             "no_answer_reversed": any(r["code"] == "00" and r.get("purpose") == "no_answer" for r in revs),
+            # A reversal sent because a repeat went unanswered comes after the
+            # id's answers: it, not the earlier answers, is the outcome.
+            "no_answer_after_answers": any(r.get("purpose") == "no_answer" and every
+                                           and r["t_send"] > every[-1]["t_recv"] for r in revs),
             "reversal_ids": sorted({r["id"] for r in revs if r["code"] == "00"}),
             "reversal_tried": bool(revs),
             "t": (told[0]["t_recv"] if told else attempts[0]["t_send"]),
@@ -257,7 +261,12 @@ def check_ids(outcomes, books):
             c1.append(dict(base, what="answered 00 but no debit in the ledger (lost approval)"))
             continue
         last = o["last"]
-        if o["terminal_reversed"]:
+        if o["no_answer_after_answers"]:
+            if not o["no_answer_reversed"]:
+                unresolved.append(dict(base, what=f"a repeat unanswered, its reversal not acknowledged ({net} cents debited)"))
+            elif net != 0:
+                n1.append(dict(base, what=f"a repeat unanswered, reversed, but {net} cents debited; " + reversal_fate(books, o)))
+        elif o["terminal_reversed"]:
             if net != 0:
                 n1.append(dict(base, what=f"reversed by its terminal but {net} cents still debited; "
                                           + reversal_fate(books, o)))

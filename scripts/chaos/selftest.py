@@ -1,8 +1,8 @@
 """The checker against tiny synthetic recordings (no Redis, < 1 s).
 
 A clean recording must pass; each planted anomaly (a double debit, a lost
-00, a late answer, a credit without debit, a 07 with a standing debit, a
-SQLite row missing from the streams' copy) must be reported under the
+00, a late answer, a credit without debit, a 07 with a standing debit, an
+unanswered repeat reversed but still debited, a SQLite row missing from the streams' copy) must be reported under the
 invariant that names it and fail the run; a clean recording without the
 coverage events is vacuous (exit 3).
 """
@@ -51,6 +51,8 @@ def clean_run():
         entry(7, type="reversal", id="x4-rv", account="B", original="x4", reason="original not seen; tombstone left"),
         entry(8, id="x5", account="A", amount="1000", debits="FOOD:500,CASH:500"),
         entry(9, type="reversal", id="x5-tr", account="A", original="x5", credits="FOOD:500,CASH:500"),
+        entry(10, id="x6", account="B", amount="200", debits="CASH:200"),
+        entry(11, type="reversal", id="timeout/x6", account="B", original="x6", credits="CASH:200"),
     ]
     answers = [
         answer("x1", "A", 1.0, "00", amount="10.00"),
@@ -63,12 +65,21 @@ def clean_run():
         answer("x5", "A", 5.0, "00", amount="10.00"),
         answer("x5-tr", "A", 6.0, "00", kind="reversal", original="x5", purpose="terminal"),
         answer("b1", "A", 7.0, "00", kind="balance"),
+        # x6: approved; a repeat of it unanswered (its serve answered 07 timeout
+        # and reversed the approval, then died): the terminal retries, then reverses.
+        answer("x6", "B", 7.5, "00", amount="2.00"),
+        answer("x6", "B", 7.6, None, outcome="closed", role="repeat", amount="2.00"),
+        answer("x6", "B", 7.7, None, outcome="timeout", role="repeat", attempt=1, latency=0.5, amount="2.00"),
+        answer("x6", "B", 8.3, None, outcome="timeout", role="repeat", attempt=2, latency=0.5, amount="2.00"),
+        answer("x6-rv", "B", 8.9, "00", kind="reversal", original="x6", purpose="no_answer", serve=1),
     ]
     faults = [
         {"n": 0, "kind": "serve_kill", "start": 3.9, "params": {"serve": 0}, "fired": 3.95, "end": 5.0,
          "settled": 5.0, "target": "serve-0", "accounts": [], "journal_owed": 1, "status": "done"},
         {"n": 1, "kind": "replayer_kill", "start": 6.0, "params": {"serve": 1}, "fired": 6.0, "end": 7.0,
          "settled": 7.0, "target": "replayer", "accounts": [], "status": "done"},
+        {"n": 2, "kind": "serve_kill_owed", "start": 7.55, "params": {"serve": 0}, "fired": 7.55, "end": 9.0,
+         "settled": 9.0, "target": "serve-0", "accounts": ["B"], "journal_owed": 1, "status": "done"},
     ]
     final = {
         "profile": "S", "seed": 1, "replica_acks": 0, "seconds": 8, "terminals": 1,
@@ -120,6 +131,11 @@ def plant_declined_with_debit(run):
     run["final"]["final"]["B"]["MEAL"] -= 300
 
 
+def plant_unanswered_repeat_left_debited(run):
+    drop_entry(run, "timeout/x6", kind="reversal")
+    run["final"]["final"]["B"]["CASH"] -= 200
+
+
 def plant_sqlite_mismatch(run):
     run["final"]["sqlite"] = [r for r in run["final"]["sqlite"] if r["txn_id"] != "x5-tr"]
 
@@ -137,6 +153,7 @@ CASES = [
     ("late answer", plant_late_answer, "C2", 1),
     ("credit without debit", plant_credit_without_debit, "N2", 1),
     ("07 with a standing debit", plant_declined_with_debit, "N1", 1),
+    ("unanswered repeat reversed, still debited", plant_unanswered_repeat_left_debited, "N1", 1),
     ("SQLite/stream mismatch", plant_sqlite_mismatch, "N4", 1),
     ("no coverage events", plant_no_coverage, None, 3),
 ]

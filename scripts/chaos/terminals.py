@@ -4,8 +4,8 @@ Each terminal keeps one connection and one request in flight, alternating
 between the two serves. It sends authorizations (whole and split, some
 bound to fail with 51, a share on three hot accounts), repeats of ids
 already decided, reversals of its own approvals and balance inquiries.
-When an authorization gets no answer (client timeout, connection lost) it
-reconnects, retries the same id twice, then reverses it, repeating that
+When an authorization or a repeat gets no answer (client timeout, connection
+lost) it reconnects, retries the same id twice, then reverses it, repeating that
 reversal (same id, with back-off) until it is answered 00 or the grace
 period after the run ends is over. Every attempt is one line of
 answers.jsonl.
@@ -195,8 +195,17 @@ class Terminal:
         return False
 
     async def repeat(self):
+        """Sends a decided id again. A repeat is an attempt like any other: with
+        no answer the terminal cannot know what the service last decided (a
+        repeat answered 07 timeout is reversed by the service), so, as after
+        any unanswered attempt, it retries the id, then reverses it."""
         request, _ = self.rng.choice(self.decided)
-        await self.exchange(request, "repeat", 0, {"amount": request["totalAmount"], "mcc": request["mcc"]})
+        extra = {"amount": request["totalAmount"], "mcc": request["mcc"]}
+        for attempt in range(3):
+            if await self.exchange(request, "repeat", attempt, extra) is not None:
+                return
+            await asyncio.sleep(0.05 * (attempt + 1))
+        await self.reverse(request, f"{request['id']}-rv", "no_answer")
 
     async def terminal_reversal(self):
         request = self.approved.pop(self.rng.randrange(len(self.approved)))

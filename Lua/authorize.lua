@@ -214,18 +214,23 @@ local fallbackBalance, fallbackOk = balanceOf(fallbackRaw)
 -- month, in the issuer's zone), then the expiry the terminal read.
 local cardID, maskedPAN, cardRefusal = ARGV[17], '', nil
 local finalStatus = {blocked = true, lost = true, stolen = true, cancelled = true}
+-- (a - a % b) / b is math.floor(a / b) for the integers here, without a
+-- call into C: this runs on every authorization with a card or a control.
 local function yearMonth(days)
   local z = days + 719468
-  local era = math.floor(z / 146097)
+  local era = (z - z % 146097) / 146097
   local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
+  local yoe = doe - (doe - doe % 1460) / 1460 + (doe - doe % 36524) / 36524 - (doe - doe % 146096) / 146096
+  yoe = (yoe - yoe % 365) / 365
+  local doy = doe - (365 * yoe + (yoe - yoe % 4) / 4 - (yoe - yoe % 100) / 100)
+  local mp = (5 * doy + 2 - (5 * doy + 2) % 153) / 153
   local month = mp < 10 and mp + 3 or mp - 9
   local year = yoe + era * 400
   if month <= 2 then year = year + 1 end
   return year, month
 end
+local localSeconds = seconds + tonumber(ARGV[19])
+local localDays = (localSeconds - localSeconds % 86400) / 86400
 if cardID ~= '' then
   local card = redis.call('HMGET', KEYS[lastBucket + 3], 'status', 'expiry', 'pan')
   local status, expiry = card[1], card[2]
@@ -240,7 +245,7 @@ if cardID ~= '' then
   elseif not expiry or not string.match(expiry, '^%d%d%d%d$') then
     cardRefusal = 'card expired'
   else
-    local year, month = yearMonth(math.floor((seconds + tonumber(ARGV[19])) / 86400))
+    local year, month = yearMonth(localDays)
     if year * 12 + month > (2000 + tonumber(string.sub(expiry, 1, 2))) * 12 + tonumber(string.sub(expiry, 3, 4)) then
       cardRefusal = 'card expired'
     elseif ARGV[18] ~= '' and ARGV[18] ~= expiry then
@@ -252,55 +257,76 @@ end
 -- Spending controls: the account's and the card's (controls:{ID}); every
 -- one set must pass, so the tightest wins. Windows are civil in the issuer's
 -- zone; a window counts from its period's first approval. An account
--- without controls costs one HGETALL of a missing key.
-local amountWords = {'daily limit reached', 'weekly limit reached', 'monthly limit reached'}
-local countWords = {'too many transactions today', 'too many transactions this week', 'too many transactions this month'}
-local windows = {'day', 'week', 'month'}
+-- without controls costs one HGETALL of a missing key; with controls, one
+-- HMGET of the windows' counters and, for an approval, one HSET.
 local windowLetters = {'d', 'w', 'm'}
-local controlRefusal, counted, periods = nil, {}, nil
-local function listed(list, value)
-  return list and value ~= '' and string.find(',' .. list .. ',', ',' .. value .. ',', 1, true) ~= nil
-end
-local function checkScope(scope, limits)
-  if listed(limits.blocked_mcc, ARGV[6]) or listed(limits.blocked_mcc, ARGV[7]) then return 'merchant category not allowed' end
-  if listed(limits.blocked_merchant, ARGV[13]) then return 'merchant not allowed' end
-  local perTxn = tonumber(limits.per_txn)
-  if perTxn and amount > perTxn then return 'amount over the per-transaction limit' end
-  -- Only the windows with a limit are read and counted: field SCOPE.W,
-  -- value PERIOD:CENTS:APPROVALS.
-  for w = 1, 3 do
-    local amountLimit, countLimit = tonumber(limits[windows[w] .. '_amount']), tonumber(limits[windows[w] .. '_count'])
-    if amountLimit or countLimit then
-      local field = scope .. '.' .. windowLetters[w]
-      local period, spentAmount, spentCount = string.match(redis.call('HGET', KEYS[lastBucket + 2], field) or '', '^(%d+):(%d+):(%d+)$')
-      if period ~= periods[w] then spentAmount, spentCount = 0, 0 end
-      spentAmount, spentCount = tonumber(spentAmount), tonumber(spentCount)
-      if amountLimit and spentAmount + amount > amountLimit then return amountWords[w] end
-      if countLimit and spentCount + 1 > countLimit then return countWords[w] end
-      counted[#counted + 1] = {field, w, spentAmount, spentCount, period == periods[w]}
-    end
-  end
-  return nil
-end
+local controlRefusal, counted, periods = nil, nil, nil
 local controls = redis.call('HGETALL', KEYS[lastBucket + 1])
 if #controls > 0 and not cardRefusal then
-  local byScope = {}
+  -- "account.KIND" and "CARD.KIND" of this card; other cards' are skipped.
+  local account_, card_ = {}, nil
+  local cardPrefix = cardID .. '.'
   for i = 1, #controls, 2 do
-    local scope, kind = string.match(controls[i], '^(.+)%.([%a_]+)$')
-    if scope and (scope == 'account' or scope == cardID) then
-      byScope[scope] = byScope[scope] or {}
-      byScope[scope][kind] = controls[i + 1]
+    local field = controls[i]
+    if string.sub(field, 1, 8) == 'account.' then
+      account_[string.sub(field, 9)] = controls[i + 1]
+    elseif cardID ~= '' and string.sub(field, 1, #cardPrefix) == cardPrefix then
+      card_ = card_ or {}
+      card_[string.sub(field, #cardPrefix + 1)] = controls[i + 1]
     end
   end
-  for _, scope in ipairs({'account', cardID}) do
-    if byScope[scope] then
-      if not periods then
-        local localDays = math.floor((seconds + tonumber(ARGV[19])) / 86400)
-        local year, month = yearMonth(localDays)
-        periods = {tostring(localDays), tostring(math.floor((localDays + 3) / 7)), tostring(year * 12 + month - 1)}
+  local scopes = {{'account', account_}, {cardID, card_}}
+  -- The refusals that need no counter first, for both scopes.
+  for s = 1, 2 do
+    local limits = scopes[s][2]
+    if limits and not controlRefusal then
+      local blockedMCC = limits.blocked_mcc
+      if blockedMCC and (string.find(',' .. blockedMCC .. ',', ',' .. ARGV[6] .. ',', 1, true)
+          or string.find(',' .. blockedMCC .. ',', ',' .. ARGV[7] .. ',', 1, true)) then
+        controlRefusal = 'merchant category not allowed'
+      elseif limits.blocked_merchant and string.find(',' .. limits.blocked_merchant .. ',', ',' .. ARGV[13] .. ',', 1, true) then
+        controlRefusal = 'merchant not allowed'
+      elseif limits.per_txn and amount > tonumber(limits.per_txn) then
+        controlRefusal = 'amount over the per-transaction limit'
       end
-      controlRefusal = checkScope(scope, byScope[scope])
-      if controlRefusal then break end
+    end
+  end
+  -- Then the windows with a limit (only those are counted): field SCOPE.W,
+  -- value PERIOD:CENTS:APPROVALS, all read in one HMGET.
+  if not controlRefusal then
+    local windows, fields = {}, {}
+    for s = 1, 2 do
+      local limits = scopes[s][2]
+      if limits then
+        local limitPairs = {{limits.day_amount, limits.day_count}, {limits.week_amount, limits.week_count},
+          {limits.month_amount, limits.month_count}}
+        for w = 1, 3 do
+          local amountLimit, countLimit = limitPairs[w][1], limitPairs[w][2]
+          if amountLimit or countLimit then
+            fields[#fields + 1] = scopes[s][1] .. '.' .. windowLetters[w]
+            windows[#windows + 1] = {w, tonumber(amountLimit), tonumber(countLimit)}
+          end
+        end
+      end
+    end
+    if #fields > 0 then
+      local year, month = yearMonth(localDays)
+      local week = localDays + 3
+      periods = {string.format('%d', localDays), string.format('%d', (week - week % 7) / 7),
+        string.format('%d', year * 12 + month - 1)}
+      local values = redis.call('HMGET', KEYS[lastBucket + 2], unpack(fields))
+      local amountWords = {'daily limit reached', 'weekly limit reached', 'monthly limit reached'}
+      local countWords = {'too many transactions today', 'too many transactions this week', 'too many transactions this month'}
+      counted = {}
+      for i = 1, #fields do
+        local w, amountLimit, countLimit = windows[i][1], windows[i][2], windows[i][3]
+        local period, spentAmount, spentCount = string.match(values[i] or '', '^(%d+):(%d+):(%d+)$')
+        local current = period == periods[w]
+        spentAmount, spentCount = current and tonumber(spentAmount) or 0, current and tonumber(spentCount) or 0
+        if amountLimit and spentAmount + amount > amountLimit then controlRefusal = amountWords[w] break end
+        if countLimit and spentCount + 1 > countLimit then controlRefusal = countWords[w] break end
+        counted[i] = {fields[i], w, spentAmount, spentCount, current}
+      end
     end
   end
 end
@@ -361,15 +387,16 @@ local entry = redis.call('XADD', statements, '*', unpack(fields))
 
 -- An approval counts in the windows that have a limit (only approvals count).
 local consumed = ''
-if code == '00' and #counted > 0 then
-  local items, started = {}, false
+if code == '00' and counted and #counted > 0 then
+  local items, pairs_, started = {}, {}, false
   for i, window in ipairs(counted) do
     local field, w = window[1], window[2]
-    redis.call('HSET', KEYS[lastBucket + 2], field,
-      periods[w] .. ':' .. string.format('%d', window[3] + amount) .. ':' .. string.format('%d', window[4] + 1))
+    pairs_[#pairs_ + 1] = field
+    pairs_[#pairs_ + 1] = periods[w] .. ':' .. string.format('%d', window[3] + amount) .. ':' .. string.format('%d', window[4] + 1)
     if not window[5] then started = true end
     items[i] = field .. '/' .. periods[w]
   end
+  redis.call('HSET', KEYS[lastBucket + 2], unpack(pairs_))
   -- Set when a window's period starts: the longest window and a margin (an
   -- account idle that long has nothing to count).
   if started then redis.call('EXPIRE', KEYS[lastBucket + 2], 35 * 86400) end

@@ -100,6 +100,10 @@ final class ControlsTests: LedgerTestCase {
         let localDay = (now + zone.offset) / 86_400
         XCTAssertEqual(try spent("k2", "account.d"), [String(localDay), "1500", "1"], "the day of \(zone.name), not UTC's (\(now / 86_400))")
         XCTAssertNil(try spent("k2", "account.w"), "no weekly limit: the week is not counted")
+        // Only approvals count: a 51 that passed the controls (no MEAL, no CASH) leaves the windows as they were.
+        XCTAssertEqual(try buy(client, "w1b", account: "k2", amount: "1.00", mcc: "5812").code, "51")
+        XCTAssertEqual(try spent("k2", "account.d"), [String(localDay), "1500", "1"], "a 51 counts nothing")
+        XCTAssertEqual(try spent("k2", "account.m")?.last, "1")
         XCTAssertEqual(try buy(client, "w2", account: "k2", amount: "10.00").reason, "daily limit reached")
 
         try client.sendLine(Request.reversal(id: "rw1", account: "k2", original: "w1"))

@@ -59,7 +59,11 @@
     ARGV[20] when the request was received (the serve's wall clock, µs
              since 1970): recorded as HEARD, the latest attempt answered the
              approval (see reverse.lua's ARGV[14])
-    ARGV[21..] optional: extra statement fields as name, value pairs appended
+    ARGV[21] the program's controls (the rules'): "KIND=VALUE;KIND=VALUE"
+             with the kinds and values of controls:{ID}, or "" (none; an
+             absent ARGV[21] reads as none); counted in spent:{ID} as
+             "program.W"
+    ARGV[22..] optional: extra statement fields as name, value pairs appended
              to the statement after the usual ones (the ISO 8583 port sends
              channel, stan, rrn, terminal, merchant_id); none from the
              line-JSON port
@@ -254,15 +258,16 @@ if cardID ~= '' then
   end
 end
 
--- Spending controls: the account's and the card's (controls:{ID}); every
--- one set must pass, so the tightest wins. Windows are civil in the issuer's
+-- Spending controls: the account's and the card's (controls:{ID}) and the
+-- program's (ARGV[21]); every one set must pass, so the tightest wins. Windows are civil in the issuer's
 -- zone; a window counts from its period's first approval. An account
 -- without controls costs one HGETALL of a missing key; with controls, one
 -- HMGET of the windows' counters and, for an approval, one HSET.
 local windowLetters = {'d', 'w', 'm'}
 local controlRefusal, counted, periods = nil, nil, nil
 local controls = redis.call('HGETALL', KEYS[lastBucket + 1])
-if #controls > 0 and not cardRefusal then
+local programText = ARGV[21] or ''
+if (#controls > 0 or programText ~= '') and not cardRefusal then
   -- "account.KIND" and "CARD.KIND" of this card; other cards' are skipped.
   local account_, card_ = {}, nil
   local cardPrefix = cardID .. '.'
@@ -275,9 +280,14 @@ if #controls > 0 and not cardRefusal then
       card_[string.sub(field, #cardPrefix + 1)] = controls[i + 1]
     end
   end
-  local scopes = {{'account', account_}, {cardID, card_}}
-  -- The refusals that need no counter first, for both scopes.
-  for s = 1, 2 do
+  local program_ = nil
+  for kind, value in string.gmatch(programText, '([%a_]+)=([^;]*)') do
+    program_ = program_ or {}
+    program_[kind] = value
+  end
+  local scopes = {{'account', account_}, {cardID, card_}, {'program', program_}}
+  -- The refusals that need no counter first, for every scope.
+  for s = 1, 3 do
     local limits = scopes[s][2]
     if limits and not controlRefusal then
       local blockedMCC = limits.blocked_mcc
@@ -295,7 +305,7 @@ if #controls > 0 and not cardRefusal then
   -- value PERIOD:CENTS:APPROVALS, all read in one HMGET.
   if not controlRefusal then
     local windows, fields = {}, {}
-    for s = 1, 2 do
+    for s = 1, 3 do
       local limits = scopes[s][2]
       if limits then
         local limitPairs = {{limits.day_amount, limits.day_count}, {limits.week_amount, limits.week_count},
@@ -379,7 +389,7 @@ if cardID ~= '' then
   fields[#fields + 1] = 'pan'
   fields[#fields + 1] = maskedPAN
 end
-for i = 21, #ARGV - 1, 2 do
+for i = 22, #ARGV - 1, 2 do
   fields[#fields + 1] = ARGV[i]
   fields[#fields + 1] = ARGV[i + 1]
 end

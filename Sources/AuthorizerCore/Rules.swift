@@ -13,17 +13,21 @@ public struct Rules: Sendable, Equatable {
     public var merchantMCCs: [String: String]
     public var fallbackCategory: String
     public var fallbackMode: FallbackMode
+    /// The program's spending controls (every account; see SpendingControls.swift).
+    public var programControls: ProgramControls
 
     public init(
         mccCategories: [String: String],
         merchantMCCs: [String: String],
         fallbackCategory: String,
-        fallbackMode: FallbackMode
+        fallbackMode: FallbackMode,
+        programControls: ProgramControls = .none
     ) {
         self.mccCategories = mccCategories
         self.merchantMCCs = merchantMCCs
         self.fallbackCategory = fallbackCategory
         self.fallbackMode = fallbackMode
+        self.programControls = programControls
     }
 
     public static let defaults = Rules(
@@ -50,7 +54,8 @@ public struct Rules: Sendable, Equatable {
             mccUsed: used,
             category: mccCategories[used] ?? fallbackCategory,
             fallbackCategory: fallbackCategory,
-            fallbackMode: fallbackMode
+            fallbackMode: fallbackMode,
+            programControls: programControls.argument
         )
     }
 
@@ -70,7 +75,7 @@ public struct Rules: Sendable, Equatable {
             }
             if !MCC.isValid(mcc) { errors.append("mcc \"\(mcc)\" for merchant \(merchant) is not 4 digits") }
         }
-        return errors
+        return errors + programControls.validationErrors()
     }
 }
 
@@ -80,4 +85,14 @@ public struct Resolution: Sendable, Equatable {
     public let category: String
     public let fallbackCategory: String
     public let fallbackMode: FallbackMode
+    /// The program's controls as authorize.lua reads them ("" for none).
+    public let programControls: String
+
+    public init(mccUsed: String, category: String, fallbackCategory: String, fallbackMode: FallbackMode, programControls: String = "") {
+        self.mccUsed = mccUsed
+        self.category = category
+        self.fallbackCategory = fallbackCategory
+        self.fallbackMode = fallbackMode
+        self.programControls = programControls
+    }
 }

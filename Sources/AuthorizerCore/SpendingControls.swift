@@ -24,15 +24,88 @@ public enum ControlKind: String, CaseIterable, Sendable {
     public func field(scope: ControlScope) -> String { "\(scope.name).\(rawValue)" }
 }
 
-/// Whose control: the account's, or one card's.
+extension ControlKind {
+    /// The stored form of a control given as text (a CLI option, a rules
+    /// file): cents for an amount ("150.00"), a count (1-1000000), MCCs
+    /// comma-separated, merchants as the digests of their normalized
+    /// descriptors. Throws a message naming what is wrong.
+    public func storedValue(_ items: [String]) throws -> String {
+        switch self {
+        case .perTransaction, .dayAmount, .weekAmount, .monthAmount:
+            guard items.count == 1, case .success(let cents) = Cents.parse(items[0]) else {
+                throw ControlValueError("\(rawValue): a positive amount such as 150.00")
+            }
+            return String(cents.value)
+        case .dayCount, .weekCount, .monthCount:
+            guard items.count == 1, let count = Int(items[0]), (1...1_000_000).contains(count) else {
+                throw ControlValueError("\(rawValue): a count from 1 to 1000000")
+            }
+            return String(count)
+        case .blockedMCC:
+            let codes = items.flatMap { $0.split(separator: ",") }.map { $0.trimmingCharacters(in: .whitespaces) }
+            guard !codes.isEmpty, codes.count <= Self.maxListItems, codes.allSatisfy(MCC.isValid) else {
+                throw ControlValueError("\(rawValue): up to \(Self.maxListItems) four-digit MCCs")
+            }
+            return codes.joined(separator: ",")
+        case .blockedMerchant:
+            guard !items.isEmpty, items.count <= Self.maxListItems, items.allSatisfy({ !MerchantDescriptor.normalize($0).isEmpty }) else {
+                throw ControlValueError("\(rawValue): 1 to \(Self.maxListItems) merchant descriptors")
+            }
+            return items.map { MerchantDescriptor($0).digest }.joined(separator: ",")
+        }
+    }
+
+    /// Whether `value` is a stored form of this kind (read back from Redis).
+    public func isStoredValue(_ value: String) -> Bool {
+        switch self {
+        case .perTransaction, .dayAmount, .weekAmount, .monthAmount, .dayCount, .weekCount, .monthCount:
+            return Int64(value).map { $0 > 0 } ?? false
+        case .blockedMCC:
+            return value.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { MCC.isValid(String($0)) }
+        case .blockedMerchant:
+            return value.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { $0.utf8.count == 8 && $0.allSatisfy(\.isHexDigit) }
+        }
+    }
+}
+
+public struct ControlValueError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Whose control: the account's, one card's, or the program's (the product's
+/// defaults for every account, kept in the rules).
 public enum ControlScope: Equatable, Sendable {
     case account
     case card(String)
+    case program
 
     public var name: String {
         switch self {
         case .account: return "account"
         case .card(let id): return id
+        case .program: return "program"
+        }
+    }
+}
+
+/// The program's controls: stored forms by kind, and the argument
+/// authorize.lua reads them from (ARGV[21], "KIND=VALUE;KIND=VALUE" in the
+/// order of the kinds), built once per rule set rather than per request.
+public struct ProgramControls: Sendable, Equatable {
+    public let values: [ControlKind: String]
+    public let argument: String
+
+    public init(_ values: [ControlKind: String]) {
+        self.values = values
+        self.argument = ControlKind.allCases.compactMap { kind in values[kind].map { "\(kind.rawValue)=\($0)" } }.joined(separator: ";")
+    }
+
+    public static let none = ProgramControls([:])
+
+    public func validationErrors() -> [String] {
+        values.keys.sorted { $0.rawValue < $1.rawValue }.compactMap { kind in
+            kind.isStoredValue(values[kind]!) ? nil : "program control \(kind.rawValue) \"\(values[kind]!)\" is not valid"
         }
     }
 }

@@ -32,7 +32,11 @@ public final class RulesCache: Sendable {
                 defer { current = rules }
                 return current != rules
             }
-            if changed { self.logger.info("rules reloaded", metadata: ["mcc": "\(rules.mccCategories.count)", "merchants": "\(rules.merchantMCCs.count)"]) }
+            if changed {
+                self.logger.info("rules reloaded", metadata: [
+                    "mcc": "\(rules.mccCategories.count)", "merchants": "\(rules.merchantMCCs.count)", "controls": "\(rules.programControls.argument)",
+                ])
+            }
         }.recover { error in
             self.logger.warning("rules refresh failed", metadata: ["error": "\(error)"])
         }

@@ -76,11 +76,16 @@ public struct RulesStore: Sendable {
             for (code, category) in try Self.dictionary(mccReply) {
                 categories[code] = category.uppercased()
             }
+            var controls: [ControlKind: String] = [:]
+            for kind in ControlKind.allCases {
+                if let value = config[Self.controlField(kind)] { controls[kind] = value }
+            }
             return Rules(
                 mccCategories: categories,
                 merchantMCCs: merchants,
                 fallbackCategory: config["fallback"]?.uppercased() ?? "CASH",
-                fallbackMode: config["fallback_mode"].flatMap(FallbackMode.init(rawValue:)) ?? .whole
+                fallbackMode: config["fallback_mode"].flatMap(FallbackMode.init(rawValue:)) ?? .whole,
+                programControls: ProgramControls(controls)
             )
         }
     }
@@ -122,7 +127,8 @@ public struct RulesStore: Sendable {
         if !rules.merchantMCCs.isEmpty {
             commands.append(RedisCommand(["HSET", keys.merchant] + rules.merchantMCCs.sorted { $0.key < $1.key }.flatMap { [$0.key, $0.value] }))
         }
-        commands.append(RedisCommand("HSET", keys.config, "fallback", rules.fallbackCategory, "fallback_mode", rules.fallbackMode.rawValue))
+        let controls = rules.programControls.values.sorted { $0.key.rawValue < $1.key.rawValue }.flatMap { [Self.controlField($0.key), $0.value] }
+        commands.append(RedisCommand(["HSET", keys.config, "fallback", rules.fallbackCategory, "fallback_mode", rules.fallbackMode.rawValue] + controls))
         commands.append(RedisCommand("EXEC"))
         // All on one connection, in order: the keys share a slot.
         let replies = commands.map { send($0, key: keys.mcc) }
@@ -147,6 +153,9 @@ public struct RulesStore: Sendable {
                 .map { _ in true }
         }
     }
+
+    /// The field of a program control in the rules' config hash: `control.KIND`.
+    public static func controlField(_ kind: ControlKind) -> String { "control.\(kind.rawValue)" }
 
     static func dictionary(_ reply: RESPValue) throws -> [String: String] {
         guard let items = reply.array, items.count % 2 == 0 else {
@@ -181,9 +190,9 @@ public enum RulesFile {
             document = try Yams.load(yaml: text)
         }
         guard let root = document as? [String: Any] else { throw Invalid(description: "the rules file must hold a mapping") }
-        let known: Set<String> = ["mcc", "merchants", "fallback", "fallback_mode"]
+        let known: Set<String> = ["mcc", "merchants", "fallback", "fallback_mode", "controls"]
         if let unknown = root.keys.first(where: { !known.contains($0) }) {
-            throw Invalid(description: "unknown key \"\(unknown)\" (expected mcc, merchants, fallback, fallback_mode)")
+            throw Invalid(description: "unknown key \"\(unknown)\" (expected mcc, merchants, fallback, fallback_mode, controls)")
         }
         func mapping(_ key: String) throws -> [String: String] {
             guard let value = root[key] else { return [:] }
@@ -204,11 +213,43 @@ public enum RulesFile {
             mccCategories: try mapping("mcc").mapValues { $0.uppercased() },
             merchantMCCs: merchants,
             fallbackCategory: root["fallback"].map(stringValue)?.uppercased() ?? "CASH",
-            fallbackMode: mode
+            fallbackMode: mode,
+            programControls: try controls(root["controls"])
         )
         let errors = rules.validationErrors()
         guard errors.isEmpty else { throw Invalid(description: errors.joined(separator: "; ")) }
         return rules
+    }
+
+    /// `controls:` — the program's spending controls, by kind (see
+    /// ControlKind): amounts as quoted decimals ("150.00", never read
+    /// through a floating-point number), counts as integers, blocked_mcc and
+    /// blocked_merchant as lists (or one comma-separated string of MCCs).
+    static func controls(_ value: Any?) throws -> ProgramControls {
+        guard let value else { return .none }
+        guard let map = value as? [AnyHashable: Any] else { throw Invalid(description: "controls must be a mapping") }
+        var controls: [ControlKind: String] = [:]
+        for (rawKey, rawValue) in map {
+            let name = "\(rawKey.base)"
+            guard let kind = ControlKind(rawValue: name) else {
+                throw Invalid(description: "controls: unknown control \"\(name)\" (expected \(ControlKind.allCases.map(\.rawValue).joined(separator: ", ")))")
+            }
+            if rawValue is Double { throw Invalid(description: "controls: \(name): write amounts quoted, as \"150.00\"") }
+            let items: [String]
+            if let list = rawValue as? [Any] {
+                items = list.map { kind == .blockedMCC ? stringValue($0) : "\($0)" }
+            } else if let int = rawValue as? Int {
+                items = [kind == .blockedMCC ? stringValue(int) : String(int)]
+            } else {
+                items = ["\(rawValue)"]
+            }
+            do {
+                controls[kind] = try kind.storedValue(items)
+            } catch {
+                throw Invalid(description: "controls: \(error)")
+            }
+        }
+        return ProgramControls(controls)
     }
 
     /// Numbers written without quotes (`5411: FOOD`) are read back as four digits.

@@ -60,6 +60,7 @@ public struct ScriptCall: Sendable, Equatable {
             request.cardID == nil ? "" : request.cardExpiry ?? "",
             String(zoneOffsetSeconds),
             String(receivedMicros),
+            resolution.programControls,
         ] + request.statementFields)
     }
 

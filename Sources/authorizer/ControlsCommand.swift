@@ -7,17 +7,22 @@ import RedisWire
 struct ControlsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "controls",
-        abstract: "Set, show and clear the spending controls of an account or a card (checked with the debit).",
+        abstract: "Set, show and clear the spending controls of an account, a card or the program (checked with the debit).",
         subcommands: [Set.self, Show.self, Clear.self]
     )
 
-    /// The account, or a card (by id or PAN) and its account.
+    /// The account, a card (by id or PAN) and its account, or the program.
     struct Target: ParsableArguments {
         @Option(help: "The account's own controls (every card of it).") var account: String?
         @Option(help: "One card's controls (card id or PAN).") var card: String?
+        @Flag(help: "The program's controls (every account; kept in the rules, see rules show).") var program = false
+
+        func validate() throws {
+            guard [account != nil, card != nil, program].filter({ $0 }).count == 1 else { throw ValidationError("give one of --account, --card, --program") }
+        }
 
         func resolve(_ redis: RedisSession, keys: PANKeys?) async throws -> (account: String, scope: ControlScope) {
-            guard (account == nil) != (card == nil) else { throw ValidationError("give --account or --card") }
+            if program { return ("", .program) }
             if let account {
                 guard Identifier.isValid(account) else { throw ValidationError("--account: 1-64 characters of [A-Za-z0-9._:-]") }
                 return (account, .account)
@@ -58,29 +63,21 @@ struct ControlsCommand: AsyncParsableCommand {
         @Option(help: "A merchant refused (its descriptor as terminals send it); repeatable.") var blockedMerchant: [String] = []
 
         func values() throws -> [(ControlKind, String)] {
-            var values: [(ControlKind, String)] = []
-            for (kind, text) in [(ControlKind.perTransaction, perTransaction), (.dayAmount, dailyAmount), (.weekAmount, weeklyAmount), (.monthAmount, monthlyAmount)] {
-                guard let text else { continue }
-                guard case .success(let cents) = Cents.parse(text) else { throw ValidationError("--\(kind.rawValue): a positive amount such as 150.00") }
-                values.append((kind, String(cents.value)))
-            }
-            for (kind, count) in [(ControlKind.dayCount, dailyCount), (.weekCount, weeklyCount), (.monthCount, monthlyCount)] {
-                guard let count else { continue }
-                guard (1...1_000_000).contains(count) else { throw ValidationError("--\(kind.rawValue): a count from 1 to 1000000") }
-                values.append((kind, String(count)))
-            }
-            if let blockedMcc {
-                let codes = blockedMcc.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-                guard !codes.isEmpty, codes.count <= ControlKind.maxListItems, codes.allSatisfy({ $0.utf8.count == 4 && $0.allSatisfy(\.isASCII) && Int($0) != nil }) else {
-                    throw ValidationError("--blocked-mcc: up to \(ControlKind.maxListItems) four-digit MCCs, comma-separated")
+            let given: [(ControlKind, [String]?)] = [
+                (.perTransaction, perTransaction.map { [$0] }), (.dayAmount, dailyAmount.map { [$0] }),
+                (.weekAmount, weeklyAmount.map { [$0] }), (.monthAmount, monthlyAmount.map { [$0] }),
+                (.dayCount, dailyCount.map { [String($0)] }), (.weekCount, weeklyCount.map { [String($0)] }),
+                (.monthCount, monthlyCount.map { [String($0)] }), (.blockedMCC, blockedMcc.map { [$0] }),
+                (.blockedMerchant, blockedMerchant.isEmpty ? nil : blockedMerchant),
+            ]
+            return try given.compactMap { kind, items in
+                guard let items else { return nil }
+                do {
+                    return (kind, try kind.storedValue(items))
+                } catch {
+                    throw ValidationError("\(error)")
                 }
-                values.append((.blockedMCC, codes.joined(separator: ",")))
             }
-            if !blockedMerchant.isEmpty {
-                guard blockedMerchant.count <= ControlKind.maxListItems else { throw ValidationError("--blocked-merchant: at most \(ControlKind.maxListItems)") }
-                values.append((.blockedMerchant, blockedMerchant.map { MerchantDescriptor($0).digest }.joined(separator: ",")))
-            }
-            return values
         }
 
         func run() async throws {
@@ -88,6 +85,13 @@ struct ControlsCommand: AsyncParsableCommand {
             guard !values.isEmpty else { throw ValidationError("give at least one control") }
             let (redis, account, scope) = try await target.open(redisOptions, panKey)
             defer { redis.close() }
+            if scope == .program {
+                try await ProgramScope.change(redis) { controls in
+                    for (kind, value) in values { controls[kind] = value }
+                }
+                print("controls of the program set: " + values.map { "\($0.0.rawValue)=\($0.1)" }.joined(separator: " "))
+                return
+            }
             let key = Keys.controls(account: account)
             _ = try await redis.send(RedisCommand(["HSET", key] + values.flatMap { [$0.0.field(scope: scope), $0.1] }), key: key)
             print("controls of \(scope == .account ? "account \(account)" : "card \(scope.name) (account \(account))") set: "
@@ -104,23 +108,50 @@ struct ControlsCommand: AsyncParsableCommand {
         func run() async throws {
             let (redis, account, scope) = try await target.open(redisOptions, panKey)
             defer { redis.close() }
+            if scope == .program {
+                let controls = try await redis.rulesStore.load().get().programControls.values
+                print(controls.isEmpty ? "no controls on the program" : "controls on the program (every account):\n"
+                    + ControlsCommand.lines(ControlKind.allCases.map { ($0, controls[$0]) }).joined(separator: "\n"))
+                print("  (counted per account: controls show --account ID)")
+                return
+            }
             let key = Keys.controls(account: account)
             let reply = try await redis.send(RedisCommand(["HMGET", key] + ControlKind.allCases.map { $0.field(scope: scope) }), key: key)
             let values = (reply.array ?? []).map(\.string)
-            var lines: [String] = []
-            for (kind, value) in zip(ControlKind.allCases, values) {
-                guard let value else { continue }
-                lines.append("  \(kind.rawValue): " + (kind.isAmount ? Int64(value).map { Cents($0).description } ?? value : value))
-            }
+            let lines = ControlsCommand.lines(Array(zip(ControlKind.allCases, values)))
             print(lines.isEmpty ? "no controls on \(scope.name) of account \(account)" : "controls on \(scope.name) of account \(account):\n" + lines.joined(separator: "\n"))
             let spentKey = Keys.spent(account: account)
             let windows = [("d", "day"), ("w", "week"), ("m", "month")]
-            let spent = (try await redis.send(RedisCommand(["HMGET", spentKey] + windows.map { "\(scope.name).\($0.0)" }), key: spentKey).array ?? []).map(\.string)
-            for ((_, name), value) in zip(windows, spent) {
+            let scopes = scope == .account ? ["account", "program"] : [scope.name]
+            let fields = scopes.flatMap { name in windows.map { "\(name).\($0.0)" } }
+            let spent = (try await redis.send(RedisCommand(["HMGET", spentKey] + fields), key: spentKey).array ?? []).map(\.string)
+            for (index, value) in spent.enumerated() {
                 let parts = (value ?? "").split(separator: ":").map(String.init)
                 guard parts.count == 3, let cents = Int64(parts[1]) else { continue }
-                print("  counted this \(name) (period \(parts[0])): \(Cents(cents)) in \(parts[2]) approvals")
+                let (name, window) = (scopes[index / windows.count], windows[index % windows.count].1)
+                print("  counted this \(window)\(name == "program" ? " for the program's limits" : "") (period \(parts[0])): \(Cents(cents)) in \(parts[2]) approvals")
             }
+        }
+    }
+
+    /// "  kind: value" for the controls set (amounts in reais).
+    static func lines(_ values: [(ControlKind, String?)]) -> [String] {
+        values.compactMap { kind, value in
+            value.map { "  \(kind.rawValue): " + (kind.isAmount ? Int64($0).map { Cents($0).description } ?? $0 : $0) }
+        }
+    }
+
+    /// Changes the program's controls: the rules are read, changed and saved
+    /// as a new rule set (serves pick it up within a second).
+    enum ProgramScope {
+        static func change(_ redis: RedisSession, _ edit: (inout [ControlKind: String]) -> Void) async throws {
+            var rules = try await redis.rulesStore.load().get()
+            var controls = rules.programControls.values
+            edit(&controls)
+            rules.programControls = ProgramControls(controls)
+            let errors = rules.validationErrors()
+            guard errors.isEmpty else { throw ValidationError(errors.joined(separator: "; ")) }
+            try await redis.rulesStore.save(rules).get()
         }
     }
 
@@ -133,6 +164,11 @@ struct ControlsCommand: AsyncParsableCommand {
         func run() async throws {
             let (redis, account, scope) = try await target.open(redisOptions, panKey)
             defer { redis.close() }
+            if scope == .program {
+                try await ProgramScope.change(redis) { $0 = [:] }
+                print("controls of the program cleared")
+                return
+            }
             let key = Keys.controls(account: account)
             let removed = try await redis.send(RedisCommand(["HDEL", key] + ControlKind.allCases.map { $0.field(scope: scope) }), key: key)
             print("controls of \(scope.name) on account \(account) cleared (\(removed.int ?? 0) removed)")

@@ -31,7 +31,8 @@ struct RulesCommand: AsyncParsableCommand {
             let redis = try await RedisSession.open(redisOptions)
             defer { redis.close() }
             try await redis.rulesStore.save(rules).get()
-            print("loaded \(rules.mccCategories.count) mcc rules and \(rules.merchantMCCs.count) merchant rules; fallback \(rules.fallbackCategory) (\(rules.fallbackMode.rawValue))")
+            print("loaded \(rules.mccCategories.count) mcc rules and \(rules.merchantMCCs.count) merchant rules; fallback \(rules.fallbackCategory) (\(rules.fallbackMode.rawValue))"
+                + (rules.programControls.values.isEmpty ? "" : "; program controls \(rules.programControls.argument)"))
         }
     }
 
@@ -65,6 +66,23 @@ struct RulesCommand: AsyncParsableCommand {
             }
             print("fallback: \(rules.fallbackCategory)")
             print("fallback_mode: \(rules.fallbackMode.rawValue)")
+            let controls = rules.programControls.values
+            guard !controls.isEmpty else { return }
+            print("controls:")
+            for kind in ControlKind.allCases {
+                guard let value = controls[kind] else { continue }
+                switch kind {
+                case .perTransaction, .dayAmount, .weekAmount, .monthAmount:
+                    print("  \(kind.rawValue): \"\(Int64(value).map { Cents($0).description } ?? value)\"")
+                case .dayCount, .weekCount, .monthCount:
+                    print("  \(kind.rawValue): \(value)")
+                case .blockedMCC:
+                    print("  \(kind.rawValue): [\(value.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ", "))]")
+                case .blockedMerchant:
+                    // Only the descriptors' digests are stored; a file loaded back needs the descriptors.
+                    print("  # \(kind.rawValue): the digests \(value) (the rules file names the descriptors)")
+                }
+            }
         }
     }
 }

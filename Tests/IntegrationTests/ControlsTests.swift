@@ -125,6 +125,52 @@ final class ControlsTests: LedgerTestCase {
         XCTAssertEqual(try audit().status, 0)
     }
 
+    /// The program's controls (in the rules, cached by serve and passed to
+    /// the script) bind every account, with a card or without; they are
+    /// counted per account ("program.W"); `controls set|clear --program`
+    /// writes a new rule set.
+    func testProgramControlsInTheRulesBindEveryAccount() throws {
+        let file = redis.directory.appendingPathComponent("program.yaml")
+        try """
+        mcc: {"5411": FOOD, "5811": MEAL}
+        fallback: CASH
+        controls:
+          per_txn: "40.00"
+          day_count: 2
+          blocked_mcc: ["7995"]
+          blocked_merchant: ["Cassino Online"]
+        """.write(to: file, atomically: true, encoding: .utf8)
+        try runAuthorizer(["rules", "load", file.path, "--redis", redis.url])
+        func reloads(_ count: Int) -> Bool {
+            serve.child.waitForOutput(timeout: 10) { lines in lines.filter { $0.contains("rules reloaded") }.count >= count }
+        }
+        XCTAssertTrue(reloads(1), serve.child.output)
+        let client = try serve.connect()
+        XCTAssertEqual(try buy(client, "p1", account: "k1", amount: "40.01").reason, "amount over the per-transaction limit")
+        XCTAssertEqual(try buy(client, "p2", account: "k1", amount: "1.00", mcc: "7995").reason, "merchant category not allowed")
+        XCTAssertEqual(try buy(client, "p3", account: "k1", amount: "1.00", merchant: "cassino  online").reason, "merchant not allowed")
+        XCTAssertEqual(try buy(client, "p4", account: "k1", amount: "40.00").code, "00", "at the per-transaction limit, not over")
+        XCTAssertEqual(try buy(client, "p5", account: "k2", amount: "1.00").code, "00", "each account counts its own")
+        let card = try issueCard("k1")
+        XCTAssertEqual(try buy(client, "p6", card: card, amount: "1.00").code, "00", "a card of the account counts in the account's windows")
+        let refused = try buy(client, "p7", account: "k1", amount: "1.00")
+        XCTAssertEqual([refused.reason, refused.reasonCode], ["too many transactions today", "control_daily_count"])
+        XCTAssertEqual(try spent("k1", "program.d")?.last, "2", "two approvals of k1 counted for the program")
+
+        try controls(["set", "--program", "--daily-count", "3"])
+        XCTAssertTrue(reloads(2), serve.child.output)
+        XCTAssertEqual(try buy(client, "p8", account: "k1", amount: "1.00").code, "00", "the program's new count")
+        let shown = try runAuthorizer(["rules", "show", "--redis", redis.url]).output
+        XCTAssertTrue(shown.contains("day_count: 3") && shown.contains("per_txn: \"40.00\"") && shown.contains("blocked_mcc: [\"7995\"]"), shown)
+        XCTAssertTrue(try controls(["show", "--program"]).contains("per_txn: 40.00"))
+        try controls(["clear", "--program"])
+        XCTAssertTrue(reloads(3), serve.child.output)
+        XCTAssertEqual(try buy(client, "p9", account: "k1", amount: "50.00").code, "00", "no program controls any more")
+        XCTAssertFalse(try runAuthorizer(["rules", "show", "--redis", redis.url]).output.contains("controls:"))
+        try drain()
+        XCTAssertEqual(try audit().status, 0)
+    }
+
     /// 200 terminals at once on one card's daily amount: never over by a cent.
     func testTwoHundredTerminalsOnOneCardNeverPassTheLimit() throws {
         let card = try issueCard("k1")

@@ -48,6 +48,7 @@ declare -A TESTS=(
   [reversal-keeps-window-counters]='IntegrationTests.ControlsTests'
   [control-limit-reached-at-the-limit]='IntegrationTests.ControlsTests'
   [control-counts-refusals]='IntegrationTests.ControlsTests'
+  [program-controls-ignored]='IntegrationTests.ControlsTests/testProgramControls'
   [card-status-not-checked]='IntegrationTests.CardTests'
   [card-expiry-not-checked]='IntegrationTests.CardTests'
   [card-transition-out-of-final]='IntegrationTests.CardTests'

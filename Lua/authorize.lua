@@ -20,7 +20,8 @@
                                      ("account.KIND") and of its cards ("CARD.KIND"):
                                      KIND per_txn, day_amount, day_count,
                                      week_amount, week_count, month_amount,
-                                     month_count (cents or a count), blocked_mcc
+                                     month_count, rolling_seconds, rolling_amount,
+                                     rolling_count (cents, a count or seconds), blocked_mcc
                                      (comma list of MCCs), blocked_merchant
                                      (comma list of merchant digests)
                spent:{ID}            HASH what approvals consumed in the current
@@ -28,7 +29,9 @@
                                      (W: d day, w week from Monday, m month,
                                      civil in the issuer's zone; PERIOD in days,
                                      weeks or months since 1970; a window is
-                                     counted while a limit is set on it)
+                                     counted while a limit is set on it); "SCOPE.r"
+                                     -> SECOND:CENTS,... the approvals of the
+                                     trailing window (rolling_seconds)
     then, only when ARGV[17] names a card:
                card:{ID}:CARD        HASH status, expiry (YYMM), pan (masked), ...
 
@@ -107,8 +110,10 @@
   repeat answered the approval (records of earlier versions end at the
   digest); CONSUMED, on an approval counted in controls' windows, the
   windows as SCOPE.W/PERIOD items, comma-separated ("account.d/20430,
-  crd_x.m/24323"; SCOPE "account" or a card id, W d|w|m), so that its
-  reversal gives back what it consumed in the windows still current.
+  crd_x.m/24323, program.r/1796689007"; SCOPE "account", a card id or
+  "program", W d|w|m|r; the trailing window's PERIOD is the approval's
+  second), so that its reversal gives back what it consumed in the windows
+  still current (from a trailing window: its item, while still there).
   reverse.lua reads and updates it; a tombstone left by a
   reversal whose original was never seen is such a record with CODE 07 and
   DETAIL "reversed". A record starting with "RV|" belongs to a reversal's own
@@ -263,7 +268,10 @@ end
 -- zone; a window counts from its period's first approval. An account
 -- without controls costs one HGETALL of a missing key; with controls, one
 -- HMGET of the windows' counters and, for an approval, one HSET.
-local windowLetters = {'d', 'w', 'm'}
+local windowLetters = {'d', 'w', 'm', 'r'}
+-- A trailing window keeps its approvals as SECOND:CENTS items; at most this
+-- many (a further approval within the window is refused as too many).
+local maxTrailing = 200
 local controlRefusal, counted, periods = nil, nil, nil
 local controls = redis.call('HGETALL', KEYS[lastBucket + 1])
 local programText = ARGV[21] or ''
@@ -301,8 +309,10 @@ if (#controls > 0 or programText ~= '') and not cardRefusal then
       end
     end
   end
-  -- Then the windows with a limit (only those are counted): field SCOPE.W,
-  -- value PERIOD:CENTS:APPROVALS, all read in one HMGET.
+  -- Then the windows with a limit (only those are counted), all read in one
+  -- HMGET: field SCOPE.W; civil windows (W d, w, m) hold
+  -- PERIOD:CENTS:APPROVALS, the trailing one (W r, rolling_seconds long)
+  -- the approvals still inside it, "SECOND:CENTS,SECOND:CENTS".
   if not controlRefusal then
     local windows, fields = {}, {}
     for s = 1, 3 do
@@ -310,11 +320,12 @@ if (#controls > 0 or programText ~= '') and not cardRefusal then
       if limits then
         local limitPairs = {{limits.day_amount, limits.day_count}, {limits.week_amount, limits.week_count},
           {limits.month_amount, limits.month_count}}
-        for w = 1, 3 do
+        if limits.rolling_seconds then limitPairs[4] = {limits.rolling_amount, limits.rolling_count} end
+        for w = 1, #limitPairs do
           local amountLimit, countLimit = limitPairs[w][1], limitPairs[w][2]
           if amountLimit or countLimit then
             fields[#fields + 1] = scopes[s][1] .. '.' .. windowLetters[w]
-            windows[#windows + 1] = {w, tonumber(amountLimit), tonumber(countLimit)}
+            windows[#windows + 1] = {w, tonumber(amountLimit), tonumber(countLimit), tonumber(limits.rolling_seconds)}
           end
         end
       end
@@ -323,19 +334,35 @@ if (#controls > 0 or programText ~= '') and not cardRefusal then
       local year, month = yearMonth(localDays)
       local week = localDays + 3
       periods = {string.format('%d', localDays), string.format('%d', (week - week % 7) / 7),
-        string.format('%d', year * 12 + month - 1)}
+        string.format('%d', year * 12 + month - 1), string.format('%d', seconds)}
       local values = redis.call('HMGET', KEYS[lastBucket + 2], unpack(fields))
-      local amountWords = {'daily limit reached', 'weekly limit reached', 'monthly limit reached'}
-      local countWords = {'too many transactions today', 'too many transactions this week', 'too many transactions this month'}
+      local amountWords = {'daily limit reached', 'weekly limit reached', 'monthly limit reached', 'recent spending limit reached'}
+      local countWords = {'too many transactions today', 'too many transactions this week', 'too many transactions this month',
+        'too many transactions in a short time'}
       counted = {}
       for i = 1, #fields do
         local w, amountLimit, countLimit = windows[i][1], windows[i][2], windows[i][3]
-        local period, spentAmount, spentCount = string.match(values[i] or '', '^(%d+):(%d+):(%d+)$')
-        local current = period == periods[w]
-        spentAmount, spentCount = current and tonumber(spentAmount) or 0, current and tonumber(spentCount) or 0
+        local spentAmount, spentCount, current, kept = 0, 0, false, nil
+        if w == 4 then
+          -- The approvals of the last rolling_seconds (a second's edge inside).
+          kept = {}
+          local since = seconds - windows[i][4]
+          for second, cents in string.gmatch(values[i] or '', '(%d+):(%d+)') do
+            if tonumber(second) > since then
+              kept[#kept + 1] = second .. ':' .. cents
+              spentAmount, spentCount = spentAmount + tonumber(cents), spentCount + 1
+            end
+          end
+          if spentCount >= maxTrailing then controlRefusal = countWords[w] break end
+          current = true
+        else
+          local period, cents, approvals = string.match(values[i] or '', '^(%d+):(%d+):(%d+)$')
+          current = period == periods[w]
+          if current then spentAmount, spentCount = tonumber(cents), tonumber(approvals) end
+        end
         if amountLimit and spentAmount + amount > amountLimit then controlRefusal = amountWords[w] break end
         if countLimit and spentCount + 1 > countLimit then controlRefusal = countWords[w] break end
-        counted[i] = {fields[i], w, spentAmount, spentCount, current}
+        counted[i] = {fields[i], w, spentAmount, spentCount, current, kept}
       end
     end
   end
@@ -402,7 +429,13 @@ if code == '00' and counted and #counted > 0 then
   for i, window in ipairs(counted) do
     local field, w = window[1], window[2]
     pairs_[#pairs_ + 1] = field
-    pairs_[#pairs_ + 1] = periods[w] .. ':' .. string.format('%d', window[3] + amount) .. ':' .. string.format('%d', window[4] + 1)
+    if w == 4 then
+      local kept = window[6]
+      kept[#kept + 1] = periods[4] .. ':' .. amountText
+      pairs_[#pairs_ + 1] = table.concat(kept, ',')
+    else
+      pairs_[#pairs_ + 1] = periods[w] .. ':' .. string.format('%d', window[3] + amount) .. ':' .. string.format('%d', window[4] + 1)
+    end
     if not window[5] then started = true end
     items[i] = field .. '/' .. periods[w]
   end

@@ -238,8 +238,20 @@ end
 -- windows still current (a window that has passed was reset since).
 local function giveBack()
   for field, period in string.gmatch(consumed, '([^,/]+)/(%d+)') do
-    local current, spentAmount, spentCount = string.match(redis.call('HGET', KEYS[6], field) or '', '^(%d+):(%d+):(%d+)$')
-    if current == period then
+    local value = redis.call('HGET', KEYS[6], field) or ''
+    local current, spentAmount, spentCount = string.match(value, '^(%d+):(%d+):(%d+)$')
+    if string.sub(field, -2) == '.r' then
+      -- A trailing window: the original's item leaves it (once), if still inside.
+      local items, removed = {}, false
+      for item in string.gmatch(value, '[^,]+') do
+        if not removed and item == period .. ':' .. amount then
+          removed = true
+        else
+          items[#items + 1] = item
+        end
+      end
+      if removed then redis.call('HSET', KEYS[6], field, table.concat(items, ',')) end
+    elseif current == period then
       -- Never below zero: a window's counters were set by its first approval.
       local leftAmount = math.max(tonumber(spentAmount) - tonumber(amount), 0)
       local leftCount = math.max(tonumber(spentCount) - 1, 0)

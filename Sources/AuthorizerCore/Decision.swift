@@ -185,6 +185,8 @@ public enum ControlRefusal: String, Sendable, Hashable, CaseIterable {
     case dailyCount = "too many transactions today"
     case weeklyCount = "too many transactions this week"
     case monthlyCount = "too many transactions this month"
+    case rollingAmount = "recent spending limit reached"
+    case rollingCount = "too many transactions in a short time"
     case merchantCategory = "merchant category not allowed"
     case merchant = "merchant not allowed"
 
@@ -197,6 +199,8 @@ public enum ControlRefusal: String, Sendable, Hashable, CaseIterable {
         case .dailyCount: return "control_daily_count"
         case .weeklyCount: return "control_weekly_count"
         case .monthlyCount: return "control_monthly_count"
+        case .rollingAmount: return "control_rolling_amount"
+        case .rollingCount: return "control_rolling_count"
         case .merchantCategory: return "control_merchant_category"
         case .merchant: return "control_merchant"
         }
@@ -205,8 +209,8 @@ public enum ControlRefusal: String, Sendable, Hashable, CaseIterable {
     /// What kind of limit: an amount, a count, or who may be paid.
     public var kind: Kind {
         switch self {
-        case .perTransaction, .dailyAmount, .weeklyAmount, .monthlyAmount: return .amount
-        case .dailyCount, .weeklyCount, .monthlyCount: return .count
+        case .perTransaction, .dailyAmount, .weeklyAmount, .monthlyAmount, .rollingAmount: return .amount
+        case .dailyCount, .weeklyCount, .monthlyCount, .rollingCount: return .count
         case .merchantCategory, .merchant: return .notPermitted
         }
     }

@@ -9,13 +9,21 @@ public enum ControlKind: String, CaseIterable, Sendable {
     case weekCount = "week_count"
     case monthAmount = "month_amount"
     case monthCount = "month_count"
+    /// The trailing window's length in seconds (60 s to 31 days), and its limits.
+    case rollingSeconds = "rolling_seconds"
+    case rollingAmount = "rolling_amount"
+    case rollingCount = "rolling_count"
     /// Comma-separated MCCs.
     case blockedMCC = "blocked_mcc"
     /// Comma-separated digests of normalized merchant descriptors.
     case blockedMerchant = "blocked_merchant"
 
     /// Amounts are cents; counts are approvals; the rest are lists.
-    public var isAmount: Bool { [.perTransaction, .dayAmount, .weekAmount, .monthAmount].contains(self) }
+    public var isAmount: Bool { [.perTransaction, .dayAmount, .weekAmount, .monthAmount, .rollingAmount].contains(self) }
+
+    /// A trailing window keeps at most this many approvals (authorize.lua's
+    /// maxTrailing): a count limit above it could never bind.
+    public static let maxTrailingApprovals = 200
 
     /// The longest list a control may hold (the script scans it per authorization).
     public static let maxListItems = 64
@@ -31,7 +39,17 @@ extension ControlKind {
     /// descriptors. Throws a message naming what is wrong.
     public func storedValue(_ items: [String]) throws -> String {
         switch self {
-        case .perTransaction, .dayAmount, .weekAmount, .monthAmount:
+        case .rollingSeconds:
+            guard items.count == 1, let seconds = Int(items[0]), (60...2_678_400).contains(seconds) else {
+                throw ControlValueError("\(rawValue): seconds from 60 to 2678400 (31 days)")
+            }
+            return String(seconds)
+        case .rollingCount:
+            guard items.count == 1, let count = Int(items[0]), (1...Self.maxTrailingApprovals).contains(count) else {
+                throw ControlValueError("\(rawValue): a count from 1 to \(Self.maxTrailingApprovals)")
+            }
+            return String(count)
+        case .perTransaction, .dayAmount, .weekAmount, .monthAmount, .rollingAmount:
             guard items.count == 1, case .success(let cents) = Cents.parse(items[0]) else {
                 throw ControlValueError("\(rawValue): a positive amount such as 150.00")
             }
@@ -58,13 +76,22 @@ extension ControlKind {
     /// Whether `value` is a stored form of this kind (read back from Redis).
     public func isStoredValue(_ value: String) -> Bool {
         switch self {
-        case .perTransaction, .dayAmount, .weekAmount, .monthAmount, .dayCount, .weekCount, .monthCount:
+        case .perTransaction, .dayAmount, .weekAmount, .monthAmount, .dayCount, .weekCount, .monthCount,
+             .rollingSeconds, .rollingAmount, .rollingCount:
             return Int64(value).map { $0 > 0 } ?? false
         case .blockedMCC:
             return value.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { MCC.isValid(String($0)) }
         case .blockedMerchant:
             return value.split(separator: ",", omittingEmptySubsequences: false).allSatisfy { $0.utf8.count == 8 && $0.allSatisfy(\.isHexDigit) }
         }
+    }
+}
+
+extension ControlKind {
+    /// A trailing limit needs its window's length in the same scope.
+    public static func trailingWindowError(_ values: [ControlKind: String]) -> String? {
+        let limited = values[.rollingAmount] != nil || values[.rollingCount] != nil
+        return limited && values[.rollingSeconds] == nil ? "rolling_amount and rolling_count need rolling_seconds" : nil
     }
 }
 
@@ -104,8 +131,10 @@ public struct ProgramControls: Sendable, Equatable {
     public static let none = ProgramControls([:])
 
     public func validationErrors() -> [String] {
-        values.keys.sorted { $0.rawValue < $1.rawValue }.compactMap { kind in
+        var errors = values.keys.sorted { $0.rawValue < $1.rawValue }.compactMap { kind in
             kind.isStoredValue(values[kind]!) ? nil : "program control \(kind.rawValue) \"\(values[kind]!)\" is not valid"
         }
+        if let missing = ControlKind.trailingWindowError(values) { errors.append("program controls: " + missing) }
+        return errors
     }
 }

@@ -107,6 +107,8 @@ public struct Notification: Sendable, Equatable {
         case .dailyCount: return "número de compras do dia atingido"
         case .weeklyCount: return "número de compras da semana atingido"
         case .monthlyCount: return "número de compras do mês atingido"
+        case .rollingAmount: return "limite de gastos do período atingido"
+        case .rollingCount: return "muitas compras em pouco tempo"
         case .merchantCategory: return "tipo de estabelecimento não permitido"
         case .merchant: return "estabelecimento não permitido"
         }

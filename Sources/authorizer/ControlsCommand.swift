@@ -59,6 +59,9 @@ struct ControlsCommand: AsyncParsableCommand {
         @Option(help: "Approvals per week.") var weeklyCount: Int?
         @Option(help: "Amount approved per month.") var monthlyAmount: String?
         @Option(help: "Approvals per month.") var monthlyCount: Int?
+        @Option(help: "The trailing window's length in seconds (60 to 2678400), for --rolling-amount and --rolling-count.") var rollingSeconds: Int?
+        @Option(help: "Amount approved in any trailing window.") var rollingAmount: String?
+        @Option(help: "Approvals in any trailing window (at most \(ControlKind.maxTrailingApprovals)).") var rollingCount: Int?
         @Option(help: "MCCs refused, comma-separated (7995,5933).") var blockedMcc: String?
         @Option(help: "A merchant refused (its descriptor as terminals send it); repeatable.") var blockedMerchant: [String] = []
 
@@ -67,7 +70,9 @@ struct ControlsCommand: AsyncParsableCommand {
                 (.perTransaction, perTransaction.map { [$0] }), (.dayAmount, dailyAmount.map { [$0] }),
                 (.weekAmount, weeklyAmount.map { [$0] }), (.monthAmount, monthlyAmount.map { [$0] }),
                 (.dayCount, dailyCount.map { [String($0)] }), (.weekCount, weeklyCount.map { [String($0)] }),
-                (.monthCount, monthlyCount.map { [String($0)] }), (.blockedMCC, blockedMcc.map { [$0] }),
+                (.monthCount, monthlyCount.map { [String($0)] }), (.rollingSeconds, rollingSeconds.map { [String($0)] }),
+                (.rollingAmount, rollingAmount.map { [$0] }), (.rollingCount, rollingCount.map { [String($0)] }),
+                (.blockedMCC, blockedMcc.map { [$0] }),
                 (.blockedMerchant, blockedMerchant.isEmpty ? nil : blockedMerchant),
             ]
             return try given.compactMap { kind, items in
@@ -93,6 +98,10 @@ struct ControlsCommand: AsyncParsableCommand {
                 return
             }
             let key = Keys.controls(account: account)
+            if values.contains(where: { $0.0 == .rollingAmount || $0.0 == .rollingCount }) && !values.contains(where: { $0.0 == .rollingSeconds }) {
+                let seconds = try await redis.send(RedisCommand("HGET", key, ControlKind.rollingSeconds.field(scope: scope)), key: key)
+                guard seconds.string != nil else { throw ValidationError("--rolling-amount and --rolling-count need --rolling-seconds") }
+            }
             _ = try await redis.send(RedisCommand(["HSET", key] + values.flatMap { [$0.0.field(scope: scope), $0.1] }), key: key)
             print("controls of \(scope == .account ? "account \(account)" : "card \(scope.name) (account \(account))") set: "
                 + values.map { "\($0.0.rawValue)=\($0.1)" }.joined(separator: " "))
@@ -121,14 +130,21 @@ struct ControlsCommand: AsyncParsableCommand {
             let lines = ControlsCommand.lines(Array(zip(ControlKind.allCases, values)))
             print(lines.isEmpty ? "no controls on \(scope.name) of account \(account)" : "controls on \(scope.name) of account \(account):\n" + lines.joined(separator: "\n"))
             let spentKey = Keys.spent(account: account)
-            let windows = [("d", "day"), ("w", "week"), ("m", "month")]
+            let windows = [("d", "day"), ("w", "week"), ("m", "month"), ("r", "trailing window")]
             let scopes = scope == .account ? ["account", "program"] : [scope.name]
             let fields = scopes.flatMap { name in windows.map { "\(name).\($0.0)" } }
             let spent = (try await redis.send(RedisCommand(["HMGET", spentKey] + fields), key: spentKey).array ?? []).map(\.string)
             for (index, value) in spent.enumerated() {
+                let (name, window) = (scopes[index / windows.count], windows[index % windows.count].1)
+                if index % windows.count == 3 {
+                    let items = (value ?? "").split(separator: ",").compactMap { $0.split(separator: ":").last.flatMap { Int64($0) } }
+                    if !items.isEmpty {
+                        print("  in the trailing window\(name == "program" ? " for the program's limits" : "") (as of the last approval): \(Cents(items.reduce(0, +))) in \(items.count) approvals")
+                    }
+                    continue
+                }
                 let parts = (value ?? "").split(separator: ":").map(String.init)
                 guard parts.count == 3, let cents = Int64(parts[1]) else { continue }
-                let (name, window) = (scopes[index / windows.count], windows[index % windows.count].1)
                 print("  counted this \(window)\(name == "program" ? " for the program's limits" : "") (period \(parts[0])): \(Cents(cents)) in \(parts[2]) approvals")
             }
         }

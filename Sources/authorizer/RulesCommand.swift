@@ -72,9 +72,9 @@ struct RulesCommand: AsyncParsableCommand {
             for kind in ControlKind.allCases {
                 guard let value = controls[kind] else { continue }
                 switch kind {
-                case .perTransaction, .dayAmount, .weekAmount, .monthAmount:
+                case .perTransaction, .dayAmount, .weekAmount, .monthAmount, .rollingAmount:
                     print("  \(kind.rawValue): \"\(Int64(value).map { Cents($0).description } ?? value)\"")
-                case .dayCount, .weekCount, .monthCount:
+                case .dayCount, .weekCount, .monthCount, .rollingCount, .rollingSeconds:
                     print("  \(kind.rawValue): \(value)")
                 case .blockedMCC:
                     print("  \(kind.rawValue): [\(value.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ", "))]")

@@ -125,6 +125,40 @@ final class ControlsTests: LedgerTestCase {
         XCTAssertEqual(try audit().status, 0)
     }
 
+    /// A trailing window counts the approvals of the last rolling_seconds
+    /// (Redis's clock), whatever the calendar; a reversal takes its
+    /// original's approval out; approvals older than the window count nothing.
+    func testATrailingWindowCountsTheLastSecondsAndAReversalTakesItsApprovalOut() throws {
+        let refusedWithoutSeconds = try controls(["set", "--account", "k1", "--rolling-count", "2"], expectSuccess: false)
+        XCTAssertTrue(refusedWithoutSeconds.contains("need --rolling-seconds"), refusedWithoutSeconds)
+        try controls(["set", "--account", "k2", "--rolling-seconds", "600", "--rolling-amount", "40.00", "--rolling-count", "3"])
+        let client = try serve.connect()
+        XCTAssertEqual(try buy(client, "r1", account: "k2", amount: "10.00").code, "00")
+        XCTAssertEqual(try buy(client, "r2", account: "k2", amount: "15.00").code, "00")
+        let overAmount = try buy(client, "r3", account: "k2", amount: "15.01")
+        XCTAssertEqual([overAmount.reason, overAmount.reasonCode], ["recent spending limit reached", "control_rolling_amount"])
+        XCTAssertEqual(try buy(client, "r4", account: "k2", amount: "5.00").code, "00")
+        let overCount = try buy(client, "r5", account: "k2", amount: "1.00")
+        XCTAssertEqual([overCount.reason, overCount.reasonCode], ["too many transactions in a short time", "control_rolling_count"])
+        func items() throws -> [String] {
+            try redis.command("HGET", Keys.spent(account: "k2"), "account.r").string?.split(separator: ",").map(String.init) ?? []
+        }
+        XCTAssertEqual(try items().map { $0.split(separator: ":").last.map(String.init) }, ["1000", "1500", "500"], "the three approvals, refusals not")
+
+        try client.sendLine(Request.reversal(id: "rr1", account: "k2", original: "r1"))
+        XCTAssertEqual(try client.readResponse().code, "00")
+        XCTAssertEqual(try items().count, 2, "r1 left the window")
+        XCTAssertEqual(try buy(client, "r6", account: "k2", amount: "10.00").code, "00", "room again after the reversal")
+
+        // Approvals older than the window count nothing and are dropped at the next approval.
+        let now = try XCTUnwrap(redis.command("TIME").array?.first?.string.flatMap { Int64($0) })
+        try redis.command("HSET", Keys.spent(account: "k2"), "account.r", "\(now - 601):3000,\(now - 601):3000")
+        XCTAssertEqual(try buy(client, "r7", account: "k2", amount: "40.00").code, "00", "at the limit, not over")
+        XCTAssertEqual(try items().count, 1, "only r7 is left in the window")
+        try drain()
+        XCTAssertEqual(try audit().status, 0)
+    }
+
     /// The program's controls (in the rules, cached by serve and passed to
     /// the script) bind every account, with a card or without; they are
     /// counted per account ("program.W"); `controls set|clear --program`

@@ -264,105 +264,125 @@ if cardID ~= '' then
 end
 
 -- Spending controls: the account's and the card's (controls:{ID}) and the
--- program's (ARGV[21]); every one set must pass, so the tightest wins. Windows are civil in the issuer's
--- zone; a window counts from its period's first approval. An account
--- without controls costs one HGETALL of a missing key; with controls, one
--- HMGET of the windows' counters and, for an approval, one HSET.
-local windowLetters = {'d', 'w', 'm', 'r'}
--- A trailing window keeps its approvals as SECOND:CENTS items; at most this
--- many (a further approval within the window is refused as too many).
-local maxTrailing = 200
-local controlRefusal, counted, periods = nil, nil, nil
+-- program's (ARGV[21]); every one set must pass, so the tightest wins.
+-- Windows are civil in the issuer's zone, or trailing; a civil window counts
+-- from its period's first approval. An account without controls costs one
+-- HGETALL of a missing key; with controls, one HMGET of the windows'
+-- counters and, for an approval, one HSET. This runs on every authorization
+-- of an account with controls: it creates as few strings and tables as it
+-- can (each is an allocation for Redis's Lua, and garbage to collect).
+local controlRefusal, windows = nil, nil
 local controls = redis.call('HGETALL', KEYS[lastBucket + 1])
 local programText = ARGV[21] or ''
 if (#controls > 0 or programText ~= '') and not cardRefusal then
-  -- "account.KIND" and "CARD.KIND" of this card; other cards' are skipped.
-  local account_, card_ = {}, nil
-  local cardPrefix = cardID .. '.'
+  -- Each scope's controls by kind: "account.KIND", "CARD.KIND" of this card
+  -- (other cards' skipped), the program's "KIND=VALUE;..." from ARGV[21].
+  local accountLimits, cardLimits, programLimits = nil, nil, nil
+  local cardPrefixLength = #cardID + 1
   for i = 1, #controls, 2 do
     local field = controls[i]
-    if string.sub(field, 1, 8) == 'account.' then
-      account_[string.sub(field, 9)] = controls[i + 1]
-    elseif cardID ~= '' and string.sub(field, 1, #cardPrefix) == cardPrefix then
-      card_ = card_ or {}
-      card_[string.sub(field, #cardPrefix + 1)] = controls[i + 1]
+    if string.find(field, 'account.', 1, true) == 1 then
+      accountLimits = accountLimits or {}
+      accountLimits[string.sub(field, 9)] = controls[i + 1]
+    elseif cardID ~= '' and string.byte(field, cardPrefixLength) == 46 and string.find(field, cardID, 1, true) == 1 then
+      cardLimits = cardLimits or {}
+      cardLimits[string.sub(field, cardPrefixLength + 1)] = controls[i + 1]
     end
   end
-  local program_ = nil
-  for kind, value in string.gmatch(programText, '([%a_]+)=([^;]*)') do
-    program_ = program_ or {}
-    program_[kind] = value
+  if programText ~= '' then
+    programLimits = {}
+    for kind, value in string.gmatch(programText, '([%a_]+)=([^;]*)') do programLimits[kind] = value end
   end
-  local scopes = {{'account', account_}, {cardID, card_}, {'program', program_}}
-  -- The refusals that need no counter first, for every scope.
-  for s = 1, 3 do
-    local limits = scopes[s][2]
-    if limits and not controlRefusal then
-      local blockedMCC = limits.blocked_mcc
-      if blockedMCC and (string.find(',' .. blockedMCC .. ',', ',' .. ARGV[6] .. ',', 1, true)
-          or string.find(',' .. blockedMCC .. ',', ',' .. ARGV[7] .. ',', 1, true)) then
-        controlRefusal = 'merchant category not allowed'
-      elseif limits.blocked_merchant and string.find(',' .. limits.blocked_merchant .. ',', ',' .. ARGV[13] .. ',', 1, true) then
-        controlRefusal = 'merchant not allowed'
-      elseif limits.per_txn and amount > tonumber(limits.per_txn) then
-        controlRefusal = 'amount over the per-transaction limit'
+
+  -- First the refusals that need no counter, in every scope.
+  local function refusalOf(limits)
+    if not limits then return nil end
+    local mccs = limits.blocked_mcc
+    if mccs then
+      mccs = ',' .. mccs .. ','
+      if string.find(mccs, ',' .. ARGV[6] .. ',', 1, true) or string.find(mccs, ',' .. ARGV[7] .. ',', 1, true) then
+        return 'merchant category not allowed'
       end
     end
+    if limits.blocked_merchant and string.find(',' .. limits.blocked_merchant .. ',', ',' .. ARGV[13] .. ',', 1, true) then
+      return 'merchant not allowed'
+    end
+    if limits.per_txn and amount > tonumber(limits.per_txn) then return 'amount over the per-transaction limit' end
+    return nil
   end
+  controlRefusal = refusalOf(accountLimits) or refusalOf(cardLimits) or refusalOf(programLimits)
+
   -- Then the windows with a limit (only those are counted), all read in one
   -- HMGET: field SCOPE.W; civil windows (W d, w, m) hold
   -- PERIOD:CENTS:APPROVALS, the trailing one (W r, rolling_seconds long)
-  -- the approvals still inside it, "SECOND:CENTS,SECOND:CENTS".
+  -- the approvals still inside it, "SECOND:CENTS,SECOND:CENTS". A window:
+  -- {field, w, amount limit, count limit, period, cents, approvals, started,
+  -- kept items, seconds}. A trailing window keeps at most maxTrailing
+  -- approvals (a further one within it is refused as too many).
+  local maxTrailing = 200
   if not controlRefusal then
-    local windows, fields = {}, {}
-    for s = 1, 3 do
-      local limits = scopes[s][2]
-      if limits then
-        local limitPairs = {{limits.day_amount, limits.day_count}, {limits.week_amount, limits.week_count},
-          {limits.month_amount, limits.month_count}}
-        if limits.rolling_seconds then limitPairs[4] = {limits.rolling_amount, limits.rolling_count} end
-        for w = 1, #limitPairs do
-          local amountLimit, countLimit = limitPairs[w][1], limitPairs[w][2]
-          if amountLimit or countLimit then
-            fields[#fields + 1] = scopes[s][1] .. '.' .. windowLetters[w]
-            windows[#windows + 1] = {w, tonumber(amountLimit), tonumber(countLimit), tonumber(limits.rolling_seconds)}
-          end
-        end
+    local fields = {}
+    windows = {}
+    local function add(scope, w, amountLimit, countLimit, rollingSeconds)
+      if amountLimit or countLimit then
+        local field = scope .. (w == 1 and '.d' or w == 2 and '.w' or w == 3 and '.m' or '.r')
+        fields[#fields + 1] = field
+        windows[#windows + 1] = {field, w, tonumber(amountLimit), tonumber(countLimit)}
+        windows[#windows][10] = rollingSeconds
       end
     end
+    local function addScope(scope, limits)
+      if not limits then return end
+      add(scope, 1, limits.day_amount, limits.day_count)
+      add(scope, 2, limits.week_amount, limits.week_count)
+      add(scope, 3, limits.month_amount, limits.month_count)
+      if limits.rolling_seconds then add(scope, 4, limits.rolling_amount, limits.rolling_count, tonumber(limits.rolling_seconds)) end
+    end
+    addScope('account', accountLimits)
+    addScope(cardID, cardLimits)
+    addScope('program', programLimits)
     if #fields > 0 then
-      local year, month = yearMonth(localDays)
-      local week = localDays + 3
-      periods = {string.format('%d', localDays), string.format('%d', (week - week % 7) / 7),
-        string.format('%d', year * 12 + month - 1), string.format('%d', seconds)}
       local values = redis.call('HMGET', KEYS[lastBucket + 2], unpack(fields))
-      local amountWords = {'daily limit reached', 'weekly limit reached', 'monthly limit reached', 'recent spending limit reached'}
-      local countWords = {'too many transactions today', 'too many transactions this week', 'too many transactions this month',
-        'too many transactions in a short time'}
-      counted = {}
       for i = 1, #fields do
-        local w, amountLimit, countLimit = windows[i][1], windows[i][2], windows[i][3]
-        local spentAmount, spentCount, current, kept = 0, 0, false, nil
+        local window, value = windows[i], values[i] or ''
+        local w, spentAmount, spentCount = window[2], 0, 0
         if w == 4 then
           -- The approvals of the last rolling_seconds (a second's edge inside).
-          kept = {}
-          local since = seconds - windows[i][4]
-          for second, cents in string.gmatch(values[i] or '', '(%d+):(%d+)') do
+          local kept, since = {}, seconds - window[10]
+          for second, cents in string.gmatch(value, '(%d+):(%d+)') do
             if tonumber(second) > since then
               kept[#kept + 1] = second .. ':' .. cents
               spentAmount, spentCount = spentAmount + tonumber(cents), spentCount + 1
             end
           end
-          if spentCount >= maxTrailing then controlRefusal = countWords[w] break end
-          current = true
+          if spentCount >= maxTrailing then controlRefusal = 'too many transactions in a short time' break end
+          window[5], window[8], window[9] = string.format('%d', seconds), true, kept
         else
-          local period, cents, approvals = string.match(values[i] or '', '^(%d+):(%d+):(%d+)$')
-          current = period == periods[w]
-          if current then spentAmount, spentCount = tonumber(cents), tonumber(approvals) end
+          local period
+          if w == 1 then
+            period = string.format('%d', localDays)
+          elseif w == 2 then
+            local week = localDays + 3
+            period = string.format('%d', (week - week % 7) / 7)
+          else
+            local year, month = yearMonth(localDays)
+            period = string.format('%d', year * 12 + month - 1)
+          end
+          local stored, cents, approvals = string.match(value, '^(%d+):(%d+):(%d+)$')
+          if stored == period then spentAmount, spentCount = tonumber(cents), tonumber(approvals) end
+          window[5], window[8] = period, stored == period
         end
-        if amountLimit and spentAmount + amount > amountLimit then controlRefusal = amountWords[w] break end
-        if countLimit and spentCount + 1 > countLimit then controlRefusal = countWords[w] break end
-        counted[i] = {fields[i], w, spentAmount, spentCount, current, kept}
+        window[6], window[7] = spentAmount, spentCount
+        if window[3] and spentAmount + amount > window[3] then
+          controlRefusal = w == 1 and 'daily limit reached' or w == 2 and 'weekly limit reached'
+            or w == 3 and 'monthly limit reached' or 'recent spending limit reached'
+          break
+        end
+        if window[4] and spentCount + 1 > window[4] then
+          controlRefusal = w == 1 and 'too many transactions today' or w == 2 and 'too many transactions this week'
+            or w == 3 and 'too many transactions this month' or 'too many transactions in a short time'
+          break
+        end
       end
     end
   end
@@ -424,20 +444,20 @@ local entry = redis.call('XADD', statements, '*', unpack(fields))
 
 -- An approval counts in the windows that have a limit (only approvals count).
 local consumed = ''
-if code == '00' and counted and #counted > 0 then
-  local items, pairs_, started = {}, {}, false
-  for i, window in ipairs(counted) do
-    local field, w = window[1], window[2]
-    pairs_[#pairs_ + 1] = field
-    if w == 4 then
-      local kept = window[6]
-      kept[#kept + 1] = periods[4] .. ':' .. amountText
-      pairs_[#pairs_ + 1] = table.concat(kept, ',')
+if code == '00' and windows and #windows > 0 then
+  local pairs_, items, started = {}, {}, false
+  for i = 1, #windows do
+    local window = windows[i]
+    pairs_[2 * i - 1] = window[1]
+    if window[2] == 4 then
+      local kept = window[9]
+      kept[#kept + 1] = window[5] .. ':' .. amountText
+      pairs_[2 * i] = table.concat(kept, ',')
     else
-      pairs_[#pairs_ + 1] = periods[w] .. ':' .. string.format('%d', window[3] + amount) .. ':' .. string.format('%d', window[4] + 1)
+      pairs_[2 * i] = window[5] .. ':' .. string.format('%d', window[6] + amount) .. ':' .. string.format('%d', window[7] + 1)
     end
-    if not window[5] then started = true end
-    items[i] = field .. '/' .. periods[w]
+    if not window[8] then started = true end
+    items[i] = window[1] .. '/' .. window[5]
   end
   redis.call('HSET', KEYS[lastBucket + 2], unpack(pairs_))
   -- Set when a window's period starts: the longest window and a margin (an

@@ -14,7 +14,7 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 
-.PHONY: deps build release run run-cluster run-webhooks redis-up stop test chaos chaos-ci bench bench-webhooks clean install
+.PHONY: deps build release run run-cluster run-webhooks redis-up stop test chaos chaos-ci bench bench-instructions bench-webhooks clean install
 
 ## deps: install redis-server, libhiredis-dev, a netcat (the README's alternative to `authorizer send`),
 ## openssl (for the TLS tests), and for the chaos run nftables and redis-py, when missing (Debian/Ubuntu).
@@ -141,6 +141,11 @@ install:
 bench: release
 	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench.sh
 	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench-webhooks.sh
+
+## bench-instructions: instructions redis-server executes per authorize.lua call (valgrind's
+## callgrind): plain, with a card, a card and two controls, two program controls. Needs valgrind.
+bench-instructions:
+	bash scripts/bench-instructions.sh
 
 ## bench-webhooks: the webhooks alone: an open loop of 5,000 approvals/s through serve, each
 ## delivered to a local receiver; deliveries/s, decision-to-arrival p50/p99, deliverer CPU per event.

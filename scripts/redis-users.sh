@@ -38,13 +38,15 @@ source "$dir/credentials.env"
 # the PAN and card id indexes (pan:*, cardid:*) with GET and SET only.
 # Spending controls (controls:*, HDEL for `controls clear`) and their window
 # counters (spent:*, EXPIRE), in the account's slot.
+# Benefit orders: the credited lines' records (orders:*, EXPIRE), in the
+# account's slot.
 # The replayer reads, acknowledges, claims, trims and manages
 # groups on the ledger, and appends only to notifications:*. The webhooks
 # deliverer (which talks to outside endpoints) reads, acknowledges, claims and
 # manages its group on the ledger, and can neither trim nor write anything.
 cat > "$dir/users.acl" <<ACL
 user default on >${REDIS_ADMIN_PASSWORD} ~* &* +@all
-user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* ~card:* ~cards:* ~controls:* ~spent:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr +sadd +smembers (~account:* ~lock:* ~txn:* ~txns:* ~statements ~statements:* ~card:* ~cards:* ~controls:* ~spent:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set) (~txns:* +hget +hset +expireat) (~idempotency:* +get +set) (~pan:* ~cardid:* +get +set) (~spent:* +expire) (~controls:* +hdel)
+user authorizer on >${AUTHORIZER_PASSWORD} ~account:* ~lock:* ~txn:* ~rules:* ~card:* ~cards:* ~controls:* ~spent:* ~orders:* resetchannels &__keyevent@*__:* &authorizer:rules-changed -@all +auth +hello +ping +select +quit +client|setname +script|load +script|exists +subscribe +unsubscribe +publish +exists +get +pttl +pexpire +hget +hmget +hgetall +hset +hincrby +multi +exec +discard +time +scan +info +cluster|slots +cluster|info +cluster|keyslot +asking +wait +incr +sadd +smembers (~account:* ~lock:* ~txn:* ~txns:* ~statements ~statements:* ~card:* ~cards:* ~controls:* ~spent:* ~orders:* +evalsha +xadd +xlen +xinfo|groups +xinfo|stream +xrange +exists) (~lock:* ~rules:* +del) (~lock:* ~txn:* ~rules:* +set) (~txns:* +hget +hset +expireat) (~idempotency:* +get +set) (~pan:* ~cardid:* +get +set) (~spent:* ~orders:* +expire) (~controls:* +hdel)
 user replayer on >${REPLAYER_PASSWORD} ~statements ~statements:* ~notifications:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid +cluster|slots +info +subscribe +unsubscribe +scan +wait (~notifications:* +xadd)
 user webhooks on >${WEBHOOKS_PASSWORD} ~statements ~statements:* resetchannels &__keyevent@*__:xadd -@all +auth +hello +ping +select +quit +client|setname +@stream -xadd -xdel -xsetid -xtrim +cluster|slots +info +subscribe +unsubscribe +scan +wait
 user replication on >${REPLICATION_PASSWORD} -@all +psync +replconf +ping

@@ -14,6 +14,8 @@ public enum Keys {
     /// What approvals consumed in the controls' current windows: HASH
     /// `SCOPE.W` → `PERIOD:CENTS:APPROVALS` (W `d`, `w`, `m`).
     public static func spent(account: String) -> String { "spent:{\(account)}" }
+    /// The benefit order lines credited to the account: HASH `ORDER/LINE` → `CATEGORY:CENTS|ENTRY`.
+    public static func orders(account: String) -> String { "orders:{\(account)}" }
     /// The account's cards: SET of card ids.
     public static func cards(account: String) -> String { "cards:{\(account)}" }
     /// The PAN index: STRING `ACCOUNT CARD`, keyed by the hex HMAC-SHA256 of

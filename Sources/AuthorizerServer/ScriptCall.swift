@@ -8,7 +8,7 @@ import RedisWire
 /// the account (a cluster routes the call by `keys[0]`).
 public struct ScriptCall: Sendable, Equatable {
     public enum Script: String, Sendable, CaseIterable {
-        case authorize, unlock, decline, adjust, reverse, balance, card
+        case authorize, unlock, decline, adjust, reverse, balance, card, credit
     }
 
     public let script: Script
@@ -135,6 +135,14 @@ public struct ScriptCall: Sendable, Equatable {
         ] + fields)
     }
 
+    /// `credit.lua`: one line of a benefit order, credited at most once ever.
+    public static func credit(_ line: OrderLine, order: String, employer: String, retentionSeconds: Int64, statements: String) -> ScriptCall {
+        precondition(line.amount.value > 0 && retentionSeconds > 0)
+        return ScriptCall(.credit, keys: [Keys.account(line.account), Keys.orders(account: line.account), statements], arguments: [
+            order, line.id, line.account, line.category, String(line.amount.value), employer, String(retentionSeconds),
+        ])
+    }
+
     /// `adjust.lua`: an operator's `set` or `credit`, with its statement.
     public static func adjust(kind: String, operation: String, account: String, changes: [(category: String, cents: Cents)], statements: String) -> ScriptCall {
         precondition(kind == "set" || kind == "credit")
@@ -219,6 +227,7 @@ extension ScriptLibrary {
         case .card: return card
         case .reverse: return reverse
         case .balance: return balance
+        case .credit: return credit
         }
     }
 }

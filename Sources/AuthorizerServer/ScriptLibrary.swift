@@ -18,8 +18,9 @@ public struct ScriptLibrary: Sendable {
     public let reverse: LuaScript
     public let balance: LuaScript
     public let card: LuaScript
+    public let credit: LuaScript
 
-    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance, card] }
+    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance, card, credit] }
 
     public enum LoadError: Error, CustomStringConvertible {
         case notFound([String])
@@ -44,7 +45,8 @@ public struct ScriptLibrary: Sendable {
             adjust: try read("adjust"),
             reverse: try read("reverse"),
             balance: try read("balance"),
-            card: try read("card")
+            card: try read("card"),
+            credit: try read("credit")
         )
     }
 

@@ -8,7 +8,7 @@ struct AuthorizerCommand: AsyncParsableCommand {
         subcommands: [
             Serve.self, RulesCommand.self, AccountCommand.self, CardCommand.self, ControlsCommand.self,
             Replay.self, StatementCommand.self, Audit.self,
-            Send.self, Bench.self, Top.self, WebhooksCommand.self,
+            OrderCommand.self, Send.self, Bench.self, Top.self, WebhooksCommand.self,
         ]
     )
 }

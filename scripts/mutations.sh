@@ -51,6 +51,7 @@ declare -A TESTS=(
   [program-controls-ignored]='IntegrationTests.ControlsTests/testProgramControls'
   [trailing-window-never-forgets]='IntegrationTests.ControlsTests/testATrailingWindow'
   [reversal-keeps-trailing-approval]='IntegrationTests.ControlsTests/testATrailingWindow'
+  [order-line-record-skipped]='IntegrationTests.OrderTests'
   [card-status-not-checked]='IntegrationTests.CardTests'
   [card-expiry-not-checked]='IntegrationTests.CardTests'
   [card-transition-out-of-final]='IntegrationTests.CardTests'

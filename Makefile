@@ -14,7 +14,7 @@ PREFIX     ?= /usr/local
 SYSCONFDIR ?= /etc
 DESTDIR    ?=
 
-.PHONY: deps build release run run-cluster run-webhooks redis-up stop test chaos chaos-ci bench bench-instructions bench-webhooks clean install
+.PHONY: deps build release run run-cluster run-webhooks redis-up stop test chaos chaos-ci bench bench-instructions bench-orders bench-webhooks clean install
 
 ## deps: install redis-server, libhiredis-dev, a netcat (the README's alternative to `authorizer send`),
 ## openssl (for the TLS tests), and for the chaos run nftables and redis-py, when missing (Debian/Ubuntu).
@@ -141,6 +141,12 @@ install:
 bench: release
 	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench.sh
 	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench-webhooks.sh
+	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench-orders.sh
+
+## bench-orders: benefit orders: 100,000 lines on 10,000 accounts through `order load`, then the
+## same file again; lines/s and Redis CPU per line for both, and the lines' records' memory.
+bench-orders: release
+	AUTHORIZER_BIN=$(RELEASE) bash scripts/bench-orders.sh
 
 ## bench-instructions: instructions redis-server executes per authorize.lua call (valgrind's
 ## callgrind): plain, with a card, a card and two controls, two program controls. Needs valgrind.

@@ -23,7 +23,9 @@
                                      month_count, rolling_seconds, rolling_amount,
                                      rolling_count (cents, a count or seconds), blocked_mcc
                                      (comma list of MCCs), blocked_merchant
-                                     (comma list of merchant digests)
+                                     (comma list of merchant digests); and
+                                     "account.frozen" (the reason) while the
+                                     account is frozen: every purchase refused
                spent:{ID}            HASH what approvals consumed in the current
                                      windows: "SCOPE.W" -> PERIOD:CENTS:APPROVALS
                                      (W: d day, w week from Monday, m month,
@@ -310,7 +312,9 @@ if (#controls > 0 or programText ~= '') and not cardRefusal then
     if limits.per_txn and amount > tonumber(limits.per_txn) then return 'amount over the per-transaction limit' end
     return nil
   end
-  controlRefusal = refusalOf(accountLimits) or refusalOf(cardLimits) or refusalOf(programLimits)
+  -- A frozen account (account.frozen, set by freeze.lua) refuses every purchase.
+  if accountLimits and accountLimits.frozen then controlRefusal = 'account frozen' end
+  controlRefusal = controlRefusal or refusalOf(accountLimits) or refusalOf(cardLimits) or refusalOf(programLimits)
 
   -- Then the windows with a limit (only those are counted), all read in one
   -- HMGET: field SCOPE.W; civil windows (W d, w, m) hold

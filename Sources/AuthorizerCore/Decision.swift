@@ -189,6 +189,8 @@ public enum ControlRefusal: String, Sendable, Hashable, CaseIterable {
     case rollingCount = "too many transactions in a short time"
     case merchantCategory = "merchant category not allowed"
     case merchant = "merchant not allowed"
+    /// The account is frozen (`authorizer account freeze`): not a limit, an order.
+    case frozen = "account frozen"
 
     public var code: String {
         switch self {
@@ -203,6 +205,7 @@ public enum ControlRefusal: String, Sendable, Hashable, CaseIterable {
         case .rollingCount: return "control_rolling_count"
         case .merchantCategory: return "control_merchant_category"
         case .merchant: return "control_merchant"
+        case .frozen: return "account_frozen"
         }
     }
 
@@ -212,8 +215,9 @@ public enum ControlRefusal: String, Sendable, Hashable, CaseIterable {
         case .perTransaction, .dailyAmount, .weeklyAmount, .monthlyAmount, .rollingAmount: return .amount
         case .dailyCount, .weeklyCount, .monthlyCount, .rollingCount: return .count
         case .merchantCategory, .merchant: return .notPermitted
+        case .frozen: return .frozen
         }
     }
 
-    public enum Kind: Sendable { case amount, count, notPermitted }
+    public enum Kind: Sendable { case amount, count, notPermitted, frozen }
 }

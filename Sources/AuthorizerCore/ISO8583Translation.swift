@@ -205,6 +205,7 @@ public enum ISO8583Translator {
         case .amount: return R.overAmountLimit
         case .count: return R.overCountLimit
         case .notPermitted: return R.notPermitted
+        case .frozen: return R.blockedCard
         }
     }
 

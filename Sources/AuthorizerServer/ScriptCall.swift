@@ -8,7 +8,7 @@ import RedisWire
 /// the account (a cluster routes the call by `keys[0]`).
 public struct ScriptCall: Sendable, Equatable {
     public enum Script: String, Sendable, CaseIterable {
-        case authorize, unlock, decline, adjust, reverse, balance, card, credit
+        case authorize, unlock, decline, adjust, reverse, balance, card, credit, freeze
     }
 
     public let script: Script
@@ -143,6 +143,13 @@ public struct ScriptCall: Sendable, Equatable {
         ])
     }
 
+    /// `freeze.lua`: an account frozen or unfrozen, with its ledger entry.
+    public static func freeze(_ freeze: Bool, operation: String, account: String, reason: String, by: String, statements: String) -> ScriptCall {
+        ScriptCall(.freeze, keys: [Keys.account(account), Keys.controls(account: account), statements], arguments: [
+            freeze ? "freeze" : "unfreeze", operation, account, reason, by,
+        ])
+    }
+
     /// `adjust.lua`: an operator's `set` or `credit`, with its statement.
     public static func adjust(kind: String, operation: String, account: String, changes: [(category: String, cents: Cents)], statements: String) -> ScriptCall {
         precondition(kind == "set" || kind == "credit")
@@ -228,6 +235,7 @@ extension ScriptLibrary {
         case .reverse: return reverse
         case .balance: return balance
         case .credit: return credit
+        case .freeze: return freeze
         }
     }
 }

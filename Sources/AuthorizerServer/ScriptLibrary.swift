@@ -19,8 +19,9 @@ public struct ScriptLibrary: Sendable {
     public let balance: LuaScript
     public let card: LuaScript
     public let credit: LuaScript
+    public let freeze: LuaScript
 
-    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance, card, credit] }
+    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance, card, credit, freeze] }
 
     public enum LoadError: Error, CustomStringConvertible {
         case notFound([String])
@@ -46,7 +47,8 @@ public struct ScriptLibrary: Sendable {
             reverse: try read("reverse"),
             balance: try read("balance"),
             card: try read("card"),
-            credit: try read("credit")
+            credit: try read("credit"),
+            freeze: try read("freeze")
         )
     }
 

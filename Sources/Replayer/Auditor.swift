@@ -45,7 +45,7 @@ public struct LedgerBalances: Sendable {
             if statement.code == .approved {
                 for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
             }
-        case .card:
+        case .card, .freeze:
             break  // no money moves
         }
         for recorded in statement.balances {

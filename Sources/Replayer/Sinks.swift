@@ -59,14 +59,26 @@ public struct Notification: Sendable, Equatable {
     public let amount: Cents
     public let text: String
 
-    /// Decisions are notified, reversals that gave money back, and a card's
-    /// status changes; operator balance changes and reversals that moved
-    /// nothing are not.
+    /// Decisions are notified, reversals that gave money back, a card's
+    /// status changes, an account frozen or unfrozen and a benefit order's
+    /// credits; operator balance changes and reversals that moved nothing
+    /// are not.
     public static func isNotified(_ statement: Statement) -> Bool {
         switch statement.kind {
-        case .authorization, .card: return true
+        case .authorization, .card, .freeze: return true
         case .reversal: return statement.code == .approved && !statement.credits.isEmpty
-        case .credit, .set: return false
+        case .credit: return !statement.order.isEmpty
+        case .set: return false
+        }
+    }
+
+    /// A benefit category in the holder's words.
+    static func categoryText(_ category: String) -> String {
+        switch category {
+        case "MEAL": return "Refeição"
+        case "FOOD": return "Alimentação"
+        case "CASH": return "Saldo livre"
+        default: return category
         }
     }
 
@@ -111,6 +123,7 @@ public struct Notification: Sendable, Equatable {
         case .rollingCount: return "muitas compras em pouco tempo"
         case .merchantCategory: return "tipo de estabelecimento não permitido"
         case .merchant: return "estabelecimento não permitido"
+        case .frozen: return "conta bloqueada"
         }
     }
 
@@ -127,6 +140,14 @@ public struct Notification: Sendable, Equatable {
             text = statement.cardFrom.isEmpty
                 ? "Cartão \(card) emitido: \(Self.cardStatusText(statement.cardTo))"
                 : "Cartão \(card) \(Self.cardStatusText(statement.cardTo))"
+            return
+        }
+        if statement.kind == .credit {
+            text = "Crédito de " + statement.credits.map { "\(BrazilianReal.format(Cents($0.cents))) em \(Self.categoryText($0.category))" }.joined(separator: " e ")
+            return
+        }
+        if statement.kind == .freeze {
+            text = statement.cardTo == "frozen" ? "Conta bloqueada: compras suspensas" : "Conta desbloqueada: compras liberadas"
             return
         }
         if statement.kind == .reversal {

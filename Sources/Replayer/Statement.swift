@@ -15,6 +15,8 @@ public enum StatementKind: String, Sendable, CaseIterable {
     case reversal
     /// A card issued or its status changed (`card`, `from` -> `to`, `by`); no money moves.
     case card
+    /// An account frozen or unfrozen (`from` -> `to`: active or frozen, `reason`, `by`); no money moves.
+    case freeze
 }
 
 /// `MEAL:700` — an amount of cents against one category.
@@ -78,6 +80,9 @@ public struct Statement: Sendable, Equatable {
     public let cardFrom: String
     public let cardTo: String
     public let changedBy: String
+    /// A benefit order's credit: its order and line ("" otherwise).
+    public let order: String
+    public let orderLine: String
 
     public let debits: [Posting]
     public let credits: [Posting]
@@ -123,6 +128,8 @@ public struct Statement: Sendable, Equatable {
         self.cardFrom = fields["from"] ?? ""
         self.cardTo = fields["to"] ?? ""
         self.changedBy = fields["by"] ?? ""
+        self.order = fields["order"] ?? ""
+        self.orderLine = fields["line"] ?? ""
         self.debits = try Posting.list(debitsText)
         self.credits = try Posting.list(creditsText)
         self.balances = try Posting.list(balancesText)
@@ -162,6 +169,10 @@ public struct Statement: Sendable, Equatable {
             }
             // A PAN never reaches the ledger: only its first six and last four digits.
             guard maskedPAN.isEmpty || maskedPAN.contains("*") else { throw StatementError.malformed("card entry \(entryID) carries an unmasked PAN") }
+        case .freeze:
+            guard debits.isEmpty, credits.isEmpty, amount.value == 0, ["active", "frozen"].contains(cardTo) else {
+                throw StatementError.malformed("freeze entry \(entryID) must name the new state (active or frozen) and move no money")
+            }
         case .credit, .set:
             guard debits.isEmpty, !credits.isEmpty else { throw StatementError.malformed("\(kind.rawValue) \(entryID) has no credits") }
             if kind == .credit, credits.contains(where: { $0.cents <= 0 }) {

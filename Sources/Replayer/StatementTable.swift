@@ -63,6 +63,9 @@ public enum StatementTable {
                 ? "card \(card) issued, \(statement.cardTo)"
                 : "card \(card) \(statement.cardFrom) -> \(statement.cardTo)"
             amount = ""
+        case .freeze:
+            description = (statement.cardTo == "frozen" ? "account frozen" : "account unfrozen") + (statement.reason.isEmpty ? "" : ": \(statement.reason)")
+            amount = ""
         case .set:
             description = "balance set " + statement.credits.map { "\($0.category)=\(Cents($0.cents))" }.joined(separator: ", ")
             amount = ""

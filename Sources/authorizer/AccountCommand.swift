@@ -8,7 +8,7 @@ struct AccountCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "account",
         abstract: "Show or change an account's balances (each change is a statement).",
-        subcommands: [Set.self, Credit.self, Show.self]
+        subcommands: [Set.self, Credit.self, Show.self, Freeze.self, Unfreeze.self]
     )
 
     /// `FOOD=1205.11` pairs, validated.
@@ -86,6 +86,51 @@ struct AccountCommand: AsyncParsableCommand {
             guard !changes.isEmpty else { throw ValidationError("give at least one CATEGORY=AMOUNT") }
             try await AccountCommand.adjust(kind: "credit", account: account, changes: changes, redisOptions: redisOptions)
         }
+    }
+
+    struct Freeze: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Freeze an account (a court order): every purchase refused, credits and balance inquiries still served."
+        )
+        @OptionGroup var redisOptions: RedisOptions
+        @OptionGroup var who: CardCommand.Who
+        @Argument(help: "Account id.") var account: String
+        @Option(help: "Why (recorded in the ledger; 1-200 characters).") var reason: String
+
+        func run() async throws {
+            try await AccountCommand.freeze(true, account: account, reason: reason, by: who.name, redisOptions: redisOptions)
+        }
+    }
+
+    struct Unfreeze: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Lift an account's freeze.")
+        @OptionGroup var redisOptions: RedisOptions
+        @OptionGroup var who: CardCommand.Who
+        @Argument(help: "Account id.") var account: String
+        @Option(help: "Why (recorded in the ledger; 1-200 characters).") var reason: String
+
+        func run() async throws {
+            try await AccountCommand.freeze(false, account: account, reason: reason, by: who.name, redisOptions: redisOptions)
+        }
+    }
+
+    static func freeze(_ freeze: Bool, account: String, reason: String, by: String, redisOptions: RedisOptions) async throws {
+        guard Identifier.isValid(account) else { throw ValidationError("account must be 1-64 characters of A-Z a-z 0-9 . _ : -") }
+        guard (1...200).contains(reason.count), !reason.contains(where: \.isNewline) else { throw ValidationError("--reason: 1-200 characters on one line") }
+        let scripts = try ScriptLibrary.load()
+        let redis = try await RedisSession.open(redisOptions, scripts: scripts.all)
+        defer { redis.close() }
+        let operation = "\(freeze ? "freeze" : "unfreeze")-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt32.random(in: .min ... .max))"
+        let call = ScriptCall.freeze(freeze, operation: operation, account: account, reason: reason, by: by,
+                                     statements: redis.target.statementsKey(forAccount: account))
+        let reply: RESPValue
+        do {
+            reply = try await redis.eval(scripts[call.script], keys: call.keys, arguments: call.arguments)
+        } catch let error as RedisError {
+            throw fail("account \(account): \(error)")
+        }
+        guard let items = reply.array, items.count == 3, let to = items[2].string else { throw RedisError.unexpectedReply("\(reply)") }
+        print(to == "frozen" ? "account \(account) frozen: every purchase refused until unfrozen" : "account \(account) unfrozen")
     }
 
     struct Show: AsyncParsableCommand {

@@ -52,6 +52,7 @@ declare -A TESTS=(
   [trailing-window-never-forgets]='IntegrationTests.ControlsTests/testATrailingWindow'
   [reversal-keeps-trailing-approval]='IntegrationTests.ControlsTests/testATrailingWindow'
   [order-line-record-skipped]='IntegrationTests.OrderTests'
+  [freeze-not-checked]='IntegrationTests.FreezeTests'
   [card-status-not-checked]='IntegrationTests.CardTests'
   [card-expiry-not-checked]='IntegrationTests.CardTests'
   [card-transition-out-of-final]='IntegrationTests.CardTests'

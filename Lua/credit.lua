@@ -5,7 +5,9 @@
   Input:
     KEYS[1]  account:{ID}            HASH category -> balance in cents
     KEYS[2]  orders:{ID}             HASH "ORDER/LINE" -> the line's record,
-                                     CATEGORY:CENTS|ENTRY (ENTRY: its ledger entry)
+                                     CATEGORY:CENTS|ENTRY (ENTRY: its ledger
+                                     entry), then "|R:CENTS:ENTRY" once reverted
+                                     (revert.lua): a reverted line stays credited
     KEYS[3]  statements              STREAM the ledger (statements:{T} on a cluster)
     ARGV[1]  order id
     ARGV[2]  line id
@@ -32,7 +34,7 @@ local body = category .. ':' .. cents
 
 local prior = redis.call('HGET', orders, field)
 if prior then
-  local priorBody, entry = string.match(prior, '^([^|]*)|(.*)$')
+  local priorBody, entry = string.match(prior, '^([^|]*)|([^|]*)')
   if priorBody ~= body then return {'CONFLICT', priorBody or prior} end
   return {'ALREADY', entry}
 end

@@ -8,7 +8,7 @@ import RedisWire
 /// the account (a cluster routes the call by `keys[0]`).
 public struct ScriptCall: Sendable, Equatable {
     public enum Script: String, Sendable, CaseIterable {
-        case authorize, unlock, decline, adjust, reverse, balance, card, credit, freeze
+        case authorize, unlock, decline, adjust, reverse, balance, card, credit, freeze, revert
     }
 
     public let script: Script
@@ -143,6 +143,13 @@ public struct ScriptCall: Sendable, Equatable {
         ])
     }
 
+    /// `revert.lua`: one credited order line debited back (at most what is unspent), once.
+    public static func revert(order: String, line: String, account: String, reason: String, by: String, operation: String, statements: String) -> ScriptCall {
+        ScriptCall(.revert, keys: [Keys.account(account), Keys.orders(account: account), statements], arguments: [
+            order, line, account, reason, by, operation,
+        ])
+    }
+
     /// `freeze.lua`: an account frozen or unfrozen, with its ledger entry.
     public static func freeze(_ freeze: Bool, operation: String, account: String, reason: String, by: String, statements: String) -> ScriptCall {
         ScriptCall(.freeze, keys: [Keys.account(account), Keys.controls(account: account), statements], arguments: [
@@ -236,6 +243,7 @@ extension ScriptLibrary {
         case .balance: return balance
         case .credit: return credit
         case .freeze: return freeze
+        case .revert: return revert
         }
     }
 }

@@ -20,8 +20,9 @@ public struct ScriptLibrary: Sendable {
     public let card: LuaScript
     public let credit: LuaScript
     public let freeze: LuaScript
+    public let revert: LuaScript
 
-    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance, card, credit, freeze] }
+    public var all: [LuaScript] { [authorize, unlock, decline, adjust, reverse, balance, card, credit, freeze, revert] }
 
     public enum LoadError: Error, CustomStringConvertible {
         case notFound([String])
@@ -48,7 +49,8 @@ public struct ScriptLibrary: Sendable {
             balance: try read("balance"),
             card: try read("card"),
             credit: try read("credit"),
-            freeze: try read("freeze")
+            freeze: try read("freeze"),
+            revert: try read("revert")
         )
     }
 

@@ -45,6 +45,8 @@ public struct LedgerBalances: Sendable {
             if statement.code == .approved {
                 for posting in statement.credits { account[posting.category, default: 0] += posting.cents }
             }
+        case .revert:
+            for posting in statement.debits { account[posting.category, default: 0] -= posting.cents }
         case .card, .freeze:
             break  // no money moves
         }

@@ -66,6 +66,7 @@ public struct Notification: Sendable, Equatable {
     public static func isNotified(_ statement: Statement) -> Bool {
         switch statement.kind {
         case .authorization, .card, .freeze: return true
+        case .revert: return statement.amount.value > 0
         case .reversal: return statement.code == .approved && !statement.credits.isEmpty
         case .credit: return !statement.order.isEmpty
         case .set: return false
@@ -144,6 +145,10 @@ public struct Notification: Sendable, Equatable {
         }
         if statement.kind == .credit {
             text = "Crédito de " + statement.credits.map { "\(BrazilianReal.format(Cents($0.cents))) em \(Self.categoryText($0.category))" }.joined(separator: " e ")
+            return
+        }
+        if statement.kind == .revert {
+            text = "Estorno de crédito de \(value) em \(Self.categoryText(statement.debits.first?.category ?? ""))"
             return
         }
         if statement.kind == .freeze {

@@ -15,6 +15,9 @@ public enum StatementKind: String, Sendable, CaseIterable {
     case reversal
     /// A card issued or its status changed (`card`, `from` -> `to`, `by`); no money moves.
     case card
+    /// A benefit order's line debited back for an operational error
+    /// (`order`, `line`, `reason`, `by`): at most what was unspent.
+    case revert
     /// An account frozen or unfrozen (`from` -> `to`: active or frozen, `reason`, `by`); no money moves.
     case freeze
 }
@@ -83,6 +86,7 @@ public struct Statement: Sendable, Equatable {
     /// A benefit order's credit: its order and line ("" otherwise).
     public let order: String
     public let orderLine: String
+    public let employer: String
 
     public let debits: [Posting]
     public let credits: [Posting]
@@ -130,6 +134,7 @@ public struct Statement: Sendable, Equatable {
         self.changedBy = fields["by"] ?? ""
         self.order = fields["order"] ?? ""
         self.orderLine = fields["line"] ?? ""
+        self.employer = fields["employer"] ?? ""
         self.debits = try Posting.list(debitsText)
         self.credits = try Posting.list(creditsText)
         self.balances = try Posting.list(balancesText)
@@ -169,6 +174,10 @@ public struct Statement: Sendable, Equatable {
             }
             // A PAN never reaches the ledger: only its first six and last four digits.
             guard maskedPAN.isEmpty || maskedPAN.contains("*") else { throw StatementError.malformed("card entry \(entryID) carries an unmasked PAN") }
+        case .revert:
+            guard credits.isEmpty, debits.reduce(0, { $0 + $1.cents }) == amount.value, debits.allSatisfy({ $0.cents > 0 }), !order.isEmpty else {
+                throw StatementError.malformed("revert \(entryID): debits \(debitsText) must add up to \(amount.value) and name the order")
+            }
         case .freeze:
             guard debits.isEmpty, credits.isEmpty, amount.value == 0, ["active", "frozen"].contains(cardTo) else {
                 throw StatementError.malformed("freeze entry \(entryID) must name the new state (active or frozen) and move no money")

@@ -175,6 +175,11 @@ public final class StatementStore: Sendable {
                 try db.execute(sql: "ALTER TABLE statements ADD COLUMN \(column) TEXT NOT NULL DEFAULT ''")
             }
         }
+        migrator.registerMigration("v5: benefit orders") { db in
+            for column in ["order_id", "order_line", "employer"] {
+                try db.execute(sql: "ALTER TABLE statements ADD COLUMN \(column) TEXT NOT NULL DEFAULT ''")
+            }
+        }
         return migrator
     }
 
@@ -210,8 +215,8 @@ public final class StatementStore: Sendable {
             INSERT OR IGNORE INTO statements
             (stream, entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc, mcc_used,
              merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original,
-             card, pan, card_from, card_to, changed_by)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             card, pan, card_from, card_to, changed_by, order_id, order_line, employer)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             """)
         for (stream, entries) in batches {
             for entry in entries {
@@ -230,6 +235,7 @@ public final class StatementStore: Sendable {
                     statement.debitsText, statement.creditsText, statement.balancesText, statement.reason,
                     consumer, now, statement.original,
                     statement.card, statement.maskedPAN, statement.cardFrom, statement.cardTo, statement.changedBy,
+                    statement.order, statement.orderLine, statement.employer,
                 ])
                 if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }
             }
@@ -371,6 +377,7 @@ public final class StatementStore: Sendable {
             ("mcc_used", "mcc_used"), ("merchant", "merchant"), ("category", "category"), ("debits", "debits"),
             ("credits", "credits"), ("balances", "balances"), ("reason", "reason"), ("original", "original"),
             ("card", "card"), ("pan", "pan"), ("from", "card_from"), ("to", "card_to"), ("by", "changed_by"),
+            ("order", "order_id"), ("line", "order_line"), ("employer", "employer"),
         ]
         var fields: [String: String] = [:]
         for (field, column) in columns { fields[field] = row[column] }

@@ -63,6 +63,9 @@ public enum StatementTable {
                 ? "card \(card) issued, \(statement.cardTo)"
                 : "card \(card) \(statement.cardFrom) -> \(statement.cardTo)"
             amount = ""
+        case .revert:
+            description = "order \(statement.order) line \(statement.orderLine) reverted (\(statement.reason))"
+            amount = "-\(statement.amount)"
         case .freeze:
             description = (statement.cardTo == "frozen" ? "account frozen" : "account unfrozen") + (statement.reason.isEmpty ? "" : ": \(statement.reason)")
             amount = ""

@@ -8,8 +8,55 @@ struct OrderCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "order",
         abstract: "Employers' benefit orders: credit every line of a file at most once, ever.",
-        subcommands: [Load.self]
+        subcommands: [Load.self, Revert.self]
     )
+
+    /// Why an order line may be reverted: an operational error, nothing else.
+    enum RevertReason: String, ExpressibleByArgument, CaseIterable {
+        case duplicate
+        case wrongBeneficiary = "wrong-beneficiary"
+        case overCredit = "over-credit"
+    }
+
+    struct Revert: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Debit back one credited order line (an operational error only): at most what is unspent, once.",
+            discussion: "The line stays credited for its order: sending the order again credits nothing."
+        )
+        @OptionGroup var redisOptions: RedisOptions
+        @OptionGroup var who: CardCommand.Who
+        @Option(help: "The order's id.") var order: String
+        @Option(help: "The line's id in the order.") var line: String
+        @Option(help: "The account the line credited (the results file of order load lists it).") var account: String
+        @Option(help: "duplicate, wrong-beneficiary or over-credit.") var reason: RevertReason
+
+        func validate() throws {
+            for (name, value) in [("--order", order), ("--line", line), ("--account", account)] where !Identifier.isValid(value) {
+                throw ValidationError("\(name): 1-64 characters of A-Z a-z 0-9 . _ : -")
+            }
+        }
+
+        func run() async throws {
+            let scripts = try ScriptLibrary.load()
+            let redis = try await RedisSession.open(redisOptions, scripts: scripts.all)
+            defer { redis.close() }
+            let operation = "revert-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt32.random(in: .min ... .max))"
+            let call = ScriptCall.revert(order: order, line: line, account: account, reason: reason.rawValue, by: who.name,
+                                         operation: operation, statements: redis.target.statementsKey(forAccount: account))
+            let reply = try await redis.eval(scripts[call.script], keys: call.keys, arguments: call.arguments)
+            let items = (reply.array ?? []).map { $0.string ?? "" }
+            switch (items.first, items.count) {
+            case ("REVERTED", 4):
+                print("order \(order) line \(line) reverted on account \(account): \(Cents(Int64(items[2]) ?? 0)) debited back (balance \(Cents(Int64(items[3]) ?? 0)))")
+            case ("ALREADY", 3):
+                print("order \(order) line \(line) already reverted (\(Cents(Int64(items[2]) ?? 0)) debited back then)")
+            case ("UNKNOWN", 1):
+                throw fail("order \(order) line \(line): not credited on account \(account)")
+            default:
+                throw RedisError.unexpectedReply("\(reply)")
+            }
+        }
+    }
 
     struct Load: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

@@ -668,7 +668,7 @@ final class StatementStoreMigrationTests: XCTestCase {
         try sqlite(db, """
             INSERT INTO statements SELECT 'statements:{0}', entry_id, entry_ms, entry_seq, type, txn_id, account, code, amount_cents, mcc,
                 mcc_used, merchant, category, debits, credits, balances, reason, consumer, replayed_at_ms, original,
-                card, pan, card_from, card_to, changed_by
+                card, pan, card_from, card_to, changed_by, order_id, order_line, employer
                 FROM statements WHERE entry_id = '1700000000000-0'
             """)
         XCTAssertEqual(try sqlite(db, "SELECT COUNT(*) FROM statements"), ["3"])

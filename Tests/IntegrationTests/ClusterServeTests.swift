@@ -201,6 +201,30 @@ final class ClusterServeTests: XCTestCase {
         XCTAssertEqual(try balances("cc1", in: cluster)["FOOD"], 10_000 - 2 * 1_000)
     }
 
+    /// Benefit orders on the cluster: lines of accounts on every master
+    /// credited once (the second load credits nothing), a revert, a freeze.
+    func testAnOrderIsLoadedRevertedAndAnAccountFrozenOnTheCluster() throws {
+        let (cluster, serve) = try context()
+        let accounts = (0..<6).map { "oc\($0)" }
+        try setBalances(Dictionary(uniqueKeysWithValues: accounts.map { ($0, ["MEAL": 0]) }), on: cluster)
+        let file = cluster.users.appendingPathComponent("order.csv").path
+        try accounts.enumerated().map { "\($0.offset),\($0.element),MEAL,10.00" }.joined(separator: "\n").write(toFile: file, atomically: true, encoding: .utf8)
+        let redis = ["--redis", cluster.seeds]
+        XCTAssertTrue(try runAuthorizer(["order", "load", file, "--order", "oc-1"] + redis).output.contains("6 credited"))
+        XCTAssertTrue(try runAuthorizer(["order", "load", file, "--order", "oc-1"] + redis).output.contains("0 credited, 6 already credited"))
+        try runAuthorizer(["order", "revert", "--order", "oc-1", "--line", "1", "--account", "oc1", "--reason", "wrong-beneficiary"] + redis)
+        try runAuthorizer(["account", "freeze", "oc2", "--reason", "court order"] + redis)
+        let client = try serve.connect()
+        let buy: (String, String) -> [String: Any] = { ["id": $0, "account": $1, "totalAmount": "1.00", "mcc": "5811", "merchant": "M"] }
+        XCTAssertEqual(try client.request(buy("oc-b2", "oc2")).reason, "account frozen")
+        XCTAssertEqual(try client.request(buy("oc-b3", "oc3")).code, "00")
+        XCTAssertEqual(try balances("oc1", in: cluster)["MEAL"], 0)
+        XCTAssertEqual(try balances("oc2", in: cluster)["MEAL"], 1_000)
+        XCTAssertEqual(try balances("oc3", in: cluster)["MEAL"], 900)
+        XCTAssertEqual(try entries(of: "oc1", in: cluster).compactMap { ["credit", "revert"].contains($0["type"] ?? "") ? $0["type"] : nil }, ["credit", "revert"])
+        XCTAssertEqual(try entries(of: "oc2", in: cluster).filter { $0["type"] == "freeze" }.map { $0["to"] ?? "" }, ["frozen"])
+    }
+
     /// On each master: a request waiting on a lock held there wakes on that
     /// master's `del` keyevent, long before its 5 s deadline.
     func testLockWaitsWakeOnTheKeyeventsOfEachMaster() throws {

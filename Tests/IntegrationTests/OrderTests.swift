@@ -102,6 +102,34 @@ final class OrderTests: LedgerTestCase {
         XCTAssertEqual(try redis.balances("e3"), ["MEAL": 1_250])
     }
 
+    /// A revert (an operational error) debits back at most what is still
+    /// unspent of the line's category, once; the line stays credited.
+    func testARevertDebitsBackAtMostTheUnspentOnce() throws {
+        try adjust("set", [("e5", [("MEAL", 0)])])
+        let file = try write("r.csv", "1,e5,MEAL,100.00\n2,e5,MEAL,50.00\n")
+        try load(file, order: "o-r")
+        let serve = try ServeProcess(redis: redis)
+        let client = try serve.connect()
+        XCTAssertEqual(try client.request(["id": "spend", "account": "e5", "totalAmount": "120.00", "mcc": "5811", "merchant": "M"]).code, "00")
+        func revert(_ line: String, _ reason: String = "duplicate", expectSuccess: Bool = true) throws -> String {
+            try runAuthorizer(["order", "revert", "--order", "o-r", "--line", line, "--account", "e5", "--reason", reason, "--by", "ops",
+                               "--redis", redis.url], expectSuccess: expectSuccess).output
+        }
+        XCTAssertTrue(try revert("1").contains("30.00 debited back (balance 0.00)"), "only the 30.00 left of the 150.00")
+        XCTAssertTrue(try revert("1", "over-credit").contains("already reverted (30.00 debited back then)"))
+        XCTAssertTrue(try revert("2", "wrong-beneficiary").contains("0.00 debited back"), "nothing left to take")
+        XCTAssertEqual(try redis.balances("e5"), ["MEAL": 0])
+        XCTAssertTrue(try revert("9", expectSuccess: false).contains("not credited on account e5"))
+        XCTAssertTrue(try revert("1", "changed-my-mind", expectSuccess: false).contains("changed-my-mind"))
+        XCTAssertTrue(try load(file, order: "o-r").output.contains("0 credited, 2 already credited"), "a reverted line stays credited")
+        let reverts = try redis.statements().filter { $0["type"] == "revert" }
+        XCTAssertEqual(reverts.map { "\($0["line"] ?? "") \($0["debits"] ?? "") \($0["reason"] ?? "") \($0["by"] ?? "")" },
+                       ["1 MEAL:3000 duplicate ops", "2  wrong-beneficiary ops"])
+        try drain()
+        let audited = try audit()
+        XCTAssertEqual(audited.status, 0, audited.output)
+    }
+
     /// The loader SIGKILLed half-way through 20,000 lines, then run again:
     /// every line credited exactly once.
     func testALoaderKilledHalfWayAndRunAgainCreditsEveryLineOnce() throws {

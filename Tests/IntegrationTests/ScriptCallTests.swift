@@ -86,18 +86,20 @@ final class ScriptCallTests: XCTestCase {
         XCTAssertTrue(authorize.keys[2].hasPrefix("statements:{"), authorize.keys[2])
         XCTAssertEqual(authorize.arguments, [
             "tok", "200", "t1", "acct", "1234", "5411", "5411", "PADARIA DO ZE", "FOOD", "CASH", "whole",
-            "20784", MerchantDescriptor("PADARIA DO ZE").digest, "172800", "1", "3", "", "", "0", "1796678672093851",
-        ], "no card: nothing of cards is read; when it was received last")
+            "20784", MerchantDescriptor("PADARIA DO ZE").digest, "172800", "1", "3", "", "", "0", "1796678672093851", "",
+        ], "no card: nothing of cards is read; when it was received last; no program controls")
         var withCard = TransactionRequest(id: "t1", account: "acct", amount: Cents(1_234), mcc: "5411", merchant: "PADARIA DO ZE", card: .id("crd_a"))
         withCard.cardID = "crd_a"
         withCard.cardExpiry = "3012"
-        let resolution = Rules.defaults.resolve(mcc: "5411", merchant: MerchantDescriptor("PADARIA DO ZE"))
+        var rules = Rules.defaults
+        rules.programControls = ProgramControls([.perTransaction: "5000", .dayCount: "3"])
+        let resolution = rules.resolve(mcc: "5411", merchant: MerchantDescriptor("PADARIA DO ZE"))
         let carded = ScriptCall.authorize(
             withCard, resolution, token: "tok", lockTTLms: 200, idempotency: scope, statements: "statements", zoneOffsetSeconds: -10_800,
             receivedMicros: 1_796_678_672_093_851
         )
         XCTAssertEqual(carded.keys.last, "card:{acct}:crd_a", "the card's hash after the buckets")
-        XCTAssertEqual(Array(carded.arguments.suffix(5)), ["3", "crd_a", "3012", "-10800", "1796678672093851"])
+        XCTAssertEqual(Array(carded.arguments.suffix(6)), ["3", "crd_a", "3012", "-10800", "1796678672093851", "per_txn=5000;day_count=3"])
         let reverse = calls[1]
         XCTAssertEqual(Array(reverse.keys.suffix(4)), ["txns:{acct}:20261127", "txns:{acct}:20261126", "txns:{acct}:20261125", "txns:{acct}:20261124"],
                        "a reversal looks back over the whole retention")

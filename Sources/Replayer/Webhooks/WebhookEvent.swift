@@ -56,7 +56,7 @@ public struct WebhookEvent: Sendable, Equatable {
         case .reversal: return statement.code == .approved && !statement.credits.isEmpty ? .reversal : nil
         case .credit: return .credit
         case .card: return .cardStatus
-        case .set, .freeze: return nil
+        case .set, .freeze, .revert: return nil
         }
     }
 

@@ -53,6 +53,7 @@ declare -A TESTS=(
   [reversal-keeps-trailing-approval]='IntegrationTests.ControlsTests/testATrailingWindow'
   [order-line-record-skipped]='IntegrationTests.OrderTests'
   [freeze-not-checked]='IntegrationTests.FreezeTests'
+  [revert-takes-more-than-unspent]='IntegrationTests.OrderTests/testARevert'
   [card-status-not-checked]='IntegrationTests.CardTests'
   [card-expiry-not-checked]='IntegrationTests.CardTests'
   [card-transition-out-of-final]='IntegrationTests.CardTests'

@@ -88,30 +88,32 @@ struct AccountCommand: AsyncParsableCommand {
         }
     }
 
+    /// The account, why, and who: what a freeze and an unfreeze take.
+    struct FreezeChange: ParsableArguments {
+        @OptionGroup var redisOptions: RedisOptions
+        @OptionGroup var who: CardCommand.Who
+        @Argument(help: "Account id.") var account: String
+        @Option(help: "Why (recorded in the ledger; 1-200 characters).") var reason: String
+
+        func apply(freeze: Bool) async throws {
+            try await AccountCommand.freeze(freeze, account: account, reason: reason, by: who.name, redisOptions: redisOptions)
+        }
+    }
+
     struct Freeze: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Freeze an account (a court order): every purchase refused, credits and balance inquiries still served."
         )
-        @OptionGroup var redisOptions: RedisOptions
-        @OptionGroup var who: CardCommand.Who
-        @Argument(help: "Account id.") var account: String
-        @Option(help: "Why (recorded in the ledger; 1-200 characters).") var reason: String
+        @OptionGroup var change: FreezeChange
 
-        func run() async throws {
-            try await AccountCommand.freeze(true, account: account, reason: reason, by: who.name, redisOptions: redisOptions)
-        }
+        func run() async throws { try await change.apply(freeze: true) }
     }
 
     struct Unfreeze: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Lift an account's freeze.")
-        @OptionGroup var redisOptions: RedisOptions
-        @OptionGroup var who: CardCommand.Who
-        @Argument(help: "Account id.") var account: String
-        @Option(help: "Why (recorded in the ledger; 1-200 characters).") var reason: String
+        @OptionGroup var change: FreezeChange
 
-        func run() async throws {
-            try await AccountCommand.freeze(false, account: account, reason: reason, by: who.name, redisOptions: redisOptions)
-        }
+        func run() async throws { try await change.apply(freeze: false) }
     }
 
     static func freeze(_ freeze: Bool, account: String, reason: String, by: String, redisOptions: RedisOptions) async throws {

@@ -168,6 +168,15 @@ final class RedisSession: Sendable {
     }
 }
 
+/// A file's text, or a failure that names the file.
+func readTextFile(_ path: String) throws -> String {
+    do {
+        return try String(contentsOfFile: path, encoding: .utf8)
+    } catch {
+        throw fail("cannot read \(path): \(error.localizedDescription)")
+    }
+}
+
 func fail(_ message: String) -> ExitCode {
     FileHandle.standardError.write(Data("error: \(message)\n".utf8))
     return ExitCode.failure

@@ -84,12 +84,7 @@ struct OrderCommand: AsyncParsableCommand {
         }
 
         func run() async throws {
-            let text: String
-            do {
-                text = try String(contentsOfFile: file, encoding: .utf8)
-            } catch {
-                throw fail("cannot read \(file): \(error.localizedDescription)")
-            }
+            let text = try readTextFile(file)
             let (lines, problems) = OrderFile.parse(text, format: OrderFile.format(ofFile: file))
             for problem in problems.prefix(50) { FileHandle.standardError.write(Data("\(file): \(problem)\n".utf8)) }
             if problems.count > 50 { FileHandle.standardError.write(Data("\(file): … and \(problems.count - 50) more\n".utf8)) }

@@ -16,12 +16,7 @@ struct RulesCommand: AsyncParsableCommand {
         @Argument(help: "Rules file (.json, .yaml or .yml).") var file: String
 
         func run() async throws {
-            let text: String
-            do {
-                text = try String(contentsOfFile: file, encoding: .utf8)
-            } catch {
-                throw fail("cannot read \(file): \(error.localizedDescription)")
-            }
+            let text = try readTextFile(file)
             let rules: Rules
             do {
                 rules = try RulesFile.parse(text, fileName: file)

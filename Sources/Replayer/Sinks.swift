@@ -138,9 +138,9 @@ public struct Notification: Sendable, Equatable {
         let value = BrazilianReal.format(statement.amount)
         if statement.kind == .card {
             let card = statement.maskedPAN.isEmpty ? statement.card : "final \(statement.maskedPAN.suffix(4))"
-            text = statement.cardFrom.isEmpty
-                ? "Cartão \(card) emitido: \(Self.cardStatusText(statement.cardTo))"
-                : "Cartão \(card) \(Self.cardStatusText(statement.cardTo))"
+            text = statement.from.isEmpty
+                ? "Cartão \(card) emitido: \(Self.cardStatusText(statement.to))"
+                : "Cartão \(card) \(Self.cardStatusText(statement.to))"
             return
         }
         if statement.kind == .credit {
@@ -152,7 +152,7 @@ public struct Notification: Sendable, Equatable {
             return
         }
         if statement.kind == .freeze {
-            text = statement.cardTo == "frozen" ? "Conta bloqueada: compras suspensas" : "Conta desbloqueada: compras liberadas"
+            text = statement.to == "frozen" ? "Conta bloqueada: compras suspensas" : "Conta desbloqueada: compras liberadas"
             return
         }
         if statement.kind == .reversal {

@@ -79,9 +79,10 @@ public struct Statement: Sendable, Equatable {
     /// The card used or changed ("" without one) and its masked PAN.
     public let card: String
     public let maskedPAN: String
-    /// A card entry's status change (`from` is "" when the card was issued) and who made it.
-    public let cardFrom: String
-    public let cardTo: String
+    /// A card entry's status change (`from` is "" when the card was issued), or a freeze
+    /// entry's state (`active`, `frozen`), and who made it.
+    public let from: String
+    public let to: String
     public let changedBy: String
     /// A benefit order's credit: its order and line ("" otherwise).
     public let order: String
@@ -129,8 +130,8 @@ public struct Statement: Sendable, Equatable {
         self.original = fields["original"] ?? ""
         self.card = fields["card"] ?? ""
         self.maskedPAN = fields["pan"] ?? ""
-        self.cardFrom = fields["from"] ?? ""
-        self.cardTo = fields["to"] ?? ""
+        self.from = fields["from"] ?? ""
+        self.to = fields["to"] ?? ""
         self.changedBy = fields["by"] ?? ""
         self.order = fields["order"] ?? ""
         self.orderLine = fields["line"] ?? ""
@@ -169,7 +170,7 @@ public struct Statement: Sendable, Equatable {
                 throw StatementError.malformed("reversal \(entryID) has code \(code)")
             }
         case .card:
-            guard debits.isEmpty, credits.isEmpty, amount.value == 0, !card.isEmpty, CardStatus(rawValue: cardTo) != nil else {
+            guard debits.isEmpty, credits.isEmpty, amount.value == 0, !card.isEmpty, CardStatus(rawValue: to) != nil else {
                 throw StatementError.malformed("card entry \(entryID) must name a card and its new status, and move no money")
             }
             // A PAN never reaches the ledger: only its first six and last four digits.
@@ -179,7 +180,7 @@ public struct Statement: Sendable, Equatable {
                 throw StatementError.malformed("revert \(entryID): debits \(debitsText) must add up to \(amount.value) and name the order")
             }
         case .freeze:
-            guard debits.isEmpty, credits.isEmpty, amount.value == 0, ["active", "frozen"].contains(cardTo) else {
+            guard debits.isEmpty, credits.isEmpty, amount.value == 0, ["active", "frozen"].contains(to) else {
                 throw StatementError.malformed("freeze entry \(entryID) must name the new state (active or frozen) and move no money")
             }
         case .credit, .set:

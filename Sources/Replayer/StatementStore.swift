@@ -234,7 +234,7 @@ public final class StatementStore: Sendable {
                     statement.amount.value, statement.mcc, statement.mccUsed, statement.merchant, statement.category,
                     statement.debitsText, statement.creditsText, statement.balancesText, statement.reason,
                     consumer, now, statement.original,
-                    statement.card, statement.maskedPAN, statement.cardFrom, statement.cardTo, statement.changedBy,
+                    statement.card, statement.maskedPAN, statement.from, statement.to, statement.changedBy,
                     statement.order, statement.orderLine, statement.employer,
                 ])
                 if db.changesCount == 1 { outcome.applied += 1 } else { outcome.duplicates += 1 }

@@ -59,15 +59,15 @@ public enum StatementTable {
             }
         case .card:
             let card = statement.maskedPAN.isEmpty ? statement.card : statement.maskedPAN
-            description = statement.cardFrom.isEmpty
-                ? "card \(card) issued, \(statement.cardTo)"
-                : "card \(card) \(statement.cardFrom) -> \(statement.cardTo)"
+            description = statement.from.isEmpty
+                ? "card \(card) issued, \(statement.to)"
+                : "card \(card) \(statement.from) -> \(statement.to)"
             amount = ""
         case .revert:
             description = "order \(statement.order) line \(statement.orderLine) reverted (\(statement.reason))"
             amount = "-\(statement.amount)"
         case .freeze:
-            description = (statement.cardTo == "frozen" ? "account frozen" : "account unfrozen") + (statement.reason.isEmpty ? "" : ": \(statement.reason)")
+            description = (statement.to == "frozen" ? "account frozen" : "account unfrozen") + (statement.reason.isEmpty ? "" : ": \(statement.reason)")
             amount = ""
         case .set:
             description = "balance set " + statement.credits.map { "\($0.category)=\(Cents($0.cents))" }.joined(separator: ", ")

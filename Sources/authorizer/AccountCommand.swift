@@ -91,7 +91,7 @@ struct AccountCommand: AsyncParsableCommand {
     /// The account, why, and who: what a freeze and an unfreeze take.
     struct FreezeChange: ParsableArguments {
         @OptionGroup var redisOptions: RedisOptions
-        @OptionGroup var who: CardCommand.Who
+        @OptionGroup var who: ChangeAuthor
         @Argument(help: "Account id.") var account: String
         @Option(help: "Why (recorded in the ledger; 1-200 characters).") var reason: String
 

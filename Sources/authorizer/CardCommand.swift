@@ -14,12 +14,6 @@ struct CardCommand: AsyncParsableCommand {
         ]
     )
 
-    /// Who makes a change, for the ledger entry's `by`.
-    struct Who: ParsableArguments {
-        @Option(help: "Who makes the change, for the ledger (default: $USER).") var by: String?
-        var name: String { by ?? ProcessInfo.processInfo.environment["USER"] ?? "operator" }
-    }
-
     /// A card named by id, or by PAN (found through the index; needs the PAN key).
     static func find(_ text: String, redis: RedisSession, keys: PANKeys?) async throws -> (account: String, card: String) {
         guard let reference = CardReference(text) else { throw ValidationError(CardReference.rule) }
@@ -98,7 +92,7 @@ struct CardCommand: AsyncParsableCommand {
         @OptionGroup var redisOptions: RedisOptions
         @OptionGroup var panKey: PANKeyOptions
         @OptionGroup var zone: ZoneOptions
-        @OptionGroup var who: Who
+        @OptionGroup var who: ChangeAuthor
         @Argument(help: "Account id.") var account: String
         @Option(help: "The card's PAN (12-19 digits, Luhn check digit).") var pan: String?
         @Flag(help: "Generate a PAN (16 digits under --bin), printed once.") var generate = false
@@ -126,7 +120,7 @@ struct CardCommand: AsyncParsableCommand {
         @OptionGroup var redisOptions: RedisOptions
         @OptionGroup var panKey: PANKeyOptions
         @OptionGroup var zone: ZoneOptions
-        @OptionGroup var who: Who
+        @OptionGroup var who: ChangeAuthor
         @Argument(help: "The card replaced: its id or PAN.") var card: String
         @Option(help: "The new card's PAN.") var pan: String?
         @Flag(help: "Generate the new card's PAN, printed once.") var generate = false
@@ -154,7 +148,7 @@ struct CardCommand: AsyncParsableCommand {
         struct Options: ParsableArguments {
             @OptionGroup var redisOptions: RedisOptions
             @OptionGroup var panKey: PANKeyOptions
-            @OptionGroup var who: Who
+            @OptionGroup var who: ChangeAuthor
             @Argument(help: "Card id or PAN.") var card: String
         }
 

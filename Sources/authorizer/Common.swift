@@ -168,6 +168,12 @@ final class RedisSession: Sendable {
     }
 }
 
+/// Who makes an operator's change (a card's status, a freeze, a revert), for the ledger entry's `by`.
+struct ChangeAuthor: ParsableArguments {
+    @Option(help: "Who makes the change, for the ledger (default: $USER).") var by: String?
+    var name: String { by ?? ProcessInfo.processInfo.environment["USER"] ?? "operator" }
+}
+
 /// A file's text, or a failure that names the file.
 func readTextFile(_ path: String) throws -> String {
     do {

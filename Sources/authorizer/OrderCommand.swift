@@ -24,7 +24,7 @@ struct OrderCommand: AsyncParsableCommand {
             discussion: "The line stays credited for its order: sending the order again credits nothing."
         )
         @OptionGroup var redisOptions: RedisOptions
-        @OptionGroup var who: CardCommand.Who
+        @OptionGroup var who: ChangeAuthor
         @Option(help: "The order's id.") var order: String
         @Option(help: "The line's id in the order.") var line: String
         @Option(help: "The account the line credited (the results file of order load lists it).") var account: String
